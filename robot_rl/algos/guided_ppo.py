@@ -1,0 +1,278 @@
+"""GuidedPPO: SB3 PPO plus a teacher-guidance term, ``L = L_PPO + λ_t · L_aux``.
+
+* Teacher targets ``ã_t`` and their validity are named rollout-buffer fields
+  (:class:`GuidedRolloutBuffer`, like rsl_rl's ``RolloutStorage.privileged_actions`` and
+  sb3-contrib's ``action_masks``).
+* Teacher queries happen at rollout time through a callback around SB3's own
+  ``collect_rollouts`` (no copy of it): before each env step the
+  :class:`~robot_rl.guidance.collector.GuidanceCollector` queries, batched over the envs that the
+  scheduler picked, and the step's target is written into the buffer row. Minibatches read it back;
+  the teacher is never re-queried per minibatch.
+* SB3 has no hook in the PPO loss (a local in ``PPO.train()``), so :meth:`GuidedPPO.train` is a copy of
+  SB3 2.9.2's ``PPO.train`` with the changes marked ``# --- robot_rl``. SB3's minor version is pinned
+  in pyproject.toml, and ``tests/algos/test_guided_ppo.py`` checks that with ``λ = 0`` GuidedPPO
+  reproduces plain PPO's parameters exactly.
+
+Aux losses (``aux_loss``): ``"cosine"`` = VLAJS's masked directional loss (Moroncelli et al. 2026),
+``"mse"`` = the RPD baseline (Jülg et al. 2025). See :mod:`robot_rl.guidance.losses`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.vec_env import VecNormalize
+from torch.nn import functional as F
+
+from robot_rl.guidance.collector import GuidanceCollector
+from robot_rl.guidance.losses import directional_cosine_loss, mse_loss
+
+AUX_LOSSES = {"cosine": directional_cosine_loss, "mse": mse_loss}
+
+
+class GuidedRolloutBufferSamples(NamedTuple):
+    """SB3's ``RolloutBufferSamples`` plus ``teacher_targets (B, 7)`` and ``teacher_valid (B,)``."""
+
+    observations: th.Tensor
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    teacher_targets: th.Tensor
+    teacher_valid: th.Tensor
+
+
+class GuidedRolloutBuffer(RolloutBuffer):
+    """A ``RolloutBuffer`` with two named fields per env step:
+
+    * ``teacher_targets``: ``(n_steps, n_envs, action_dim) float32`` per-step teacher targets ``ã_t``;
+    * ``teacher_valid``: ``(n_steps, n_envs) float32`` 1 where ``ã_t`` is valid.
+
+    Minibatch order is SB3's (same ``np.random.permutation`` call), so with no valid targets the
+    samples equal those of a plain ``RolloutBuffer``.
+    """
+
+    def reset(self) -> None:
+        super().reset()
+        self.teacher_targets = np.zeros((self.buffer_size, self.n_envs, self.action_dim), dtype=np.float32)
+        self.teacher_valid = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
+
+    def set_teacher_row(self, targets: np.ndarray, valid: np.ndarray) -> None:
+        """Store the targets ``(n_envs, action_dim)`` and validity ``(n_envs,)`` of the row about to be added."""
+        self.teacher_targets[self.pos] = targets
+        self.teacher_valid[self.pos] = valid
+
+    def get(self, batch_size: int | None = None) -> Generator[GuidedRolloutBufferSamples, None, None]:
+        if not self.generator_ready:
+            self.teacher_targets = self.swap_and_flatten(self.teacher_targets)
+            self.teacher_valid = self.swap_and_flatten(self.teacher_valid)
+        yield from super().get(batch_size)  # type: ignore[misc]
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> GuidedRolloutBufferSamples:
+        base = super()._get_samples(batch_inds, env)
+        extra = (self.teacher_targets[batch_inds], self.teacher_valid[batch_inds].flatten())
+        return GuidedRolloutBufferSamples(*base, *map(self.to_torch, extra))
+
+
+class _GuidanceCallback(BaseCallback):
+    """Runs the collector inside SB3's ``collect_rollouts``: query before each env step, store after."""
+
+    def __init__(self, collector: GuidanceCollector, n_rollout_steps: int):
+        super().__init__()
+        self.collector = collector
+        self.n_rollout_steps = n_rollout_steps
+
+    def _on_rollout_start(self) -> None:
+        buf = self.model.ep_info_buffer
+        mean_return = float(np.mean([ep["r"] for ep in buf])) if buf else None
+        self.collector.begin_rollout(mean_return)
+        self.collector.prepare(self.training_env)
+
+    def _on_step(self) -> bool:
+        # Called after env.step() and before rollout_buffer.add() of the same row.
+        targets, valid = self.collector.current()
+        self.model.rollout_buffer.set_teacher_row(targets, valid)
+        self.collector.advance(self.locals["dones"])
+        if self.locals["n_steps"] + 1 < self.n_rollout_steps:  # the next rollout's first query waits for its N_calls
+            self.collector.prepare(self.training_env)
+        return True
+
+
+class GuidedPPO(PPO):
+    """PPO with teacher guidance. All of SB3 ``PPO``'s arguments, plus:
+
+    Args:
+        guidance: the rollout-time collector, or ``None`` for plain PPO (mode ``ppo``).
+        aux_loss: ``"cosine"`` (VLAJS) or ``"mse"`` (RPD).
+
+    The current ``λ_t`` is ``guidance.scheduler.lambda_t``. Logged keys: ``guidance/aux_loss``,
+    ``guidance/lambda``, ``guidance/valid_fraction``. ``guidance`` is not saved with the model (it may
+    hold a network client); a run saves the scheduler's ``state_dict`` beside the checkpoint.
+    """
+
+    def __init__(self, *args, guidance: GuidanceCollector | None = None, aux_loss: str = "cosine", **kwargs):
+        if aux_loss not in AUX_LOSSES:
+            raise ValueError(f"aux_loss must be one of {sorted(AUX_LOSSES)}, got {aux_loss!r}")
+        kwargs.setdefault("rollout_buffer_class", GuidedRolloutBuffer)
+        self.guidance = guidance
+        self.aux_loss = aux_loss
+        super().__init__(*args, **kwargs)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "guidance"]
+
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:
+        if self.guidance is not None:
+            guidance_cb = _GuidanceCallback(self.guidance, n_rollout_steps)
+            guidance_cb.init_callback(self)
+            callback = CallbackList([guidance_cb, callback])
+        return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+
+    @property
+    def lambda_t(self) -> float:
+        """Weight of the auxiliary loss in the coming update (0 without guidance)."""
+        return self.guidance.scheduler.lambda_t if self.guidance is not None else 0.0
+
+    def train(self) -> None:
+        """Update policy using the currently gathered rollout buffer (copy of SB3 2.9.2 ``PPO.train``)."""
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        # Update optimizer learning rate
+        self._update_learning_rate(self.policy.optimizer)
+        # Compute current clip range
+        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
+        # Optional: clip range for the value function
+        if self.clip_range_vf is not None:
+            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+
+        entropy_losses = []
+        pg_losses, value_losses = [], []
+        clip_fractions = []
+        # --- robot_rl: the guidance term's weight and logs
+        lam = self.lambda_t
+        aux_fn = AUX_LOSSES[self.aux_loss]
+        aux_losses = []
+        # --- robot_rl end
+
+        continue_training = True
+        # train for n_epochs epochs
+        for epoch in range(self.n_epochs):
+            approx_kl_divs = []
+            # Do a complete pass on the rollout buffer
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                actions = rollout_data.actions
+                if isinstance(self.action_space, spaces.Discrete):
+                    # Convert discrete action from float to long
+                    actions = rollout_data.actions.long().flatten()
+
+                values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
+                values = values.flatten()
+                # Normalize advantage
+                advantages = rollout_data.advantages
+                # Normalization does not make sense if mini batchsize == 1, see GH issue #325
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+                # ratio between old and new policy, should be one at the first iteration
+                ratio = th.exp(log_prob - rollout_data.old_log_prob)
+
+                # clipped surrogate loss
+                policy_loss_1 = advantages * ratio
+                policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
+
+                # Logging
+                pg_losses.append(policy_loss.item())
+                clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).float()).item()
+                clip_fractions.append(clip_fraction)
+
+                if self.clip_range_vf is None:
+                    # No clipping
+                    values_pred = values
+                else:
+                    # Clip the difference between old and new value
+                    # NOTE: this depends on the reward scaling
+                    values_pred = rollout_data.old_values + th.clamp(
+                        values - rollout_data.old_values, -clip_range_vf, clip_range_vf
+                    )
+                # Value loss using the TD(gae_lambda) target
+                value_loss = F.mse_loss(rollout_data.returns, values_pred)
+                value_losses.append(value_loss.item())
+
+                # Entropy loss favor exploration
+                if entropy is None:
+                    # Approximate entropy when no analytical form
+                    entropy_loss = -th.mean(-log_prob)
+                else:
+                    entropy_loss = -th.mean(entropy)
+
+                entropy_losses.append(entropy_loss.item())
+
+                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+
+                # --- robot_rl: auxiliary guidance term on the policy mean, masked by validity
+                if self.guidance is not None:
+                    mean = self.policy.get_distribution(rollout_data.observations).distribution.mean
+                    aux = aux_fn(mean, rollout_data.teacher_targets, rollout_data.teacher_valid)
+                    aux_losses.append(aux.item())
+                    loss = loss + lam * aux
+                # --- robot_rl end
+
+                # Calculate approximate form of reverse KL Divergence for early stopping
+                # see issue #417: https://github.com/DLR-RM/stable-baselines3/issues/417
+                # and discussion in PR #419: https://github.com/DLR-RM/stable-baselines3/pull/419
+                # and Schulman blog: http://joschu.net/blog/kl-approx.html
+                with th.no_grad():
+                    log_ratio = log_prob - rollout_data.old_log_prob
+                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    approx_kl_divs.append(approx_kl_div)
+
+                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+                    break
+
+                # Optimization step
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                # Clip grad norm
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+
+        # Logs
+        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
+        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
+        self.logger.record("train/value_loss", np.mean(value_losses))
+        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
+        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/explained_variance", explained_var)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if self.clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
+        # --- robot_rl: guidance logs
+        if self.guidance is not None:
+            self.logger.record("guidance/aux_loss", float(np.mean(aux_losses)) if aux_losses else 0.0)
+            self.logger.record("guidance/lambda", lam)
+            self.logger.record("guidance/valid_fraction", float(self.rollout_buffer.teacher_valid.mean()))
+        # --- robot_rl end

@@ -1,0 +1,119 @@
+"""``robot-rl``: train, resume, evaluate and inspect guided PPO runs.
+
+Examples::
+
+    robot-rl train                                    # PushCube sparse, vlajs, scripted teacher
+    robot-rl train --config configs/train/pushcube_sparse_vlajs.yaml --mode ppo --seed 1
+    robot-rl train --config configs/train/pushcube_sparse_vlajs.yaml ppo.n_steps=128 teacher.direction_noise_deg=30
+    robot-rl train --resume runs/RRL-PushCube-Sparse-v1-vlajs-s0-20261121-060000
+    robot-rl eval runs/<run> --episodes 50 --video
+    robot-rl tasks
+    robot-rl config
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from robot_rl.config import ConfigError, describe
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train" / "pushcube_sparse_vlajs.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="robot-rl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a policy (or resume a run)", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train PPO in ManiSkill3 with teacher guidance. Config keys and their units: "
+                                   "`robot-rl config`.")
+    t.add_argument("--config", type=Path, default=None,
+                   help=f"YAML config (default: {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[2])} when it exists, else built-in defaults)")
+    t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    t.add_argument("--mode", choices=("ppo", "rpd", "vlajs"), help="ppo: no teacher; rpd: MSE on every step; vlajs: sparse directional hints")
+    t.add_argument("--seed", type=int, help="seed of envs, policy and query scheduler")
+    t.add_argument("--total-steps", type=int, help="training budget in env steps")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any config key, e.g. ppo.n_steps=128 env.num_envs=4")
+
+    e = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
+    e.add_argument("--video", nargs="?", const=True, default=None, metavar="PATH.mp4",
+                   help="write an MP4 of the episodes (default path RUN_DIR/eval.mp4)")
+    e.add_argument("--seed", type=int, default=None, help="env seed (default: training seed + 10000)")
+
+    sub.add_parser("tasks", help="list the task ids and their names in the VLAJS paper")
+    sub.add_parser("config", help="list every config key with its default, unit and meaning")
+    return p
+
+
+def _train(args) -> int:
+    from robot_rl import trainer
+    from robot_rl.config import load_config
+
+    overrides = list(args.overrides)
+    for key, value in (("mode", args.mode), ("seed", args.seed), ("total_steps", args.total_steps)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.resume is not None:
+        if args.config is not None:
+            raise ConfigError("--resume takes the run's own config.yaml; drop --config (use KEY=VALUE to change keys)")
+        run = trainer.resume(args.resume, overrides)
+    else:
+        path = args.config if args.config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+        run = trainer.train(load_config(path, overrides))
+    print(f"run directory: {run.path}")
+    if (run.path / "eval.json").exists():
+        print((run.path / "eval.json").read_text())
+    return 0
+
+
+def _eval(args) -> int:
+    import json
+
+    from robot_rl.trainer import evaluate
+
+    video = None
+    if args.video is not None:
+        video = args.run_dir / "eval.mp4" if args.video is True else Path(args.video)
+    result = evaluate(args.run_dir, args.episodes, video=video, seed=args.seed)
+    print(json.dumps(result, indent=2))
+    if video is not None:
+        print(f"video: {video}")
+    return 0
+
+
+def _tasks() -> int:
+    from robot_rl.envs import TASKS
+
+    print(f"{'task id':32} {'paper name':18} {'upstream':16} horizon  instruction")
+    for spec in TASKS.values():
+        print(f"{spec.env_id:32} {spec.paper_name:18} {spec.upstream_id:16} {spec.max_episode_steps:7}  {spec.instruction}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "eval":
+            return _eval(args)
+        if args.command == "tasks":
+            return _tasks()
+        if args.command == "config":
+            print("\n".join(describe()))
+            return 0
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"robot-rl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: resume with `robot-rl train --resume RUN_DIR` from the last checkpoint", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

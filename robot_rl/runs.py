@@ -1,0 +1,151 @@
+"""The run directory: layout, checkpoints, metrics and the success-curve plot (DESIGN.md, Runs).
+
+::
+
+    RUN_DIR/
+      config.yaml            resolved config (what --resume reads)
+      metrics.jsonl          one JSON object per PPO update (env steps, success rate, return, losses,
+                             teacher queries, λ_t, steps/s)
+      tb/                    TensorBoard events
+      checkpoints/latest/    model.zip, vecnormalize.pkl, guidance.json, written atomically
+      eval.json              final evaluation (success rate, mean return)
+      success_curve.png      success rate against env steps
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from robot_rl.config import TrainConfig, dump_config, load_config
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+EVAL = "eval.json"
+CURVE = "success_curve.png"
+TB = "tb"
+CKPT = "checkpoints/latest"
+#: metrics.jsonl keys (SB3 logger names) of the env-step counter and the success rate.
+STEP_KEY = "time/total_timesteps"
+SUCCESS_KEY = "rollout/success_rate"
+
+
+class RunDir:
+    """Paths of one run directory. ``RunDir.create`` makes a new one; ``RunDir(path)`` opens one."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, cfg: TrainConfig) -> RunDir:
+        """Make ``cfg.run.out_dir/<name>`` and write the resolved config.
+
+        Raises:
+            FileExistsError: a run directory of that name already holds a config (resume it instead).
+        """
+        name = cfg.run.name or f"{cfg.task}-{cfg.mode}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = cls(Path(cfg.run.out_dir) / name)
+        if (run.path / CONFIG).exists():
+            raise FileExistsError(f"{run.path} already holds a run: resume it with `robot-rl train --resume {run.path}`")
+        run.path.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, run.path / CONFIG)
+        return run
+
+    def config(self, overrides: list[str] | tuple = ()) -> TrainConfig:
+        """The run's resolved config (with optional overrides, e.g. a larger ``total_steps``).
+
+        Raises:
+            FileNotFoundError: not a run directory.
+        """
+        if not (self.path / CONFIG).exists():
+            raise FileNotFoundError(f"{self.path} is not a run directory (no {CONFIG})")
+        return load_config(self.path / CONFIG, overrides)
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def tb(self) -> Path:
+        return self.path / TB
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CKPT
+
+    def has_checkpoint(self) -> bool:
+        return (self.checkpoint / "model.zip").exists()
+
+    def save_checkpoint(self, model, guidance_state: dict) -> None:
+        """Write model, observation-normalization stats and guidance state; atomic (tmp dir + rename),
+        so a kill mid-write leaves the previous checkpoint intact."""
+        tmp = self.checkpoint.with_name("latest.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        model.save(tmp / "model.zip")
+        venv = model.get_vec_normalize_env()
+        if venv is not None:
+            venv.save(str(tmp / "vecnormalize.pkl"))
+        state = {"num_timesteps": int(model.num_timesteps), **guidance_state}
+        (tmp / "guidance.json").write_text(json.dumps(state))
+        old = self.checkpoint.with_name("latest.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.checkpoint.exists():
+            os.replace(self.checkpoint, old)
+        os.replace(tmp, self.checkpoint)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def recover_checkpoint(self) -> None:
+        """After a kill between the two renames of :meth:`save_checkpoint`, put the old one back."""
+        old = self.checkpoint.with_name("latest.old")
+        if not self.checkpoint.exists() and old.exists():
+            os.replace(old, self.checkpoint)
+
+    def checkpoint_state(self) -> dict:
+        return json.loads((self.checkpoint / "guidance.json").read_text())
+
+    def read_metrics(self) -> list[dict]:
+        """Rows of metrics.jsonl (a line cut short by a kill is skipped)."""
+        if not self.metrics.exists():
+            return []
+        rows = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def truncate_metrics(self, max_step: int) -> None:
+        """Drop metric rows past ``max_step`` env steps: a resumed run redoes them."""
+        rows = [r for r in self.read_metrics() if r.get(STEP_KEY, 0) <= max_step]
+        self.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def write_eval(self, result: dict) -> None:
+        (self.path / EVAL).write_text(json.dumps(result, indent=2))
+
+    def plot_success_curve(self) -> Path | None:
+        """Success rate (last 100 episodes) against env steps, as ``success_curve.png``."""
+        rows = [r for r in self.read_metrics() if SUCCESS_KEY in r]
+        if not rows:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cfg = self.config()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([r[STEP_KEY] for r in rows], [r[SUCCESS_KEY] for r in rows], label=cfg.mode)
+        ax.set(xlabel="env steps", ylabel="success rate (last 100 episodes)", ylim=(-0.02, 1.02),
+               title=f"{cfg.task} ({cfg.mode}, seed {cfg.seed})")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        out = self.path / CURVE
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        return out

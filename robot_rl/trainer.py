@@ -1,0 +1,289 @@
+"""Training, resuming and evaluating runs: builds env, teacher, guidance and GuidedPPO from a config."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import JSONOutputFormat, Logger, TensorBoardOutputFormat
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
+
+from robot_rl.algos import GuidedPPO
+from robot_rl.config import TrainConfig
+from robot_rl.guidance import GuidanceCollector, QueryScheduler
+from robot_rl.runs import RunDir
+
+#: Offset of evaluation seeds from the training seed, so evaluation episodes are unseen ones.
+EVAL_SEED_OFFSET = 10_000
+
+
+def build_env(cfg: TrainConfig, num_envs: int | None = None, seed: int | None = None, in_process: bool = False) -> VecEnv:
+    """The task's vec env with episode statistics (``VecMonitor``); normalization is added by the caller."""
+    from robot_rl.envs import make_vec_env
+
+    venv = make_vec_env(
+        cfg.task,
+        num_envs=num_envs or cfg.env.num_envs,
+        sim_backend=cfg.env.sim_backend,
+        reward_mode=cfg.env.reward_mode,
+        max_episode_steps=cfg.env.max_episode_steps,
+        seed=cfg.seed if seed is None else seed,
+        teacher_image_size=tuple(cfg.guidance.image_size),
+        in_process=in_process,
+    )
+    return VecMonitor(venv)
+
+
+def build_teacher(cfg: TrainConfig):
+    """The configured teacher (``cfg.teacher``); its RNG is seeded from ``cfg.seed``."""
+    from robot_rl.teachers import make_teacher
+
+    t = cfg.teacher
+    return make_teacher(
+        t.kind,
+        control_period_steps=t.control_period_steps,
+        direction_noise_deg=t.direction_noise_deg,
+        bias_rotation_deg=t.bias_rotation_deg,
+        wrong_fraction=t.wrong_fraction,
+        latency_s=t.latency_s,
+        seed=cfg.seed + 1,
+    )
+
+
+def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None) -> GuidanceCollector | None:
+    """The rollout-time collector for ``cfg.mode`` (``None`` for ``ppo``).
+
+    * ``rpd``: the teacher answers at every env step (budget 1.0), constant ``λ = λ_0``, MSE loss.
+    * ``vlajs``: the configured query budget, annealed ``N_calls`` and ``λ_t``, deactivation.
+    """
+    if cfg.mode == "ppo":
+        return None
+    g = cfg.guidance
+    rpd = cfg.mode == "rpd"
+    scheduler = QueryScheduler(
+        n_steps=cfg.ppo.n_steps,
+        num_envs=num_envs,
+        budget_fraction=1.0 if rpd else g.budget_fraction,
+        n_min=g.n_min,
+        kappa=g.kappa,
+        deactivate_threshold=g.deactivate_threshold,
+        lambda_0=g.lambda_0,
+        anneal=not rpd,
+        seed=cfg.seed,
+    )
+    return GuidanceCollector(teacher or build_teacher(cfg), scheduler, num_envs, requery_active=rpd)
+
+
+def build_model(cfg: TrainConfig, venv: VecEnv, guidance: GuidanceCollector | None) -> GuidedPPO:
+    p = cfg.ppo
+    return GuidedPPO(
+        "MlpPolicy",
+        venv,
+        guidance=guidance,
+        aux_loss="mse" if cfg.mode == "rpd" else "cosine",
+        n_steps=p.n_steps,
+        batch_size=p.batch_size,
+        n_epochs=p.n_epochs,
+        learning_rate=p.learning_rate,
+        gamma=p.gamma,
+        gae_lambda=p.gae_lambda,
+        clip_range=p.clip_range,
+        ent_coef=p.ent_coef,
+        vf_coef=p.vf_coef,
+        max_grad_norm=p.max_grad_norm,
+        target_kl=p.target_kl,
+        policy_kwargs=dict(net_arch=list(p.net_arch), log_std_init=p.log_std_init),
+        seed=cfg.seed,
+        device=p.device,
+        verbose=0,
+    )
+
+
+def guidance_state(guidance: GuidanceCollector | None) -> dict:
+    """What a checkpoint keeps of the guidance: scheduler state and run-long counters."""
+    if guidance is None:
+        return {}
+    return {"scheduler": guidance.scheduler.state_dict(), "stats": vars(guidance.stats).copy()}
+
+
+class RunCallback(BaseCallback):
+    """Logs guidance metrics, drives the progress bar and writes checkpoints after PPO updates."""
+
+    def __init__(self, run: RunDir, cfg: TrainConfig, guidance: GuidanceCollector | None):
+        super().__init__()
+        self.run, self.cfg, self.guidance = run, cfg, guidance
+        self.bar = None
+        self.t0 = time.perf_counter()
+        self.steps0 = 0
+        self.next_ckpt = 0
+
+    def _on_training_start(self) -> None:
+        self.steps0 = self.model.num_timesteps
+        self.t0 = time.perf_counter()
+        every = self.cfg.run.checkpoint_every_steps
+        self.next_ckpt = (self.steps0 // every + 1) * every
+        if self.cfg.run.progress_bar:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.cfg.total_steps, initial=self.steps0, unit="step", dynamic_ncols=True,
+                            desc=f"{self.cfg.mode} {self.cfg.task}")
+
+    def _on_rollout_start(self) -> None:
+        # Runs after the previous rollout's PPO update: a checkpoint here holds that update.
+        if self.model.num_timesteps >= self.next_ckpt:
+            self.save()
+            every = self.cfg.run.checkpoint_every_steps
+            self.next_ckpt = (self.model.num_timesteps // every + 1) * every
+
+    def _on_step(self) -> bool:
+        if self.bar is not None:
+            self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        sps = (self.model.num_timesteps - self.steps0) / max(time.perf_counter() - self.t0, 1e-9)
+        self.logger.record("time/steps_per_s", sps)
+        success = float(np.mean(self.model.ep_success_buffer)) if self.model.ep_success_buffer else float("nan")
+        postfix = {"sps": f"{sps:.0f}", "success": f"{success:.2f}"}
+        g = self.guidance
+        if g is not None:
+            s, st = g.scheduler, g.stats
+            for key, value in (("queries", st.queries), ("invalid_answers", st.invalid), ("guided_steps", st.guided_steps),
+                               ("n_calls", s.n_calls), ("delta_return", s.delta_r), ("deactivated", int(s.deactivated)),
+                               ("lambda_next", s.lambda_t),
+                               ("teacher_latency_s", st.teacher_time_s / max(st.teacher_calls, 1))):
+                self.logger.record(f"guidance/{key}", value)
+            postfix.update(queries=st.queries, lam=f"{s.lambda_t:.3f}")
+        if self.bar is not None:
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def _on_training_end(self) -> None:
+        self.save()
+        if self.bar is not None:
+            self.bar.close()
+
+    def save(self) -> None:
+        self.run.save_checkpoint(self.model, guidance_state(self.guidance))
+
+
+def _logger(run: RunDir) -> Logger:
+    run.tb.mkdir(parents=True, exist_ok=True)
+    return Logger(str(run.path), [JSONOutputFormat(str(run.metrics)), TensorBoardOutputFormat(str(run.tb))])
+
+
+def _fit(run: RunDir, cfg: TrainConfig, model: GuidedPPO, guidance, resumed: bool) -> None:
+    model.set_logger(_logger(run))
+    remaining = cfg.total_steps - model.num_timesteps
+    if remaining > 0:
+        model.learn(remaining, callback=RunCallback(run, cfg, guidance), reset_num_timesteps=not resumed)
+    model.get_env().close()
+    run.plot_success_curve()
+    if cfg.run.eval_episodes > 0:
+        run.write_eval(evaluate(run, cfg.run.eval_episodes))
+
+
+def train(cfg: TrainConfig) -> RunDir:
+    """Train a new run from ``cfg``; returns its run directory (with eval.json and the plot)."""
+    run = RunDir.create(cfg)
+    venv = build_env(cfg)
+    if cfg.ppo.normalize_obs:
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=False)
+    guidance = build_guidance(cfg, venv.num_envs)
+    model = build_model(cfg, venv, guidance)
+    _fit(run, cfg, model, guidance, resumed=False)
+    return run
+
+
+def resume(path: str | Path, overrides: list[str] | tuple = ()) -> RunDir:
+    """Continue a run from its last checkpoint (e.g. after SIGKILL); overrides such as
+    ``total_steps=200000`` extend it. Metrics past the checkpoint are dropped and redone.
+
+    Raises:
+        FileNotFoundError: not a run directory, or no checkpoint written yet.
+    """
+    run = RunDir(path)
+    cfg = run.config(overrides)
+    run.recover_checkpoint()
+    if not run.has_checkpoint():
+        raise FileNotFoundError(f"{run.path} has no checkpoint yet: start it again with `robot-rl train`")
+    state = run.checkpoint_state()
+    run.truncate_metrics(state["num_timesteps"])
+    venv = build_env(cfg)
+    if (run.checkpoint / "vecnormalize.pkl").exists():
+        venv = VecNormalize.load(str(run.checkpoint / "vecnormalize.pkl"), venv)
+    guidance = build_guidance(cfg, venv.num_envs)
+    if guidance is not None and "scheduler" in state:
+        guidance.scheduler.load_state_dict(state["scheduler"])
+        for key, value in state["stats"].items():
+            setattr(guidance.stats, key, value)
+    model = GuidedPPO.load(run.checkpoint / "model.zip", env=venv, device=cfg.ppo.device,
+                           custom_objects={"guidance": guidance})
+    model.guidance = guidance
+    if cfg.total_steps != run.config().total_steps:
+        from robot_rl.config import dump_config
+
+        dump_config(cfg, run.path / "config.yaml")
+    _fit(run, cfg, model, guidance, resumed=True)
+    return run
+
+
+def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None = None, seed: int | None = None) -> dict:
+    """Run the run's latest policy deterministically for ``episodes`` episodes in one in-process env.
+
+    Args:
+        run: the run directory.
+        episodes: number of episodes (>= 1).
+        video: optional ``.mp4`` path; frames are the teacher camera's RGB view.
+        seed: env seed (default: training seed + 10000, episodes unseen in training).
+
+    Returns:
+        ``{"success_rate", "mean_return", "mean_length", "episodes", "num_timesteps", "seed"}``.
+
+    Raises:
+        FileNotFoundError: no checkpoint. ValueError: ``episodes < 1``.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    cfg = run.config()
+    run.recover_checkpoint()
+    if not run.has_checkpoint():
+        raise FileNotFoundError(f"{run.path} has no checkpoint to evaluate")
+    seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
+    venv = build_env(cfg, num_envs=1, seed=seed, in_process=True)
+    if (run.checkpoint / "vecnormalize.pkl").exists():
+        venv = VecNormalize.load(str(run.checkpoint / "vecnormalize.pkl"), venv)
+        venv.training = False
+    model = GuidedPPO.load(run.checkpoint / "model.zip", device=cfg.ppo.device, custom_objects={"guidance": None})
+    frames, returns, lengths, successes = [], [], [], []
+    obs = venv.reset()
+    ret, length = 0.0, 0
+    while len(returns) < episodes:
+        if video is not None:
+            frames.append(venv.teacher_view([0], with_image=True).images[0])
+        action, _ = model.predict(obs, deterministic=True)
+        obs, reward, done, info = venv.step(action)
+        ret += float(reward[0])
+        length += 1
+        if done[0]:
+            returns.append(ret)
+            lengths.append(length)
+            successes.append(bool(info[0].get("success", False)))
+            ret, length = 0.0, 0
+    venv.close()
+    if video is not None:
+        import imageio
+
+        Path(video).parent.mkdir(parents=True, exist_ok=True)
+        imageio.mimsave(str(video), frames, fps=20)
+    return {
+        "success_rate": float(np.mean(successes)),
+        "mean_return": float(np.mean(returns)),
+        "mean_length": float(np.mean(lengths)),
+        "episodes": episodes,
+        "num_timesteps": int(model.num_timesteps),
+        "seed": seed,
+    }
