@@ -1,0 +1,50 @@
+"""Teachers: the :class:`Teacher` protocol and its backends (``robot_rl.teachers``).
+
+- :class:`Teacher`, :class:`TeacherRequest`, :class:`TeacherResponse`: the interface the trainer
+  talks to (:mod:`robot_rl.teachers.base`, action convention there).
+- :class:`ScriptedTeacher`: plans from privileged state (PushCube, PickCube), with weakness knobs.
+- :func:`make_teacher`: build a teacher by kind name (from configs / the CLI).
+- :func:`robot_rl.teachers.evaluate.run_teacher_as_policy`: measure a teacher's own competence
+  (imported lazily: it needs the simulator).
+
+Importing this package is light (numpy only); no simulator or model is loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .base import Teacher, TeacherRequest, TeacherResponse
+from .scripted import ScriptedTeacher
+
+#: Teacher kinds :func:`make_teacher` knows, name -> factory (later: "remote", "openvla").
+TEACHER_KINDS: dict[str, Callable[..., Teacher]] = {
+    "scripted": ScriptedTeacher,
+}
+
+
+def make_teacher(kind: str, **kwargs: Any) -> Teacher:
+    """Build a teacher of ``kind`` with the backend's constructor keyword arguments.
+
+    Example: ``make_teacher("scripted", control_period_steps=4, direction_noise_deg=20, seed=0)``.
+
+    Raises:
+        ValueError: unknown ``kind`` (the message lists the known kinds), or a bad argument value
+            the backend rejects.
+        TypeError: an argument the backend does not take.
+    """
+    try:
+        factory = TEACHER_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown teacher kind {kind!r}; known kinds: {', '.join(sorted(TEACHER_KINDS))}") from None
+    return factory(**kwargs)
+
+
+__all__ = [
+    "Teacher",
+    "TeacherRequest",
+    "TeacherResponse",
+    "ScriptedTeacher",
+    "make_teacher",
+    "TEACHER_KINDS",
+]
