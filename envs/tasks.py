@@ -1,0 +1,331 @@
+"""Task variants of ManiSkill 3.0.1 tabletop tasks used by robot_rl, and their privileged state.
+
+The paper (Moroncelli et al. 2026, DESIGN.md) trains on "-v2" tasks: the upstream ManiSkill task with
+a *sparse* reward (1 on success, 0 otherwise). ManiSkill's ``"-v2"`` ids do not exist upstream and
+could be taken by a future ManiSkill release, so ours live under an ``RRL-`` prefix
+(``RRL-PushCube-Sparse-v1`` is the paper's ``PushCube-v2``); :func:`get_task` accepts both names.
+
+Adding a task is a few lines: subclass the upstream env class together with :class:`RRLTaskMixin`,
+name the manipulated object and the goal attributes, and decorate the class with
+:func:`rrl_task` and a :class:`TaskSpec` (see :class:`PushCubeSparseEnv`). A variant of an existing
+task only needs a subclass and a new spec, e.g. the paper's long-horizon (10x longer episodes)::
+
+    @rrl_task(TaskSpec("RRL-PushCube-Sparse-LH-v1", "PushCube-v2-LH", "PushCube-v1",
+                       "push the cube to the goal region", max_episode_steps=500))
+    class PushCubeSparseLongEnv(PushCubeSparseEnv):
+        '''Task Description / Randomizations / Success Conditions, as ManiSkill.'''
+
+Privileged state (:data:`PRIVILEGED_STATE_LAYOUT`, :func:`privileged_state`) is a fixed 20-D vector
+that scripted teachers (``robot_rl.teachers``) consume; its layout is a contract, keep it exact.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+import torch
+from mani_skill.envs.tasks.tabletop.pick_cube import PickCubeEnv
+from mani_skill.envs.tasks.tabletop.push_cube import PushCubeEnv
+from mani_skill.utils.registration import register_env
+from mani_skill.utils.structs import Pose
+
+__all__ = [
+    "TaskSpec",
+    "TASKS",
+    "get_task",
+    "rrl_task",
+    "RRLTaskMixin",
+    "PushCubeSparseEnv",
+    "PickCubeSparseEnv",
+    "PRIVILEGED_STATE_LAYOUT",
+    "PRIVILEGED_STATE_DIM",
+    "privileged_state",
+]
+
+#: Reward modes ManiSkill 3.0.1 tasks accept (``BaseEnv.SUPPORTED_REWARD_MODES``).
+REWARD_MODES = ("sparse", "dense", "normalized_dense", "none")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What robot_rl needs to know about one task.
+
+    Attributes:
+        env_id: our ManiSkill/gymnasium id, e.g. ``"RRL-PushCube-Sparse-v1"`` (``gym.make(env_id)``).
+        paper_name: the name the paper uses, e.g. ``"PushCube-v2"`` ("-v2" = sparse reward).
+        upstream_id: the ManiSkill task it derives from, e.g. ``"PushCube-v1"``.
+        instruction: language instruction given to the VLA teacher with every image.
+        max_episode_steps: episode horizon in env (control) steps; 20 Hz control, so 50 = 2.5 s.
+        reward_mode: default reward mode: ``"sparse"`` (1.0 on success, else 0.0),
+            ``"dense"``, ``"normalized_dense"`` or ``"none"``.
+    """
+
+    env_id: str
+    paper_name: str
+    upstream_id: str
+    instruction: str
+    max_episode_steps: int = 50
+    reward_mode: str = "sparse"
+
+    def __post_init__(self) -> None:
+        if self.reward_mode not in REWARD_MODES:
+            raise ValueError(f"TaskSpec {self.env_id}: reward_mode {self.reward_mode!r} not in {REWARD_MODES}")
+        if self.max_episode_steps <= 0:
+            raise ValueError(f"TaskSpec {self.env_id}: max_episode_steps must be > 0, got {self.max_episode_steps}")
+
+
+#: All robot_rl tasks, keyed by ``TaskSpec.env_id``. Filled by :func:`rrl_task` at import time.
+TASKS: dict[str, TaskSpec] = {}
+
+
+def get_task(task_id: str | TaskSpec) -> TaskSpec:
+    """Look up a task by its env id (``"RRL-PushCube-Sparse-v1"``) or paper name (``"PushCube-v2"``).
+
+    A :class:`TaskSpec` is returned unchanged.
+
+    Raises:
+        ValueError: unknown id; the message lists the known env ids and paper names.
+    """
+    if isinstance(task_id, TaskSpec):
+        return task_id
+    if task_id in TASKS:
+        return TASKS[task_id]
+    for spec in TASKS.values():
+        if spec.paper_name == task_id:
+            return spec
+    known = ", ".join(f"{s.env_id} ({s.paper_name})" for s in TASKS.values())
+    raise ValueError(f"unknown task {task_id!r}; known tasks: {known}")
+
+
+_EnvCls = TypeVar("_EnvCls", bound=type)
+
+
+def rrl_task(spec: TaskSpec) -> Callable[[_EnvCls], _EnvCls]:
+    """Class decorator: register an :class:`RRLTaskMixin` env with ManiSkill (``@register_env``)
+    under ``spec.env_id`` with ``spec.max_episode_steps``, attach ``spec`` as ``cls.task_spec``,
+    and add it to :data:`TASKS`.
+
+    Raises:
+        ValueError: ``spec.env_id`` is already a robot_rl task.
+        TypeError: the class does not derive from :class:`RRLTaskMixin`.
+    """
+
+    def decorate(cls: _EnvCls) -> _EnvCls:
+        if not issubclass(cls, RRLTaskMixin):
+            raise TypeError(f"{cls.__name__} must derive from RRLTaskMixin")
+        if spec.env_id in TASKS:
+            raise ValueError(f"task {spec.env_id} is already registered")
+        cls.task_spec = spec
+        cls.instruction = spec.instruction
+        # ManiSkill registers the id with gymnasium too and wraps gym.make's result in its
+        # TimeLimitWrapper (truncation at elapsed_steps >= max_episode_steps).
+        register_env(spec.env_id, max_episode_steps=spec.max_episode_steps)(cls)
+        TASKS[spec.env_id] = spec
+        return cls
+
+    return decorate
+
+
+class RRLTaskMixin:
+    """Mixin for robot_rl task variants: default reward mode from the :class:`TaskSpec`, the
+    language instruction, and the accessors :func:`privileged_state` reads.
+
+    A subclass names its manipulated object and goal attributes (``privileged_obj_attr``,
+    ``privileged_goal_attr``) or overrides the three ``_privileged_*`` methods.
+    """
+
+    task_spec: TaskSpec
+    instruction: str
+    #: Attribute of the env holding the manipulated ``Actor``.
+    privileged_obj_attr: str = "obj"
+    #: Attribute of the env holding the goal ``Actor``; its pose position is the goal.
+    privileged_goal_attr: str = "goal_region"
+
+    def __init__(self, *args: Any, reward_mode: str | None = None, **kwargs: Any) -> None:
+        # BaseEnv would default to SUPPORTED_REWARD_MODES[0] ("normalized_dense"); ours default
+        # to the spec's (sparse for the paper's "-v2" tasks).
+        if reward_mode is None:
+            reward_mode = self.task_spec.reward_mode
+        super().__init__(*args, reward_mode=reward_mode, **kwargs)
+
+    def _privileged_obj_pose(self) -> Pose:
+        """Pose of the manipulated object, batched ``(num_envs,)``, world frame."""
+        return getattr(self, self.privileged_obj_attr).pose
+
+    def _privileged_goal_pos(self) -> torch.Tensor:
+        """Goal position ``(num_envs, 3)``, world frame, metres."""
+        return getattr(self, self.privileged_goal_attr).pose.p
+
+    def _privileged_obj_half_size(self) -> torch.Tensor:
+        """Half the object's size ``(num_envs,)`` in metres (the cube's half edge length)."""
+        half = torch.as_tensor(self.cube_half_size, dtype=torch.float32, device=self.device)
+        return half.reshape(-1).expand(self.num_envs)
+
+    def _privileged_is_grasped(self) -> torch.Tensor:
+        """``(num_envs,)`` bool: the gripper holds the object (ManiSkill's contact-force test)."""
+        return self.agent.is_grasping(getattr(self, self.privileged_obj_attr))
+
+
+@rrl_task(
+    TaskSpec(
+        env_id="RRL-PushCube-Sparse-v1",
+        paper_name="PushCube-v2",
+        upstream_id="PushCube-v1",
+        instruction="push the cube to the goal region",
+        max_episode_steps=50,
+    )
+)
+class PushCubeSparseEnv(RRLTaskMixin, PushCubeEnv):
+    """
+    **Task Description:**
+    ManiSkill's PushCube-v1 with a sparse reward by default (the paper's PushCube-v2): push a cube
+    to a goal region in front of it with the Panda arm. Reward is 1.0 on the step the cube is in
+    the goal region and 0.0 otherwise; the episode terminates on success.
+
+    **Randomizations:**
+    - the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]. It is placed flat on the table
+    - the goal region (red/white target) is fixed at the cube's xy position + [0.1 + goal_radius, 0]
+    - the robot's initial joint positions get Gaussian noise (std 0.02 rad)
+
+    **Success Conditions:**
+    - the cube's xy position is within goal_radius (0.1 m) of the target's xy position by euclidean distance and the cube is still on the table.
+    """
+
+    privileged_obj_attr = "obj"
+    privileged_goal_attr = "goal_region"
+
+
+@rrl_task(
+    TaskSpec(
+        env_id="RRL-PickCube-Sparse-v1",
+        paper_name="PickCube-v2",
+        upstream_id="PickCube-v1",
+        instruction="pick up the cube and move it to the goal position",
+        max_episode_steps=50,
+    )
+)
+class PickCubeSparseEnv(RRLTaskMixin, PickCubeEnv):
+    """
+    **Task Description:**
+    ManiSkill's PickCube-v1 (Panda) with a sparse reward by default (the paper's PickCube-v2): grasp
+    a red cube and move it to a goal position in the air. Reward is 1.0 on success, else 0.0; the
+    episode terminates on success.
+
+    **Randomizations:**
+    - the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]. It is placed flat on the table
+    - the cube's z-axis rotation is randomized to a random angle
+    - the goal position (green sphere, hidden from sensor cameras but shown in teacher views) has its xy position randomized in the region [0.1, 0.1] x [-0.1, -0.1] and z randomized in [0, 0.3] above the cube's resting height
+
+    **Success Conditions:**
+    - the cube position is within `goal_thresh` (0.025 m) euclidean distance of the goal position
+    - the robot is static (joint velocity < 0.2)
+    """
+
+    privileged_obj_attr = "cube"
+    privileged_goal_attr = "goal_site"
+
+
+# ----------------------------------------------------------------------------------------------
+# Privileged state
+# ----------------------------------------------------------------------------------------------
+
+#: Layout of the privileged state vector: name -> slice. World frame, metres, quaternions wxyz.
+#: The scripted teachers (robot_rl.teachers) index it by these names; keep it exact.
+PRIVILEGED_STATE_LAYOUT: "OrderedDict[str, slice]" = OrderedDict(
+    [
+        ("tcp_pos", slice(0, 3)),  # tool centre point position, m
+        ("tcp_quat", slice(3, 7)),  # TCP orientation, wxyz
+        ("obj_pos", slice(7, 10)),  # manipulated object position, m
+        ("obj_quat", slice(10, 14)),  # object orientation, wxyz
+        ("goal_pos", slice(14, 17)),  # goal position, m (PushCube: goal region centre, z = 1e-3)
+        ("is_grasped", slice(17, 18)),  # 1.0 if the gripper holds the object, else 0.0
+        ("gripper_width", slice(18, 19)),  # sum of the two finger joint positions, m (0 .. 0.08)
+        ("obj_half_size", slice(19, 20)),  # object half size, m (cube: half edge, 0.02)
+    ]
+)
+#: Length of the privileged state vector.
+PRIVILEGED_STATE_DIM = 20
+
+
+#: Upstream ManiSkill classes privileged_state also reads (same scenes as our variants):
+#: class -> (object attribute, goal attribute).
+_UPSTREAM_PRIVILEGED_ATTRS: dict[type, tuple[str, str]] = {
+    PushCubeEnv: ("obj", "goal_region"),
+    PickCubeEnv: ("cube", "goal_site"),
+}
+
+
+class _UpstreamAccessor:
+    """RRLTaskMixin's privileged accessors for an upstream env (e.g. ``PushCube-v1``)."""
+
+    def __init__(self, env: Any, obj_attr: str, goal_attr: str):
+        self.env, self.privileged_obj_attr, self.privileged_goal_attr = env, obj_attr, goal_attr
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    _privileged_obj_pose = RRLTaskMixin._privileged_obj_pose
+    _privileged_goal_pos = RRLTaskMixin._privileged_goal_pos
+    _privileged_obj_half_size = RRLTaskMixin._privileged_obj_half_size
+    _privileged_is_grasped = RRLTaskMixin._privileged_is_grasped
+
+
+def _finger_joint_indices(env: Any) -> list[int]:
+    names = [j.name for j in env.agent.robot.get_active_joints()]
+    idx = [i for i, n in enumerate(names) if "finger_joint" in n]
+    return idx if idx else [len(names) - 2, len(names) - 1]
+
+
+def privileged_state(env: Any) -> np.ndarray:
+    """Privileged simulator state of every sub-env, in :data:`PRIVILEGED_STATE_LAYOUT`.
+
+    Args:
+        env: the *unwrapped* ManiSkill env (``gym_env.unwrapped``) of a robot_rl task
+            (an :class:`RRLTaskMixin`) or of the upstream ``PushCube-v1`` / ``PickCube-v1``;
+            CPU (``num_envs=1``) or GPU sim.
+
+    Returns:
+        ``(num_envs, 20) float32`` numpy array: ``tcp_pos[0:3]`` m, ``tcp_quat[3:7]`` wxyz,
+        ``obj_pos[7:10]`` m, ``obj_quat[10:14]`` wxyz, ``goal_pos[14:17]`` m, ``is_grasped[17]``
+        0/1, ``gripper_width[18]`` m (sum of the two Panda finger joint positions),
+        ``obj_half_size[19]`` m. World frame.
+
+    Raises:
+        TypeError: ``env`` is neither (e.g. a wrapper instead of ``.unwrapped``).
+    """
+    if isinstance(env, RRLTaskMixin):
+        acc = env
+    else:
+        attrs = next((a for cls, a in _UPSTREAM_PRIVILEGED_ATTRS.items() if isinstance(env, cls)), None)
+        if attrs is None:
+            raise TypeError(
+                f"privileged_state needs the unwrapped env of a robot_rl task (one of {sorted(TASKS)}) "
+                f"or of {', '.join(c.__name__ for c in _UPSTREAM_PRIVILEGED_ATTRS)}, got "
+                f"{type(env).__name__}; pass gym_env.unwrapped"
+            )
+        acc = _UpstreamAccessor(env, *attrs)
+    with torch.no_grad():
+        tcp = env.agent.tcp.pose.raw_pose  # (N, 7): p xyz, q wxyz
+        obj = acc._privileged_obj_pose().raw_pose
+        goal = acc._privileged_goal_pos()
+        grasped = acc._privileged_is_grasped().to(torch.float32)
+        qpos = env.agent.robot.get_qpos()
+        width = qpos[:, _finger_joint_indices(env)].sum(dim=1)
+        half = acc._privileged_obj_half_size().to(tcp.device)
+        state = torch.cat(
+            [
+                tcp.to(torch.float32),
+                obj.to(torch.float32),
+                goal.to(torch.float32),
+                grasped[:, None],
+                width[:, None].to(torch.float32),
+                half[:, None].to(torch.float32),
+            ],
+            dim=1,
+        )
+    out = state.cpu().numpy().astype(np.float32, copy=False)
+    assert out.shape[1] == PRIVILEGED_STATE_DIM
+    return out

@@ -1,0 +1,320 @@
+"""Vector envs for training: one process per env on the CPU sim, or the GPU adapter.
+
+:func:`make_vec_env` is the one entry point the trainer uses; :func:`make_env` builds the same
+single gymnasium env the CPU workers run, for teachers, tests and evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from .common import (
+    SIM_BACKENDS,
+    TeacherView,
+    check_render_device,
+    empty_states,
+    env_kwargs,
+    make_maniskill_env,
+    render_teacher_images,
+)
+from .tasks import TaskSpec, get_task, privileged_state
+
+__all__ = ["RRLEnvWrapper", "make_env", "make_vec_env", "CPUDummyVecEnv", "CPUSubprocVecEnv", "WORKER_START_METHOD"]
+
+#: Start method of the SubprocVecEnv workers. "fork" is unsafe once the parent has started torch
+#: or Vulkan threads; "forkserver" and "spawn" both work and measured the same here (2 workers
+#: start in 3.3-6 s on 2 cores, mostly importing mani_skill; preloading robot_rl.envs into the
+#: fork server did not help). Both re-run the parent's ``__main__`` module in every worker, so a
+#: script that calls make_vec_env must guard it with ``if __name__ == "__main__":`` (otherwise
+#: Python raises "An attempt has been made to start a new process before the current process has
+#: finished its bootstrapping phase").
+WORKER_START_METHOD = "forkserver"
+
+
+class RRLEnvWrapper(gym.Wrapper):
+    """Outermost wrapper of a single (CPU sim, ``num_envs=1``) robot_rl env, around
+    ManiSkill's ``CPUGymWrapper``.
+
+    - reward as a python ``float`` (the sparse reward is ManiSkill's ``info["success"]``, a bool);
+    - ``info["success"]`` always present as a python ``bool`` (False for tasks without one);
+    - the first ``reset()`` without a seed uses the ``seed`` given here, so an env is reproducible;
+    - :meth:`teacher_observation` for :class:`TeacherView` (SB3's ``env_method`` finds it through
+      ``get_wrapper_attr``).
+    """
+
+    def __init__(self, env: gym.Env, task: TaskSpec, seed: int | None = None):
+        super().__init__(env)
+        self.task = task
+        self._pending_seed = seed
+        if seed is not None:
+            self.action_space.seed(seed)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is None and self._pending_seed is not None:
+            seed = self._pending_seed
+        self._pending_seed = None
+        obs, info = self.env.reset(seed=seed, options=options)
+        info["success"] = bool(info.get("success", False))
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info["success"] = bool(info.get("success", False))
+        return obs, float(reward), bool(terminated), bool(truncated), info
+
+    def process_info(self) -> dict[str, int]:
+        """``{"pid": ..., "torch_num_threads": ...}`` of the process this env runs in (debugging)."""
+        import torch
+
+        return {"pid": os.getpid(), "torch_num_threads": torch.get_num_threads()}
+
+    def teacher_observation(self, with_image: bool) -> tuple[np.ndarray | None, np.ndarray, str, str]:
+        """``(image (H, W, 3) uint8 or None, privileged state (20,) float32, instruction, env id)``
+        of the current state. The image is rendered only when ``with_image`` is True."""
+        base = self.env.unwrapped
+        image = render_teacher_images(base)[0] if with_image else None
+        return image, privileged_state(base)[0], self.task.instruction, self.task.env_id
+
+
+def make_env(
+    task: str | TaskSpec,
+    seed: int | None = 0,
+    render: bool = False,
+    reward_mode: str | None = None,
+    max_episode_steps: int | None = None,
+    teacher_image_size: tuple[int, int] = (224, 224),
+) -> RRLEnvWrapper:
+    """One robot_rl env on the CPU sim, wrapped exactly like a :func:`make_vec_env` CPU worker.
+
+    Args:
+        task: env id (``"RRL-PushCube-Sparse-v1"``), paper name (``"PushCube-v2"``) or TaskSpec.
+        seed: seed of the first ``reset()`` that is called without one (later resets draw
+            episode seeds from ManiSkill's main RNG, so a run is reproducible); None = unseeded.
+        render: ``render_mode="rgb_array"``: ``env.render()`` returns ``(H, W, 3) uint8`` from the
+            teacher camera. (``teacher_observation(True)`` renders either way.)
+        reward_mode, max_episode_steps: None = the TaskSpec's default.
+        teacher_image_size: ``(H, W)`` pixels of the teacher camera.
+
+    Returns:
+        ``RRLEnvWrapper(CPUGymWrapper(gym.make(...)))``: numpy observations ``(D,) float32``
+        (PushCube 35, PickCube 42), 7-D actions in [-1, 1] (``pd_ee_delta_pose``: xyz 0.1 m per
+        unit, rotation 0.1 rad per unit with the sign inverted by the controller, upstream issue
+        haosulab/ManiSkill#1469; gripper -1 closed, +1 open), float reward, ``terminated`` on
+        success, ``truncated`` at ``max_episode_steps``.
+
+    Raises:
+        ValueError: unknown task or reward mode.
+        RuntimeError: no Vulkan device (message points to ``bash scripts/setup.sh``).
+    """
+    from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+
+    spec = get_task(task)
+    kwargs = env_kwargs(
+        reward_mode=reward_mode or spec.reward_mode,
+        max_episode_steps=max_episode_steps or spec.max_episode_steps,
+        teacher_image_size=teacher_image_size,
+        render_mode="rgb_array" if render else None,
+    )
+    # enhanced_determinism: each reset draws a fresh episode seed from the env's main RNG
+    # (seeded by the first reset) and seeds torch from it. Without it, ManiSkill's unseeded resets
+    # (every auto-reset) take the cube position from the process-global torch RNG, which torch
+    # seeds randomly per process: episodes 2+ were not reproducible for a given seed (measured).
+    # (Only right with num_envs=1: on the GPU sim ManiSkill seeds torch from env 0's episode seed
+    # on partial resets, see ManiSkillGPUVecEnv.)
+    env = make_maniskill_env(spec.env_id, enhanced_determinism=True, **kwargs)
+    # record_metrics=False: its info["episode"] collides with SB3's VecMonitor (FACTS.md).
+    env = CPUGymWrapper(env, ignore_terminations=False, record_metrics=False)
+    return RRLEnvWrapper(env, spec, seed=seed)
+
+
+def _worker_env(
+    task: TaskSpec,
+    reward_mode: str,
+    max_episode_steps: int,
+    teacher_image_size: tuple[int, int],
+    single_thread: bool,
+) -> gym.Env:
+    """Env factory run inside a worker process (or in this process for ``DummyVecEnv``)."""
+    if single_thread:
+        import torch
+
+        # FACTS.md: without one thread per worker, 2 SubprocVecEnv workers ran >10x slower than
+        # one process (each worker's torch grabs every core for the EE controller's tiny ops).
+        torch.set_num_threads(1)
+    # The VecEnv seeds the first reset (SB3 VecEnv.seed), so no seed here.
+    return make_env(
+        task,
+        seed=None,
+        render=True,
+        reward_mode=reward_mode,
+        max_episode_steps=max_episode_steps,
+        teacher_image_size=teacher_image_size,
+    )
+
+
+class _TeacherViewMixin:
+    """``teacher_view`` for SB3 vec envs whose sub-envs are :class:`RRLEnvWrapper` s."""
+
+    task: TaskSpec
+    teacher_image_size: tuple[int, int]
+    sim_backend = "physx_cpu"
+
+    def teacher_view(self, indices: Sequence[int], with_image: bool = True) -> TeacherView:
+        """The teacher's view of sub-envs ``indices`` (in that order).
+
+        Renders the teacher camera only for ``indices`` and only when ``with_image`` is True;
+        with :class:`CPUSubprocVecEnv` the workers render in parallel. The first image a process
+        renders costs 4-9 s on lavapipe (pipeline set-up in the first ``camera.capture()``;
+        measured), and again after every env of that process was closed; later 224x224 views
+        take ~0.05 s. Call ``teacher_view(range(num_envs), True)`` once after creation to pay
+        that up front. Works through SB3
+        ``VecEnvWrapper`` s such as ``VecNormalize`` (they forward unknown attributes); the states
+        are raw privileged state, never normalized.
+
+        Returns:
+            :class:`TeacherView`: images ``(k, H, W, 3) uint8`` or None, ``k`` instructions,
+            states ``(k, 20) float32``, ``k`` task ids.
+
+        Raises:
+            IndexError: an index outside ``[0, num_envs)``.
+        """
+        idx = [int(i) for i in indices]
+        for i in idx:
+            if not 0 <= i < self.num_envs:
+                raise IndexError(f"teacher_view index {i} out of range for {self.num_envs} envs")
+        if not idx:
+            h, w = self.teacher_image_size
+            images = np.zeros((0, h, w, 3), np.uint8) if with_image else None
+            return TeacherView(images, [], empty_states(0), [])
+        results = self.env_method("teacher_observation", bool(with_image), indices=idx)
+        images = np.stack([r[0] for r in results]) if with_image else None
+        return TeacherView(
+            images=images,
+            instructions=[r[2] for r in results],
+            states=np.stack([r[1] for r in results]).astype(np.float32, copy=False),
+            task_ids=[r[3] for r in results],
+        )
+
+
+class CPUDummyVecEnv(_TeacherViewMixin, DummyVecEnv):
+    """SB3 ``DummyVecEnv`` of robot_rl envs, all in this process (tests, ``num_envs=1``)."""
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]], task: TaskSpec, teacher_image_size: tuple[int, int]):
+        self.task = task
+        self.teacher_image_size = tuple(teacher_image_size)
+        super().__init__(env_fns)
+
+
+class CPUSubprocVecEnv(_TeacherViewMixin, SubprocVecEnv):
+    """SB3 ``SubprocVecEnv`` of robot_rl envs, one worker process per env (CPU sim).
+
+    SB3 converts the gymnasium step to its VecEnv API in the worker: ``done = terminated or
+    truncated``, ``info["TimeLimit.truncated"] = truncated and not terminated``, and on done
+    ``info["terminal_observation"]`` then an automatic reset.
+    """
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]], task: TaskSpec, teacher_image_size: tuple[int, int], start_method: str):
+        self.task = task
+        self.teacher_image_size = tuple(teacher_image_size)
+        try:
+            super().__init__(env_fns, start_method=start_method)
+        except (EOFError, ConnectionError) as exc:
+            raise RuntimeError(
+                f"an env worker process died while creating {task.env_id} ({type(exc).__name__}); "
+                "its traceback is printed above (stderr of the worker). If it says 'bootstrapping "
+                "phase', the calling script lacks an `if __name__ == \"__main__\":` guard (workers "
+                f"are started with {start_method!r}, which re-runs the main module)"
+            ) from None
+
+
+def make_vec_env(
+    task: str | TaskSpec,
+    num_envs: int = 2,
+    sim_backend: str = "physx_cpu",
+    reward_mode: str | None = None,
+    max_episode_steps: int | None = None,
+    seed: int = 0,
+    teacher_image_size: tuple[int, int] = (224, 224),
+    in_process: bool = False,
+) -> VecEnv:
+    """Vector env of ``num_envs`` copies of a robot_rl task for SB3.
+
+    Observations ``(num_envs, D) float32`` (flattened ``obs_mode="state"``), actions
+    ``(num_envs, 7)`` in [-1, 1] (``pd_ee_delta_pose``), rewards ``(num_envs,) float32``, dones
+    on success (ManiSkill terminates on ``info["success"]``) or at ``max_episode_steps``
+    (``info["TimeLimit.truncated"]`` True only then), auto-reset with
+    ``info["terminal_observation"]``, and ``info["success"]`` a python bool in every info. Sub-env
+    ``i``'s first episode is seeded with ``seed + i``; later episodes draw their seeds from that,
+    so a run is reproducible for a given ``seed``.
+
+    Measured here (2 cores, lavapipe, PushCube, random actions): 2 subprocess workers step
+    ~230-360 env steps/s in total (one in-process env ~190/s, FACTS.md); worker start-up 3-6 s;
+    a 224x224 teacher view ~0.05 s, but the first one in each worker process 4-9 s.
+
+    Scripts must call this under ``if __name__ == "__main__":`` on ``physx_cpu`` with
+    ``num_envs > 1``: the forkserver workers re-run the main module (see
+    :data:`WORKER_START_METHOD`).
+
+    Args:
+        task: env id, paper name or :class:`TaskSpec` (:func:`robot_rl.envs.get_task`).
+        num_envs: number of parallel envs.
+        sim_backend: ``"physx_cpu"``: one process per env (SB3 ``SubprocVecEnv``, forkserver,
+            one torch thread each) or all in this process with ``in_process=True`` (or
+            ``num_envs=1``). ``"physx_cuda"``: :class:`ManiSkillGPUVecEnv`, all envs batched in
+            one GPU sim (needs an NVIDIA GPU).
+        reward_mode, max_episode_steps: None = the TaskSpec's default (sparse, 50).
+        seed: base seed.
+        teacher_image_size: ``(H, W)`` pixels of the teacher camera for ``teacher_view``.
+        in_process: CPU only: ``DummyVecEnv`` in this process instead of worker processes.
+
+    Returns:
+        a VecEnv with ``teacher_view(indices, with_image) -> TeacherView`` and ``task``.
+
+    Raises:
+        ValueError: unknown task, sim backend or reward mode, or ``num_envs < 1``.
+        RuntimeError: no Vulkan device (message points to ``bash scripts/setup.sh``).
+    """
+    spec = get_task(task)
+    if sim_backend not in SIM_BACKENDS:
+        raise ValueError(f"unknown sim_backend {sim_backend!r}; allowed: {', '.join(SIM_BACKENDS)}")
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    reward_mode = reward_mode or spec.reward_mode
+    max_episode_steps = max_episode_steps or spec.max_episode_steps
+    from .tasks import REWARD_MODES
+
+    if reward_mode not in REWARD_MODES:
+        raise ValueError(f"unknown reward_mode {reward_mode!r}; allowed: {', '.join(REWARD_MODES)}")
+
+    if sim_backend == "physx_cuda":
+        from .gpu_vec_env import ManiSkillGPUVecEnv
+
+        venv: VecEnv = ManiSkillGPUVecEnv(
+            spec,
+            num_envs=num_envs,
+            sim_backend=sim_backend,
+            reward_mode=reward_mode,
+            max_episode_steps=max_episode_steps,
+            teacher_image_size=teacher_image_size,
+        )
+    else:
+        check_render_device()
+        import functools
+
+        in_process = in_process or num_envs == 1
+        # In-process envs leave this process's torch threads alone (the trainer owns them).
+        env_fn = functools.partial(
+            _worker_env, spec, reward_mode, max_episode_steps, tuple(teacher_image_size), not in_process
+        )
+        fns = [env_fn] * num_envs
+        if in_process:
+            venv = CPUDummyVecEnv(fns, spec, teacher_image_size)
+        else:
+            venv = CPUSubprocVecEnv(fns, spec, teacher_image_size, start_method=WORKER_START_METHOD)
+    venv.seed(seed)
+    return venv
