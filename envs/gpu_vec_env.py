@@ -200,7 +200,7 @@ class ManiSkillGPUVecEnv(VecEnv):
                 for i in range(n):
                     out[i][key] = arr.item()
         for i in range(n):
-            out[i]["success"] = bool(out[i].get("success", False))
+            out[i]["success"] = out[i]["is_success"] = bool(out[i].get("success", False))  # SB3 reads is_success
         return out
 
     def close(self) -> None:

@@ -41,7 +41,8 @@ class RRLEnvWrapper(gym.Wrapper):
     ManiSkill's ``CPUGymWrapper``.
 
     - reward as a python ``float`` (the sparse reward is ManiSkill's ``info["success"]``, a bool);
-    - ``info["success"]`` always present as a python ``bool`` (False for tasks without one);
+    - ``info["success"]`` always present as a python ``bool`` (False for tasks without one), and the
+      same value as ``info["is_success"]``, the key SB3 reads at episode end for ``rollout/success_rate``;
     - the first ``reset()`` without a seed uses the ``seed`` given here, so an env is reproducible;
     - :meth:`teacher_observation` for :class:`TeacherView` (SB3's ``env_method`` finds it through
       ``get_wrapper_attr``).
@@ -64,7 +65,7 @@ class RRLEnvWrapper(gym.Wrapper):
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        info["success"] = bool(info.get("success", False))
+        info["success"] = info["is_success"] = bool(info.get("success", False))
         return obs, float(reward), bool(terminated), bool(truncated), info
 
     def process_info(self) -> dict[str, int]:

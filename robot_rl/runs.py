@@ -20,6 +20,8 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from robot_rl.config import TrainConfig, dump_config, load_config
 
 CONFIG = "config.yaml"
@@ -43,14 +45,18 @@ class RunDir:
     def create(cls, cfg: TrainConfig) -> RunDir:
         """Make ``cfg.run.out_dir/<name>`` and write the resolved config.
 
+        A directory of that name that never reached its first checkpoint is started over.
+
         Raises:
-            FileExistsError: a run directory of that name already holds a config (resume it instead).
+            FileExistsError: a run directory of that name already holds a checkpoint (resume it instead).
         """
         name = cfg.run.name or f"{cfg.task}-{cfg.mode}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = cls(Path(cfg.run.out_dir) / name)
-        if (run.path / CONFIG).exists():
+        run.recover_checkpoint()
+        if run.has_checkpoint():
             raise FileExistsError(f"{run.path} already holds a run: resume it with `robot-rl train --resume {run.path}`")
         run.path.mkdir(parents=True, exist_ok=True)
+        run.metrics.unlink(missing_ok=True)
         dump_config(cfg, run.path / CONFIG)
         return run
 
@@ -149,3 +155,31 @@ class RunDir:
         fig.savefig(out, dpi=100)
         plt.close(fig)
         return out
+
+
+def success_curve(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """``(env_steps (K,), success_rate (K,))`` from metrics rows that carry a success rate."""
+    rows = [r for r in rows if SUCCESS_KEY in r]
+    return np.array([r[STEP_KEY] for r in rows], dtype=float), np.array([r[SUCCESS_KEY] for r in rows], dtype=float)
+
+
+def curve_summary(steps: np.ndarray, success: np.ndarray, budget: int, thresholds=(0.5, 0.9)) -> dict:
+    """Area under the success curve and env steps to reach each threshold.
+
+    Args:
+        steps, success: the curve, ``(K,)`` each; before the first point the success rate counts as 0.
+        budget: env steps the run was given; the area is normalized by it (so 1.0 = always succeeding).
+
+    Returns:
+        ``{"auc": float in [0, 1], "final_success": float, "steps_to_50": int | None, ...}``
+        (``None`` when a threshold is never reached).
+    """
+    out: dict = {"auc": 0.0, "final_success": float(success[-1]) if len(success) else 0.0}
+    if len(steps):
+        x = np.concatenate([[0.0], steps, [max(budget, steps[-1])]])
+        y = np.concatenate([[0.0], success, [success[-1]]])
+        out["auc"] = float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2) / max(budget, steps[-1]))
+    for thr in thresholds:
+        hit = np.flatnonzero(success >= thr)
+        out[f"steps_to_{int(round(thr * 100))}"] = int(steps[hit[0]]) if hit.size else None
+    return out

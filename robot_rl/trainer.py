@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -169,9 +168,16 @@ class RunCallback(BaseCallback):
         self.run.save_checkpoint(self.model, guidance_state(self.guidance))
 
 
+class _AppendJSONOutputFormat(JSONOutputFormat):
+    """SB3's JSON-lines writer, appending: a resumed run keeps the metrics of its first part."""
+
+    def __init__(self, filename: str):  # noqa: D107 - SB3 opens with "w"
+        self.file = open(filename, "a")
+
+
 def _logger(run: RunDir) -> Logger:
     run.tb.mkdir(parents=True, exist_ok=True)
-    return Logger(str(run.path), [JSONOutputFormat(str(run.metrics)), TensorBoardOutputFormat(str(run.tb))])
+    return Logger(str(run.path), [_AppendJSONOutputFormat(str(run.metrics)), TensorBoardOutputFormat(str(run.tb))])
 
 
 def _fit(run: RunDir, cfg: TrainConfig, model: GuidedPPO, guidance, resumed: bool) -> None:

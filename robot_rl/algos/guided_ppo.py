@@ -3,7 +3,7 @@
 * Teacher targets ``ã_t`` and their validity are named rollout-buffer fields
   (:class:`GuidedRolloutBuffer`, like rsl_rl's ``RolloutStorage.privileged_actions`` and
   sb3-contrib's ``action_masks``).
-* Teacher queries happen at rollout time through a callback around SB3's own
+* Teacher queries happen at rollout time through a callback inside SB3's own
   ``collect_rollouts`` (no copy of it): before each env step the
   :class:`~robot_rl.guidance.collector.GuidanceCollector` queries, batched over the envs that the
   scheduler picked, and the step's target is written into the buffer row. Minibatches read it back;
@@ -27,13 +27,13 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecNormalize
 from torch.nn import functional as F
 
 from robot_rl.guidance.collector import GuidanceCollector
-from robot_rl.guidance.losses import directional_cosine_loss, mse_loss
+from robot_rl.guidance.losses import component_cosines, directional_cosine_loss, mse_loss
 
 AUX_LOSSES = {"cosine": directional_cosine_loss, "mse": mse_loss}
 
@@ -130,12 +130,12 @@ class GuidedPPO(PPO):
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "guidance"]
 
-    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:
+    def _init_callback(self, callback, progress_bar: bool = False):
+        # Put the guidance callback first, so each step's target is stored before other callbacks run.
         if self.guidance is not None:
-            guidance_cb = _GuidanceCallback(self.guidance, n_rollout_steps)
-            guidance_cb.init_callback(self)
-            callback = CallbackList([guidance_cb, callback])
-        return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+            others = callback if isinstance(callback, list) else [] if callback is None else [callback]
+            callback = [_GuidanceCallback(self.guidance, self.n_steps), *others]
+        return super()._init_callback(callback, progress_bar)
 
     @property
     def lambda_t(self) -> float:
@@ -161,6 +161,7 @@ class GuidedPPO(PPO):
         lam = self.lambda_t
         aux_fn = AUX_LOSSES[self.aux_loss]
         aux_losses = []
+        cosines: dict[str, list[float]] = {"pos": [], "rot": []}
         # --- robot_rl end
 
         continue_training = True
@@ -225,6 +226,11 @@ class GuidedPPO(PPO):
                     aux = aux_fn(mean, rollout_data.teacher_targets, rollout_data.teacher_valid)
                     aux_losses.append(aux.item())
                     loss = loss + lam * aux
+                    with th.no_grad():
+                        for name, (cos, has_dir) in component_cosines(mean, rollout_data.teacher_targets).items():
+                            w = rollout_data.teacher_valid * has_dir
+                            if w.sum() > 0:
+                                cosines[name].append(((cos * w).sum() / w.sum()).item())
                 # --- robot_rl end
 
                 # Calculate approximate form of reverse KL Divergence for early stopping
@@ -275,4 +281,7 @@ class GuidedPPO(PPO):
             self.logger.record("guidance/aux_loss", float(np.mean(aux_losses)) if aux_losses else 0.0)
             self.logger.record("guidance/lambda", lam)
             self.logger.record("guidance/valid_fraction", float(self.rollout_buffer.teacher_valid.mean()))
+            for name, values in cosines.items():  # agreement of the policy mean with the teacher, per component
+                if values:
+                    self.logger.record(f"guidance/cos_{name}", float(np.mean(values)))
         # --- robot_rl end

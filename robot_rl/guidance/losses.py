@@ -26,6 +26,16 @@ def _masked_mean(per_row: th.Tensor, valid: th.Tensor) -> th.Tensor:
     return (per_row * valid).sum() / valid.sum().clamp_min(1.0)
 
 
+def component_cosines(mean: th.Tensor, target: th.Tensor, eps: float = COS_EPS) -> dict[str, tuple[th.Tensor, th.Tensor]]:
+    """Per component ``c`` in {pos, rot}: ``(cos (N,), has_direction (N,) bool)`` between ``μ^c`` and ``ã^c``."""
+    out = {}
+    for name, sl in (("pos", POS_SLICE), ("rot", ROT_SLICE)):
+        mu, tgt = mean[:, sl], target[:, sl]
+        tgt_norm = tgt.norm(dim=1)
+        out[name] = ((mu * tgt).sum(dim=1) / (mu.norm(dim=1) * tgt_norm + eps), tgt_norm > MIN_TARGET_NORM)
+    return out
+
+
 def directional_cosine_loss(mean: th.Tensor, target: th.Tensor, valid: th.Tensor, eps: float = COS_EPS) -> th.Tensor:
     """Masked directional cosine loss over the position and rotation components.
 
@@ -39,11 +49,8 @@ def directional_cosine_loss(mean: th.Tensor, target: th.Tensor, valid: th.Tensor
         scalar tensor in ``[0, 4]``; 0 when the mean points along every target component.
     """
     per_row = mean.new_zeros(mean.shape[0])
-    for sl in (POS_SLICE, ROT_SLICE):
-        mu, tgt = mean[:, sl], target[:, sl]
-        tgt_norm = tgt.norm(dim=1)
-        cos = (mu * tgt).sum(dim=1) / (mu.norm(dim=1) * tgt_norm + eps)
-        per_row = per_row + th.where(tgt_norm > MIN_TARGET_NORM, 1.0 - cos, th.zeros_like(cos))
+    for cos, has_direction in component_cosines(mean, target, eps).values():
+        per_row = per_row + th.where(has_direction, 1.0 - cos, th.zeros_like(cos))
     return _masked_mean(per_row, valid)
 
 

@@ -1,0 +1,87 @@
+"""Short real training runs in ManiSkill: every mode, the run directory, resume after SIGKILL, eval."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from robot_rl.cli import DEFAULT_CONFIG, main
+from robot_rl.config import load_config
+from robot_rl.runs import RunDir
+from robot_rl.trainer import evaluate, train
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["ppo.n_steps=64", "ppo.batch_size=64", "ppo.n_epochs=2", "run.eval_episodes=2", "run.progress_bar=false",
+         "env.num_envs=2"]
+
+
+@pytest.mark.parametrize("mode", ["ppo", "rpd", "vlajs"])
+def test_smoke_run_each_mode(tmp_path, mode):
+    cfg = load_config(DEFAULT_CONFIG, [*SMALL, f"mode={mode}", "total_steps=384", f"run.out_dir={tmp_path}", "run.name=r"])
+    run = train(cfg)
+    for name in ("config.yaml", "metrics.jsonl", "eval.json", "success_curve.png", "checkpoints/latest/model.zip",
+                 "checkpoints/latest/vecnormalize.pkl", "checkpoints/latest/guidance.json"):
+        assert (run.path / name).exists(), name
+    assert list((run.path / "tb").glob("events.out.tfevents.*"))
+    rows = run.read_metrics()
+    assert rows and rows[-1]["time/total_timesteps"] == 384
+    assert "rollout/success_rate" in rows[-1] and "time/steps_per_s" in rows[-1]
+    if mode == "ppo":
+        assert not any(k.startswith("guidance/") for k in rows[-1])
+    else:
+        assert rows[-1]["guidance/queries"] > 0
+        # vlajs asks on at most 20% of env steps; rpd on every one
+        budget = 0.2 if mode == "vlajs" else 1.0
+        assert rows[-1]["guidance/queries"] <= budget * 384
+        assert "guidance/lambda" in rows[-1] and "guidance/aux_loss" in rows[-1]
+    result = json.loads((run.path / "eval.json").read_text())
+    assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
+
+
+def test_resume_after_sigkill(tmp_path):
+    """A run killed with SIGKILL resumes from its last checkpoint and finishes its budget."""
+    args = [sys.executable, "-m", "robot_rl.cli", "train", "--config", str(DEFAULT_CONFIG), *SMALL,
+            "total_steps=1024", "run.checkpoint_every_steps=128", f"run.out_dir={tmp_path}", "run.name=r",
+            "run.eval_episodes=1"]
+    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = RunDir(tmp_path / "r")
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and not (run.has_checkpoint() and run.checkpoint_state()["num_timesteps"] >= 256):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its env workers
+        proc.wait()
+    saved = run.checkpoint_state()["num_timesteps"]
+    assert 256 <= saved < 1024
+    assert not (run.path / "eval.json").exists()
+    assert main(["train", "--resume", str(run.path)]) == 0
+    rows = run.read_metrics()
+    steps = [r["time/total_timesteps"] for r in rows]
+    assert steps == sorted(steps) and steps[-1] == 1024  # no duplicated or lost updates in metrics
+    assert run.checkpoint_state()["num_timesteps"] == 1024
+    assert json.loads((run.path / "eval.json").read_text())["num_timesteps"] == 1024
+
+
+def test_eval_writes_video(tmp_path):
+    cfg = load_config(DEFAULT_CONFIG, [*SMALL, "mode=ppo", "total_steps=128", f"run.out_dir={tmp_path}", "run.name=r",
+                                       "run.eval_episodes=0", "env.max_episode_steps=10"])
+    run = train(cfg)
+    result = evaluate(run, episodes=2, video=tmp_path / "v.mp4")
+    assert result["episodes"] == 2 and result["mean_length"] <= 10
+    assert (tmp_path / "v.mp4").stat().st_size > 1000
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["train", "--config", str(DEFAULT_CONFIG), "ppo.n_step=3"]) == 2
+    assert "unknown key 'ppo.n_step'" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path)]) == 2
