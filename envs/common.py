@@ -101,7 +101,16 @@ def env_kwargs(
         render_mode=render_mode,
         human_render_camera_configs=dict(width=w, height=h),
         max_episode_steps=max_episode_steps,
+        render_backend=default_render_backend(),
     )
+
+
+def default_render_backend() -> str:
+    """``"sapien_cuda"`` with a CUDA device, else ``"sapien_cpu"`` (lavapipe's Vulkan): asking for CUDA
+    rendering without a GPU works too, but ManiSkill then warns once per env process."""
+    import torch
+
+    return "sapien_cuda" if torch.cuda.is_available() else "sapien_cpu"
 
 
 def make_maniskill_env(env_id: str, **kwargs: Any):

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import JSONOutputFormat, Logger, TensorBoardOutputFormat
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
@@ -15,6 +16,8 @@ from robot_rl.config import TrainConfig
 from robot_rl.guidance import GuidanceCollector, QueryScheduler
 from robot_rl.runs import RunDir
 
+#: SB3's orthogonal-init gain of the action head (``ActorCriticPolicy._build``).
+SB3_ACTION_INIT_GAIN = 0.01
 #: Offset of evaluation seeds from the training seed, so evaluation episodes are unseen ones.
 EVAL_SEED_OFFSET = 10_000
 
@@ -78,7 +81,7 @@ def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None) -> GuidanceCol
 
 def build_model(cfg: TrainConfig, venv: VecEnv, guidance: GuidanceCollector | None) -> GuidedPPO:
     p = cfg.ppo
-    return GuidedPPO(
+    model = GuidedPPO(
         "MlpPolicy",
         venv,
         guidance=guidance,
@@ -99,6 +102,11 @@ def build_model(cfg: TrainConfig, venv: VecEnv, guidance: GuidanceCollector | No
         device=p.device,
         verbose=0,
     )
+    if p.action_init_gain != SB3_ACTION_INIT_GAIN:
+        # The directional loss is scale-invariant: it turns the policy mean but never lengthens it, so the
+        # mean's size stays what the action head's init gives it (SB3: gain 0.01, a near-zero mean).
+        th.nn.init.orthogonal_(model.policy.action_net.weight, gain=p.action_init_gain)
+    return model
 
 
 def guidance_state(guidance: GuidanceCollector | None) -> dict:

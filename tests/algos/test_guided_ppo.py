@@ -53,11 +53,12 @@ def test_positive_lambda_changes_the_update_and_buffer_holds_targets():
     params = _train(guided)
     assert any(not th.equal(a, b) for a, b in zip(plain, params))
     buf = guided.rollout_buffer
-    valid = buf.teacher_valid.astype(bool)
+    valid = buf.teacher_valid.reshape(-1).astype(bool)  # flattened by get(): (n_steps * n_envs,)
+    targets = buf.teacher_targets.reshape(-1, 7)
     assert valid.any()
     # Valid targets are per-step deltas within [-1, 1]; invalid rows are zero.
-    assert np.abs(buf.teacher_targets[valid]).max() <= 1.0 + 1e-6
-    assert not buf.teacher_targets[~valid].any()
+    assert np.abs(targets[valid]).max() <= 1.0 + 1e-6
+    assert not targets[~valid].any()
 
 
 def test_unknown_aux_loss_is_rejected():
