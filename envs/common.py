@@ -68,6 +68,21 @@ class TeacherView:
         return len(self.instructions)
 
 
+def check_view_indices(indices: Sequence[int], num_envs: int) -> list[int]:
+    """``indices`` as ints; raises ``IndexError`` for one outside ``[0, num_envs)``."""
+    idx = [int(i) for i in indices]
+    for i in idx:
+        if not 0 <= i < num_envs:
+            raise IndexError(f"teacher_view index {i} out of range for {num_envs} envs")
+    return idx
+
+
+def empty_view(teacher_image_size: tuple[int, int], with_image: bool) -> TeacherView:
+    """The :class:`TeacherView` of no env (``k = 0``)."""
+    h, w = teacher_image_size
+    return TeacherView(np.zeros((0, h, w, 3), np.uint8) if with_image else None, [], empty_states(0), [])
+
+
 def env_kwargs(
     reward_mode: str,
     max_episode_steps: int,

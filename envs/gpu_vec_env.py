@@ -19,7 +19,15 @@ import torch
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from .common import SIM_BACKENDS, TeacherView, empty_states, env_kwargs, make_maniskill_env, render_teacher_images
+from .common import (
+    SIM_BACKENDS,
+    TeacherView,
+    check_view_indices,
+    empty_view,
+    env_kwargs,
+    make_maniskill_env,
+    render_teacher_images,
+)
 from .tasks import REWARD_MODES, TaskSpec, get_task, privileged_state
 
 __all__ = ["ManiSkillGPUVecEnv"]
@@ -243,14 +251,10 @@ class ManiSkillGPUVecEnv(VecEnv):
         Raises:
             IndexError: an index outside ``[0, num_envs)``.
         """
-        idx = [int(i) for i in indices]
-        for i in idx:
-            if not 0 <= i < self.num_envs:
-                raise IndexError(f"teacher_view index {i} out of range for {self.num_envs} envs")
+        idx = check_view_indices(indices, self.num_envs)
+        if not idx:
+            return empty_view(self.teacher_image_size, with_image)
         k = len(idx)
-        if k == 0:
-            h, w = self.teacher_image_size
-            return TeacherView(np.zeros((0, h, w, 3), np.uint8) if with_image else None, [], empty_states(0), [])
         states = privileged_state(self._base)[idx]
         images = render_teacher_images(self._base, idx) if with_image else None
         return TeacherView(

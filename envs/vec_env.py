@@ -17,7 +17,8 @@ from .common import (
     SIM_BACKENDS,
     TeacherView,
     check_render_device,
-    empty_states,
+    check_view_indices,
+    empty_view,
     env_kwargs,
     make_maniskill_env,
     render_teacher_images,
@@ -184,14 +185,9 @@ class _TeacherViewMixin:
         Raises:
             IndexError: an index outside ``[0, num_envs)``.
         """
-        idx = [int(i) for i in indices]
-        for i in idx:
-            if not 0 <= i < self.num_envs:
-                raise IndexError(f"teacher_view index {i} out of range for {self.num_envs} envs")
+        idx = check_view_indices(indices, self.num_envs)
         if not idx:
-            h, w = self.teacher_image_size
-            images = np.zeros((0, h, w, 3), np.uint8) if with_image else None
-            return TeacherView(images, [], empty_states(0), [])
+            return empty_view(self.teacher_image_size, with_image)
         results = self.env_method("teacher_observation", bool(with_image), indices=idx)
         images = np.stack([r[0] for r in results]) if with_image else None
         return TeacherView(
