@@ -68,6 +68,7 @@ class GuidanceConfig(_Section):
     deactivate_threshold: float | None = Field(
         3.0, description="Δr̄ (return over the run's start) that switches guidance off for good (null: never)")
     lambda_0: float = Field(1.0, ge=0, description="λ_0: initial weight of the auxiliary loss")
+    cos_eps: float = Field(1e-8, gt=0, description="ε in the directional loss's denominator (action units²); see losses.py")
     image_size: tuple[int, int] = Field((224, 224), description="teacher view (H, W) in pixels, rendered only for querying envs")
 
 

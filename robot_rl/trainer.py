@@ -86,6 +86,7 @@ def build_model(cfg: TrainConfig, venv: VecEnv, guidance: GuidanceCollector | No
         venv,
         guidance=guidance,
         aux_loss="mse" if cfg.mode == "rpd" else "cosine",
+        cos_eps=cfg.guidance.cos_eps,
         n_steps=p.n_steps,
         batch_size=p.batch_size,
         n_epochs=p.n_epochs,

@@ -20,6 +20,7 @@ Aux losses (``aux_loss``): ``"cosine"`` = VLAJS's masked directional loss (Moron
 from __future__ import annotations
 
 from collections.abc import Generator
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -33,7 +34,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch.nn import functional as F
 
 from robot_rl.guidance.collector import GuidanceCollector
-from robot_rl.guidance.losses import component_cosines, directional_cosine_loss, mse_loss
+from robot_rl.guidance.losses import COS_EPS, component_cosines, directional_cosine_loss, mse_loss
 
 AUX_LOSSES = {"cosine": directional_cosine_loss, "mse": mse_loss}
 
@@ -113,15 +114,18 @@ class GuidedPPO(PPO):
     Args:
         guidance: the rollout-time collector, or ``None`` for plain PPO (mode ``ppo``).
         aux_loss: ``"cosine"`` (VLAJS) or ``"mse"`` (RPD).
+        cos_eps: ε of the directional loss.
 
     The current ``λ_t`` is ``guidance.scheduler.lambda_t``. Logged keys: ``guidance/aux_loss``,
     ``guidance/lambda``, ``guidance/valid_fraction``. ``guidance`` is not saved with the model (it may
     hold a network client); a run saves the scheduler's ``state_dict`` beside the checkpoint.
     """
 
-    def __init__(self, *args, guidance: GuidanceCollector | None = None, aux_loss: str = "cosine", **kwargs):
+    def __init__(self, *args, guidance: GuidanceCollector | None = None, aux_loss: str = "cosine",
+                 cos_eps: float = COS_EPS, **kwargs):
         if aux_loss not in AUX_LOSSES:
             raise ValueError(f"aux_loss must be one of {sorted(AUX_LOSSES)}, got {aux_loss!r}")
+        self.cos_eps = cos_eps
         kwargs.setdefault("rollout_buffer_class", GuidedRolloutBuffer)
         self.guidance = guidance
         self.aux_loss = aux_loss
@@ -159,7 +163,7 @@ class GuidedPPO(PPO):
         clip_fractions = []
         # --- robot_rl: the guidance term's weight and logs
         lam = self.lambda_t
-        aux_fn = AUX_LOSSES[self.aux_loss]
+        aux_fn = partial(directional_cosine_loss, eps=self.cos_eps) if self.aux_loss == "cosine" else mse_loss
         aux_losses = []
         cosines: dict[str, list[float]] = {"pos": [], "rot": []}
         # --- robot_rl end
