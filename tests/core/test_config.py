@@ -10,6 +10,8 @@ def test_default_config_file_is_the_main_job():
     cfg = load_config(DEFAULT_CONFIG)
     assert (cfg.task, cfg.mode, cfg.teacher.kind) == ("RRL-PushCube-Sparse-v1", "vlajs", "scripted")
     assert cfg.guidance.budget_fraction <= 0.2
+    # Built-in defaults are the main job too (an install without configs/ trains the same thing).
+    assert load_config(None) == cfg
 
 
 def test_overrides_are_typed():
