@@ -80,6 +80,9 @@ def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None) -> GuidanceCol
 
 
 def build_model(cfg: TrainConfig, venv: VecEnv, guidance: GuidanceCollector | None) -> GuidedPPO:
+    """GuidedPPO with ``cfg.ppo``'s hyperparameters on ``venv``; ``aux_loss`` is MSE for ``rpd``, else the
+    directional cosine loss with ``ε = cfg.guidance.cos_eps``. Seeds torch, numpy and the action space
+    from ``cfg.seed`` (SB3)."""
     p = cfg.ppo
     model = GuidedPPO(
         "MlpPolicy",
