@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -23,12 +24,22 @@ EVAL_SEED_OFFSET = 10_000
 
 
 def build_env(cfg: TrainConfig, num_envs: int | None = None, seed: int | None = None, in_process: bool = False) -> VecEnv:
-    """The task's vec env with episode statistics (``VecMonitor``); normalization is added by the caller."""
+    """The task's vec env with episode statistics (``VecMonitor``); normalization is added by the caller.
+
+    With ``physx_cpu`` worker processes, the trainer's own torch threads are cut to the cores the
+    workers leave free (at least 1), so the trainer does not oversubscribe the cores the workers run on
+    (FACTS.md, thread oversubscription). On 2 cores with 2 workers, `benchmarks/throughput.py` gave a
+    training/raw ratio of 0.63 with torch's default 2 threads and 0.64-0.83 with 1 (noisy machine).
+    """
     from robot_rl.envs import make_vec_env
+
+    n = num_envs or cfg.env.num_envs
+    if cfg.env.sim_backend == "physx_cpu" and not in_process and n > 1:
+        th.set_num_threads(max(1, (os.cpu_count() or 1) - n))
 
     venv = make_vec_env(
         cfg.task,
-        num_envs=num_envs or cfg.env.num_envs,
+        num_envs=n,
         sim_backend=cfg.env.sim_backend,
         reward_mode=cfg.env.reward_mode,
         max_episode_steps=cfg.env.max_episode_steps,
