@@ -17,8 +17,6 @@ from robot_rl.config import TrainConfig
 from robot_rl.guidance import GuidanceCollector, QueryScheduler
 from robot_rl.runs import RunDir
 
-#: SB3's orthogonal-init gain of the action head (``ActorCriticPolicy._build``).
-SB3_ACTION_INIT_GAIN = 0.01
 #: Offset of evaluation seeds from the training seed, so evaluation episodes are unseen ones.
 EVAL_SEED_OFFSET = 10_000
 
@@ -95,7 +93,7 @@ def build_model(cfg: TrainConfig, venv: VecEnv, guidance: GuidanceCollector | No
     directional cosine loss with ``ε = cfg.guidance.cos_eps``. Seeds torch, numpy and the action space
     from ``cfg.seed`` (SB3)."""
     p = cfg.ppo
-    model = GuidedPPO(
+    return GuidedPPO(
         "MlpPolicy",
         venv,
         guidance=guidance,
@@ -117,11 +115,6 @@ def build_model(cfg: TrainConfig, venv: VecEnv, guidance: GuidanceCollector | No
         device=p.device,
         verbose=0,
     )
-    if p.action_init_gain != SB3_ACTION_INIT_GAIN:
-        # The directional loss is scale-invariant: it turns the policy mean but never lengthens it, so the
-        # mean's size stays what the action head's init gives it (SB3: gain 0.01, a near-zero mean).
-        th.nn.init.orthogonal_(model.policy.action_net.weight, gain=p.action_init_gain)
-    return model
 
 
 def guidance_state(guidance: GuidanceCollector | None) -> dict:
