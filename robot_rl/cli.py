@@ -9,11 +9,14 @@ Examples::
     robot-rl eval runs/<run> --episodes 50 --video
     robot-rl tasks
     robot-rl config
+    robot-rl teacher serve --backend scripted --port 8000
+    robot-rl teacher serve --backend openvla --model /ckpt/openvla-7b --unnorm-key bridge_orig --max-batch 16
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +46,31 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--video", nargs="?", const=True, default=None, metavar="PATH.mp4",
                    help="write an MP4 of the episodes (default path RUN_DIR/eval.mp4)")
     e.add_argument("--seed", type=int, default=None, help="env seed (default: training seed + 10000)")
+
+    th = sub.add_parser("teacher", help="serve a teacher model over HTTP")
+    tsub = th.add_subparsers(dest="teacher_command", required=True)
+    s = tsub.add_parser(
+        "serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="serve a teacher backend (OpenVLA-compatible POST /act, plus POST /act/batch, /healthz, /metadata)",
+        description="Serve a teacher on HTTP. POST /act speaks OpenVLA's protocol (json-numpy image + instruction "
+                    "-> 7 floats), POST /act/batch answers B rows in the env's pd_ee_delta_pose convention; "
+                    "concurrent requests are batched. Point training at it with teacher.kind=remote teacher.url=URL.")
+    s.add_argument("--backend", choices=("scripted", "openvla"), default="scripted",
+                   help="scripted: privileged-state planner (needs states); openvla: a local checkpoint (default scripted)")
+    s.add_argument("--model", metavar="PATH", help="checkpoint directory (openvla)")
+    s.add_argument("--unnorm-key", metavar="KEY", help="default dataset-statistics key (openvla)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
+    s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000, as OpenVLA's server)")
+    s.add_argument("--max-batch", type=int, default=16, help="most rows per backend call (default 16)")
+    s.add_argument("--batch-wait-ms", type=float, default=5.0, help="longest a request waits for a batch to fill, ms (default 5)")
+    s.add_argument("--api-key", default=os.environ.get("ROBOT_RL_TEACHER_API_KEY"),
+                   help="require header X-API-Key with this value (default: $ROBOT_RL_TEACHER_API_KEY; unset = no key)")
+    s.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body, MiB (default 64); larger gets 413")
+    s.add_argument("--control-period-steps", type=int, default=4, metavar="D", help="env steps one answer spans, reported in /metadata (default 4)")
+    s.add_argument("--task", help="scripted: default task id for requests that carry none")
+    s.add_argument("--ray", action="store_true", help="serve with Ray Serve (scale-out over replicas) instead of uvicorn")
+    s.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (with --ray; default 1)")
+    s.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
 
     sub.add_parser("tasks", help="list the task ids and their names in the VLAJS paper")
     sub.add_parser("config", help="list every config key with its default, unit and meaning")
@@ -85,6 +113,26 @@ def _eval(args) -> int:
     return 0
 
 
+def _teacher(args) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if args.max_batch < 1 or args.batch_wait_ms < 0 or args.replicas < 1:
+        raise ValueError("--max-batch and --replicas must be >= 1 and --batch-wait-ms >= 0")
+    kwargs = dict(host=args.host, port=args.port, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+                  api_key=args.api_key, max_body_bytes=int(args.max_body_mb * 1024 * 1024), model=args.model,
+                  unnorm_key=args.unnorm_key, control_period_steps=args.control_period_steps, task=args.task)
+    if args.ray:
+        from robot_rl.teachers.ray_serve import serve_ray
+
+        serve_ray(args.backend, replicas=args.replicas, **kwargs)
+    else:
+        from robot_rl.teachers.server import serve
+
+        serve(args.backend, parent_pid=args.parent_pid, **kwargs)
+    return 0
+
+
 def _tasks() -> int:
     from robot_rl.envs import TASKS
 
@@ -101,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "teacher":
+            return _teacher(args)
         if args.command == "tasks":
             return _tasks()
         if args.command == "config":

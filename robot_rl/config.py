@@ -52,12 +52,31 @@ class PPOConfig(_Section):
 
 
 class TeacherConfig(_Section):
-    kind: Literal["scripted"] = Field("scripted", description="teacher backend (scripted: privileged-state planner)")
+    kind: Literal["scripted", "remote", "spawn"] = Field(
+        "scripted", description="scripted: in-process privileged-state planner; remote: a teacher server at `url`; "
+                                "spawn: start a local `robot-rl teacher serve` for the run and stop it at the end")
     control_period_steps: int = Field(4, ge=1, description="D: env steps one teacher answer spans (20 Hz env, 5 Hz teacher: 4)")
-    direction_noise_deg: float = Field(0.0, ge=0, description="weak teacher: std of the direction noise (deg)")
-    bias_rotation_deg: float = Field(0.0, description="weak teacher: constant rotation of the direction about world z (deg)")
-    wrong_fraction: float = Field(0.0, ge=0, le=1, description="weak teacher: fraction of answers with a random direction")
-    latency_s: float = Field(0.0, ge=0, description="weak teacher: added latency per query batch (s)")
+    direction_noise_deg: float = Field(0.0, ge=0, description="weak teacher (scripted): std of the direction noise (deg)")
+    bias_rotation_deg: float = Field(0.0, description="weak teacher (scripted): constant rotation of the direction about world z (deg)")
+    wrong_fraction: float = Field(0.0, ge=0, le=1, description="weak teacher (scripted): fraction of answers with a random direction")
+    latency_s: float = Field(0.0, ge=0, description="weak teacher (scripted): added latency per query batch (s)")
+    url: str = Field("http://127.0.0.1:8000", description="remote: teacher server base URL (API key from $ROBOT_RL_TEACHER_API_KEY)")
+    timeout_s: float = Field(5.0, gt=0, description="remote/spawn: per-request timeout (s); a slower answer is 'no guidance'")
+    retries: int = Field(1, ge=0, description="remote/spawn: extra attempts after a timeout, refused connection or 5xx")
+    backoff_s: float = Field(1.0, ge=0, description="remote/spawn: after a failed query, skip queries for this long (s)")
+    backend: Literal["scripted", "openvla"] = Field("scripted", description="spawn: the server's backend")
+    model: str | None = Field(None, description="spawn with backend openvla: local checkpoint directory")
+    unnorm_key: str | None = Field(None, description="remote/spawn: OpenVLA dataset-statistics key (null: the server's default)")
+
+    @model_validator(mode="after")
+    def _knobs_need_scripted(self) -> "TeacherConfig":
+        if self.kind != "scripted":
+            for key in ("direction_noise_deg", "bias_rotation_deg", "wrong_fraction", "latency_s"):
+                if getattr(self, key) != 0:
+                    raise ValueError(f"teacher.{key} applies to teacher.kind=scripted only (kind is {self.kind})")
+        if self.kind == "spawn" and self.backend == "openvla" and not self.model:
+            raise ValueError("teacher.model: kind=spawn with backend=openvla needs a checkpoint directory")
+        return self
 
 
 class GuidanceConfig(_Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -48,24 +49,49 @@ def build_env(cfg: TrainConfig, num_envs: int | None = None, seed: int | None = 
     return VecMonitor(venv)
 
 
-def build_teacher(cfg: TrainConfig):
-    """The configured teacher (``cfg.teacher``); its RNG is seeded from ``cfg.seed``."""
+def build_teacher(cfg: TrainConfig, stack: ExitStack | None = None, log_dir: Path | None = None):
+    """The configured teacher (``cfg.teacher``).
+
+    * ``scripted``: in process; its RNG is seeded from ``cfg.seed``.
+    * ``remote``: a :class:`~robot_rl.teachers.remote.RemoteTeacher` of the server at ``url``.
+    * ``spawn``: starts ``robot-rl teacher serve`` on a free loopback port (log in
+      ``log_dir/teacher_server.log``), registers its shutdown on ``stack`` (which must be given),
+      and returns a ``RemoteTeacher`` of it. The server also exits if the trainer dies.
+    """
     from robot_rl.teachers import make_teacher
 
     t = cfg.teacher
-    return make_teacher(
-        t.kind,
-        control_period_steps=t.control_period_steps,
-        direction_noise_deg=t.direction_noise_deg,
-        bias_rotation_deg=t.bias_rotation_deg,
-        wrong_fraction=t.wrong_fraction,
-        latency_s=t.latency_s,
-        seed=cfg.seed + 1,
-    )
+    if t.kind == "scripted":
+        return make_teacher(
+            "scripted",
+            control_period_steps=t.control_period_steps,
+            direction_noise_deg=t.direction_noise_deg,
+            bias_rotation_deg=t.bias_rotation_deg,
+            wrong_fraction=t.wrong_fraction,
+            latency_s=t.latency_s,
+            seed=cfg.seed + 1,
+        )
+    url = t.url
+    if t.kind == "spawn":
+        from robot_rl.teachers.remote import SpawnedServer
+
+        if stack is None:
+            raise ValueError("teacher.kind=spawn needs an ExitStack that owns the server")
+        log_path = str(log_dir / "teacher_server.log") if log_dir is not None else None
+        server = stack.enter_context(SpawnedServer(t.backend, model=t.model, unnorm_key=t.unnorm_key,
+                                                   control_period_steps=t.control_period_steps, log_path=log_path))
+        url = server.url
+    teacher = make_teacher("remote", url=url, timeout_s=t.timeout_s, retries=t.retries, backoff_s=t.backoff_s,
+                           unnorm_key=t.unnorm_key, control_period_steps=t.control_period_steps)
+    if stack is not None:
+        stack.callback(teacher.close)
+    return teacher
 
 
-def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None) -> GuidanceCollector | None:
-    """The rollout-time collector for ``cfg.mode`` (``None`` for ``ppo``).
+def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None, stack: ExitStack | None = None,
+                   log_dir: Path | None = None) -> GuidanceCollector | None:
+    """The rollout-time collector for ``cfg.mode`` (``None`` for ``ppo``); ``teacher`` defaults to
+    :func:`build_teacher` (``stack`` and ``log_dir`` are passed on to it).
 
     * ``rpd``: the teacher answers at every env step (budget 1.0), constant ``λ = λ_0``, MSE loss.
     * ``vlajs``: the configured query budget, annealed ``N_calls`` and ``λ_t``, deactivation.
@@ -85,7 +111,7 @@ def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None) -> GuidanceCol
         anneal=not rpd,
         seed=cfg.seed,
     )
-    return GuidanceCollector(teacher or build_teacher(cfg), scheduler, num_envs, requery_active=rpd)
+    return GuidanceCollector(teacher or build_teacher(cfg, stack, log_dir), scheduler, num_envs, requery_active=rpd)
 
 
 def build_model(cfg: TrainConfig, venv: VecEnv, guidance: GuidanceCollector | None) -> GuidedPPO:
@@ -172,6 +198,12 @@ class RunCallback(BaseCallback):
                                ("teacher_latency_s", st.teacher_time_s / max(st.teacher_calls, 1))):
                 self.logger.record(f"guidance/{key}", value)
             postfix.update(queries=st.queries, lam=f"{s.lambda_t:.3f}")
+            remote = getattr(g.teacher, "stats", None)  # RemoteTeacher: server faults
+            if remote is not None:
+                for key in ("failures", "skipped", "reconnects"):
+                    self.logger.record(f"teacher/{key}", getattr(remote, key))
+                if remote.failures:
+                    postfix.update(teacher_failures=remote.failures)
         if self.bar is not None:
             self.bar.set_postfix(postfix, refresh=False)
 
@@ -210,12 +242,13 @@ def _fit(run: RunDir, cfg: TrainConfig, model: GuidedPPO, guidance, resumed: boo
 def train(cfg: TrainConfig) -> RunDir:
     """Train a new run from ``cfg``; returns its run directory (with eval.json and the plot)."""
     run = RunDir.create(cfg)
-    venv = build_env(cfg)
-    if cfg.ppo.normalize_obs:
-        venv = VecNormalize(venv, norm_obs=True, norm_reward=False)
-    guidance = build_guidance(cfg, venv.num_envs)
-    model = build_model(cfg, venv, guidance)
-    _fit(run, cfg, model, guidance, resumed=False)
+    with ExitStack() as stack:  # owns a spawned teacher server: stopped on return, error or Ctrl-C
+        guidance = build_guidance(cfg, cfg.env.num_envs, stack=stack, log_dir=run.path)
+        venv = build_env(cfg)
+        if cfg.ppo.normalize_obs:
+            venv = VecNormalize(venv, norm_obs=True, norm_reward=False)
+        model = build_model(cfg, venv, guidance)
+        _fit(run, cfg, model, guidance, resumed=False)
     return run
 
 
@@ -233,22 +266,23 @@ def resume(path: str | Path, overrides: list[str] | tuple = ()) -> RunDir:
         raise FileNotFoundError(f"{run.path} has no checkpoint yet: start it again with `robot-rl train`")
     state = run.checkpoint_state()
     run.truncate_metrics(state["num_timesteps"])
-    venv = build_env(cfg)
-    if (run.checkpoint / "vecnormalize.pkl").exists():
-        venv = VecNormalize.load(str(run.checkpoint / "vecnormalize.pkl"), venv)
-    guidance = build_guidance(cfg, venv.num_envs)
-    if guidance is not None and "scheduler" in state:
-        guidance.scheduler.load_state_dict(state["scheduler"])
-        for key, value in state["stats"].items():
-            setattr(guidance.stats, key, value)
-    model = GuidedPPO.load(run.checkpoint / "model.zip", env=venv, device=cfg.ppo.device,
-                           custom_objects={"guidance": guidance})
-    model.guidance = guidance
-    if cfg.total_steps != run.config().total_steps:
-        from robot_rl.config import dump_config
+    with ExitStack() as stack:
+        guidance = build_guidance(cfg, cfg.env.num_envs, stack=stack, log_dir=run.path)
+        venv = build_env(cfg)
+        if (run.checkpoint / "vecnormalize.pkl").exists():
+            venv = VecNormalize.load(str(run.checkpoint / "vecnormalize.pkl"), venv)
+        if guidance is not None and "scheduler" in state:
+            guidance.scheduler.load_state_dict(state["scheduler"])
+            for key, value in state["stats"].items():
+                setattr(guidance.stats, key, value)
+        model = GuidedPPO.load(run.checkpoint / "model.zip", env=venv, device=cfg.ppo.device,
+                               custom_objects={"guidance": guidance})
+        model.guidance = guidance
+        if cfg.total_steps != run.config().total_steps:
+            from robot_rl.config import dump_config
 
-        dump_config(cfg, run.path / "config.yaml")
-    _fit(run, cfg, model, guidance, resumed=True)
+            dump_config(cfg, run.path / "config.yaml")
+        _fit(run, cfg, model, guidance, resumed=True)
     return run
 
 

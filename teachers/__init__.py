@@ -3,6 +3,9 @@
 - :class:`Teacher`, :class:`TeacherRequest`, :class:`TeacherResponse`: the interface the trainer
   talks to (:mod:`robot_rl.teachers.base`, action convention there).
 - :class:`ScriptedTeacher`: plans from privileged state (PushCube, PickCube), with weakness knobs.
+- ``OpenVLATeacher`` (:mod:`robot_rl.teachers.openvla`): a local VLA checkpoint via transformers.
+- ``RemoteTeacher`` (:mod:`robot_rl.teachers.remote`): a client of a teacher server
+  (:mod:`robot_rl.teachers.server`, ``robot-rl teacher serve``).
 - :func:`make_teacher`: build a teacher by kind name (from configs / the CLI).
 - :func:`robot_rl.teachers.evaluate.run_teacher_as_policy`: measure a teacher's own competence
   (imported lazily: it needs the simulator).
@@ -17,9 +20,23 @@ from typing import Any, Callable
 from .base import Teacher, TeacherRequest, TeacherResponse
 from .scripted import ScriptedTeacher
 
-#: Teacher kinds :func:`make_teacher` knows, name -> factory (later: "remote", "openvla").
+def _openvla(**kwargs: Any) -> Teacher:
+    from .openvla import OpenVLATeacher  # torch + transformers: imported only when asked for
+
+    return OpenVLATeacher(**kwargs)
+
+
+def _remote(**kwargs: Any) -> Teacher:
+    from .remote import RemoteTeacher
+
+    return RemoteTeacher(**kwargs)
+
+
+#: Teacher kinds :func:`make_teacher` knows, name -> factory.
 TEACHER_KINDS: dict[str, Callable[..., Teacher]] = {
     "scripted": ScriptedTeacher,
+    "openvla": _openvla,
+    "remote": _remote,
 }
 
 

@@ -28,6 +28,10 @@ GRIPPER_INDEX = 6
 #: Physical size of 1.0 normalized action unit per env step (FACTS.md, Panda ``pd_ee_delta_pose``).
 POS_SCALE_M = 0.1
 ROT_SCALE_RAD = 0.1
+#: Sign the controller applies to a rotation command: physical delta = command * 0.1 rad * SIGN
+#: (``PDEEPoseController._clip_and_scale_action`` multiplies by ``rot_lower = -0.1``;
+#: ManiSkill issue #1469, FACTS.md).
+CONTROLLER_ROT_SIGN = -1.0
 
 
 @dataclass
@@ -43,6 +47,8 @@ class TeacherRequest:
             :data:`robot_rl.envs.PRIVILEGED_STATE_LAYOUT`, or ``None``.
         task_ids: ``B`` env ids (e.g. ``"RRL-PushCube-Sparse-v1"``), so one teacher can serve many tasks.
         scratchpads: ``B`` scratchpad texts (scratchpad memory), or ``None``.
+        unnorm_key: OpenVLA dataset-statistics key for the whole batch (``None``: the backend's
+            default); backends without statistics ignore it.
     """
 
     instructions: list[str]
@@ -50,6 +56,7 @@ class TeacherRequest:
     states: np.ndarray | None = None
     task_ids: list[str] | None = None
     scratchpads: list[str] | None = None
+    unnorm_key: str | None = None
 
     def __len__(self) -> int:
         return len(self.instructions)

@@ -45,6 +45,7 @@ import numpy as np
 
 from robot_rl.teachers.base import (
     ACTION_DIM,
+    CONTROLLER_ROT_SIGN,
     GRIPPER_INDEX,
     POS_SCALE_M,
     POS_SLICE,
@@ -65,11 +66,6 @@ IS_GRASPED = 17
 GRIPPER_WIDTH = 18
 OBJ_HALF_SIZE = 19
 STATE_DIM = 20
-
-#: Sign the controller applies to a rotation command: physical delta = command * 0.1 rad * SIGN
-#: (``PDEEPoseController._clip_and_scale_action`` multiplies by ``rot_lower = -0.1``;
-#: ManiSkill issue #1469, FACTS.md).
-CONTROLLER_ROT_SIGN = -1.0
 
 GRIPPER_OPEN = 1.0
 GRIPPER_CLOSED = -1.0
@@ -300,6 +296,7 @@ class ScriptedTeacher:
     """
 
     needs_image = False
+    needs_state = True
 
     # Geometry of the plans (metres). Measured/tuned in the simulator, see tests/teachers.
     PUSH_BEHIND_GAP = 0.025  # TCP distance behind the cube face before pushing
@@ -362,23 +359,9 @@ class ScriptedTeacher:
             names, for debugging).
         """
         t0 = time.perf_counter()
-        if request.states is None:
-            raise ValueError("ScriptedTeacher needs request.states (privileged state), got None")
+        task_ids = self.check_request(request)
         states = np.asarray(request.states, dtype=np.float64)
-        if states.ndim != 2 or states.shape[1] < STATE_DIM:
-            raise ValueError(f"states must be (B, >={STATE_DIM}), got {states.shape}")
         n = states.shape[0]
-        task_ids = request.task_ids
-        if task_ids is None:
-            if self.task is None:
-                raise ValueError(
-                    "request.task_ids is None and the teacher has no default task; "
-                    f"supported: {', '.join(SUPPORTED_TASKS)}"
-                )
-            task_ids = [self.task] * n
-        unknown = sorted({t for t in task_ids if t not in SUPPORTED_TASKS})
-        if unknown:
-            raise ValueError(f"unknown task id(s) {unknown}; supported: {', '.join(SUPPORTED_TASKS)}")
 
         actions = np.zeros((n, ACTION_DIM), dtype=np.float64)
         phases = [""] * n
@@ -399,6 +382,33 @@ class ScriptedTeacher:
             model_id=self.model_id,
             extras={"phases": phases},
         )
+
+    def check_request(self, request: TeacherRequest) -> list[str]:
+        """Validate ``request`` without planning; returns its per-row task ids.
+
+        The teacher server calls this per HTTP request before batching, so one bad request gets a
+        4xx of its own instead of failing the batch it would have joined.
+
+        Raises:
+            ValueError: ``states`` missing or narrower than 20 columns, no task id known, or a
+                task id not in :data:`SUPPORTED_TASKS`.
+        """
+        if request.states is None:
+            raise ValueError("states: ScriptedTeacher needs the privileged state, got None")
+        if request.states.ndim != 2 or request.states.shape[1] < STATE_DIM:
+            raise ValueError(f"states: must be (B, >={STATE_DIM}), got {request.states.shape}")
+        task_ids = request.task_ids
+        if task_ids is None:
+            if self.task is None:
+                raise ValueError(
+                    "task_ids: none given and the teacher has no default task; "
+                    f"supported: {', '.join(SUPPORTED_TASKS)}"
+                )
+            task_ids = [self.task] * len(request)
+        unknown = sorted({t for t in task_ids if t not in SUPPORTED_TASKS})
+        if unknown:
+            raise ValueError(f"task_ids: unknown task id(s) {unknown}; supported: {', '.join(SUPPORTED_TASKS)}")
+        return list(task_ids)
 
     # -- knobs ---------------------------------------------------------------------------------
 

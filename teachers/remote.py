@@ -1,0 +1,350 @@
+"""Client side of the teacher server: :class:`RemoteTeacher`, and :class:`SpawnedServer` for ``kind: spawn``.
+
+The client imports only numpy, requests and json-numpy (no torch, no FastAPI), so it can run in any
+training process (DESIGN.md, Style: the teacher client is tiny). It speaks our ``POST /act/batch``
+and falls back to one ``POST /act`` per row against a server that only speaks OpenVLA's protocol
+(``vla-scripts/deploy.py``), converting OpenVLA-convention answers into the env convention
+(:func:`robot_rl.teachers.wire.openvla_to_env`).
+
+Faults never stop training: a timeout, a refused connection or a 5xx after the retries gives a
+"no guidance" answer (NaN rows, which the trainer drops and counts as invalid), and further queries
+are skipped for ``backoff_s`` seconds so a dead server costs no time per env step; after that the
+client tries again and so reconnects when the server is back. A 4xx means the request itself is
+wrong (a client or configuration bug) and raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import json_numpy
+import numpy as np
+import requests
+
+from .base import ACTION_DIM, TeacherRequest, TeacherResponse
+from .wire import encode_batch_request, openvla_to_env
+
+log = logging.getLogger("robot_rl.teachers.remote")
+
+#: The server's API key header (:data:`robot_rl.teachers.server.API_KEY_HEADER`; not imported: FastAPI is heavy).
+API_KEY_HEADER = "X-API-Key"
+#: Environment variable the client and ``robot-rl teacher serve`` read the API key from.
+API_KEY_ENV = "ROBOT_RL_TEACHER_API_KEY"
+
+
+class TeacherServerError(RuntimeError):
+    """The server answered a request with a 4xx: the request or the configuration is wrong."""
+
+
+@dataclass
+class RemoteStats:
+    """Counters of one :class:`RemoteTeacher` (since construction)."""
+
+    requests: int = 0  #: HTTP requests sent (``/act/batch`` or ``/act``), retries included
+    failures: int = 0  #: queries answered with "no guidance" after the retries (timeout, refused, 5xx)
+    skipped: int = 0  #: queries answered with "no guidance" without trying, during a back-off window
+    reconnects: int = 0  #: successful answers right after a failure
+
+
+class PendingAnswer:
+    """A query submitted with :meth:`RemoteTeacher.submit`.
+
+    Attributes:
+        obs_time: when the observation was taken (``time.monotonic()`` seconds, given by the caller
+            or the submit time).
+        answer_time: when the answer arrived (same clock), ``None`` while in flight.
+    """
+
+    def __init__(self, future: Future, obs_time: float):
+        self._future = future
+        self.obs_time = obs_time
+        self.answer_time: float | None = None
+        future.add_done_callback(self._stamp)
+
+    def _stamp(self, _future: Future) -> None:
+        self.answer_time = time.monotonic()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def age_s(self) -> float:
+        """Seconds from the observation to the answer (or to now, while in flight)."""
+        end = self.answer_time if self.answer_time is not None else time.monotonic()
+        return end - self.obs_time
+
+    def result(self, timeout: float | None = None) -> TeacherResponse:
+        """The answer; rows are NaN ("no guidance") when the server failed. Raises
+        :class:`TeacherServerError` for a 4xx and ``TimeoutError`` when ``timeout`` passes first."""
+        return self._future.result(timeout)
+
+
+class RemoteTeacher:
+    """A :class:`~robot_rl.teachers.base.Teacher` answered by a teacher server over HTTP.
+
+    Args:
+        url: server base URL, e.g. ``http://127.0.0.1:8000``.
+        timeout_s: per-HTTP-request timeout (s); a slower answer counts as a failure.
+        retries: extra attempts after a timeout, refused connection or 5xx.
+        api_key: sent as ``X-API-Key`` (default: ``$ROBOT_RL_TEACHER_API_KEY``).
+        unnorm_key: dataset-statistics key sent with every query (OpenVLA backends).
+        control_period_steps: ``D``; default the server's ``/metadata`` value (4 for an
+            OpenVLA-only server, which does not report one).
+        connect_timeout_s: how long the constructor waits for the server to come up (s).
+        backoff_s: after a failed query, answer "no guidance" without trying for this long (s).
+        max_in_flight: concurrent HTTP requests of :meth:`submit` (and of the per-row fallback).
+
+    Raises:
+        ConnectionError: no server answered within ``connect_timeout_s``.
+        TeacherServerError: the server refused the API key (401) or the metadata request.
+    """
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", timeout_s: float = 5.0, retries: int = 1,
+                 api_key: str | None = None, unnorm_key: str | None = None,
+                 control_period_steps: int | None = None, connect_timeout_s: float = 30.0,
+                 backoff_s: float = 1.0, max_in_flight: int = 8):
+        if timeout_s <= 0 or retries < 0 or backoff_s < 0 or max_in_flight < 1:
+            raise ValueError("timeout_s must be > 0, retries and backoff_s >= 0, max_in_flight >= 1")
+        self.url = url.rstrip("/")
+        self.timeout_s, self.retries, self.backoff_s = float(timeout_s), int(retries), float(backoff_s)
+        self.unnorm_key = unnorm_key
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        self._headers = {"Content-Type": "application/json"} | ({API_KEY_HEADER: key} if key else {})
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=int(max_in_flight), thread_name_prefix="remote-teacher")
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._failing = False
+        self.stats = RemoteStats()
+
+        self.metadata = self._probe(connect_timeout_s)
+        self.openvla_only = self.metadata is None
+        meta = self.metadata or {}
+        self.needs_image = bool(meta.get("needs_image", True))
+        served_d = meta.get("control_period_steps")
+        if control_period_steps is not None and served_d is not None and int(control_period_steps) != int(served_d):
+            log.warning("teacher control_period_steps=%s differs from the server's %s; using %s",
+                        control_period_steps, served_d, control_period_steps)
+        self.control_period_steps = int(control_period_steps or served_d or 4)
+        self.model_id = str(meta.get("model_id", "openvla-server"))
+
+    # -- connection ----------------------------------------------------------------------------
+
+    @property
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = requests.Session()
+        return s
+
+    def _probe(self, connect_timeout_s: float) -> dict | None:
+        """``GET /metadata``; ``None`` for an OpenVLA-only server (404)."""
+        deadline = time.monotonic() + connect_timeout_s
+        while True:
+            try:
+                r = self._session.get(f"{self.url}/metadata", headers=self._headers, timeout=self.timeout_s)
+            except requests.RequestException as exc:
+                if time.monotonic() > deadline:
+                    raise ConnectionError(
+                        f"no teacher server answered at {self.url} within {connect_timeout_s:.0f} s ({exc}); "
+                        "start one with `robot-rl teacher serve` or use teacher.kind=spawn"
+                    ) from None
+                time.sleep(0.2)
+                continue
+            if r.status_code == 404:
+                log.info("%s has no /metadata: OpenVLA-only server, using per-row POST /act", self.url)
+                return None
+            if r.status_code == 401:
+                raise TeacherServerError(f"{self.url} refused the API key (401): set teacher.api_key or ${API_KEY_ENV}")
+            if r.status_code != 200:
+                raise TeacherServerError(f"GET {self.url}/metadata answered {r.status_code}: {r.text[:200]}")
+            return r.json()
+
+    def _post(self, route: str, body: dict) -> object:
+        """POST a json-numpy body with retries; returns the decoded answer.
+
+        Raises:
+            TeacherServerError: a 4xx (the request is wrong; retrying cannot help).
+            requests.RequestException: the server failed every attempt (timeout, refused, 5xx).
+        """
+        data = json_numpy.dumps(body)
+        last: Exception | None = None
+        for _ in range(self.retries + 1):
+            self.stats.requests += 1
+            try:
+                r = self._session.post(f"{self.url}{route}", data=data, headers=self._headers, timeout=self.timeout_s)
+            except requests.RequestException as exc:
+                last = exc
+                continue
+            if 400 <= r.status_code < 500:
+                raise TeacherServerError(f"POST {route} answered {r.status_code}: {r.text[:500]}")
+            if r.status_code != 200:
+                last = requests.HTTPError(f"POST {route} answered {r.status_code}: {r.text[:200]}")
+                continue
+            return json_numpy.loads(r.text)
+        raise last  # type: ignore[misc]
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def act(self, request: TeacherRequest) -> TeacherResponse:
+        """Answer ``request`` now (blocking). Rows are NaN when the server failed (see module docstring)."""
+        return self._query(request)
+
+    def submit(self, request: TeacherRequest, obs_time: float | None = None) -> PendingAnswer:
+        """Send ``request`` without waiting; collect the answer later with :meth:`PendingAnswer.result`.
+
+        Args:
+            request: the query.
+            obs_time: when its observation was taken (``time.monotonic()`` s; default now), so the
+                caller can tell how stale the answer is when it arrives.
+        """
+        obs_time = time.monotonic() if obs_time is None else float(obs_time)
+        return PendingAnswer(self._pool.submit(self._query, request), obs_time)
+
+    def _query(self, request: TeacherRequest) -> TeacherResponse:
+        t0 = time.perf_counter()
+        if request.unnorm_key is None and self.unnorm_key is not None:
+            request = dataclasses.replace(request, unnorm_key=self.unnorm_key)
+        if time.monotonic() < self._down_until:
+            self.stats.skipped += 1
+            return self._no_guidance(request, t0, "server down: skipped during back-off")
+        try:
+            if self.openvla_only:
+                actions, model_id = self._act_per_row(request), self.model_id
+            else:
+                out = self._post("/act/batch", encode_batch_request(request))
+                actions, model_id = np.asarray(out["actions"], dtype=np.float32), str(out["model_id"])
+        except TeacherServerError:
+            raise
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            with self._lock:
+                self.stats.failures += 1
+                self._failing = True
+                self._down_until = time.monotonic() + self.backoff_s
+            log.warning("teacher query failed (%s); no guidance for %d rows, next try in %.1f s",
+                        exc, len(request), self.backoff_s)
+            return self._no_guidance(request, t0, str(exc))
+        with self._lock:
+            if self._failing:
+                self._failing = False
+                self.stats.reconnects += 1
+                log.info("teacher server at %s is back", self.url)
+        if actions.shape != (len(request), ACTION_DIM):
+            log.warning("server answered actions of shape %s for %d rows", actions.shape, len(request))
+        return TeacherResponse(actions, time.perf_counter() - t0, model_id)
+
+    def _act_per_row(self, request: TeacherRequest) -> np.ndarray:
+        """OpenVLA's protocol: one ``POST /act`` per row, sent concurrently."""
+        if request.images is None:
+            raise TeacherServerError("an OpenVLA-only server needs images: the trainer must render teacher views")
+
+        def one(i: int) -> np.ndarray:
+            body = {"image": request.images[i], "instruction": request.instructions[i]}
+            if request.unnorm_key is not None:
+                body["unnorm_key"] = request.unnorm_key
+            raw = self._post("/act", body)
+            if isinstance(raw, str):  # the reference server answers errors with 200 "error"
+                raise ValueError(f"server answered {raw!r}")
+            return np.asarray(raw, dtype=np.float64).reshape(ACTION_DIM)
+
+        if threading.current_thread().name.startswith("remote-teacher"):
+            rows = [one(i) for i in range(len(request))]  # already on a pool thread: avoid pool deadlock
+        else:
+            rows = list(self._pool.map(one, range(len(request))))
+        return openvla_to_env(np.stack(rows))
+
+    def _no_guidance(self, request: TeacherRequest, t0: float, error: str) -> TeacherResponse:
+        actions = np.full((len(request), ACTION_DIM), np.nan, dtype=np.float32)
+        return TeacherResponse(actions, time.perf_counter() - t0, self.model_id, {"error": error})
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# kind: spawn
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class SpawnedServer:
+    """A ``robot-rl teacher serve`` subprocess owned by a training run (``teacher.kind: spawn``).
+
+    It listens on loopback, exits on its own if this process dies (``--parent-pid``), and
+    :meth:`stop` ends it with SIGTERM (uvicorn's graceful shutdown), then SIGKILL after
+    ``stop_timeout_s``. Use it as a context manager.
+
+    Args:
+        backend: ``"scripted"`` or ``"openvla"``.
+        model, unnorm_key, control_period_steps, task: passed to ``robot-rl teacher serve``.
+        port: TCP port (default: a free one).
+        startup_timeout_s: how long to wait for ``/healthz`` (s); a VLA checkpoint takes a while to load.
+
+    Raises:
+        RuntimeError: the server exited or did not answer within ``startup_timeout_s`` (its log tail is included).
+    """
+
+    def __init__(self, backend: str = "scripted", *, model: str | None = None, unnorm_key: str | None = None,
+                 control_period_steps: int = 4, task: str | None = None, port: int | None = None,
+                 startup_timeout_s: float = 300.0, stop_timeout_s: float = 10.0, log_path: str | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stop_timeout_s = stop_timeout_s
+        cmd = [sys.executable, "-m", "robot_rl.cli", "teacher", "serve", "--backend", backend,
+               "--host", "127.0.0.1", "--port", str(self.port), "--control-period-steps", str(control_period_steps),
+               "--parent-pid", str(os.getpid())]
+        for flag, value in (("--model", model), ("--unnorm-key", unnorm_key), ("--task", task)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        # Own session: a Ctrl-C in the terminal reaches the trainer, which then stops the server itself.
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_healthy(startup_timeout_s, log_path)
+
+    def _wait_healthy(self, timeout_s: float, log_path: str | None) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = open(log_path).read()[-2000:] if log_path else "(no log)"
+                raise RuntimeError(f"teacher server exited with code {self.proc.returncode}:\n{tail}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"teacher server did not answer {self.url}/healthz within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        """End the server (idempotent)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+            self._log = subprocess.DEVNULL
+
+    def __enter__(self) -> "SpawnedServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

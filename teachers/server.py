@@ -1,0 +1,608 @@
+"""The teacher server: any :class:`~robot_rl.teachers.base.Teacher` behind HTTP (FastAPI + uvicorn).
+
+``robot-rl teacher serve --backend {scripted,openvla}`` runs :func:`serve`. Routes (wire format and
+action conventions in :mod:`robot_rl.teachers.wire`):
+
+- ``POST /act``: OpenVLA's reference protocol, so a client written for OpenVLA's
+  ``vla-scripts/deploy.py`` works unchanged (including its ``{"encoded": ...}`` double-encoded
+  variant). Our additions, ignored by OpenVLA clients: optional ``state`` ``(S,)`` and ``task_id``
+  for backends that plan from privileged state.
+- ``POST /act/batch``: ``B`` rows in one request; answers ``{"actions": (B, 7), "latency_s",
+  "model_id", "batch_rows"}`` in the env convention.
+- ``GET /healthz`` and ``GET /metadata``.
+
+Unlike the reference server, which handles one request at a time and answers errors with HTTP 200
+and the string ``"error"``:
+
+- concurrent requests are gathered by :class:`DynamicBatcher` into one backend call of up to
+  ``max_batch`` rows, waiting at most ``batch_wait_ms`` for more;
+- bad input is a 4xx whose JSON body names the field (FastAPI's ``{"detail": [{"loc": [...],
+  "msg": ...}]}``), a backend exception is a 500 with its message, and the server keeps serving;
+- a client that disconnects does not disturb the other requests of its batch;
+- it binds 127.0.0.1 unless told otherwise, and with an API key every route but ``/healthz``
+  needs the ``X-API-Key`` header (401 otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Annotated, Any, Awaitable, Callable
+
+import json_numpy
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from .base import Teacher, TeacherRequest, TeacherResponse
+from .wire import ENV_CONVENTION, OPENVLA_CONVENTION, check_array, env_to_openvla
+
+log = logging.getLogger("robot_rl.teachers.server")
+
+#: Default request body limit: 32 images of 224x224x3 as base64 are ~6.4 MB.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+#: Version of the ``/act/batch`` + ``/metadata`` protocol, reported by ``/metadata``.
+PROTOCOL_VERSION = 1
+API_KEY_HEADER = "X-API-Key"
+
+
+# ----------------------------------------------------------------------------------------------
+# Request bodies (pydantic: FastAPI turns a ValidationError into a 422 naming the field)
+
+
+def _decode_numpy(value: Any) -> Any:
+    """json-numpy object -> ndarray (no pickle: object dtypes cannot be built from a buffer)."""
+    if isinstance(value, np.ndarray):  # already decoded (json_numpy.patch() active in this process)
+        return value
+    if isinstance(value, dict) and "__numpy__" in value:
+        try:
+            return json_numpy.object_hook(value)
+        except Exception as exc:  # bad base64, dtype or shape
+            raise ValueError(f"not a valid json-numpy array: {exc}") from None
+    raise ValueError("expected a json-numpy array {'__numpy__': base64, 'dtype': ..., 'shape': [...]}")
+
+
+def _image(value: Any) -> np.ndarray:
+    return check_array(_decode_numpy(value), "image", dtype_kind="u", ndim=3)
+
+
+def _images(value: Any) -> np.ndarray:
+    return check_array(_decode_numpy(value), "images", dtype_kind="u", ndim=4)
+
+
+def _numeric(value: Any, field: str, ndim: int) -> np.ndarray:
+    """A json-numpy array or a plain JSON list of numbers -> ``float32`` array of rank ``ndim``."""
+    value = np.asarray(value, dtype=np.float32) if isinstance(value, list) else _decode_numpy(value)
+    return check_array(value, field, ndim=ndim).astype(np.float32)
+
+
+def _vector(value: Any) -> np.ndarray:
+    return _numeric(value, "state", 1)
+
+
+def _matrix(value: Any) -> np.ndarray:
+    return _numeric(value, "states", 2)
+
+
+Image = Annotated[np.ndarray, BeforeValidator(_image)]
+Images = Annotated[np.ndarray, BeforeValidator(_images)]
+Vector = Annotated[np.ndarray, BeforeValidator(_vector)]
+Matrix = Annotated[np.ndarray, BeforeValidator(_matrix)]
+Text = Annotated[str, Field(min_length=1)]
+
+
+class ActBody(BaseModel):
+    """``POST /act`` body: OpenVLA's fields plus optional privileged state (extra keys ignored, as OpenVLA does)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="ignore")
+
+    image: Image | None = None
+    instruction: Text
+    unnorm_key: str | None = None
+    state: Vector | None = None
+    task_id: str | None = None
+
+    def to_request(self) -> TeacherRequest:
+        return TeacherRequest(
+            instructions=[self.instruction],
+            images=None if self.image is None else self.image[None],
+            states=None if self.state is None else self.state[None],
+            task_ids=None if self.task_id is None else [self.task_id],
+            unnorm_key=self.unnorm_key,
+        )
+
+
+class BatchBody(BaseModel):
+    """``POST /act/batch`` body: ``B`` rows (unknown keys are refused, naming the key)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    instructions: list[Text] = Field(min_length=1)
+    images: Images | None = None
+    states: Matrix | None = None
+    task_ids: list[str] | None = None
+    scratchpads: list[str] | None = None
+    unnorm_key: str | None = None
+
+    @model_validator(mode="after")
+    def _rows_agree(self) -> "BatchBody":
+        n = len(self.instructions)
+        for name in ("images", "states", "task_ids", "scratchpads"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name}: has {len(value)} rows but instructions has {n}")
+        return self
+
+    def to_request(self) -> TeacherRequest:
+        return TeacherRequest(
+            instructions=list(self.instructions), images=self.images, states=self.states,
+            task_ids=self.task_ids, scratchpads=self.scratchpads, unnorm_key=self.unnorm_key,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Backend calls shared by the uvicorn server and the Ray Serve deployment
+
+
+def _signature(req: TeacherRequest) -> tuple:
+    """Requests with equal signatures can be stacked into one backend call."""
+    img = None if req.images is None else req.images.shape[1:]
+    st = None if req.states is None else req.states.shape[1]
+    return (img, st, req.task_ids is None, req.scratchpads is None, req.unnorm_key)
+
+
+def _concat(reqs: list[TeacherRequest]) -> TeacherRequest:
+    def cat_list(name):
+        lists = [getattr(r, name) for r in reqs]
+        return None if lists[0] is None else [x for lst in lists for x in lst]
+
+    first = reqs[0]
+    return TeacherRequest(
+        instructions=cat_list("instructions"),
+        images=None if first.images is None else np.concatenate([r.images for r in reqs]),
+        states=None if first.states is None else np.concatenate([r.states for r in reqs]),
+        task_ids=cat_list("task_ids"),
+        scratchpads=cat_list("scratchpads"),
+        unnorm_key=first.unnorm_key,
+    )
+
+
+def run_batched(teacher: Teacher, requests: list[TeacherRequest], max_batch: int) -> tuple[list[TeacherResponse | Exception], int]:
+    """Answer several requests with as few backend calls as possible.
+
+    Compatible requests (same image size, state width, optional fields and ``unnorm_key``) are
+    concatenated and answered in chunks of at most ``max_batch`` rows; the answers are split back
+    per request. When a combined call raises, each of its requests is retried alone, so one bad
+    request cannot fail its neighbours.
+
+    Returns:
+        ``(results, calls)``: one item per request, a :class:`TeacherResponse` whose ``actions``
+        are that request's ``(B_i, 7)`` rows and ``extras["batch_rows"]`` the rows of the backend
+        call that answered it, or the ``Exception`` the backend raised for it; and the number of
+        backend calls made.
+    """
+    out: list[TeacherResponse | Exception | None] = [None] * len(requests)
+    calls = [0]
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault(_signature(r), []).append(i)
+    for members in groups.values():
+        chunk: list[int] = []
+        rows = 0
+        for i in members + [None]:
+            if i is not None and (not chunk or rows + len(requests[i]) <= max_batch):
+                chunk.append(i)
+                rows += len(requests[i])
+                continue
+            _answer(teacher, requests, chunk, out, calls)
+            chunk, rows = ([i], len(requests[i])) if i is not None else ([], 0)
+    return out, calls[0]  # type: ignore[return-value]
+
+
+def _answer(teacher: Teacher, requests: list[TeacherRequest], chunk: list[int], out: list, calls: list[int]) -> None:
+    reqs = [requests[i] for i in chunk]
+    calls[0] += 1
+    try:
+        response = teacher.act(_concat(reqs) if len(reqs) > 1 else reqs[0])
+    except Exception as exc:
+        if len(chunk) > 1:
+            for i in chunk:
+                _answer(teacher, requests, [i], out, calls)
+        else:
+            out[chunk[0]] = exc
+        return
+    rows = sum(len(r) for r in reqs)
+    raw = response.extras.get("raw_actions")
+    start = 0
+    for i, r in zip(chunk, reqs):
+        stop = start + len(r)
+        extras = {"batch_rows": rows}
+        if raw is not None:
+            extras["raw_actions"] = np.asarray(raw)[start:stop]
+        out[i] = TeacherResponse(np.asarray(response.actions)[start:stop], response.latency_s, response.model_id, extras)
+        start = stop
+
+
+class DynamicBatcher:
+    """Gathers concurrent requests into backend calls (the uvicorn server's batching).
+
+    The first waiting request opens a batch; more requests join until it holds ``max_batch``
+    rows or ``wait_s`` has passed since it opened. The backend runs in one worker thread, so the
+    event loop keeps accepting requests (which queue for the next batch) while a batch computes.
+
+    Args:
+        teacher: the backend.
+        max_batch: most rows per backend call (``--max-batch``).
+        wait_s: longest a request waits for company (``--batch-wait-ms`` / 1000).
+    """
+
+    def __init__(self, teacher: Teacher, max_batch: int = 16, wait_s: float = 0.005):
+        if max_batch < 1 or wait_s < 0:
+            raise ValueError(f"max_batch must be >= 1 and wait_s >= 0, got {max_batch}, {wait_s}")
+        self.teacher, self.max_batch, self.wait_s = teacher, int(max_batch), float(wait_s)
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher-backend")
+        self.backend_calls = 0  #: backend calls so far (batching is visible as calls < requests)
+        self.requests_served = 0
+
+    def start(self) -> None:
+        """Start the gathering task on the running event loop."""
+        self._queue = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, request: TeacherRequest) -> TeacherResponse:
+        """Queue ``request`` and wait for its answer; re-raises the backend's exception for it."""
+        if self._queue is None:
+            raise RuntimeError("DynamicBatcher.start() was not called")
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put((request, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self._queue.get()]
+            rows = len(items[0][0])
+            deadline = loop.time() + self.wait_s
+            while rows < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    timeout = deadline - loop.time()
+                    if timeout <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), timeout)
+                    except TimeoutError:
+                        break
+                items.append(item)
+                rows += len(item[0])
+            items = [(r, f) for r, f in items if not f.done()]  # clients that went away
+            if not items:
+                continue
+            results, calls = await loop.run_in_executor(
+                self._executor, run_batched, self.teacher, [r for r, _ in items], self.max_batch
+            )
+            self.backend_calls += calls
+            for (_, fut), res in zip(items, results):
+                self.requests_served += 1
+                if fut.done():
+                    continue
+                if isinstance(res, Exception):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+
+
+# ----------------------------------------------------------------------------------------------
+# The FastAPI app
+
+
+@dataclass
+class ServerInfo:
+    """What ``GET /metadata`` reports about the backend."""
+
+    backend: str
+    teacher: Teacher
+    max_batch: int
+    batch_wait_ms: float
+
+    def metadata(self) -> dict:
+        t = self.teacher
+        size = getattr(t, "image_size", None)
+        return {
+            "protocol_version": PROTOCOL_VERSION,
+            "backend": self.backend,
+            "model_id": getattr(t, "model_id", self.backend),
+            "action_convention": {"/act": OPENVLA_CONVENTION, "/act/batch": ENV_CONVENTION},
+            "control_period_steps": int(t.control_period_steps),
+            "needs_image": bool(t.needs_image),
+            "needs_state": bool(getattr(t, "needs_state", False)),
+            "image_size": None if size is None else list(size),
+            "unnorm_keys": list(getattr(t, "unnorm_keys", []) or []),
+            "max_batch": self.max_batch,
+            "batch_wait_ms": self.batch_wait_ms,
+        }
+
+
+Dispatch = Callable[[TeacherRequest], Awaitable[TeacherResponse]]
+
+
+def _body_errors(exc: ValidationError) -> RequestValidationError:
+    """Pydantic errors as FastAPI's 422 body: ``loc`` starts with ``"body"``, inputs are not echoed back."""
+    return RequestValidationError(
+        [{"type": e["type"], "loc": ("body", *e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)]
+    )
+
+
+def _field_error(field: str, msg: str) -> RequestValidationError:
+    return RequestValidationError([{"type": "value_error", "loc": ("body", field), "msg": msg}])
+
+
+def check_against_backend(info: ServerInfo, request: TeacherRequest) -> None:
+    """Per-request checks that depend on the backend; raises a 422 naming the field."""
+    t = info.teacher
+    if t.needs_image and request.images is None:
+        raise _field_error("image", f"the {info.backend} backend needs an RGB image")
+    if getattr(t, "needs_state", False) and request.states is None:
+        raise _field_error("state", f"the {info.backend} backend plans from privileged state: send 'state(s)'")
+    keys = list(getattr(t, "unnorm_keys", []) or [])
+    if request.unnorm_key is not None and keys and request.unnorm_key not in keys:
+        raise _field_error("unnorm_key", f"unknown unnorm_key {request.unnorm_key!r}; available: {', '.join(keys)}")
+    check = getattr(t, "check_request", None)
+    if check is not None:
+        try:
+            check(request)
+        except ValueError as exc:
+            field = str(exc).split(":", 1)[0] if ":" in str(exc) else "body"
+            raise _field_error(field, str(exc)) from None
+
+
+def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: str | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    """Build the FastAPI app.
+
+    Args:
+        info: the backend and what ``/metadata`` reports.
+        dispatch: coroutine answering one validated :class:`TeacherRequest`. Default: a
+            :class:`DynamicBatcher` over ``info.teacher`` started with the app (the Ray Serve
+            deployment passes its ``@serve.batch`` method instead).
+        api_key: when set, every route but ``/healthz`` requires header ``X-API-Key: <key>``.
+        max_body_bytes: larger request bodies get 413 before they are read.
+    """
+    batcher = None
+    if dispatch is None:
+        batcher = DynamicBatcher(info.teacher, info.max_batch, info.batch_wait_ms / 1000.0)
+        dispatch = batcher.submit
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if batcher is not None:
+            batcher.start()
+        yield
+        if batcher is not None:
+            await batcher.stop()
+
+    app = FastAPI(title="robot_rl teacher server", version=str(PROTOCOL_VERSION), lifespan=lifespan)
+    app.state.batcher = batcher
+    app.state.info = info
+
+    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+    async def require_key(key: str | None = Depends(header)) -> None:
+        if api_key is not None and key != api_key:
+            raise HTTPException(status_code=401, detail=f"missing or wrong {API_KEY_HEADER} header")
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            return JSONResponse(status_code=413, content={"detail": f"body of {length} bytes exceeds the limit of {max_body_bytes}"})
+        return await call_next(request)
+
+    async def answer(request: TeacherRequest) -> TeacherResponse:
+        check_against_backend(info, request)
+        t0 = time.perf_counter()
+        try:
+            response = await dispatch(request)
+        except Exception as exc:
+            log.exception("backend failed")
+            raise HTTPException(status_code=500, detail=f"backend error: {type(exc).__name__}: {exc}") from None
+        response.extras["server_latency_s"] = time.perf_counter() - t0
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "backend": info.backend}
+
+    @app.get("/metadata", dependencies=[Depends(require_key)])
+    async def metadata() -> dict:
+        return info.metadata()
+
+    @app.post("/act", dependencies=[Depends(require_key)])
+    async def act(request: Request) -> Response:
+        payload = await _read_json(request, max_body_bytes)
+        encoded = isinstance(payload, dict) and "encoded" in payload
+        if encoded:  # OpenVLA's variant for clients without json-numpy: a JSON string inside JSON
+            if len(payload) != 1 or not isinstance(payload["encoded"], str):
+                raise _field_error("encoded", "must be the only key and hold a JSON string")
+            try:
+                payload = json.loads(payload["encoded"])
+            except json.JSONDecodeError as exc:
+                raise _field_error("encoded", f"malformed JSON: {exc}") from None
+        try:
+            body = ActBody.model_validate(payload)
+        except ValidationError as exc:
+            raise _body_errors(exc) from None
+        response = await answer(body.to_request())
+        raw = response.extras.get("raw_actions")
+        action = np.asarray(raw if raw is not None else env_to_openvla(response.actions), dtype=np.float64)[0]
+        text = json_numpy.dumps(action)
+        return Response(json.dumps(text) if encoded else text, media_type="application/json")
+
+    @app.post("/act/batch", dependencies=[Depends(require_key)])
+    async def act_batch(request: Request) -> Response:
+        payload = await _read_json(request, max_body_bytes)
+        try:
+            body = BatchBody.model_validate(payload)
+        except ValidationError as exc:
+            raise _body_errors(exc) from None
+        response = await answer(body.to_request())
+        out = {
+            "actions": np.asarray(response.actions, dtype=np.float32),
+            "latency_s": float(response.extras["server_latency_s"]),
+            "backend_latency_s": float(response.latency_s),
+            "model_id": response.model_id,
+            "batch_rows": int(response.extras.get("batch_rows", len(body.instructions))),
+        }
+        return Response(json_numpy.dumps(out), media_type="application/json")
+
+    return app
+
+
+async def _read_json(request: Request, max_body_bytes: int) -> Any:
+    """Read a JSON body of at most ``max_body_bytes`` (also when sent chunked); 413 / 422 otherwise."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_body_bytes:
+            raise HTTPException(status_code=413, detail=f"body exceeds the limit of {max_body_bytes} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": f"malformed JSON: {exc}"}]) from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Running it
+
+#: Backends ``robot-rl teacher serve --backend`` knows (names of :data:`robot_rl.teachers.TEACHER_KINDS`).
+SERVE_BACKENDS = ("scripted", "openvla")
+
+
+def build_backend(backend: str, *, model: str | None = None, unnorm_key: str | None = None,
+                  control_period_steps: int = 4, task: str | None = None, seed: int | None = 0) -> Teacher:
+    """The teacher a server wraps.
+
+    Args:
+        backend: ``"scripted"`` (privileged-state planner) or ``"openvla"`` (a local checkpoint).
+        model: checkpoint directory (``openvla`` only; required there).
+        unnorm_key: default dataset-statistics key (``openvla``).
+        control_period_steps: ``D`` reported to clients, env steps per answer.
+        task: default task id for requests without one (``scripted``).
+        seed: the scripted teacher's RNG seed.
+
+    Raises:
+        ValueError: an unknown backend, or ``openvla`` without ``model``.
+    """
+    from . import make_teacher
+
+    if backend == "scripted":
+        return make_teacher("scripted", control_period_steps=control_period_steps, task=task, seed=seed)
+    if backend == "openvla":
+        if not model:
+            raise ValueError("the openvla backend needs --model PATH (a local checkpoint directory)")
+        return make_teacher("openvla", model_path=model, unnorm_key=unnorm_key, control_period_steps=control_period_steps)
+    raise ValueError(f"unknown backend {backend!r}; known: {', '.join(SERVE_BACKENDS)}")
+
+
+def _exit_with_parent(server, parent_pid: int, period_s: float = 0.5) -> None:
+    """Ask uvicorn to shut down once ``parent_pid`` is gone (a spawned server must not outlive its trainer)."""
+    import os
+    import threading
+
+    def watch():
+        while not server.should_exit:
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                log.warning("parent process %d is gone; shutting down", parent_pid)
+                server.should_exit = True
+                return
+            time.sleep(period_s)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,
+          batch_wait_ms: float = 5.0, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+          parent_pid: int | None = None, log_level: str = "info", **backend_kwargs: Any) -> None:
+    """Serve ``backend`` with uvicorn until interrupted (blocks). Arguments as ``robot-rl teacher serve``."""
+    import uvicorn
+
+    teacher = build_backend(backend, **backend_kwargs)
+    info = ServerInfo(backend, teacher, max_batch, batch_wait_ms)
+    app = create_app(info, api_key=api_key, max_body_bytes=max_body_bytes)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False))
+    if parent_pid is not None:
+        _exit_with_parent(server, parent_pid)
+    log.info("serving %s (%s) on http://%s:%d", backend, info.metadata()["model_id"], host, port)
+    server.run()
+
+
+class ServerThread:
+    """Run an app with uvicorn in a background thread (tests, benchmarks, notebooks).
+
+    Example::
+
+        with ServerThread(create_app(ServerInfo("scripted", teacher, 16, 5.0))) as url:
+            RemoteTeacher(url).act(request)
+
+    Args:
+        app: the ASGI app.
+        port: TCP port on 127.0.0.1 (default: a free one).
+        startup_timeout_s: how long to wait for uvicorn to start (s).
+
+    Raises:
+        RuntimeError: uvicorn did not start (e.g. the port is taken).
+    """
+
+    def __init__(self, app, port: int | None = None, startup_timeout_s: float = 10.0):
+        import threading
+
+        import uvicorn
+
+        from .remote import free_port
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    access_log=False))
+        self._thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
+        self._startup_timeout_s = startup_timeout_s
+
+    def start(self) -> str:
+        self._thread.start()
+        deadline = time.monotonic() + self._startup_timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on port {self.port}")
+            time.sleep(0.01)
+        return self.url
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
