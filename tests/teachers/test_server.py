@@ -232,28 +232,65 @@ def test_client_disconnect_mid_batch_does_not_break_the_batch():
         assert app.state.batcher.backend_calls <= 2
 
 
-def test_readme_client_of_openvla_unchanged_against_our_server(server, tmp_path):
+@pytest.fixture(scope="module")
+def vla_server(tmp_path_factory):
+    """The openvla backend on the tiny random-weight checkpoint (two statistics keys)."""
+    from robot_rl.teachers.openvla import OpenVLATeacher
+    from robot_rl.teachers.tiny_vla import save_tiny_vla
+
+    path = save_tiny_vla(tmp_path_factory.mktemp("tiny_vla"), image_size=64)
+    teacher = OpenVLATeacher(path)
+    with ServerThread(create_app(ServerInfo("openvla", teacher, 8, 5.0))) as url:
+        yield url, teacher
+
+
+def test_readme_client_of_openvla_unchanged_against_our_server(vla_server, tmp_path):
     """The client exactly as OpenVLA's README shows it (requests + json_numpy.patch()), in its own process."""
     import subprocess
     import sys
 
-    url, _ = server
-    st = random_states(1, RNG)
+    url, teacher = vla_server
     script = tmp_path / "client.py"
     script.write_text(
-        "import requests, json_numpy, sys\n"
+        "import requests\n"
+        "import json_numpy\n"
         "json_numpy.patch()\n"
         "import numpy as np\n"
-        f"state = np.array({st[0].tolist()}, dtype=np.float32)\n"
+        "\n"
         "action = requests.post(\n"
         f"    '{url}/act',\n"
-        "    json={'image': np.zeros((256, 256, 3), dtype=np.uint8), 'instruction': 'push the cube', 'state': state},\n"
+        "    json={'image': np.full((256, 256, 3), 90, dtype=np.uint8), 'instruction': 'Push the cube to the goal',\n"
+        "          'unnorm_key': 'bridge_orig'}\n"
         ").json()\n"
         "print(repr(action.tolist()))\n"
     )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True)
     got = np.array(eval(out.stdout.strip()))
-    np.testing.assert_allclose(got, env_to_openvla(expected(st))[0], atol=1e-6)
+    want = teacher.predict_raw(np.full((1, 256, 256, 3), 90, np.uint8), ["Push the cube to the goal"], "bridge_orig")[0]
+    assert got.shape == (7,) and 0.0 <= got[6] <= 1.0
+    np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"instruction": "push"}, "body.image"),  # the VLA needs an image
+    ({"image": np.zeros((32, 32, 3), np.uint8), "instruction": "push", "unnorm_key": "nope"}, "body.unnorm_key"),
+    ({"image": np.zeros((32, 32, 3), np.uint8), "instruction": "push"}, "body.unnorm_key"),  # two keys: ambiguous
+])
+def test_openvla_backend_bad_input(vla_server, body, field):
+    url, _ = vla_server
+    r = requests.post(f"{url}/act", data=json_numpy.dumps(body))
+    assert r.status_code == 422 and _field(r) == [field], r.text
+
+
+def test_remote_teacher_against_openvla_backend_batches(vla_server):
+    url, teacher = vla_server
+    remote = RemoteTeacher(url, unnorm_key="fractal20220817_data")
+    assert remote.needs_image and not remote.openvla_only
+    assert requests.get(f"{url}/metadata").json()["unnorm_keys"] == ["bridge_orig", "fractal20220817_data"]
+    images = RNG.integers(0, 255, (3, 48, 48, 3), dtype=np.uint8)
+    req = TeacherRequest(["push the cube", "pick up the cube", "push"], images=images)
+    want = teacher.act(TeacherRequest(req.instructions, images=images, unnorm_key="fractal20220817_data")).actions
+    np.testing.assert_allclose(remote.act(req).actions, want, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,487 @@
+"""OpenVLA teacher backend: a local vision-language-action checkpoint behind the :class:`Teacher` protocol.
+
+Pipeline per batch (one ``generate`` call for all ``B`` rows):
+image + instruction -> prompt (:func:`robot_rl.teachers.wire.openvla_prompt`) -> processor
+(left padding, attention mask) -> greedy ``generate`` of exactly 7 tokens ->
+:func:`decode_action_tokens` (256 bins over [-1, 1] on the last 256 vocabulary ids) ->
+:func:`unnormalize` (q01/q99 of the chosen ``unnorm_key``) -> gripper to [0, 1]
+(:func:`gripper_to_unit`) -> OpenVLA convention (``predict_raw``) -> env convention
+(:func:`robot_rl.teachers.wire.openvla_to_env`, ``act``).
+
+The decoding follows OpenVLA's ``OpenVLAForActionPrediction.predict_action``
+(``prismatic/extern/hf/modeling_prismatic.py``) and ``ActionTokenizer``
+(``prismatic/vla/action_tokenizer.py``) in github.com/openvla/openvla, re-written here in numpy so
+it is ours, batched and unit-tested; nothing of OpenVLA's remote code is imported.
+
+Checkpoint layout. OpenVLA's published checkpoints use ``trust_remote_code`` Prismatic classes
+registered for ``AutoModelForVision2Seq``; that auto class is gone in transformers 5 and the
+Prismatic classes do not load there (FACTS.md, VLA teachers). This backend therefore loads a
+**transformers-native** layout with ``AutoModelForImageTextToText`` + ``AutoProcessor`` (e.g. a
+Llava-style model whose processor expands an image placeholder token): a real OpenVLA checkpoint
+must first be converted to such a layout. :mod:`robot_rl.teachers.tiny_vla` writes a tiny
+random-weight checkpoint in this layout for tests and benchmarks.
+
+Mapping decisions (each pinned by ``tests/teachers/test_openvla.py``):
+
+- Image placeholder: Prismatic inserts the image patch embeddings right after ``<s>`` (BOS) in
+  its own ``forward``; a native processor instead needs a placeholder token in the text. When the
+  processor has an ``image_token`` (Llava's ``<image>``), it is prepended to the prompt, so the
+  sequence is ``<s> <image>... In: What action ...?\\nOut:`` -- the same order as OpenVLA's.
+- Token 29871: OpenVLA appends Llama-2's empty token ``"▁"`` (id 29871) when the prompt does not
+  already end with it, because it followed ``Out:`` at training time. This is done here only when
+  the tokenizer's base vocabulary is Llama-2's (``tokenizer.vocab_size == 32000``); for other
+  vocabularies the id means something else and nothing is appended.
+- Gripper: OpenVLA's data pipeline standardizes the gripper action to absolute
+  ``+1 = open, 0 = close`` (``prismatic/vla/datasets/rlds/oxe/transforms.py``, e.g.
+  ``rt1_dataset_transform``) and does not normalize it (mask false), so the decoded bin center is
+  returned as is by ``predict_action`` and lies in [-1, 1] although training targets were in
+  [0, 1]; OpenVLA's own evaluation then maps it with ``2 g - 1`` and ``sign``
+  (``normalize_gripper_action`` in ``experiments/robot/robot_utils.py``), i.e. thresholds at 0.5.
+  ``predict_raw`` clips the gripper to [0 (closed), 1 (open)] (the range OpenVLA's server answers,
+  FACTS.md), which keeps that 0.5 threshold and makes ``openvla_to_env`` give [-1, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import ACTION_DIM, GRIPPER_INDEX, TeacherRequest, TeacherResponse
+from .wire import openvla_prompt, openvla_to_env
+
+#: OpenVLA's action discretization: ``N_ACTION_BINS`` uniform bin edges over
+#: ``[ACTION_MIN, ACTION_MAX]`` give 255 bin centers (``ActionTokenizer``).
+N_ACTION_BINS = 256
+ACTION_MIN, ACTION_MAX = -1.0, 1.0
+BIN_EDGES = np.linspace(ACTION_MIN, ACTION_MAX, N_ACTION_BINS)
+BIN_CENTERS = (BIN_EDGES[:-1] + BIN_EDGES[1:]) / 2.0
+#: Llama-2's base vocabulary size and its empty-string token ``"▁"`` (``predict_action``).
+LLAMA2_VOCAB_SIZE = 32000
+LLAMA2_EMPTY_TOKEN_ID = 29871
+#: File with OpenVLA dataset statistics next to the checkpoint (written by OpenVLA's fine-tuning).
+DATASET_STATISTICS_FILE = "dataset_statistics.json"
+#: ``config.json`` key holding the dataset statistics of OpenVLA checkpoints.
+CONFIG_NORM_STATS_KEY = "norm_stats"
+#: Gripper range of OpenVLA's convention: 0 closed, 1 open.
+GRIPPER_CLOSED, GRIPPER_OPEN = 0.0, 1.0
+#: ``torch_dtype`` names the constructor accepts besides ``"auto"``.
+TORCH_DTYPES = ("float32", "float16", "bfloat16")
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure decoding steps
+
+
+def decode_action_tokens(token_ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """De-tokenize OpenVLA action tokens into normalized actions.
+
+    Token ``vocab_size - 1 - k`` is bin ``k``: ``discretized = vocab_size - id``,
+    ``k = clip(discretized - 1, 0, 254)``, value ``BIN_CENTERS[k]``, where
+    ``BIN_CENTERS[k] = -1 + (2k + 1) / 255``. Ids below the action range clip to bin 254
+    (``1 - 1/255``), ids at or above ``vocab_size`` clip to bin 0 (``-1 + 1/255``), exactly as
+    OpenVLA's ``predict_action`` does.
+
+    Args:
+        token_ids: ``(B, D)`` (or any shape) integer token ids.
+        vocab_size: the tokenizer's base vocabulary size (Llama-2: 32000), *not* the model's padded
+            embedding size.
+
+    Returns:
+        ``float64`` array of ``token_ids``' shape, normalized actions in ``(-1, 1)``.
+
+    Raises:
+        ValueError: non-integer ``token_ids`` or ``vocab_size < 256``.
+
+    Source: ``OpenVLAForActionPrediction.predict_action`` and
+    ``ActionTokenizer.decode_token_ids_to_actions`` (github.com/openvla/openvla).
+    """
+    ids = np.asarray(token_ids)
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"token_ids must be integers, got dtype {ids.dtype}")
+    if vocab_size < N_ACTION_BINS:
+        raise ValueError(f"vocab_size must be >= {N_ACTION_BINS}, got {vocab_size}")
+    discretized = int(vocab_size) - ids.astype(np.int64)
+    bin_index = np.clip(discretized - 1, 0, BIN_CENTERS.shape[0] - 1)
+    return BIN_CENTERS[bin_index]
+
+
+def unnormalize(a_norm: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:
+    """Map normalized actions back to dataset units with OpenVLA's q01/q99 statistics.
+
+    ``a = 0.5 (a_norm + 1) (q99 - q01) + q01`` where ``mask`` is true, ``a = a_norm`` elsewhere
+    (the gripper: its mask is false in OpenVLA's statistics). A missing ``mask`` means all true,
+    as in OpenVLA.
+
+    Args:
+        a_norm: ``(B, D)`` or ``(D,)`` normalized actions.
+        stats: one dataset's ``"action"`` statistics: ``"q01"``, ``"q99"`` (``D`` floats each) and
+            optionally ``"mask"`` (``D`` bools).
+
+    Returns:
+        ``float64`` array of ``a_norm``'s shape, in the dataset's units (OpenVLA: metres and radians).
+
+    Raises:
+        ValueError: missing ``q01``/``q99`` or lengths that do not match ``D``.
+
+    Source: ``OpenVLAForActionPrediction.predict_action`` (github.com/openvla/openvla).
+    """
+    a = np.asarray(a_norm, dtype=np.float64)
+    for name in ("q01", "q99"):
+        if name not in stats:
+            raise ValueError(f"action statistics lack {name!r} (have {sorted(stats)})")
+    low = np.asarray(stats["q01"], dtype=np.float64)
+    high = np.asarray(stats["q99"], dtype=np.float64)
+    mask = np.asarray(stats.get("mask", np.ones_like(low, dtype=bool)), dtype=bool)
+    dim = a.shape[-1] if a.ndim else 0
+    for name, arr in (("q01", low), ("q99", high), ("mask", mask)):
+        if arr.shape != (dim,):
+            raise ValueError(f"action statistics {name!r} must have {dim} entries, got shape {arr.shape}")
+    return np.where(mask, 0.5 * (a + 1.0) * (high - low) + low, a)
+
+
+def gripper_to_unit(raw: np.ndarray) -> np.ndarray:
+    """Clip the gripper column (index 6) of ``(B, 7)`` OpenVLA actions to [0 (closed), 1 (open)].
+
+    The decoded gripper is a bin center in [-1, 1] (not un-normalized); OpenVLA trained it on
+    ``0 = close, 1 = open`` and its evaluation thresholds ``2 g - 1`` at 0 (see the module
+    docstring for the sources). Returns a new ``float64`` array; other columns are unchanged.
+    """
+    out = np.array(raw, dtype=np.float64, copy=True)
+    out[..., GRIPPER_INDEX] = np.clip(out[..., GRIPPER_INDEX], GRIPPER_CLOSED, GRIPPER_OPEN)
+    return out
+
+
+def resolve_unnorm_key(norm_stats: Mapping[str, Any], unnorm_key: str | None) -> str:
+    """Pick the statistics key: ``unnorm_key``, or the only key when it is ``None``.
+
+    Raises:
+        ValueError: ``None`` with several keys ("ambiguous", lists them); a key not in
+            ``norm_stats`` (lists the valid keys); empty ``norm_stats``.
+
+    Source: ``OpenVLAForActionPrediction._check_unnorm_key`` (github.com/openvla/openvla).
+    """
+    keys = sorted(norm_stats)
+    if not keys:
+        raise ValueError("the checkpoint has no norm_stats: cannot un-normalize actions")
+    if unnorm_key is None:
+        if len(keys) > 1:
+            raise ValueError(f"unnorm_key is ambiguous: the checkpoint has statistics for {keys}; pass one of them")
+        return keys[0]
+    if unnorm_key not in norm_stats:
+        raise ValueError(f"unknown unnorm_key {unnorm_key!r}; valid keys: {keys}")
+    return unnorm_key
+
+
+def load_norm_stats(model_dir: str | Path) -> dict[str, dict]:
+    """Read OpenVLA dataset statistics of a checkpoint directory.
+
+    ``dataset_statistics.json`` wins when present (OpenVLA's fine-tuning writes it and its
+    evaluation loads it over the config's), else ``config.json``'s ``norm_stats``. Format:
+    ``{key: {"action": {"q01": [7], "q99": [7], "mask": [7 bool], ...}, ...}}``.
+
+    Returns:
+        ``{key: action_stats}`` (the inner ``"action"`` dicts); ``{}`` when neither source exists.
+
+    Raises:
+        ValueError: an entry without an ``"action"`` dict with ``q01``/``q99`` of 7 entries (names
+            the file and key).
+    """
+    model_dir = Path(model_dir)
+    stats_file = model_dir / DATASET_STATISTICS_FILE
+    config_file = model_dir / "config.json"
+    raw: dict | None = None
+    source = ""
+    if stats_file.is_file():
+        raw, source = json.loads(stats_file.read_text()), str(stats_file)
+    elif config_file.is_file():
+        raw = json.loads(config_file.read_text()).get(CONFIG_NORM_STATS_KEY)
+        source = f"{config_file}[{CONFIG_NORM_STATS_KEY!r}]"
+    if not raw:
+        return {}
+    out: dict[str, dict] = {}
+    for key, entry in raw.items():
+        action = entry.get("action") if isinstance(entry, Mapping) else None
+        if not isinstance(action, Mapping) or "q01" not in action or "q99" not in action:
+            raise ValueError(f"{source}: entry {key!r} has no 'action' statistics with q01/q99")
+        for name in ("q01", "q99", "mask"):
+            if name in action and len(action[name]) != ACTION_DIM:
+                raise ValueError(f"{source}: {key!r} action {name} must have {ACTION_DIM} entries")
+        out[key] = dict(action)
+    return out
+
+
+def _check_inputs(images: Any, instructions: Any) -> None:
+    """Raise ``ValueError`` naming the field for anything but ``(B, H, W, 3) uint8`` + ``B`` strings."""
+    if not isinstance(images, np.ndarray):
+        raise ValueError(f"images: expected a numpy array, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images: expected shape (B, H, W, 3), got {tuple(images.shape)}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"images: expected dtype uint8, got {images.dtype}")
+    if isinstance(instructions, str) or not isinstance(instructions, Sequence):
+        raise ValueError(f"instructions: expected a list of strings, got {type(instructions).__name__}")
+    if not all(isinstance(s, str) for s in instructions):
+        raise ValueError("instructions: every entry must be a string")
+    if len(instructions) != images.shape[0]:
+        raise ValueError(f"instructions: got {len(instructions)} for {images.shape[0]} images (B must match)")
+
+
+# ----------------------------------------------------------------------------------------------
+# The teacher
+
+
+class OpenVLATeacher:
+    """OpenVLA-style VLA teacher on a local transformers-native checkpoint (batched, greedy).
+
+    Args:
+        model_path: checkpoint directory (``AutoModelForImageTextToText`` + ``AutoProcessor``
+            layout, plus ``norm_stats`` in ``config.json`` or ``dataset_statistics.json``).
+        unnorm_key: default statistics key for requests that do not name one (``None``: the only
+            key, if there is exactly one).
+        control_period_steps: env steps one answer covers (``D``; a 5 Hz VLA on 20 Hz control: 4).
+        device: torch device for the model (``"cpu"``, ``"cuda"``, ``"cuda:0"``...).
+        torch_dtype: ``"auto"`` (the checkpoint's), ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+
+    Attributes:
+        model_id: ``"openvla:<directory name>"``.
+        unnorm_keys: sorted keys of the checkpoint's statistics.
+        image_size: ``(H, W)`` the processor resizes images to, or ``None`` if it does not say.
+        vocab_size: the tokenizer's base vocabulary size used for de-tokenization.
+
+    Raises:
+        FileNotFoundError: ``model_path`` is not a directory.
+        ValueError: no ``norm_stats`` in the checkpoint, an unknown ``unnorm_key`` (lists the valid
+            ones), a bad ``torch_dtype`` or ``control_period_steps < 1``.
+    """
+
+    needs_image = True
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        unnorm_key: str | None = None,
+        control_period_steps: int = 4,
+        device: str = "cpu",
+        torch_dtype: str = "auto",
+    ) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        path = Path(model_path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model_path {str(path)!r} is not a checkpoint directory")
+        if int(control_period_steps) < 1:
+            raise ValueError(f"control_period_steps must be >= 1, got {control_period_steps}")
+        if torch_dtype != "auto" and torch_dtype not in TORCH_DTYPES:
+            raise ValueError(f"torch_dtype must be 'auto' or one of {TORCH_DTYPES}, got {torch_dtype!r}")
+
+        self.norm_stats = load_norm_stats(path)
+        if not self.norm_stats:
+            raise ValueError(
+                f"{path}: no norm_stats (neither {DATASET_STATISTICS_FILE} nor config.json[{CONFIG_NORM_STATS_KEY!r}])"
+            )
+        if unnorm_key is not None:
+            resolve_unnorm_key(self.norm_stats, unnorm_key)
+        self.unnorm_key = unnorm_key
+        self.unnorm_keys: list[str] = sorted(self.norm_stats)
+        self.control_period_steps = int(control_period_steps)
+        self.model_id = f"openvla:{path.resolve().name}"
+        self.device = torch.device(device)
+
+        dtype: Any = "auto" if torch_dtype == "auto" else getattr(torch, torch_dtype)
+        self.processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, local_files_only=True)
+        self.model.to(self.device).eval()
+
+        self.tokenizer = getattr(self.processor, "tokenizer", None)
+        if self.tokenizer is None:
+            raise ValueError(f"{path}: the processor has no tokenizer")
+        self.tokenizer.padding_side = "left"  # batched generation continues every row at the right end
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.vocab_size = int(self.tokenizer.vocab_size)
+        self.image_token: str | None = getattr(self.processor, "image_token", None)
+        self.append_empty_token = self.vocab_size == LLAMA2_VOCAB_SIZE
+        self.image_size = _processor_image_size(getattr(self.processor, "image_processor", None))
+
+    # -- model calls ---------------------------------------------------------------------------
+
+    def build_prompt(self, instruction: str) -> str:
+        """OpenVLA's prompt for ``instruction``, with the processor's image placeholder in front."""
+        prompt = openvla_prompt(instruction)
+        return f"{self.image_token}{prompt}" if self.image_token else prompt
+
+    def generate_action_tokens(self, images: np.ndarray, instructions: list[str]) -> np.ndarray:
+        """Greedy action tokens for a batch: ``(B, H, W, 3) uint8`` + ``B`` strings -> ``(B, 7) int64``.
+
+        One left-padded ``generate`` call for all rows (``max_new_tokens = min_new_tokens = 7``,
+        ``do_sample=False``; the checkpoint's own generation config is not used).
+
+        Raises:
+            ValueError: bad ``images``/``instructions`` (names the field).
+        """
+        import torch
+        from transformers import GenerationConfig
+
+        _check_inputs(images, instructions)
+        if images.shape[0] == 0:
+            return np.zeros((0, ACTION_DIM), dtype=np.int64)
+        texts = [self.build_prompt(s) for s in instructions]
+        inputs = self.processor(images=list(images), text=texts, return_tensors="pt", padding=True)
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        if self.append_empty_token:
+            input_ids, attention_mask = _append_token(
+                input_ids, attention_mask, LLAMA2_EMPTY_TOKEN_ID, self.tokenizer.pad_token_id
+            )
+        model_inputs = dict(inputs)
+        model_inputs["input_ids"] = input_ids.to(self.device)
+        model_inputs["attention_mask"] = attention_mask.to(self.device)
+        model_inputs["pixel_values"] = inputs["pixel_values"].to(self.device, dtype=self.model.dtype)
+        gen_config = GenerationConfig(
+            max_new_tokens=ACTION_DIM,
+            min_new_tokens=ACTION_DIM,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
+        with torch.inference_mode():
+            out = self.model.generate(**model_inputs, generation_config=gen_config)
+        new = out[:, input_ids.shape[1] :]
+        if new.shape != (images.shape[0], ACTION_DIM):
+            expected = (images.shape[0], ACTION_DIM)
+            raise RuntimeError(f"generate returned {tuple(new.shape)} new tokens, expected {expected}")
+        return new.cpu().numpy().astype(np.int64)
+
+    def predict_raw(self, images: np.ndarray, instructions: list[str], unnorm_key: str | None = None) -> np.ndarray:
+        """Actions in OpenVLA's convention for a batch.
+
+        Args:
+            images: ``(B, H, W, 3) uint8`` RGB.
+            instructions: ``B`` instructions.
+            unnorm_key: statistics key (``None``: the constructor's default, then the only key).
+
+        Returns:
+            ``(B, 7) float64``: ``[dx, dy, dz]`` m, ``[droll, dpitch, dyaw]`` rad (the dataset's
+            units after un-normalization), gripper in [0 (closed), 1 (open)].
+
+        Raises:
+            ValueError: bad inputs (names the field), ambiguous or unknown ``unnorm_key``.
+        """
+        key = resolve_unnorm_key(self.norm_stats, unnorm_key if unnorm_key is not None else self.unnorm_key)
+        _check_inputs(images, instructions)
+        tokens = self.generate_action_tokens(images, instructions)
+        return self.decode(tokens, key)
+
+    def decode(self, token_ids: np.ndarray, unnorm_key: str) -> np.ndarray:
+        """``(B, 7)`` action token ids -> ``(B, 7) float64`` OpenVLA-convention actions for ``unnorm_key``."""
+        key = resolve_unnorm_key(self.norm_stats, unnorm_key)
+        a_norm = decode_action_tokens(np.asarray(token_ids).reshape(-1, ACTION_DIM), self.vocab_size)
+        return gripper_to_unit(unnormalize(a_norm, self.norm_stats[key]))
+
+    def check_request(self, request: TeacherRequest) -> str:
+        """Validate ``request`` without running the model; returns the statistics key it will use.
+
+        The teacher server calls this per HTTP request before batching, so a bad request gets a
+        422 of its own instead of failing its batch.
+
+        Raises:
+            ValueError: starting with the field name: ``images`` missing or malformed,
+                ``instructions`` not matching, ``unnorm_key`` ambiguous or unknown.
+        """
+        if request.images is None:
+            raise ValueError("images: the OpenVLA teacher needs images (needs_image=True)")
+        _check_inputs(request.images, list(request.instructions))
+        key = request.unnorm_key if request.unnorm_key is not None else self.unnorm_key
+        try:
+            return resolve_unnorm_key(self.norm_stats, key)
+        except ValueError as exc:
+            raise ValueError(f"unnorm_key: {exc}") from None
+
+    def act(self, request: TeacherRequest) -> TeacherResponse:
+        """Answer a batch in the env convention (:mod:`robot_rl.teachers.base`).
+
+        ``extras["raw_actions"]`` holds the ``(B, 7)`` OpenVLA-convention actions. Uses
+        ``request.unnorm_key`` (``None``: the constructor's default).
+
+        Raises:
+            ValueError: ``request.images`` is ``None`` or malformed, or the ``unnorm_key`` is
+                ambiguous or unknown.
+        """
+        if request.images is None:
+            raise ValueError("images: the OpenVLA teacher needs images (needs_image=True)")
+        t0 = time.perf_counter()
+        raw = self.predict_raw(request.images, list(request.instructions), request.unnorm_key)
+        actions = openvla_to_env(raw)
+        return TeacherResponse(
+            actions=actions,
+            latency_s=time.perf_counter() - t0,
+            model_id=self.model_id,
+            extras={"raw_actions": raw},
+        )
+
+
+def _append_token(input_ids, attention_mask, token_id: int, pad_id: int):
+    """Append ``token_id`` to each left-padded row that does not already end with it.
+
+    Rows that already end with it are shifted right by one pad (mask 0) so the batch stays
+    rectangular and every row still ends at the last column. Returns new ``(B, L+1)`` tensors, or
+    the inputs unchanged when every row already ends with ``token_id``.
+    """
+    import torch
+
+    needs = input_ids[:, -1] != token_id
+    if not bool(needs.any()):
+        return input_ids, attention_mask
+    b = input_ids.shape[0]
+    tok = torch.full((b, 1), token_id, dtype=input_ids.dtype)
+    pad = torch.full((b, 1), pad_id, dtype=input_ids.dtype)
+    one = torch.ones((b, 1), dtype=attention_mask.dtype)
+    zero = torch.zeros((b, 1), dtype=attention_mask.dtype)
+    sel = needs[:, None]
+    new_ids = torch.where(sel, torch.cat([input_ids, tok], 1), torch.cat([pad, input_ids], 1))
+    new_mask = torch.where(sel, torch.cat([attention_mask, one], 1), torch.cat([zero, attention_mask], 1))
+    return new_ids, new_mask
+
+
+def _processor_image_size(image_processor: Any) -> tuple[int, int] | None:
+    """``(H, W)`` an image processor outputs: its crop size when it crops, else a fixed resize size.
+
+    Reads ``height``/``width`` from dicts or transformers' ``SizeDict``; ``None`` when the output
+    size is not fixed (e.g. a ``shortest_edge`` resize without a crop).
+    """
+
+    def _hw(size: Any) -> tuple[int, int] | None:
+        if isinstance(size, Mapping):
+            h, w = size.get("height"), size.get("width")
+        else:
+            h, w = getattr(size, "height", None), getattr(size, "width", None)
+        return (int(h), int(w)) if h is not None and w is not None else None
+
+    if image_processor is None:
+        return None
+    if getattr(image_processor, "do_center_crop", False):
+        crop = _hw(getattr(image_processor, "crop_size", None))
+        if crop is not None:
+            return crop
+    return _hw(getattr(image_processor, "size", None))
+
+
+__all__ = [
+    "BIN_CENTERS",
+    "LLAMA2_EMPTY_TOKEN_ID",
+    "LLAMA2_VOCAB_SIZE",
+    "N_ACTION_BINS",
+    "OpenVLATeacher",
+    "decode_action_tokens",
+    "gripper_to_unit",
+    "load_norm_stats",
+    "resolve_unnorm_key",
+    "unnormalize",
+]
