@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robot-rl {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: resume with `robot-rl train --resume RUN_DIR` from the last checkpoint", file=sys.stderr)
+        if args.command == "train":
+            print("\ninterrupted: resume with `robot-rl train --resume RUN_DIR` from the last checkpoint", file=sys.stderr)
         return 130
     return 1
 

@@ -382,7 +382,7 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
             :class:`DynamicBatcher` over ``info.teacher`` started with the app (the Ray Serve
             deployment passes its ``@serve.batch`` method instead).
         api_key: when set, every route but ``/healthz`` requires header ``X-API-Key: <key>``.
-        max_body_bytes: larger request bodies get 413 before they are read.
+        max_body_bytes: larger request bodies get 413 (before they are read, when their length is declared).
     """
     batcher = None
     if dispatch is None:
@@ -408,13 +408,6 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
     async def require_key(key: str | None = Depends(header)) -> None:
         if api_key is not None and key != api_key:
             raise HTTPException(status_code=401, detail=f"missing or wrong {API_KEY_HEADER} header")
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            return JSONResponse(status_code=413, content={"detail": f"body of {length} bytes exceeds the limit of {max_body_bytes}"})
-        return await call_next(request)
 
     async def answer(request: TeacherRequest) -> TeacherResponse:
         check_against_backend(info, request)
@@ -477,7 +470,13 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
 
 
 async def _read_json(request: Request, max_body_bytes: int) -> Any:
-    """Read a JSON body of at most ``max_body_bytes`` (also when sent chunked); 413 / 422 otherwise."""
+    """Read a JSON body of at most ``max_body_bytes`` (also when sent chunked); 413 / 422 otherwise.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read.
+    """
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_body_bytes:
+        raise HTTPException(status_code=413, detail=f"body of {length} bytes exceeds the limit of {max_body_bytes}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
