@@ -11,6 +11,7 @@ Importing this package registers the robot_rl tasks with ManiSkill and gymnasium
 """
 
 from .common import SIM_BACKENDS, TeacherView
+from .obs_layout import ObsField, observation_dim, observation_layout, observation_slices
 from .gpu_vec_env import ManiSkillGPUVecEnv
 from .tasks import (
     PRIVILEGED_STATE_DIM,
@@ -27,6 +28,10 @@ from .tasks import (
 from .vec_env import RRLEnvWrapper, make_env, make_vec_env
 
 __all__ = [
+    "ObsField",
+    "observation_layout",
+    "observation_dim",
+    "observation_slices",
     "TaskSpec",
     "TASKS",
     "get_task",

@@ -1,0 +1,363 @@
+"""Export a trained run's policy as one ONNX file plus a JSON sidecar (DESIGN.md, Interfaces).
+
+``export_policy(run_dir)`` writes ``RUN_DIR/export/policy.onnx`` and ``policy.json``. The ROS 2 node
+depends only on these two files (:class:`robot_rl.deploy.policy.OnnxPolicy` loads and checks them).
+
+The graph (rsl_rl's exporter idea: a small ``torch.nn.Module`` around normalizer and actor, exported
+with ``torch.onnx.export``) maps the raw observation to the action SB3 would take:
+
+- input ``obs``: ``(B, obs_dim) float32``, the raw ManiSkill ``state`` observation in the layout of
+  :mod:`robot_rl.envs.obs_layout` (dynamic batch ``B``);
+- observation normalization of the run's ``VecNormalize`` baked in, exactly as SB3's
+  ``VecNormalize.normalize_obs``: ``clip((obs - mean) / sqrt(var + epsilon), -clip_obs, clip_obs)``;
+- the deterministic head: the Gaussian mean (``DiagGaussianDistribution.mode()``, the ``action_net``
+  output, no tanh squash: SB3's ``MlpPolicy`` has ``squash_output=False``), clipped to the action space
+  bounds ``[-1, 1]`` as ``BasePolicy.predict`` does for a ``Box`` space when it does not squash;
+- output ``actions``: ``(B, 7) float32`` in the env's normalized ``pd_ee_delta_pose`` convention
+  (the sidecar's ``action`` section maps it to metres, radians and the gripper opening).
+
+Exporter: torch 2.13's default ``torch.onnx.export(dynamo=True)`` needs the ``onnxscript`` package;
+the TorchScript exporter (``dynamo=False``, opset :data:`OPSET`) needs only ``onnx`` and handles
+this MLP exactly, so it is used (its DeprecationWarning is silenced). If a later torch drops it, the
+dynamo exporter is tried instead.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ONNX_FILE",
+    "SIDECAR_FILE",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "OPSET",
+    "export_policy",
+    "sha256_file",
+]
+
+#: Sidecar ``format`` tag and version; bump the version on an incompatible change of policy.json.
+FORMAT = "robot_rl.policy"
+FORMAT_VERSION = 1
+ONNX_FILE = "policy.onnx"
+SIDECAR_FILE = "policy.json"
+#: Names of the graph's single input and output.
+INPUT_NAME = "obs"
+OUTPUT_NAME = "actions"
+#: ONNX opset of the exported graph (onnxruntime >= 1.12 runs it).
+OPSET = 17
+#: Default export directory inside a run directory.
+EXPORT_DIR = "export"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _exported_module(policy, mean: np.ndarray, std: np.ndarray, clip_obs: float | None,
+                     low: np.ndarray, high: np.ndarray):
+    """``torch.nn.Module``: raw obs ``(B, D)`` -> normalized -> SB3 actor -> mean action clipped to ``[low, high]``."""
+    import torch as th
+    from torch import nn
+
+    class ExportedPolicy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features_extractor = policy.pi_features_extractor
+            self.mlp_extractor = policy.mlp_extractor
+            self.action_net = policy.action_net
+            self.register_buffer("obs_mean", th.as_tensor(mean, dtype=th.float32))
+            self.register_buffer("obs_std", th.as_tensor(std, dtype=th.float32))
+            self.register_buffer("act_low", th.as_tensor(low, dtype=th.float32))
+            self.register_buffer("act_high", th.as_tensor(high, dtype=th.float32))
+            self.clip_obs = None if clip_obs is None else float(clip_obs)
+
+        def forward(self, obs):
+            x = (obs - self.obs_mean) / self.obs_std
+            if self.clip_obs is not None:
+                x = th.clamp(x, -self.clip_obs, self.clip_obs)
+            features = self.features_extractor(x)  # FlattenExtractor: (B, D) unchanged
+            latent_pi = self.mlp_extractor.forward_actor(features)
+            mean_actions = self.action_net(latent_pi)  # DiagGaussianDistribution.mode()
+            return th.minimum(th.maximum(mean_actions, self.act_low), self.act_high)  # predict()'s np.clip
+
+    return ExportedPolicy().eval()
+
+
+def _check_policy(policy) -> None:
+    """Only the policy class export reproduces exactly: SB3's ActorCriticPolicy with a diagonal Gaussian
+    head, no squashing, flat Box observations and Box actions."""
+    from gymnasium import spaces
+    from stable_baselines3.common.distributions import DiagGaussianDistribution
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    problems = []
+    if not isinstance(policy, ActorCriticPolicy):
+        problems.append(f"policy class {type(policy).__name__} is not an SB3 ActorCriticPolicy")
+    elif type(policy.action_dist) is not DiagGaussianDistribution:
+        problems.append(f"action distribution {type(policy.action_dist).__name__} (only DiagGaussianDistribution; no gSDE)")
+    if getattr(policy, "squash_output", False):
+        problems.append("squash_output=True")
+    if not isinstance(policy.observation_space, spaces.Box) or len(policy.observation_space.shape) != 1:
+        problems.append(f"observation space {policy.observation_space} is not a flat Box")
+    if not isinstance(policy.action_space, spaces.Box):
+        problems.append(f"action space {policy.action_space} is not a Box")
+    if not problems and not isinstance(policy.pi_features_extractor, FlattenExtractor):
+        problems.append(f"features extractor {type(policy.pi_features_extractor).__name__} (only FlattenExtractor)")
+    if problems:
+        raise ValueError("cannot export this policy: " + "; ".join(problems))
+
+
+def _load_vecnormalize(path: Path):
+    """The run's ``VecNormalize`` (unpickled without an env: only its statistics are needed), or None."""
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _env_facts(task_id: str) -> dict[str, Any]:
+    """Facts the sidecar reads from a real env of the task: control and sim rates, spaces, the arm and
+    gripper controller configs and the finger joint limits (ManiSkill 3.0.1, Panda)."""
+    from robot_rl.envs import make_env
+
+    env = make_env(task_id, seed=0)
+    try:
+        env.reset()
+        u = env.unwrapped
+        arm = u.agent.controller.controllers["arm"].config
+        grip = u.agent.controller.controllers["gripper"].config
+        names = [j.name for j in u.agent.robot.get_active_joints()]
+        qlim = u.agent.robot.get_qlimits()[0].cpu().numpy()
+        fingers = [i for i, n in enumerate(names) if n in grip.joint_names]
+        return {
+            "control_freq": int(u.control_freq),
+            "sim_freq": int(u.sim_freq),
+            "control_mode": u.control_mode,
+            "obs_dim": int(env.observation_space.shape[0]),
+            "action_low": env.action_space.low.tolist(),
+            "action_high": env.action_space.high.tolist(),
+            "robot_base_pose": u.agent.robot.pose.raw_pose[0].cpu().numpy().tolist(),
+            "arm": {"pos_lower": float(arm.pos_lower), "pos_upper": float(arm.pos_upper),
+                    "rot_lower": float(arm.rot_lower), "rot_upper": float(arm.rot_upper),
+                    "frame": arm.frame, "use_delta": bool(arm.use_delta), "use_target": bool(arm.use_target),
+                    "ee_link": arm.ee_link, "joint_names": list(arm.joint_names)},
+            "gripper": {"lower": float(grip.lower), "upper": float(grip.upper), "joint_names": list(grip.joint_names),
+                        "joint_limits": [[float(a), float(b)] for a, b in qlim[fingers]]},
+        }
+    finally:
+        env.close()
+
+
+def _action_section(facts: dict) -> dict:
+    """The sidecar's ``action`` section: layout and scaling of one ``pd_ee_delta_pose`` action to
+    physical units (ManiSkill 3.0.1 ``PDEEPoseController``, ``PDJointPosMimicController``)."""
+    from robot_rl.teachers.base import CONTROLLER_ROT_SIGN
+
+    arm, grip = facts["arm"], facts["gripper"]
+    if arm["pos_lower"] != -arm["pos_upper"] or arm["rot_lower"] != -arm["rot_upper"]:
+        raise ValueError(f"asymmetric pd_ee_delta_pose bounds {arm}: the sidecar's scale-and-sign form does not apply")
+    rot_sign = math.copysign(1.0, arm["rot_lower"])
+    if rot_sign != CONTROLLER_ROT_SIGN:
+        raise ValueError(f"the controller's rotation sign is {rot_sign}, robot_rl.teachers.base.CONTROLLER_ROT_SIGN "
+                         f"says {CONTROLLER_ROT_SIGN}: ManiSkill changed (issue #1469?); update both")
+    g_lo, g_hi = grip["lower"], grip["upper"]
+    lim = grip["joint_limits"]
+    return {
+        "dim": 7,
+        "control_mode": facts["control_mode"],
+        "low": facts["action_low"],
+        "high": facts["action_high"],
+        "applied_for_s": 1.0 / facts["control_freq"],
+        "fields": [
+            {
+                "name": "delta_pos", "offset": 0, "size": 3, "components": ["dx", "dy", "dz"],
+                "unit": "m", "scale_per_unit": arm["pos_upper"], "frame": "robot_base",
+                "description": "target TCP position = current TCP position (robot base frame) + a * scale_per_unit; "
+                               "a clipped to [-1, 1] first",
+            },
+            {
+                "name": "delta_rot", "offset": 3, "size": 3, "components": ["droll", "dpitch", "dyaw"],
+                "unit": "rad", "scale_per_unit": arm["rot_upper"], "sign": rot_sign,
+                "representation": "euler_xyz", "frame": "robot_base_axes_about_tcp",
+                "norm_clip": 1.0,
+                "description": "if |a| > 1 then a = a / |a|; delta = a * scale_per_unit * sign (rad, XYZ Euler angles); "
+                               "target orientation = R(delta) * current TCP orientation (rotation about the robot base "
+                               "axes, about the TCP; ManiSkill frame 'root_aligned_body_rotation'). sign = -1: a +1 "
+                               "command turns the TCP by -0.1 rad (ManiSkill issue #1469)",
+            },
+            {
+                "name": "gripper", "offset": 6, "size": 1, "components": ["gripper"],
+                "unit": "1 (-1 closed .. +1 open)",
+                "finger_target_m": [g_lo, g_hi],
+                "width_target_m": [2 * g_lo, 2 * g_hi],
+                "finger_joint_limits_m": lim,
+                "width_limits_m": [lim[0][0] + lim[1][0], lim[0][1] + lim[1][1]],
+                "description": f"absolute command: each finger joint's position target = {g_lo} + (a + 1) / 2 * "
+                               f"{g_hi - g_lo:g} m (both fingers, mimic), a clipped to [-1, 1]; the gripper width target "
+                               f"is twice that. -1 targets {g_lo} m per finger, below the joint limit {lim[0][0]} m, "
+                               "so a closed gripper keeps squeezing (ManiSkill: 'a trick to have force when the "
+                               f"object is thin'); +1 targets {g_hi} m per finger ({2 * g_hi:g} m width, fully open)",
+            },
+        ],
+        "controller": {
+            "arm": {k: arm[k] for k in ("frame", "use_delta", "use_target", "ee_link", "joint_names")},
+            "note": "use_target=false: every command is relative to the TCP pose measured at that control step, "
+                    "not to the previous target; the joint-space PD tracks the IK target for one control period",
+        },
+    }
+
+
+def _export_onnx(module, obs_dim: int, path: Path) -> None:
+    import torch as th
+
+    dummy = th.zeros(2, obs_dim, dtype=th.float32)
+    kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=OPSET,
+                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    with th.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "legacy TorchScript-based ONNX export"
+        try:
+            th.onnx.export(module, (dummy,), str(path), dynamo=False, **kwargs)
+        except (TypeError, NotImplementedError, RuntimeError) as err:
+            if "dynamo" not in str(err) and "TorchScript" not in str(err):
+                raise
+            # a torch without the TorchScript exporter: the dynamo one (needs `pip install onnxscript`)
+            th.onnx.export(module, (dummy,), str(path), dynamo=True, **kwargs)
+
+
+def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
+    """Export a run's latest checkpoint as ``policy.onnx`` + ``policy.json``.
+
+    Args:
+        run_dir: a run directory (path or :class:`robot_rl.runs.RunDir`) with ``config.yaml`` and
+            ``checkpoints/latest/model.zip`` (and ``vecnormalize.pkl`` when the run normalizes
+            observations).
+        out_dir: where to write; default ``RUN_DIR/export``. Created if missing; existing files of
+            the same names are replaced.
+
+    Returns:
+        the output directory. Its ``policy.onnx`` maps ``obs (B, obs_dim) float32`` (raw observation,
+        :mod:`robot_rl.envs.obs_layout`) to ``actions (B, 7) float32`` in ``[-1, 1]``;
+        ``policy.json`` holds ``format``/``format_version``, ``task`` (id, instruction, ...),
+        ``obs_dim``, ``action_dim``, ``control_rate_hz``, ``observation`` (layout with offsets,
+        frames, units; normalization parameters, baked in), ``action`` (layout and scaling to m, rad
+        and gripper opening), ``onnx`` (file, sha256, opset, input/output names) and ``source`` (run
+        directory, checkpoint, ``num_timesteps``).
+
+    Builds one env of the task (about 1 s) to read the control rate and controller configs.
+
+    Raises:
+        FileNotFoundError: not a run directory, or no checkpoint.
+        ValueError: a policy the export cannot reproduce exactly (not SB3's Gaussian MlpPolicy), or
+            a checkpoint whose observation size does not match the task's layout.
+    """
+    import onnx
+
+    from robot_rl.algos import GuidedPPO
+    from robot_rl.envs import get_task
+    from robot_rl.envs.obs_layout import ROBOT_BASE_POS_WORLD, ROBOT_BASE_QUAT_WORLD, layout_as_dicts, observation_dim
+    from robot_rl.runs import RunDir
+
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    cfg = run.config()  # FileNotFoundError if not a run directory
+    run.recover_checkpoint()
+    if not run.has_checkpoint():
+        raise FileNotFoundError(f"{run.path} has no checkpoint to export ({run.checkpoint / 'model.zip'} is missing)")
+    spec = get_task(cfg.task)
+    out = Path(out_dir) if out_dir is not None else run.path / EXPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+
+    model = GuidedPPO.load(run.checkpoint / "model.zip", device="cpu", custom_objects={"guidance": None})
+    policy = model.policy
+    policy.set_training_mode(False)
+    _check_policy(policy)
+    obs_dim = int(policy.observation_space.shape[0])
+    if obs_dim != observation_dim(spec.env_id):
+        raise ValueError(f"checkpoint observation size {obs_dim} != layout size {observation_dim(spec.env_id)} "
+                         f"of {spec.env_id}")
+    act_dim = int(policy.action_space.shape[0])
+
+    vn = _load_vecnormalize(run.checkpoint / "vecnormalize.pkl")
+    if vn is not None and vn.norm_obs:
+        mean = np.asarray(vn.obs_rms.mean, dtype=np.float64)
+        std = np.sqrt(np.asarray(vn.obs_rms.var, dtype=np.float64) + vn.epsilon)
+        clip_obs, eps = float(vn.clip_obs), float(vn.epsilon)
+        normalization = {"baked_in": True, "formula": "clip((obs - mean) / sqrt(var + epsilon), -clip, clip)",
+                         "epsilon": eps, "clip": clip_obs, "source": "stable_baselines3 VecNormalize"}
+    else:
+        mean, std, clip_obs = np.zeros(obs_dim), np.ones(obs_dim), None
+        normalization = {"baked_in": False}
+    low, high = policy.action_space.low.astype(np.float32), policy.action_space.high.astype(np.float32)
+
+    module = _exported_module(policy, mean, std, clip_obs, low, high)
+    onnx_path = out / ONNX_FILE
+    _export_onnx(module, obs_dim, onnx_path)
+    proto = onnx.load(str(onnx_path))
+    proto.producer_name = "robot_rl"
+    proto.doc_string = f"robot_rl policy for {spec.env_id}: obs (B, {obs_dim}) raw -> actions (B, {act_dim}); see {SIDECAR_FILE}"
+    for key, value in (("task_id", spec.env_id), ("obs_dim", str(obs_dim)), ("sidecar", SIDECAR_FILE)):
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(onnx_path))
+
+    facts = _env_facts(spec.env_id)
+    if facts["obs_dim"] != obs_dim:
+        raise ValueError(f"the env's observation size {facts['obs_dim']} != the checkpoint's {obs_dim}")
+    base = np.asarray(facts["robot_base_pose"])
+    if not (np.allclose(base[:3], ROBOT_BASE_POS_WORLD, atol=1e-5)
+            and np.allclose(np.abs(base[3:]), np.abs(ROBOT_BASE_QUAT_WORLD), atol=1e-5)):
+        raise ValueError(f"the env's robot base pose {base.tolist()} differs from robot_rl.envs.obs_layout's "
+                         f"{ROBOT_BASE_POS_WORLD} {ROBOT_BASE_QUAT_WORLD}: update the layout")
+    sidecar = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "task": {"id": spec.env_id, "paper_name": spec.paper_name, "upstream_id": spec.upstream_id,
+                 "instruction": spec.instruction, "max_episode_steps": int(cfg.env.max_episode_steps or spec.max_episode_steps)},
+        "obs_dim": obs_dim,
+        "action_dim": act_dim,
+        "control_rate_hz": facts["control_freq"],
+        "sim_rate_hz": facts["sim_freq"],
+        "onnx": {"file": ONNX_FILE, "sha256": sha256_file(onnx_path), "opset": OPSET,
+                 "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", obs_dim]},
+                 "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", act_dim]}},
+        "observation": {
+            "layout": layout_as_dicts(spec.env_id),
+            "frames": {
+                "world": "ManiSkill scene frame: origin on the table top, z up; the robot base sits at "
+                         "robot_base_pose_world with its axes aligned to the world's",
+                "joint": "joint space, panda_joint1..7 then panda_finger_joint1..2",
+                "none": "no frame",
+            },
+            "robot_base_pose_world": {"position_m": list(ROBOT_BASE_POS_WORLD),
+                                      "quaternion_wxyz": list(ROBOT_BASE_QUAT_WORLD)},
+            "normalization": normalization,
+            "note": "feed the raw observation: normalization is inside the ONNX graph",
+        },
+        "action": _action_section(facts),
+        "deterministic_head": "Gaussian mean (action_net output, no tanh squash), clipped to [low, high] "
+                              "as stable_baselines3 BasePolicy.predict(deterministic=True) does",
+        "source": {"run_dir": str(run.path.resolve()), "checkpoint": str(run.checkpoint.relative_to(run.path)),
+                   "num_timesteps": int(model.num_timesteps), "mode": cfg.mode, "seed": int(cfg.seed),
+                   "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+    }
+    tmp = out / (SIDECAR_FILE + ".tmp")
+    tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    tmp.replace(out / SIDECAR_FILE)
+    return out

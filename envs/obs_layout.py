@@ -1,0 +1,213 @@
+"""Layout of each robot_rl task's flat ManiSkill ``state`` observation: field order, sizes, frames, units.
+
+The ROS 2 node rebuilds the policy's observation from robot and perception messages with this
+layout (it ships in the exported policy's JSON sidecar, :mod:`robot_rl.deploy.export`), so it must
+match the simulator exactly; ``tests/envs/test_obs_layout.py`` pins every field against the
+simulator's internals.
+
+How ManiSkill 3.0.1 builds the vector (``BaseEnv.get_obs`` with ``obs_mode="state"``):
+``dict(agent=self._get_obs_agent(), extra=self._get_obs_extra(info))`` flattened depth-first in
+insertion order by ``common.flatten_state_dict`` (each value ``(N, k)``, a bool/``(N,)`` value as one
+column, all concatenated with ``torch.hstack``, so booleans become 0.0 / 1.0).
+
+- ``agent`` = ``BaseAgent.get_proprioception()``: ``qpos`` then ``qvel`` of the 9 active Panda joints
+  (``panda_joint1..7``, ``panda_finger_joint1..2``); the controller state is empty for
+  ``pd_ee_delta_pose`` (``use_target=False``), so nothing else.
+- ``extra``: ``PushCubeEnv._get_obs_extra``: ``tcp_pose, goal_pos, obj_pose``;
+  ``PickCubeEnv._get_obs_extra``: ``is_grasped, tcp_pose, goal_pos, obj_pose, tcp_to_obj_pos,
+  obj_to_goal_pos``.
+
+Frames. ``world`` is ManiSkill's scene frame: origin on the table top (z = 0 is the table surface),
+z up, x pointing away from the robot. The robot base (``panda_link0``) sits at
+:data:`ROBOT_BASE_POS_WORLD` = (-0.615, 0, 0) m with identity orientation (``TableSceneBuilder``
+sets it on every reset), so a position in the robot base frame, as a real Franka reports it, is
+``p_world = p_base + ROBOT_BASE_POS_WORLD`` and orientations are the same in both frames.
+Quaternions are ``(w, x, y, z)``; their sign is whatever the simulator reports (not canonicalized):
+over 1500 random-action steps the TCP quaternion had ``x > 0`` on 99.9% of steps and the cube's
+``w >= 0`` on ~97%, so a deployment should give the policy the sign in that hemisphere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = [
+    "ObsField",
+    "ROBOT_BASE_POS_WORLD",
+    "ROBOT_BASE_QUAT_WORLD",
+    "PANDA_JOINT_NAMES",
+    "OBS_LAYOUTS",
+    "observation_layout",
+    "observation_dim",
+    "observation_slices",
+    "layout_as_dicts",
+]
+
+#: Position of the Panda base link in the world frame, m (ManiSkill 3.0.1 ``TableSceneBuilder``:
+#: ``robot.set_pose(sapien.Pose([-0.615, 0, 0]))`` for the Panda, on every reset).
+ROBOT_BASE_POS_WORLD: tuple[float, float, float] = (-0.615, 0.0, 0.0)
+#: Orientation of the Panda base in the world frame, quaternion wxyz (identity: axes aligned).
+ROBOT_BASE_QUAT_WORLD: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)
+#: Active joints of ManiSkill's Panda, in qpos/qvel order: 7 revolute arm joints, 2 prismatic fingers.
+PANDA_JOINT_NAMES: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8)) + (
+    "panda_finger_joint1",
+    "panda_finger_joint2",
+)
+
+#: Frame names used in :attr:`ObsField.frame`.
+JOINT = "joint"  # joint space, ordered as PANDA_JOINT_NAMES
+WORLD = "world"  # ManiSkill scene frame; robot base at ROBOT_BASE_POS_WORLD, axes aligned
+NONE = "none"  # a flag, no frame
+
+_POSE_COMPONENTS = ("x", "y", "z", "qw", "qx", "qy", "qz")
+_XYZ = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class ObsField:
+    """One named block of the flat observation vector.
+
+    Attributes:
+        name: ManiSkill's key (``qpos``, ``tcp_pose``, ...).
+        size: number of floats.
+        frame: ``"joint"`` (joint space in :data:`PANDA_JOINT_NAMES` order), ``"world"`` (ManiSkill's
+            scene frame, see the module docstring) or ``"none"``.
+        unit: unit of each component, e.g. ``"m"``, ``"rad (arm), m (fingers)"``, ``"m, quaternion wxyz"``.
+        description: what the value is and where ManiSkill reads it from.
+        components: one label per float, ``len(components) == size``.
+    """
+
+    name: str
+    size: int
+    frame: str
+    unit: str
+    description: str
+    components: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.components and len(self.components) != self.size:
+            raise ValueError(f"ObsField {self.name}: {len(self.components)} components for size {self.size}")
+
+
+_QPOS = ObsField(
+    "qpos", 9, JOINT, "rad (7 arm joints), m (2 finger joints)",
+    "joint positions, robot.get_qpos(); each finger joint is one finger's opening (0 closed .. 0.04 open), "
+    "so the gripper width is their sum",
+    PANDA_JOINT_NAMES,
+)
+_QVEL = ObsField(
+    "qvel", 9, JOINT, "rad/s (7 arm joints), m/s (2 finger joints)",
+    "joint velocities, robot.get_qvel()",
+    PANDA_JOINT_NAMES,
+)
+_TCP_POSE = ObsField(
+    "tcp_pose", 7, WORLD, "m, quaternion wxyz",
+    "pose of the tool centre point (link panda_hand_tcp, between the fingertips), agent.tcp.pose.raw_pose; "
+    "in the robot base frame the position is p - ROBOT_BASE_POS_WORLD",
+    _POSE_COMPONENTS,
+)
+_IS_GRASPED = ObsField(
+    "is_grasped", 1, NONE, "0 or 1",
+    "1.0 if the gripper holds the cube (agent.is_grasping: both fingers push on it, contact force >= 0.5 N "
+    "within 85 deg of the closing direction)",
+    ("is_grasped",),
+)
+_PUSH_GOAL = ObsField(
+    "goal_pos", 3, WORLD, "m",
+    "centre of the goal region (red/white target disc on the table, z = 0.001), goal_region.pose.p",
+    _XYZ,
+)
+_PICK_GOAL = ObsField(
+    "goal_pos", 3, WORLD, "m",
+    "goal position for the cube's centre (green sphere in the air), goal_site.pose.p",
+    _XYZ,
+)
+_PUSH_OBJ = ObsField(
+    "obj_pose", 7, WORLD, "m, quaternion wxyz",
+    "pose of the cube's centre (edge 0.04 m), obj.pose.raw_pose",
+    _POSE_COMPONENTS,
+)
+_PICK_OBJ = ObsField(
+    "obj_pose", 7, WORLD, "m, quaternion wxyz",
+    "pose of the cube's centre (edge 0.04 m), cube.pose.raw_pose",
+    _POSE_COMPONENTS,
+)
+_TCP_TO_OBJ = ObsField(
+    "tcp_to_obj_pos", 3, WORLD, "m",
+    "cube position minus TCP position (world axes), cube.pose.p - agent.tcp_pose.p",
+    _XYZ,
+)
+_OBJ_TO_GOAL = ObsField(
+    "obj_to_goal_pos", 3, WORLD, "m",
+    "goal position minus cube position (world axes), goal_site.pose.p - cube.pose.p",
+    _XYZ,
+)
+
+#: Observation layout per robot_rl task id, in vector order.
+OBS_LAYOUTS: dict[str, tuple[ObsField, ...]] = {
+    # ManiSkill 3.0.1 tabletop/push_cube.py: _get_obs_extra = tcp_pose, goal_pos, obj_pose (35-D).
+    "RRL-PushCube-Sparse-v1": (_QPOS, _QVEL, _TCP_POSE, _PUSH_GOAL, _PUSH_OBJ),
+    # tabletop/pick_cube.py: is_grasped, tcp_pose, goal_pos, then obj_pose, tcp_to_obj_pos,
+    # obj_to_goal_pos (state modes only) (42-D).
+    "RRL-PickCube-Sparse-v1": (_QPOS, _QVEL, _IS_GRASPED, _TCP_POSE, _PICK_GOAL, _PICK_OBJ, _TCP_TO_OBJ, _OBJ_TO_GOAL),
+}
+
+
+def _resolve(task_id: str) -> str:
+    """The env id of ``task_id`` (env id or paper name), via :func:`robot_rl.envs.tasks.get_task`
+    when the name is not a key of :data:`OBS_LAYOUTS` itself."""
+    if task_id in OBS_LAYOUTS:
+        return task_id
+    try:
+        from .tasks import get_task
+
+        env_id = get_task(task_id).env_id
+    except (ValueError, ImportError):
+        env_id = task_id
+    if env_id not in OBS_LAYOUTS:
+        raise ValueError(
+            f"no observation layout for task {task_id!r}; known tasks: {', '.join(OBS_LAYOUTS)} "
+            "(add the task's layout to robot_rl.envs.obs_layout.OBS_LAYOUTS)"
+        )
+    return env_id
+
+
+def observation_layout(task_id: str) -> list[ObsField]:
+    """The fields of ``task_id``'s ``state`` observation, in vector order.
+
+    Args:
+        task_id: env id (``"RRL-PushCube-Sparse-v1"``) or paper name (``"PushCube-v2"``).
+
+    Returns:
+        list of :class:`ObsField`; sizes sum to the observation size (PushCube 35, PickCube 42).
+
+    Raises:
+        ValueError: unknown task; the message lists the tasks that have a layout.
+    """
+    return list(OBS_LAYOUTS[_resolve(task_id)])
+
+
+def observation_dim(task_id: str) -> int:
+    """Length of ``task_id``'s observation vector (sum of its field sizes)."""
+    return sum(f.size for f in observation_layout(task_id))
+
+
+def observation_slices(task_id: str) -> dict[str, slice]:
+    """``{field name: slice into the observation vector}`` for ``task_id``."""
+    out, offset = {}, 0
+    for f in observation_layout(task_id):
+        out[f.name] = slice(offset, offset + f.size)
+        offset += f.size
+    return out
+
+
+def layout_as_dicts(task_id: str) -> list[dict]:
+    """JSON-ready layout: one dict per field with ``name, offset, size, frame, unit, description,
+    components`` (what the exported policy's sidecar stores)."""
+    rows, offset = [], 0
+    for f in observation_layout(task_id):
+        row = asdict(f)
+        row["components"] = list(f.components)
+        rows.append({"name": f.name, "offset": offset, **{k: v for k, v in row.items() if k != "name"}})
+        offset += f.size
+    return rows

@@ -1,0 +1,217 @@
+"""ONNX export of a real (tiny) training run: parity with SB3's deterministic predict, the sidecar, and
+OnnxPolicy's refusal of tampered or mismatched files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from robot_rl.cli import DEFAULT_CONFIG
+from robot_rl.config import load_config
+from robot_rl.deploy.export import export_policy
+from robot_rl.deploy.policy import OnnxPolicy
+from robot_rl.envs import TASKS, make_env
+from robot_rl.envs.obs_layout import observation_layout
+from robot_rl.runs import RunDir
+
+pytestmark = pytest.mark.slow
+
+TASK = "RRL-PushCube-Sparse-v1"
+OBS_DIM = 35
+STEPS = 256
+PARITY_ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> RunDir:
+    """A real PPO run of 256 env steps (one in-process env: no worker start-up), with VecNormalize."""
+    from robot_rl.trainer import train
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = load_config(DEFAULT_CONFIG, [f"task={TASK}", f"total_steps={STEPS}", "ppo.n_steps=64", "ppo.batch_size=64",
+                                       "ppo.n_epochs=2", "env.num_envs=1", "mode=ppo", "run.eval_episodes=0",
+                                       "run.progress_bar=false", f"run.out_dir={out}", "run.name=r"])
+    return train(cfg)
+
+
+@pytest.fixture(scope="module")
+def exported(run):
+    return export_policy(run.path)
+
+
+@pytest.fixture(scope="module")
+def observations() -> np.ndarray:
+    """1000 observations ``(1000, 35) float32``: 300 from the env under random actions, and random ones,
+    including huge values whose normalized value hits VecNormalize's clip."""
+    env = make_env(TASK, seed=7)
+    rng = np.random.default_rng(0)
+    real = [env.reset()[0]]
+    while len(real) < 300:
+        obs, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 7).astype(np.float32))
+        real.append(env.reset()[0] if terminated or truncated else obs)
+    env.close()
+    real = np.stack(real)
+    spread = real.std(axis=0) + 0.05
+    near = real[rng.integers(0, len(real), 300)] + rng.normal(0, 3, (300, OBS_DIM)) * spread
+    wide = rng.uniform(-5, 5, (200, OBS_DIM))
+    huge = rng.choice([-1, 1], (200, OBS_DIM)) * 10.0 ** rng.uniform(0, 6, (200, OBS_DIM))
+    return np.concatenate([real, near, wide, huge]).astype(np.float32)
+
+
+def _sb3_actions(run_path, obs: np.ndarray) -> np.ndarray:
+    """The reference: SB3's VecNormalize.normalize_obs + policy.predict(deterministic=True)."""
+    from robot_rl.algos import GuidedPPO
+
+    ckpt = RunDir(run_path).checkpoint
+    model = GuidedPPO.load(ckpt / "model.zip", device="cpu", custom_objects={"guidance": None})
+    with open(ckpt / "vecnormalize.pkl", "rb") as f:
+        vn = pickle.load(f)  # what VecNormalize.load does, without an env
+    actions, _ = model.predict(vn.normalize_obs(obs), deterministic=True)
+    return actions, vn
+
+
+def test_onnx_matches_sb3_deterministic_predict(run, exported, observations):
+    ref, vn = _sb3_actions(run.path, observations)
+    # the random observations reach the normalization clip
+    assert np.mean(np.abs(vn._normalize_obs(observations, vn.obs_rms)) >= vn.clip_obs) > 0.05
+    policy = OnnxPolicy(exported)
+    got = policy(observations)
+    assert got.dtype == np.float32 and got.shape == (1000, 7)
+    assert np.max(np.abs(got - ref)) < PARITY_ATOL
+    # a single observation and a batch of one give the same rows
+    np.testing.assert_array_equal(policy(observations[3]), got[3])
+    np.testing.assert_array_equal(policy(observations[3:4].astype(np.float64)), got[3:4])
+
+
+def test_parity_when_actions_hit_the_action_clip(run, observations, tmp_path):
+    """SB3 clips the Gaussian mean to [-1, 1] (no tanh): a policy with large means must agree too."""
+    import torch
+
+    from robot_rl.algos import GuidedPPO
+
+    hot = tmp_path / "hot"
+    shutil.copytree(run.path, hot)
+    ckpt = RunDir(hot).checkpoint
+    model = GuidedPPO.load(ckpt / "model.zip", device="cpu", custom_objects={"guidance": None})
+    with torch.no_grad():
+        model.policy.action_net.weight.mul_(300.0)
+        model.policy.action_net.bias.add_(0.5)
+    model.save(ckpt / "model.zip")
+    ref, _ = _sb3_actions(hot, observations)
+    assert np.mean(np.abs(ref) == 1.0) > 0.2  # the clip is exercised
+    got = OnnxPolicy(export_policy(hot, tmp_path / "hot_export"))(observations)
+    assert np.max(np.abs(got - ref)) < PARITY_ATOL
+    assert np.all(np.abs(got) <= 1.0)
+
+
+def test_sidecar_content(run, exported):
+    import onnx
+
+    sc = json.loads((exported / "policy.json").read_text())
+    assert sc["format"] == "robot_rl.policy" and sc["format_version"] == 1
+    assert sc["obs_dim"] == OBS_DIM and sc["action_dim"] == 7
+    layout = sc["observation"]["layout"]
+    assert sum(f["size"] for f in layout) == OBS_DIM
+    assert [f["name"] for f in layout] == [f.name for f in observation_layout(TASK)]
+    offsets = np.cumsum([0] + [f["size"] for f in layout])[:-1]
+    assert [f["offset"] for f in layout] == offsets.tolist()
+    assert all(f["frame"] and f["unit"] for f in layout)
+    assert sc["observation"]["normalization"]["baked_in"] is True
+    assert sc["observation"]["normalization"]["clip"] == 10.0 and sc["observation"]["normalization"]["epsilon"] == 1e-8
+    assert sc["observation"]["robot_base_pose_world"]["position_m"] == [-0.615, 0.0, 0.0]
+    assert sc["onnx"]["sha256"] == hashlib.sha256((exported / "policy.onnx").read_bytes()).hexdigest()
+    assert sc["control_rate_hz"] == 20
+    assert sc["task"]["id"] == TASK and sc["task"]["instruction"] == TASKS[TASK].instruction
+    assert sc["source"]["num_timesteps"] == STEPS
+    assert sc["source"]["run_dir"] == str(run.path.resolve()) and sc["source"]["checkpoint"] == "checkpoints/latest"
+    act = {f["name"]: f for f in sc["action"]["fields"]}
+    assert act["delta_pos"]["scale_per_unit"] == pytest.approx(0.1) and act["delta_pos"]["unit"] == "m"
+    assert act["delta_rot"]["scale_per_unit"] == pytest.approx(0.1) and act["delta_rot"]["sign"] == -1.0
+    assert act["gripper"]["finger_target_m"] == pytest.approx([-0.01, 0.04])
+    assert act["gripper"]["width_limits_m"] == pytest.approx([0.0, 0.08])
+    # the graph: one input "obs" (batch, 35), one output "actions" (batch, 7), dynamic batch
+    g = onnx.load(str(exported / "policy.onnx")).graph
+    assert [i.name for i in g.input] == ["obs"] and [o.name for o in g.output] == ["actions"]
+    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in (g.input[0], g.output[0])]
+    assert dims == [["batch", OBS_DIM], ["batch", 7]]
+
+
+def _copy(exported, tmp_path):
+    dst = tmp_path / "export"
+    shutil.copytree(exported, dst)
+    return dst
+
+
+def _edit_sidecar(path, fn):
+    sc = json.loads((path / "policy.json").read_text())
+    fn(sc)
+    (path / "policy.json").write_text(json.dumps(sc))
+
+
+def test_tampered_onnx_is_refused(exported, tmp_path):
+    d = _copy(exported, tmp_path)
+    data = bytearray((d / "policy.onnx").read_bytes())
+    data[-5] ^= 0xFF
+    (d / "policy.onnx").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sidecar .* does not match the ONNX file"):
+        OnnxPolicy(d)
+
+
+def test_tampered_sidecar_obs_dim_is_refused(exported, tmp_path):
+    d = _copy(exported, tmp_path)
+    _edit_sidecar(d, lambda sc: sc.update(obs_dim=36))
+    with pytest.raises(ValueError, match="layout sizes sum to 35, but obs_dim is 36"):
+        OnnxPolicy(d)
+
+    def grow(sc):  # a consistent sidecar for another observation size: the graph check catches it
+        sc["obs_dim"] = 36
+        sc["observation"]["layout"][-1]["size"] += 1
+
+    _edit_sidecar(d, grow)
+    with pytest.raises(ValueError, match=r"ONNX input 'obs' has shape \['batch', 35\], but the sidecar's obs_dim is 36"):
+        OnnxPolicy(d)
+
+
+def test_tampered_sidecar_names_are_refused(exported, tmp_path):
+    d = _copy(exported, tmp_path)
+    _edit_sidecar(d, lambda sc: sc["onnx"]["input"].update(name="observation"))
+    with pytest.raises(ValueError, match=r"ONNX inputs \['obs'\] do not match the sidecar's input 'observation'"):
+        OnnxPolicy(d)
+
+
+def test_expected_task_and_obs_dim(exported):
+    assert OnnxPolicy(exported, expected_task=TASK, expected_obs_dim=OBS_DIM).task_id == TASK
+    assert OnnxPolicy(exported / "policy.json", expected_task="PushCube-v2").obs_dim == OBS_DIM  # paper name
+    with pytest.raises(ValueError, match="policy is for task 'RRL-PushCube-Sparse-v1', expected task 'RRL-PickCube-Sparse-v1'"):
+        OnnxPolicy(exported, expected_task="RRL-PickCube-Sparse-v1")
+    with pytest.raises(ValueError, match="size 35 .* expected obs size 42"):
+        OnnxPolicy(exported, expected_obs_dim=42)
+
+
+def test_bad_observations_are_refused(exported):
+    policy = OnnxPolicy(exported)
+    with pytest.raises(ValueError, match=r"obs must be \(35,\) or \(B, 35\)"):
+        policy(np.zeros(42, np.float32))
+    with pytest.raises(ValueError, match=r"obs must be"):
+        policy(np.zeros((2, 3, 35), np.float32))
+    obs = np.zeros(35, np.float32)
+    obs[26] = np.nan  # goal_pos y
+    with pytest.raises(ValueError, match=r"NaN or inf in field\(s\) \['goal_pos'\]"):
+        policy(obs)
+
+
+def test_missing_files(run, tmp_path):
+    with pytest.raises(FileNotFoundError, match="policy.json"):
+        OnnxPolicy(tmp_path)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run.path / "config.yaml", bare / "config.yaml")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        export_policy(bare)
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        export_policy(tmp_path / "nowhere")
