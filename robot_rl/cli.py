@@ -11,11 +11,16 @@ Examples::
     robot-rl config
     robot-rl teacher serve --backend scripted --port 8000
     robot-rl teacher serve --backend openvla --model /ckpt/openvla-7b --unnorm-key bridge_orig --max-batch 16
+    robot-rl export runs/<run>                        # policy.onnx + policy.json in runs/<run>/export
+    robot-rl deploy sim-bridge --task RRL-PushCube-Sparse-v1 --config configs/deploy/sim.yaml
+    robot-rl deploy ros2 --policy runs/<run>/export --config configs/deploy/franka.yaml [--record run.mcap]
+    robot-rl deploy replay run.mcap --policy runs/<run>/export --config configs/deploy/franka.yaml
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -71,6 +76,29 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ray", action="store_true", help="serve with Ray Serve (scale-out over replicas) instead of uvicorn")
     s.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (with --ray; default 1)")
     s.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+
+    x = sub.add_parser("export", help="export a run's policy to ONNX + a JSON sidecar (for robot-rl deploy)")
+    x.add_argument("run_dir", type=Path)
+    x.add_argument("--out", type=Path, default=None, help="output directory (default RUN_DIR/export)")
+
+    d = sub.add_parser("deploy", help="run a policy on a robot (or the simulator) through ROS 2")
+    dsub = d.add_subparsers(dest="deploy_command", required=True)
+    r = dsub.add_parser("ros2", help="the policy as a ROS 2 lifecycle node (configure, activate, e-stop)")
+    r.add_argument("--policy", type=Path, required=True, metavar="DIR", help="directory of policy.onnx + policy.json")
+    r.add_argument("--config", type=Path, default=None, help="deploy YAML (topics, frames, QoS, safety limits)")
+    r.add_argument("--record", type=Path, default=None, metavar="FILE.mcap", help="record every input and output to an MCAP rosbag2")
+    r.add_argument("--no-autostart", action="store_true",
+                   help="stay unconfigured; drive the lifecycle with `ros2 lifecycle set` or the ~/change_state service")
+    r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any deploy config key, e.g. safety.max_step_translation_m=0.005")
+    b = dsub.add_parser("sim-bridge", help="a ManiSkill env behind the same ROS 2 topics as a real Franka")
+    b.add_argument("--task", default="RRL-PushCube-Sparse-v1", help="task id (robot-rl tasks)")
+    b.add_argument("--config", type=Path, default=None, help="deploy YAML whose topics and frames the bridge uses")
+    b.add_argument("--seed", type=int, default=0, help="seed of episode 0; episode k uses seed + k")
+    b.add_argument("--episodes", type=int, default=None, help="stop after N episodes (default: run forever)")
+    rp = dsub.add_parser("replay", help="re-run a policy on a recorded bag's inputs and compare its commands")
+    rp.add_argument("bag", type=Path)
+    rp.add_argument("--policy", type=Path, required=True, metavar="DIR")
+    rp.add_argument("--config", type=Path, default=None, help="the deploy YAML the bag was recorded with")
 
     sub.add_parser("tasks", help="list the task ids and their names in the VLAJS paper")
     sub.add_parser("config", help="list every config key with its default, unit and meaning")
@@ -133,6 +161,37 @@ def _teacher(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from robot_rl.deploy.export import export_policy
+
+    out = export_policy(args.run_dir, args.out)
+    print(f"exported to {out}")
+    return 0
+
+
+def _deploy(args) -> int:
+    from robot_rl.deploy.config import load_deploy_config
+
+    if args.deploy_command == "ros2":
+        from robot_rl.deploy.ros_node import run_policy_node
+
+        run_policy_node(args.policy, load_deploy_config(args.config, args.overrides), record=args.record,
+                        autostart=not args.no_autostart)
+    elif args.deploy_command == "sim-bridge":
+        from robot_rl.deploy.sim_bridge import run_sim_bridge
+
+        results = run_sim_bridge(args.task, load_deploy_config(args.config), args.seed, args.episodes)
+        for result in results:
+            print(json.dumps(result))
+        if results:
+            print(f"episodes: {len(results)}, success rate {sum(r['success'] for r in results) / len(results):.2f}")
+    else:
+        from robot_rl.deploy.record import replay_main
+
+        return replay_main(args.bag, args.policy, args.config)
+    return 0
+
+
 def _tasks() -> int:
     from robot_rl.envs import TASKS
 
@@ -151,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.command == "teacher":
             return _teacher(args)
+        if args.command == "export":
+            return _export(args)
+        if args.command == "deploy":
+            return _deploy(args)
         if args.command == "tasks":
             return _tasks()
         if args.command == "config":

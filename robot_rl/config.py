@@ -128,20 +128,19 @@ class TrainConfig(_Section):
         return self
 
 
-def _format_error(err: ValidationError) -> str:
+def _format_error(err: ValidationError, model: type[BaseModel] = TrainConfig) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<config>"
         if e["type"] == "extra_forbidden":
-            section = _section_of(e["loc"][:-1])
+            section = _section_of(e["loc"][:-1], model)
             lines.append(f"unknown key '{key}' (allowed: {', '.join(section.model_fields)})")
         else:
             lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
-def _section_of(loc: tuple) -> type[BaseModel]:
-    model: type[BaseModel] = TrainConfig
+def _section_of(loc: tuple, model: type[BaseModel] = TrainConfig) -> type[BaseModel]:
     for part in loc:
         field = model.model_fields.get(str(part))
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
@@ -162,8 +161,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(value)
 
 
-def build_config(data: dict | None = None, overrides: list[str] | tuple = ()) -> TrainConfig:
-    """Validate ``data`` (a config mapping) with ``KEY=VALUE`` overrides applied on top.
+def build_config(data: dict | None = None, overrides: list[str] | tuple = (), model: type[BaseModel] = TrainConfig):
+    """Validate ``data`` (a config mapping) with ``KEY=VALUE`` overrides applied on top, as ``model``
+    (default :class:`TrainConfig`; the deploy config uses the same machinery).
 
     Raises:
         ConfigError: an unknown key or a bad value; the message names the key and what is allowed.
@@ -183,13 +183,13 @@ def build_config(data: dict | None = None, overrides: list[str] | tuple = ()) ->
             node = child
         node[path[-1]] = value
     try:
-        return TrainConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        raise ConfigError(_format_error(err, model)) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> TrainConfig:
-    """Load a YAML config (``None``: all defaults) and apply overrides.
+def load_config(path: str | Path | None, overrides: list[str] | tuple = (), model: type[BaseModel] = TrainConfig):
+    """Load a YAML config (``None``: all defaults) and apply overrides; validated as ``model``.
 
     Raises:
         ConfigError: unreadable YAML, a non-mapping top level, an unknown key or a bad value.
@@ -204,7 +204,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> T
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
-    return build_config(data, overrides)
+    return build_config(data, overrides, model)
 
 
 def dump_config(cfg: TrainConfig, path: str | Path) -> None:

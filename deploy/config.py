@@ -1,0 +1,109 @@
+"""The ROS 2 policy node's configuration (``configs/deploy/*.yaml``), validated by pydantic.
+
+Topic names, frames, QoS and safety limits all come from YAML; an unknown key or a bad value is a
+:class:`~robot_rl.config.ConfigError` that names the key (the training config's machinery).
+Defaults are franka_ros2 (Jazzy) names: ``franka_robot_state_broadcaster`` publishes
+``current_pose`` with best-effort QoS, the Cartesian impedance controller listens on
+``equilibrium_pose``, MoveIt Servo on ``delta_twist_cmds``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PANDA_JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8)) + ("panda_finger_joint1", "panda_finger_joint2")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class QoSConfig(_Section):
+    reliability: Literal["reliable", "best_effort"] = Field("reliable", description="DDS reliability")
+    durability: Literal["volatile", "transient_local"] = Field("volatile", description="DDS durability")
+    depth: int = Field(1, ge=1, description="history depth (keep last N)")
+
+    def profile(self):
+        """The ``rclpy.qos.QoSProfile`` (imports rclpy)."""
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        return QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=self.depth,
+            reliability=ReliabilityPolicy.RELIABLE if self.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
+            durability=DurabilityPolicy.VOLATILE if self.durability == "volatile" else DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+
+
+class TopicsConfig(_Section):
+    joint_states: str = Field("/joint_states", description="in: sensor_msgs/JointState")
+    ee_pose: str = Field("/franka_robot_state_broadcaster/current_pose", description="in: geometry_msgs/PoseStamped, TCP in the base frame")
+    object_pose: str = Field("/perception/object_pose", description="in: geometry_msgs/PoseStamped of the manipulated object")
+    goal_pose: str = Field("/perception/goal_pose", description="in: geometry_msgs/PoseStamped of the goal (position used)")
+    equilibrium_pose: str | None = Field("/cartesian_impedance_controller/equilibrium_pose",
+                                         description="out: geometry_msgs/PoseStamped EE target (null: do not publish)")
+    twist: str | None = Field(None, description="out: geometry_msgs/TwistStamped for MoveIt Servo, e.g. /servo_node/delta_twist_cmds (null: off)")
+    gripper: str | None = Field("/robot_rl/gripper_width", description="out: std_msgs/Float64 gripper width (m), relayed to franka_gripper")
+    status: str = Field("/robot_rl/status", description="out: std_msgs/String, JSON status every control period")
+    diagnostics: str = Field("/diagnostics", description="out: diagnostic_msgs/DiagnosticArray (1 Hz)")
+    estop: str = Field("/robot_rl/estop", description="in: std_msgs/Bool, true = e-stop (also the ~/estop Trigger service)")
+
+
+class FramesConfig(_Section):
+    base: str = Field("panda_link0", description="frame_id every input pose and output target must carry (robot base)")
+
+
+class QoSSection(_Section):
+    sensors: QoSConfig = Field(default_factory=lambda: QoSConfig(reliability="best_effort", depth=1),
+                               description="QoS of the inputs (franka_ros2 publishes current_pose best effort)")
+    commands: QoSConfig = Field(default_factory=QoSConfig, description="QoS of the outputs")
+
+
+class DeployConfig(_Section):
+    """Everything ``robot-rl deploy ros2`` reads besides the policy directory."""
+
+    node_name: str = Field("robot_rl_policy", description="ROS node name")
+    rate_hz: float | None = Field(None, gt=0, description="control rate (Hz); null: the policy sidecar's rate")
+    trigger: Literal["input", "timer"] = Field(
+        "input", description="input: step when a new EE pose arrives, at most at rate_hz (freshest state); "
+                             "timer: step on the control timer only")
+    joint_names: list[str] = Field(list(PANDA_JOINT_NAMES), min_length=1,
+                                   description="JointState names in the policy's qpos/qvel order (extra joints are ignored)")
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    frames: FramesConfig = Field(default_factory=FramesConfig)
+    qos: QoSSection = Field(default_factory=QoSSection)
+    safety: dict[str, Any] = Field(default_factory=dict, description="robot_rl.deploy.safety.SafetyLimits keys (m, rad, s)")
+    diagnostics_period_s: float = Field(1.0, gt=0, description="diagnostics publishing period (s)")
+
+    @field_validator("safety")
+    @classmethod
+    def _safety_limits(cls, value: dict) -> dict:
+        from robot_rl.deploy.safety import SafetyLimits
+
+        SafetyLimits.from_dict(value)  # raises ValueError naming the bad key
+        return value
+
+    @model_validator(mode="after")
+    def _some_output(self) -> "DeployConfig":
+        if self.topics.equilibrium_pose is None and self.topics.twist is None:
+            raise ValueError("topics: set equilibrium_pose or twist (or both); the node must command something")
+        return self
+
+    def safety_limits(self):
+        from robot_rl.deploy.safety import SafetyLimits
+
+        return SafetyLimits.from_dict(self.safety)
+
+
+def load_deploy_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> DeployConfig:
+    """Load ``configs/deploy/*.yaml`` (``None``: defaults) with ``KEY=VALUE`` overrides.
+
+    Raises:
+        robot_rl.config.ConfigError: unknown key or bad value, naming the key.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    from robot_rl.config import load_config
+
+    return load_config(path, overrides, model=DeployConfig)

@@ -1,0 +1,324 @@
+"""``robot-rl deploy ros2``: the policy as an ``rclpy`` lifecycle node for a Franka-class arm.
+
+Lifecycle (``lifecycle_msgs`` services ``~/change_state``, ``~/get_state``, as every ROS 2 managed node):
+
+- **configure**: load the ONNX policy and validate it against its sidecar and the config
+  (:class:`~robot_rl.deploy.controller.PolicyController`); create subscriptions and publishers.
+  Fails (stays unconfigured, logs why) on a checksum mismatch, an observation layout the inputs
+  cannot provide, or a size mismatch.
+- **activate**: needs a valid EE pose; arms the safety filter (bounded first command) and starts
+  the control timer at the sidecar's rate (or ``rate_hz``).
+- **deactivate**: stops commanding and holds: it publishes the current pose as the target once
+  (a zero twist for MoveIt Servo).
+
+Control steps: with ``trigger: input`` (default) a step runs as soon as a new EE pose arrives, at
+most once per control period (minus :data:`TRIGGER_SLACK_S`), so the command is computed from the
+freshest state (franka_ros2 publishes ``current_pose`` at the controller rate); the timer at the
+control rate runs a step whenever a period passes without one (which is how the watchdog holds
+when the inputs stop). With ``trigger: timer`` only the timer steps.
+
+Every step goes through the :class:`~robot_rl.deploy.safety.SafetyFilter`; a ``Hold`` publishes
+nothing (the arm's controller keeps the last safe target). E-stop: the ``~/estop`` service
+(``std_srvs/Trigger``) or ``true`` on the e-stop topic latches the filter and deactivates at once;
+``~/reset_estop`` clears the latch (then activate again). Status: a JSON ``std_msgs/String`` per
+step; diagnostics: ``diagnostic_msgs/DiagnosticArray`` with the safety and input counters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from robot_rl.deploy.config import DeployConfig
+from robot_rl.deploy.controller import PolicyController, StepResult
+from robot_rl.deploy.ros_io import pose_msg, s_to_stamp
+from robot_rl.deploy.safety import Command, FilterState
+
+#: A step triggered by an input may run this much before a full period has passed (s): with a
+#: 1 kHz ``current_pose`` the steps then stay on the control rate without drifting by a message.
+TRIGGER_SLACK_S = 0.002
+
+#: Input and output topics recorded by ``--record`` (topic key -> ROS type name).
+INPUT_TYPES = {
+    "joint_states": "sensor_msgs/msg/JointState",
+    "ee_pose": "geometry_msgs/msg/PoseStamped",
+    "object_pose": "geometry_msgs/msg/PoseStamped",
+    "goal_pose": "geometry_msgs/msg/PoseStamped",
+}
+OUTPUT_TYPES = {
+    "equilibrium_pose": "geometry_msgs/msg/PoseStamped",
+    "twist": "geometry_msgs/msg/TwistStamped",
+    "gripper": "std_msgs/msg/Float64",
+    "status": "std_msgs/msg/String",  # carries the step time "t" and "state": replay steps on it
+    "diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+}
+
+
+def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Path | None = None):
+    """Build the lifecycle node (rclpy must be initialized). See the module docstring."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from geometry_msgs.msg import PoseStamped, TwistStamped
+    from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Bool, Float64, String
+    from std_srvs.srv import Trigger
+
+    class PolicyNode(LifecycleNode):
+        def __init__(self):
+            super().__init__(cfg.node_name)
+            self.cfg, self.policy_dir = cfg, Path(policy_dir)
+            self.controller: PolicyController | None = None
+            self.recorder = None
+            self._subs, self._pubs = [], {}
+            self._timer = None
+            self._diag_timer = None
+            self._last_step_s = -np.inf
+            self.step_log: list[dict] = []  # (for benchmarks) one entry per published command
+            # Always available, whatever the lifecycle state: a stop must never need a transition.
+            self.create_service(Trigger, "~/estop", self._on_estop_srv)
+            self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
+            self.create_subscription(Bool, cfg.topics.estop, self._on_estop_topic, 10)
+
+        # -- time ------------------------------------------------------------------------------
+
+        def now_s(self) -> float:
+            return self.get_clock().now().nanoseconds * 1e-9
+
+        # -- lifecycle -------------------------------------------------------------------------
+
+        def on_configure(self, state):
+            try:
+                self.controller = PolicyController(self.policy_dir, self.cfg)
+            except (ValueError, FileNotFoundError, KeyError) as exc:
+                self.get_logger().error(f"configure failed: {exc}")
+                self.controller = None
+                return TransitionCallbackReturn.FAILURE
+            t, sensors, commands = self.cfg.topics, self.cfg.qos.sensors.profile(), self.cfg.qos.commands.profile()
+            if record is not None:
+                from robot_rl.deploy.record import BagRecorder
+
+                topics = {getattr(t, k): v for k, v in {**INPUT_TYPES, **OUTPUT_TYPES}.items() if getattr(t, k)}
+                self.recorder = BagRecorder(record, topics)
+            self._subs = [
+                self.create_subscription(JointState, t.joint_states, self._on_joint_state, sensors),
+                self.create_subscription(PoseStamped, t.ee_pose, lambda m: self._on_pose("ee_pose", m), sensors),
+                self.create_subscription(PoseStamped, t.object_pose, lambda m: self._on_pose("object_pose", m), sensors),
+                self.create_subscription(PoseStamped, t.goal_pose, lambda m: self._on_pose("goal_pose", m), sensors),
+            ]
+            for key, msg_type in (("equilibrium_pose", PoseStamped), ("twist", TwistStamped), ("gripper", Float64)):
+                if getattr(t, key):
+                    self._pubs[key] = self.create_publisher(msg_type, getattr(t, key), commands)
+            self._pubs["status"] = self.create_publisher(String, t.status, 10)
+            self._pubs["diagnostics"] = self.create_publisher(DiagnosticArray, t.diagnostics, 10)
+            self._diag_timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics)
+            c = self.controller
+            self.get_logger().info(f"configured: task {c.task}, obs_dim {c.assembler.obs_dim}, {c.rate_hz:g} Hz")
+            return TransitionCallbackReturn.SUCCESS
+
+        def on_activate(self, state):
+            try:
+                self.controller.safety.activate(self.controller.assembler.ee_pose())
+            except Exception as exc:  # no EE pose yet, e-stopped, bad pose
+                self.get_logger().error(f"activate failed: {exc}")
+                return TransitionCallbackReturn.FAILURE
+            self._timer = self.create_timer(self.controller.period_s, self._on_timer)
+            self.get_logger().info("active: commanding")
+            return super().on_activate(state)
+
+        def on_deactivate(self, state):
+            self._stop_commanding()
+            return super().on_deactivate(state)
+
+        def on_cleanup(self, state):
+            self._teardown()
+            return TransitionCallbackReturn.SUCCESS
+
+        def on_shutdown(self, state):
+            self._stop_commanding()
+            self._teardown()
+            return TransitionCallbackReturn.SUCCESS
+
+        def on_error(self, state):
+            self._stop_commanding()
+            return TransitionCallbackReturn.SUCCESS
+
+        def _stop_commanding(self) -> None:
+            if self._timer is not None:
+                self.destroy_timer(self._timer)
+                self._timer = None
+            if self.controller is None:
+                return
+            if self.controller.safety.state is FilterState.ACTIVE:
+                self.controller.safety.deactivate()
+            self._publish_hold()
+
+        def close(self) -> None:
+            """Stop commanding (publishing a hold if ROS still runs) and release everything."""
+            try:
+                self._stop_commanding()
+            except Exception:  # the context may be gone after Ctrl-C; the hold is best effort
+                pass
+            self._teardown()
+
+        def _teardown(self) -> None:
+            if self.recorder is not None:  # first: the bag must be complete whatever happens next
+                self.recorder.close()
+                self.recorder = None
+            for sub in self._subs:
+                self.destroy_subscription(sub)
+            for pub in self._pubs.values():
+                self.destroy_publisher(pub)
+            self._subs, self._pubs = [], {}
+            if self._diag_timer is not None:
+                self.destroy_timer(self._diag_timer)
+                self._diag_timer = None
+            self.controller = None
+
+        # -- inputs ----------------------------------------------------------------------------
+
+        def _record(self, key: str, msg) -> None:
+            if self.recorder is not None and getattr(self.cfg.topics, key, None):
+                self.recorder.write(getattr(self.cfg.topics, key), msg, self.get_clock().now().nanoseconds)
+
+        def _on_joint_state(self, msg) -> None:
+            self._record("joint_states", msg)
+            if not self.controller.assembler.update_joint_state(msg, self.now_s()):
+                self.get_logger().warning(f"rejected: {self.controller.assembler.last_rejection}",
+                                          throttle_duration_sec=1.0)
+
+        def _on_pose(self, key: str, msg) -> None:
+            self._record(key, msg)
+            now = self.now_s()
+            if not self.controller.assembler.update_pose(key, msg, now):
+                self.get_logger().warning(f"rejected: {self.controller.assembler.last_rejection}",
+                                          throttle_duration_sec=1.0)
+                return
+            if key == "ee_pose" and self.cfg.trigger == "input" and self._timer is not None:
+                if now - self._last_step_s >= self.controller.period_s - TRIGGER_SLACK_S:
+                    self._step(now)
+
+        def _on_timer(self) -> None:
+            now = self.now_s()
+            if self.cfg.trigger == "timer" or now - self._last_step_s >= self.controller.period_s + TRIGGER_SLACK_S:
+                self._step(now)
+
+        # -- outputs ---------------------------------------------------------------------------
+
+        def _step(self, now: float) -> None:
+            self._last_step_s = now
+            result: StepResult = self.controller.step(now)
+            d = result.decision
+            published = False
+            if isinstance(d, Command) and self.controller.safety.state is FilterState.ACTIVE:
+                self._publish_command(d)
+                published = True
+                self.step_log.append({"t": now, "obs_stamp": result.obs_stamp_s, "inference_s": result.inference_s,
+                                      "published_s": self.now_s()})
+            status = {"t": now, "state": self.controller.safety.state.value, "published": published,
+                      "hold": None if published else getattr(d, "reason", "inactive"),
+                      "clamped": list(getattr(d, "clamped", ())), "inference_ms": result.inference_s * 1e3}
+            self._publish("status", String(data=json.dumps(status)))
+
+        def _publish(self, key: str, msg) -> None:
+            pub = self._pubs.get(key)
+            if pub is not None:
+                pub.publish(msg)
+                self._record(key, msg)
+
+        def _publish_command(self, c: Command) -> None:
+            now = self.now_s()
+            self._publish("equilibrium_pose", pose_msg(c.target_pos, c.target_quat, self.cfg.frames.base, now))
+            twist = TwistStamped()
+            twist.header.stamp = s_to_stamp(now)
+            twist.header.frame_id = self.cfg.frames.base
+            (twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z,
+             twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z) = (float(v) for v in c.twist)
+            self._publish("twist", twist)
+            self._publish("gripper", Float64(data=float(c.gripper_width_m)))
+
+        def _publish_hold(self) -> None:
+            """Hold where the arm is: the current pose as the target, a zero twist."""
+            try:
+                pos, quat = self.controller.assembler.ee_pose()
+            except Exception:
+                return
+            now = self.now_s()
+            self._publish("equilibrium_pose", pose_msg(pos, quat, self.cfg.frames.base, now))
+            twist = TwistStamped()
+            twist.header.stamp = s_to_stamp(now)
+            twist.header.frame_id = self.cfg.frames.base
+            self._publish("twist", twist)
+
+        def _publish_diagnostics(self) -> None:
+            if self.controller is None:
+                return
+            diag = self.controller.diagnostics()
+            status = DiagnosticStatus(name=f"{self.cfg.node_name}: safety", hardware_id="robot_rl")
+            state = diag["state"]
+            status.level = DiagnosticStatus.OK if state == "active" else (
+                DiagnosticStatus.ERROR if state == "estopped" else DiagnosticStatus.WARN)
+            status.message = f"{state}; last hold: {diag['last_hold_reason'] or '-'}"
+            status.values = [KeyValue(key=str(k), value=str(v)) for k, v in diag.items()]
+            msg = DiagnosticArray(status=[status])
+            msg.header.stamp = self.get_clock().now().to_msg()
+            self._publish("diagnostics", msg)
+
+        # -- e-stop ----------------------------------------------------------------------------
+
+        def estop(self, reason: str) -> None:
+            if self.controller is not None:
+                self.controller.safety.estop(reason)
+                if self._timer is not None:
+                    self.get_logger().error(f"E-STOP ({reason}): deactivating")
+                    self.trigger_deactivate()
+
+        def _on_estop_srv(self, request, response):
+            self.estop("service ~/estop")
+            response.success, response.message = True, "e-stopped"
+            return response
+
+        def _on_estop_topic(self, msg) -> None:
+            if msg.data:
+                self.estop(f"topic {self.cfg.topics.estop}")
+
+        def _on_reset_estop(self, request, response):
+            if self.controller is None:
+                response.success, response.message = False, "not configured"
+            else:
+                self.controller.safety.reset_estop()
+                response.success, response.message = True, "e-stop cleared; activate to resume"
+            return response
+
+    return PolicyNode()
+
+
+def run_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Path | None = None,
+                    autostart: bool = True) -> None:
+    """Spin the node until Ctrl-C. With ``autostart`` it configures, waits for an EE pose and activates."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    rclpy.init()
+    node = make_policy_node(policy_dir, cfg, record)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if autostart:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise SystemExit("configure failed (see the log above)")
+            deadline = time.monotonic() + 30.0
+            while "ee_pose" not in node.controller.assembler.latest and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.1)
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                raise SystemExit("activate failed (see the log above)")
+        executor.spin()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.close()  # also after Ctrl-C, when rclpy's context is already shut down: the bag is closed
+        node.destroy_node()
+        rclpy.try_shutdown()

@@ -1,0 +1,287 @@
+"""``robot-rl deploy sim-bridge``: a ManiSkill env behind the same ROS 2 topics as a real Franka.
+
+The bridge steps one CPU ManiSkill env at the task's control rate (20 Hz) in wall-clock time. Each
+tick it turns the latest command into a ``pd_ee_delta_pose`` action, steps, and publishes what
+franka_ros2 and a perception stack would:
+
+- ``sensor_msgs/JointState`` (7 arm joints in rad, 2 finger joints in m, velocities);
+- the TCP pose, the object pose and the goal as ``geometry_msgs/PoseStamped`` in the robot base
+  frame (``panda_link0``; ManiSkill's world has the Panda base at ``(-0.615, 0, 0)``, so every pose
+  is moved into the base frame here, as a real robot reports it);
+- one ``std_msgs/String`` JSON line per finished episode on ``/robot_rl/sim/episode``
+  (``{"episode", "seed", "success", "steps"}``), for tests and benchmarks.
+
+Commands: an EE target ``PoseStamped`` (``equilibrium_pose``) becomes the delta from the current
+TCP pose over one step (position / 0.1 m, rotation ``log(R_target R^T)`` through the controller's
+sign), a ``TwistStamped`` becomes ``twist * period``; a gripper width (m) maps back onto the
+gripper command. A command is used for one tick; with none, the last pose target is held (as an
+impedance controller does). The first episode starts when the first command arrives (until then the
+bridge only publishes the initial state), so a policy node that starts later does not lose it. ``~/pause`` (``std_srvs/SetBool``) stops stepping and publishing, which
+looks like a dead robot driver to the policy node (its watchdog must hold).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from robot_rl.deploy.config import DeployConfig
+from robot_rl.deploy.ros_io import joint_state_msg, pose_from_msg, pose_msg
+from robot_rl.teachers.base import POS_SCALE_M, POS_SLICE, ROT_SLICE
+from robot_rl.teachers.scripted import (
+    matrix_to_euler_xyz,
+    quat_to_matrix,
+    rotation_delta_to_command,
+    rotvec_to_matrix,
+)
+
+EPISODE_TOPIC = "/robot_rl/sim/episode"
+
+
+def _to_base(pos_w: np.ndarray, quat_w: np.ndarray, base_p: np.ndarray, base_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World pose -> base-frame pose, given the base pose in the world (``base_q`` wxyz)."""
+    from robot_rl.deploy.safety import quat_conjugate, quat_multiply
+
+    p = quat_to_matrix(base_q).T @ (pos_w - base_p)
+    return p, quat_multiply(quat_conjugate(base_q), quat_w)
+
+
+def state_in_base(env) -> dict[str, Any]:
+    """What a real robot and perception would report, from the simulator (single CPU env).
+
+    Args:
+        env: the unwrapped ManiSkill env of a robot_rl task (``make_env(...).unwrapped``).
+
+    Returns:
+        ``{"tcp", "obj", "goal": (pos (3,) m, quat wxyz (4,)) in the robot base frame,
+        "qpos", "qvel": (9,)}`` (float64; the goal's orientation is identity).
+    """
+    from robot_rl.envs.obs_layout import ROBOT_BASE_POS_WORLD, ROBOT_BASE_QUAT_WORLD
+    from robot_rl.envs.tasks import privileged_state
+
+    s = privileged_state(env)[0].astype(np.float64)
+    # The nominal base pose (the sidecar's), not the simulated one: PhysX leaves the fixed base
+    # ~1e-8 m off (-0.615, 0, 0), and the policy node moves poses back with the nominal one.
+    base_p = np.asarray(ROBOT_BASE_POS_WORLD, dtype=np.float64)
+    base_q = np.asarray(ROBOT_BASE_QUAT_WORLD, dtype=np.float64)
+    return {
+        "tcp": _to_base(s[0:3], s[3:7], base_p, base_q),
+        "obj": _to_base(s[7:10], s[10:14], base_p, base_q),
+        "goal": _to_base(s[14:17], np.array([1.0, 0.0, 0.0, 0.0]), base_p, base_q),
+        "qpos": env.agent.robot.get_qpos()[0].cpu().numpy().astype(np.float64),
+        "qvel": env.agent.robot.get_qvel()[0].cpu().numpy().astype(np.float64),
+    }
+
+
+def pose_target_to_action(target_pos: np.ndarray, target_quat: np.ndarray, tcp_pos: np.ndarray,
+                          tcp_quat: np.ndarray) -> np.ndarray:
+    """``(6,)`` normalized pos/rot command moving the TCP to a target in one step (base frame).
+
+    Position: ``(target - tcp) / 0.1 m``; rotation: the base-frame error ``R_target R_tcp^T`` as
+    intrinsic XYZ Euler angles, through the controller's sign (a +1 command turns by -0.1 rad,
+    ManiSkill issue #1469). Clipped to [-1, 1] as the controller would.
+    """
+    out = np.zeros(6)
+    out[0:3] = (np.asarray(target_pos) - np.asarray(tcp_pos)) / POS_SCALE_M
+    err = quat_to_matrix(np.asarray(target_quat)) @ quat_to_matrix(np.asarray(tcp_quat)).T
+    out[3:6] = rotation_delta_to_command(matrix_to_euler_xyz(err))
+    return np.clip(out, -1.0, 1.0)
+
+
+def _gripper_range(env) -> tuple[float, float]:
+    """Finger-joint target range (m per finger) of the gripper controller (Panda: -0.01 .. 0.04)."""
+    cfg = env.agent.controller.controllers["gripper"].config
+    return float(np.ravel(cfg.lower)[0]), float(np.ravel(cfg.upper)[0])
+
+
+def width_to_gripper_action(width_m: float, finger_range: tuple[float, float]) -> float:
+    """Gripper width (m, both fingers) -> normalized gripper command in [-1, 1]."""
+    lo, hi = finger_range
+    return float(np.clip(2.0 * (width_m / 2.0 - lo) / (hi - lo) - 1.0, -1.0, 1.0))
+
+
+class SimBridge:
+    """The bridge node. Build it inside an initialized rclpy context, then spin it.
+
+    Args:
+        task: task id (``robot-rl tasks``).
+        cfg: topics, frames, QoS and joint names (the policy node's config).
+        seed: seed of the first episode; episode ``k`` uses ``seed + k`` (as
+            :func:`robot_rl.deploy.evaluate_direct` does), so ROS and direct runs see the same scenes.
+        episodes: stop stepping after this many episodes (``None``: forever).
+    """
+
+    def __init__(self, task: str, cfg: DeployConfig, seed: int = 0, episodes: int | None = None):
+        from rclpy.node import Node
+        from std_msgs.msg import Float64, String
+        from std_srvs.srv import SetBool
+        from geometry_msgs.msg import PoseStamped, TwistStamped
+        from sensor_msgs.msg import JointState
+
+        from robot_rl.envs import make_env
+
+        self.cfg, self.seed, self.episodes = cfg, int(seed), episodes
+        self.env = make_env(task, seed=None)
+        u = self.env.unwrapped
+        self.period_s = 1.0 / float(u.control_freq)
+        self.finger_range = _gripper_range(u)
+        self.node = Node("robot_rl_sim_bridge")
+        sensors, commands = cfg.qos.sensors.profile(), cfg.qos.commands.profile()
+        t = cfg.topics
+        self.pub_joints = self.node.create_publisher(JointState, t.joint_states, sensors)
+        self.pub_ee = self.node.create_publisher(PoseStamped, t.ee_pose, sensors)
+        self.pub_obj = self.node.create_publisher(PoseStamped, t.object_pose, sensors)
+        self.pub_goal = self.node.create_publisher(PoseStamped, t.goal_pose, sensors)
+        self.pub_episode = self.node.create_publisher(String, EPISODE_TOPIC, 10)
+        if t.equilibrium_pose:
+            self.node.create_subscription(PoseStamped, t.equilibrium_pose, self._on_pose_target, commands)
+        if t.twist:
+            self.node.create_subscription(TwistStamped, t.twist, self._on_twist, commands)
+        if t.gripper:
+            self.node.create_subscription(Float64, t.gripper, self._on_gripper, commands)
+        self.node.create_service(SetBool, "~/pause", self._on_pause)
+
+        self.paused = False
+        self.pose_target: tuple[np.ndarray, np.ndarray] | None = None
+        self.twist: np.ndarray | None = None
+        self.gripper = 1.0  # open
+        self.episode = 0
+        self.steps = 0
+        self.commands_received = 0
+        self.results: list[dict] = []
+        self._reset()
+        self.timer = self.node.create_timer(self.period_s, self._tick)
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def _on_pose_target(self, msg) -> None:
+        if msg.header.frame_id != self.cfg.frames.base:
+            self.node.get_logger().warning(f"ignoring a target in frame {msg.header.frame_id!r}")
+            return
+        self.pose_target = pose_from_msg(msg)
+        self.commands_received += 1
+
+    def _on_twist(self, msg) -> None:
+        lin, ang = msg.twist.linear, msg.twist.angular
+        self.twist = np.array([lin.x, lin.y, lin.z, ang.x, ang.y, ang.z])
+        self.commands_received += 1
+
+    def _on_gripper(self, msg) -> None:
+        self.gripper = width_to_gripper_action(msg.data, self.finger_range)
+
+    def _on_pause(self, request, response):
+        self.paused = bool(request.data)
+        response.success, response.message = True, "paused" if self.paused else "running"
+        return response
+
+    # -- stepping --------------------------------------------------------------------------------
+
+    def state_in_base(self) -> dict[str, Any]:
+        return state_in_base(self.env.unwrapped)
+
+    def _action(self, tcp: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        action = np.zeros(7, dtype=np.float32)
+        if self.twist is not None:
+            action[POS_SLICE] = self.twist[0:3] * self.period_s / POS_SCALE_M
+            rotvec = self.twist[3:6] * self.period_s
+            action[ROT_SLICE] = rotation_delta_to_command(matrix_to_euler_xyz(rotvec_to_matrix(rotvec)))
+            self.twist = None
+        elif self.pose_target is not None:
+            action[0:6] = pose_target_to_action(*self.pose_target, *tcp)
+        action[6] = self.gripper
+        return np.clip(action, -1.0, 1.0)
+
+    def _reset(self) -> None:
+        self.env.reset(seed=self.seed + self.episode)
+        self.steps = 0
+        self.pose_target = None  # a new episode: hold until the policy commands
+        self.twist = None
+        self.gripper = 1.0
+        self._publish()
+
+    def _publish(self) -> None:
+        now = self.node.get_clock().now().nanoseconds * 1e-9
+        st = self.state_in_base()
+        base = self.cfg.frames.base
+        # The EE pose goes last: a policy node with `trigger: input` steps when it arrives, and by
+        # then the joint states, object and goal of the same sim step are in.
+        self.pub_joints.publish(joint_state_msg(self.cfg.joint_names, st["qpos"], st["qvel"], now))
+        self.pub_obj.publish(pose_msg(*st["obj"], base, now))
+        self.pub_goal.publish(pose_msg(*st["goal"], base, now))
+        self.pub_ee.publish(pose_msg(*st["tcp"], base, now))
+
+    def done(self) -> bool:
+        return self.episodes is not None and self.episode >= self.episodes
+
+    def _tick(self) -> None:
+        if self.paused or self.done():
+            return
+        if self.commands_received == 0:  # wait for the policy: publish the first state, do not step
+            self._publish()
+            return
+        st = self.state_in_base()
+        _, _, terminated, truncated, info = self.env.step(self._action(st["tcp"]))
+        self.steps += 1
+        if terminated or truncated:
+            from std_msgs.msg import String
+
+            result = {"episode": self.episode, "seed": self.seed + self.episode,
+                      "success": bool(info.get("success", False)), "steps": self.steps}
+            self.results.append(result)
+            self.pub_episode.publish(String(data=json.dumps(result)))
+            self.episode += 1
+            if self.done():
+                return
+            self._reset()
+        else:
+            self._publish()
+
+    def destroy(self) -> None:
+        self.timer.cancel()
+        self.node.destroy_node()
+        self.env.close()
+
+
+def run_sim_bridge(task: str, cfg: DeployConfig, seed: int = 0, episodes: int | None = None) -> list[dict]:
+    """Run the bridge until interrupted or ``episodes`` are done; returns the episode results."""
+    import rclpy
+
+    rclpy.init()
+    bridge = SimBridge(task, cfg, seed, episodes)
+    try:
+        while rclpy.ok() and not bridge.done():
+            rclpy.spin_once(bridge.node, timeout_sec=0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bridge.destroy()
+        rclpy.try_shutdown()
+    return bridge.results
+
+
+def evaluate_direct(policy_dir, task: str, seed: int = 0, episodes: int = 10) -> list[dict]:
+    """Run an exported policy on the simulator's own observations, no ROS: the reference for the bridge.
+
+    Episode ``k`` is reset with seed ``seed + k``, as :class:`SimBridge` does. Returns one
+    ``{"episode", "seed", "success", "steps"}`` per episode.
+    """
+    from robot_rl.deploy.policy import OnnxPolicy
+    from robot_rl.envs import make_env
+
+    policy = OnnxPolicy(policy_dir, expected_task=task)
+    env = make_env(task, seed=None)
+    results = []
+    try:
+        for k in range(episodes):
+            obs, _ = env.reset(seed=seed + k)
+            steps, done, info = 0, False, {}
+            while not done:
+                obs, _, terminated, truncated, info = env.step(policy(obs))
+                steps += 1
+                done = terminated or truncated
+            results.append({"episode": k, "seed": seed + k, "success": bool(info.get("success", False)), "steps": steps})
+    finally:
+        env.close()
+    return results
