@@ -13,9 +13,10 @@ Lifecycle (``lifecycle_msgs`` services ``~/change_state``, ``~/get_state``, as e
 
 Control steps: with ``trigger: input`` (default) a step runs as soon as a new EE pose arrives, at
 most once per control period (minus :data:`TRIGGER_SLACK_S`), so the command is computed from the
-freshest state (franka_ros2 publishes ``current_pose`` at the controller rate); the timer at the
-control rate runs a step whenever a period passes without one (which is how the watchdog holds
-when the inputs stop). With ``trigger: timer`` only the timer steps.
+freshest state (franka_ros2 publishes ``current_pose`` at the controller rate). An EE pose that
+arrives early is stepped on as soon as its period starts (a :data:`SCHEDULER_PERIOD_S` timer
+checks), and a step also runs whenever a period passes without any input (which is how the
+watchdog holds when the inputs stop). With ``trigger: timer`` a timer at the control rate steps.
 
 Every step goes through the :class:`~robot_rl.deploy.safety.SafetyFilter`; a ``Hold`` publishes
 nothing (the arm's controller keeps the last safe target). E-stop: the ``~/estop`` service
@@ -40,6 +41,8 @@ from robot_rl.deploy.safety import Command, FilterState
 #: A step triggered by an input may run this much before a full period has passed (s): with a
 #: 1 kHz ``current_pose`` the steps then stay on the control rate without drifting by a message.
 TRIGGER_SLACK_S = 0.002
+#: With ``trigger: input``, how often the node checks whether a step is due (s).
+SCHEDULER_PERIOD_S = 0.002
 
 #: Input and output topics recorded by ``--record`` (topic key -> ROS type name).
 INPUT_TYPES = {
@@ -76,6 +79,7 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             self._timer = None
             self._diag_timer = None
             self._last_step_s = -np.inf
+            self._fresh = False  # an EE pose arrived since the last step
             self.step_log: list[dict] = []  # (for benchmarks) one entry per published command
             # Always available, whatever the lifecycle state: a stop must never need a transition.
             self.create_service(Trigger, "~/estop", self._on_estop_srv)
@@ -124,7 +128,10 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             except Exception as exc:  # no EE pose yet, e-stopped, bad pose
                 self.get_logger().error(f"activate failed: {exc}")
                 return TransitionCallbackReturn.FAILURE
-            self._timer = self.create_timer(self.controller.period_s, self._on_timer)
+            period = self.controller.period_s
+            # trigger=input: a fast scheduling timer, so an early EE pose is used right when its period starts
+            self._timer = self.create_timer(period if self.cfg.trigger == "timer" else min(period, SCHEDULER_PERIOD_S),
+                                            self._on_timer)
             self.get_logger().info("active: commanding")
             return super().on_activate(state)
 
@@ -197,18 +204,24 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                                           throttle_duration_sec=1.0)
                 return
             if key == "ee_pose" and self.cfg.trigger == "input" and self._timer is not None:
+                self._fresh = True
                 if now - self._last_step_s >= self.controller.period_s - TRIGGER_SLACK_S:
                     self._step(now)
 
         def _on_timer(self) -> None:
             now = self.now_s()
-            if self.cfg.trigger == "timer" or now - self._last_step_s >= self.controller.period_s + TRIGGER_SLACK_S:
+            since = now - self._last_step_s
+            period = self.controller.period_s
+            if (self.cfg.trigger == "timer"
+                    or (self._fresh and since >= period - TRIGGER_SLACK_S)  # an EE pose came early: step on time
+                    or since >= period + TRIGGER_SLACK_S):  # no input: step anyway (the watchdog decides)
                 self._step(now)
 
         # -- outputs ---------------------------------------------------------------------------
 
         def _step(self, now: float) -> None:
             self._last_step_s = now
+            self._fresh = False
             result: StepResult = self.controller.step(now)
             d = result.decision
             published = False

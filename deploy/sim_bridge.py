@@ -13,8 +13,8 @@ franka_ros2 and a perception stack would:
 
 Commands: an EE target ``PoseStamped`` (``equilibrium_pose``) becomes the delta from the current
 TCP pose over one step (position / 0.1 m, rotation ``log(R_target R^T)`` through the controller's
-sign), a ``TwistStamped`` becomes ``twist * period``; a gripper width (m) maps back onto the
-gripper command. A command is used for one tick; with none, the last pose target is held (as an
+sign), a ``TwistStamped`` becomes ``twist * period``; a gripper width (m) maps linearly from
+[0, 0.08] m onto the gripper command [-1, 1] (:data:`GRIPPER_WIDTH_RANGE_M`). A command is used for one tick; with none, the last pose target is held (as an
 impedance controller does). The first episode starts when the first command arrives (until then the
 bridge only publishes the initial state), so a policy node that starts later does not lose it. ``~/pause`` (``std_srvs/SetBool``) stops stepping and publishing, which
 looks like a dead robot driver to the policy node (its watchdog must hold).
@@ -90,16 +90,16 @@ def pose_target_to_action(target_pos: np.ndarray, target_quat: np.ndarray, tcp_p
     return np.clip(out, -1.0, 1.0)
 
 
-def _gripper_range(env) -> tuple[float, float]:
-    """Finger-joint target range (m per finger) of the gripper controller (Panda: -0.01 .. 0.04)."""
-    cfg = env.agent.controller.controllers["gripper"].config
-    return float(np.ravel(cfg.lower)[0]), float(np.ravel(cfg.upper)[0])
+#: Gripper width (m, both fingers) of a fully closed and a fully open command, as on a real Panda
+#: hand (franka_gripper: 0 .. 0.08 m). The safety filter maps [-1, 1] onto its own width limits;
+#: with the sim config's [0, 0.08] the round trip is exact, and width 0 is the sim's "close" (-1).
+GRIPPER_WIDTH_RANGE_M = (0.0, 0.08)
 
 
-def width_to_gripper_action(width_m: float, finger_range: tuple[float, float]) -> float:
-    """Gripper width (m, both fingers) -> normalized gripper command in [-1, 1]."""
-    lo, hi = finger_range
-    return float(np.clip(2.0 * (width_m / 2.0 - lo) / (hi - lo) - 1.0, -1.0, 1.0))
+def width_to_gripper_action(width_m: float, width_range: tuple[float, float] = GRIPPER_WIDTH_RANGE_M) -> float:
+    """Gripper width (m, both fingers) -> normalized gripper command in [-1 (closed), 1 (open)]."""
+    lo, hi = width_range
+    return float(np.clip(2.0 * (width_m - lo) / (hi - lo) - 1.0, -1.0, 1.0))
 
 
 class SimBridge:
@@ -126,7 +126,6 @@ class SimBridge:
         self.env = make_env(task, seed=None)
         u = self.env.unwrapped
         self.period_s = 1.0 / float(u.control_freq)
-        self.finger_range = _gripper_range(u)
         self.node = Node("robot_rl_sim_bridge")
         sensors, commands = cfg.qos.sensors.profile(), cfg.qos.commands.profile()
         t = cfg.topics
@@ -169,7 +168,7 @@ class SimBridge:
         self.commands_received += 1
 
     def _on_gripper(self, msg) -> None:
-        self.gripper = width_to_gripper_action(msg.data, self.finger_range)
+        self.gripper = width_to_gripper_action(msg.data)
 
     def _on_pause(self, request, response):
         self.paused = bool(request.data)

@@ -88,9 +88,10 @@ def test_pose_target_round_trip_reproduces_the_action():
             assert not cmd.clamped, cmd.clamped
             back = pose_target_to_action(cmd.target_pos, cmd.target_quat, *tcp)
             np.testing.assert_allclose(back, action[:6], atol=1e-9)
-        # gripper width (both fingers) -> command, Panda finger targets -0.01 .. 0.04 m
-        for width, command in ((0.08, 1.0), (-0.02, -1.0), (0.03, 0.0), (0.0, -0.6), (0.2, 1.0)):
-            assert np.isclose(width_to_gripper_action(width, (-0.01, 0.04)), command)
+            assert np.isclose(width_to_gripper_action(cmd.gripper_width_m), np.clip(action[6], -1, 1))
+        # gripper width (both fingers) -> command: 0 m closed (-1) .. 0.08 m open (+1)
+        for width, command in ((0.08, 1.0), (0.0, -1.0), (0.04, 0.0), (-0.01, -1.0), (0.2, 1.0)):
+            assert np.isclose(width_to_gripper_action(width), command)
     finally:
         env.close()
 
