@@ -82,6 +82,13 @@ class PolicyController:
         decision = self.safety.step(action, pose, now_s, stamps)
         return StepResult(decision, action, inference_s, max(stamps.values()))
 
+    def inputs_stale(self, now_s: float) -> bool:
+        """True when an input is missing or older than the safety limits' ``max_input_age_s``."""
+        stamps = self.assembler.stamps()
+        if any(k not in stamps for k in INPUTS):
+            return True
+        return any(now_s - t > self.safety.limits.max_input_age_s for t in stamps.values())
+
     def diagnostics(self) -> dict:
         """Safety counters plus rejected-message counters (``rejected.<input: reason>``)."""
         out = dict(self.safety.diagnostics())

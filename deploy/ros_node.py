@@ -14,15 +14,19 @@ Lifecycle (``lifecycle_msgs`` services ``~/change_state``, ``~/get_state``, as e
 Control steps: with ``trigger: input`` (default) a step runs as soon as a new EE pose arrives, at
 most once per control period (minus :data:`TRIGGER_SLACK_S`), so the command is computed from the
 freshest state (franka_ros2 publishes ``current_pose`` at the controller rate). An EE pose that
-arrives early is stepped on as soon as its period starts (a :data:`SCHEDULER_PERIOD_S` timer
-checks), and a step also runs whenever a period passes without any input (which is how the
-watchdog holds when the inputs stop). With ``trigger: timer`` a timer at the control rate steps.
+arrives early is stepped on as soon as its period starts (a one-shot timer). The timer at the
+control rate never re-uses an observation already acted on; when a period passes without input it
+only checks the inputs' age, and once they are older than ``max_input_age_s`` it steps so the
+safety filter holds (the watchdog). With ``trigger: timer`` the timer at the control rate steps.
 
 Every step goes through the :class:`~robot_rl.deploy.safety.SafetyFilter`; a ``Hold`` publishes
 nothing (the arm's controller keeps the last safe target). E-stop: the ``~/estop`` service
 (``std_srvs/Trigger``) or ``true`` on the e-stop topic latches the filter and deactivates at once;
 ``~/reset_estop`` clears the latch (then activate again). Status: a JSON ``std_msgs/String`` per
-step; diagnostics: ``diagnostic_msgs/DiagnosticArray`` with the safety and input counters.
+step: ``t`` (step time, s), ``state``, ``published``, ``hold`` (reason), ``clamped``,
+``inference_ms``, ``obs_stamp`` (newest input stamp used, s), ``cmd_stamp`` (header stamp of the
+published command, s); replay and ``benchmarks/deploy_loop.py`` read it. Diagnostics:
+``diagnostic_msgs/DiagnosticArray`` with the safety and input counters.
 """
 
 from __future__ import annotations
@@ -41,8 +45,6 @@ from robot_rl.deploy.safety import Command, FilterState
 #: A step triggered by an input may run this much before a full period has passed (s): with a
 #: 1 kHz ``current_pose`` the steps then stay on the control rate without drifting by a message.
 TRIGGER_SLACK_S = 0.002
-#: With ``trigger: input``, how often the node checks whether a step is due (s).
-SCHEDULER_PERIOD_S = 0.002
 
 #: Input and output topics recorded by ``--record`` (topic key -> ROS type name).
 INPUT_TYPES = {
@@ -79,8 +81,9 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             self._timer = None
             self._diag_timer = None
             self._last_step_s = -np.inf
+            self._due_s = -np.inf  # trigger=input: earliest time of the next step (s)
             self._fresh = False  # an EE pose arrived since the last step
-            self.step_log: list[dict] = []  # (for benchmarks) one entry per published command
+            self._early_timer = None  # one-shot: steps on an EE pose that came before its period
             # Always available, whatever the lifecycle state: a stop must never need a transition.
             self.create_service(Trigger, "~/estop", self._on_estop_srv)
             self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
@@ -130,8 +133,7 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                 return TransitionCallbackReturn.FAILURE
             period = self.controller.period_s
             # trigger=input: a fast scheduling timer, so an early EE pose is used right when its period starts
-            self._timer = self.create_timer(period if self.cfg.trigger == "timer" else min(period, SCHEDULER_PERIOD_S),
-                                            self._on_timer)
+            self._timer = self.create_timer(period, self._on_timer)
             self.get_logger().info("active: commanding")
             return super().on_activate(state)
 
@@ -205,34 +207,46 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                 return
             if key == "ee_pose" and self.cfg.trigger == "input" and self._timer is not None:
                 self._fresh = True
-                if now - self._last_step_s >= self.controller.period_s - TRIGGER_SLACK_S:
+                early = self._due_s - TRIGGER_SLACK_S - now
+                if early <= 0:
                     self._step(now)
+                elif self._early_timer is None:  # step on it as soon as its period starts
+                    self._early_timer = self.create_timer(early, self._on_early)
+
+        def _on_early(self) -> None:
+            self.destroy_timer(self._early_timer)
+            self._early_timer = None
+            if self._fresh and self._timer is not None:
+                self._step(self.now_s())
 
         def _on_timer(self) -> None:
             now = self.now_s()
-            since = now - self._last_step_s
-            period = self.controller.period_s
-            if (self.cfg.trigger == "timer"
-                    or (self._fresh and since >= period - TRIGGER_SLACK_S)  # an EE pose came early: step on time
-                    or since >= period + TRIGGER_SLACK_S):  # no input: step anyway (the watchdog decides)
+            if self.cfg.trigger == "timer":
+                self._step(now)
+            elif now - self._last_step_s >= self.controller.period_s + TRIGGER_SLACK_S and (
+                    self._fresh or self.controller.inputs_stale(now)):
+                # trigger=input with no step for a period: an input that came in unseen, or stale
+                # inputs, which the safety filter answers with a hold (the watchdog)
                 self._step(now)
 
         # -- outputs ---------------------------------------------------------------------------
 
         def _step(self, now: float) -> None:
+            period = self.controller.period_s
+            # The schedule keeps its phase: a late step does not delay the next one (the next input
+            # then counts as on time), but two steps are never closer than half a period.
+            self._due_s = max(self._due_s + period, now + 0.5 * period)
             self._last_step_s = now
             self._fresh = False
             result: StepResult = self.controller.step(now)
             d = result.decision
-            published = False
+            cmd_stamp = None
             if isinstance(d, Command) and self.controller.safety.state is FilterState.ACTIVE:
-                self._publish_command(d)
-                published = True
-                self.step_log.append({"t": now, "obs_stamp": result.obs_stamp_s, "inference_s": result.inference_s,
-                                      "published_s": self.now_s()})
-            status = {"t": now, "state": self.controller.safety.state.value, "published": published,
-                      "hold": None if published else getattr(d, "reason", "inactive"),
-                      "clamped": list(getattr(d, "clamped", ())), "inference_ms": result.inference_s * 1e3}
+                cmd_stamp = self._publish_command(d)
+            status = {"t": now, "state": self.controller.safety.state.value, "published": cmd_stamp is not None,
+                      "hold": None if cmd_stamp is not None else getattr(d, "reason", "inactive"),
+                      "clamped": list(getattr(d, "clamped", ())), "inference_ms": result.inference_s * 1e3,
+                      "obs_stamp": result.obs_stamp_s, "cmd_stamp": cmd_stamp}
             self._publish("status", String(data=json.dumps(status)))
 
         def _publish(self, key: str, msg) -> None:
@@ -241,7 +255,8 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                 pub.publish(msg)
                 self._record(key, msg)
 
-        def _publish_command(self, c: Command) -> None:
+        def _publish_command(self, c: Command) -> float:
+            """Publish the command's outputs; returns their header stamp (s)."""
             now = self.now_s()
             self._publish("equilibrium_pose", pose_msg(c.target_pos, c.target_quat, self.cfg.frames.base, now))
             twist = TwistStamped()
@@ -251,6 +266,7 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
              twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z) = (float(v) for v in c.twist)
             self._publish("twist", twist)
             self._publish("gripper", Float64(data=float(c.gripper_width_m)))
+            return now
 
         def _publish_hold(self) -> None:
             """Hold where the arm is: the current pose as the target, a zero twist."""

@@ -201,8 +201,8 @@ class SimBridge:
         self._publish()
 
     def _publish(self) -> None:
-        now = self.node.get_clock().now().nanoseconds * 1e-9
         st = self.state_in_base()
+        now = self.node.get_clock().now().nanoseconds * 1e-9  # measurement time: the state has just been read
         base = self.cfg.frames.base
         # The EE pose goes last: a policy node with `trigger: input` steps when it arrives, and by
         # then the joint states, object and goal of the same sim step are in.
