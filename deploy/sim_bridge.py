@@ -90,6 +90,25 @@ def pose_target_to_action(target_pos: np.ndarray, target_quat: np.ndarray, tcp_p
     return np.clip(out, -1.0, 1.0)
 
 
+def twist_to_action(twist: np.ndarray, period_s: float) -> np.ndarray:
+    """``(6,)`` normalized pos/rot command applying a twist for one period.
+
+    Args:
+        twist: ``[vx, vy, vz, wx, wy, wz]`` in m/s and rad/s, base frame (MoveIt Servo's
+            ``delta_twist_cmds`` convention; the angular part is a rotation vector rate).
+        period_s: the control period (s).
+
+    Returns:
+        position ``v * period / 0.1 m``; rotation: ``exp(w * period)`` as intrinsic XYZ Euler
+        angles through the controller's sign. Clipped to [-1, 1].
+    """
+    twist = np.asarray(twist, dtype=np.float64)
+    out = np.zeros(6)
+    out[POS_SLICE] = twist[0:3] * period_s / POS_SCALE_M
+    out[ROT_SLICE] = rotation_delta_to_command(matrix_to_euler_xyz(rotvec_to_matrix(twist[3:6] * period_s)))
+    return np.clip(out, -1.0, 1.0)
+
+
 #: Gripper width (m, both fingers) of a fully closed and a fully open command, as on a real Panda
 #: hand (franka_gripper: 0 .. 0.08 m). The safety filter maps [-1, 1] onto its own width limits;
 #: with the sim config's [0, 0.08] the round trip is exact, and width 0 is the sim's "close" (-1).
@@ -183,9 +202,7 @@ class SimBridge:
     def _action(self, tcp: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         action = np.zeros(7, dtype=np.float32)
         if self.twist is not None:
-            action[POS_SLICE] = self.twist[0:3] * self.period_s / POS_SCALE_M
-            rotvec = self.twist[3:6] * self.period_s
-            action[ROT_SLICE] = rotation_delta_to_command(matrix_to_euler_xyz(rotvec_to_matrix(rotvec)))
+            action[0:6] = twist_to_action(self.twist, self.period_s)
             self.twist = None
         elif self.pose_target is not None:
             action[0:6] = pose_target_to_action(*self.pose_target, *tcp)

@@ -12,7 +12,7 @@ from robot_rl.deploy.ros_io import (
     pose_msg,
     stamp_to_s,
 )
-from robot_rl.deploy.sim_bridge import pose_target_to_action, state_in_base, width_to_gripper_action
+from robot_rl.deploy.sim_bridge import pose_target_to_action, state_in_base, twist_to_action, width_to_gripper_action
 from robot_rl.envs import make_env, observation_layout, observation_slices
 from robot_rl.envs.obs_layout import ROBOT_BASE_POS_WORLD, ROBOT_BASE_QUAT_WORLD
 
@@ -88,6 +88,7 @@ def test_pose_target_round_trip_reproduces_the_action():
             assert not cmd.clamped, cmd.clamped
             back = pose_target_to_action(cmd.target_pos, cmd.target_quat, *tcp)
             np.testing.assert_allclose(back, action[:6], atol=1e-9)
+            np.testing.assert_allclose(twist_to_action(cmd.twist, 0.05), action[:6], atol=1e-9)  # MoveIt Servo path
             assert np.isclose(width_to_gripper_action(cmd.gripper_width_m), np.clip(action[6], -1, 1))
         # gripper width (both fingers) -> command: 0 m closed (-1) .. 0.08 m open (+1)
         for width, command in ((0.08, 1.0), (0.0, -1.0), (0.04, 0.0), (-0.01, -1.0), (0.2, 1.0)):
