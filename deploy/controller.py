@@ -10,7 +10,7 @@ through the :class:`~robot_rl.deploy.safety.SafetyFilter`, the only path to a co
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from robot_rl.deploy.config import DeployConfig
 from robot_rl.deploy.policy import OnnxPolicy
 from robot_rl.deploy.ros_io import INPUTS, ObservationAssembler, ObservationUnavailable
-from robot_rl.deploy.safety import Command, Decision, Hold, SafetyFilter
+from robot_rl.deploy.safety import Decision, SafetyFilter
 
 
 @dataclass
@@ -29,7 +29,6 @@ class StepResult:
     action: np.ndarray | None = None  #: ``(7,)`` raw policy action, ``None`` when no observation
     inference_s: float = 0.0  #: wall time of the ONNX call (s)
     obs_stamp_s: float | None = None  #: header stamp of the newest input used (s)
-    extras: dict = field(default_factory=dict)
 
 
 class PolicyController:
@@ -98,4 +97,4 @@ class PolicyController:
         return out
 
 
-__all__ = ["PolicyController", "StepResult", "Command", "Hold"]
+__all__ = ["PolicyController", "StepResult"]

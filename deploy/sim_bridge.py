@@ -196,9 +196,6 @@ class SimBridge:
 
     # -- stepping --------------------------------------------------------------------------------
 
-    def state_in_base(self) -> dict[str, Any]:
-        return state_in_base(self.env.unwrapped)
-
     def _action(self, tcp: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         action = np.zeros(7, dtype=np.float32)
         if self.twist is not None:
@@ -218,7 +215,7 @@ class SimBridge:
         self._publish()
 
     def _publish(self) -> None:
-        st = self.state_in_base()
+        st = state_in_base(self.env.unwrapped)
         now = self.node.get_clock().now().nanoseconds * 1e-9  # measurement time: the state has just been read
         base = self.cfg.frames.base
         # The EE pose goes last: a policy node with `trigger: input` steps when it arrives, and by
@@ -237,7 +234,7 @@ class SimBridge:
         if self.commands_received == 0:  # wait for the policy: publish the first state, do not step
             self._publish()
             return
-        st = self.state_in_base()
+        st = state_in_base(self.env.unwrapped)
         _, _, terminated, truncated, info = self.env.step(self._action(st["tcp"]))
         self.steps += 1
         if terminated or truncated:

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from robot_rl.config import ConfigError, describe
+from robot_rl.teachers.wire import API_KEY_ENV
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train" / "pushcube_sparse_vlajs.yaml"
 
@@ -68,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000, as OpenVLA's server)")
     s.add_argument("--max-batch", type=int, default=16, help="most rows per backend call (default 16)")
     s.add_argument("--batch-wait-ms", type=float, default=5.0, help="longest a request waits for a batch to fill, ms (default 5)")
-    s.add_argument("--api-key", default=os.environ.get("ROBOT_RL_TEACHER_API_KEY"),
+    s.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                    help="require header X-API-Key with this value (default: $ROBOT_RL_TEACHER_API_KEY; unset = no key)")
     s.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body, MiB (default 64); larger gets 413")
     s.add_argument("--control-period-steps", type=int, default=4, metavar="D", help="env steps one answer spans, reported in /metadata (default 4)")

@@ -88,9 +88,9 @@ from ray import serve
 from .base import TeacherRequest, TeacherResponse
 from .server import (
     DEFAULT_MAX_BODY_BYTES,
-    SERVE_BACKENDS,
     ServerInfo,
     build_backend,
+    check_backend_args,
     create_app,
     run_batched,
 )
@@ -199,12 +199,9 @@ def _check_args(backend: str, replicas: int, max_batch: int, batch_wait_ms: floa
                            "which --ray needs; upgrade ray[serve] or serve without --ray")
     if replicas < 1 or max_batch < 1 or batch_wait_ms < 0:
         raise ValueError(f"replicas and max_batch must be >= 1 and batch_wait_ms >= 0, got {replicas}, {max_batch}, {batch_wait_ms}")
-    if backend not in SERVE_BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(SERVE_BACKENDS)}")
+    check_backend_args(backend, backend_kwargs.get("model"))
     if backend == "scripted":
         build_backend(backend, **backend_kwargs)  # cheap: surfaces a bad --task here, not in a replica log
-    elif not backend_kwargs.get("model"):
-        raise ValueError("the openvla backend needs --model PATH (a local checkpoint directory)")
 
 
 def build_deployment(backend: str = "scripted", *, replicas: int = 1, max_batch: int = 16, batch_wait_ms: float = 5.0,

@@ -32,14 +32,10 @@ import numpy as np
 import requests
 
 from .base import ACTION_DIM, TeacherRequest, TeacherResponse
-from .wire import encode_batch_request, openvla_to_env
+from .wire import API_KEY_ENV, API_KEY_HEADER, encode_batch_request, openvla_to_env
 
 log = logging.getLogger("robot_rl.teachers.remote")
 
-#: The server's API key header (:data:`robot_rl.teachers.server.API_KEY_HEADER`; not imported: FastAPI is heavy).
-API_KEY_HEADER = "X-API-Key"
-#: Environment variable the client and ``robot-rl teacher serve`` read the API key from.
-API_KEY_ENV = "ROBOT_RL_TEACHER_API_KEY"
 
 
 class TeacherServerError(RuntimeError):
@@ -164,7 +160,7 @@ class RemoteTeacher:
                 log.info("%s has no /metadata: OpenVLA-only server, using per-row POST /act", self.url)
                 return None
             if r.status_code == 401:
-                raise TeacherServerError(f"{self.url} refused the API key (401): set teacher.api_key or ${API_KEY_ENV}")
+                raise TeacherServerError(f"{self.url} refused the API key (401): set ${API_KEY_ENV} (or pass api_key=)")
             if r.status_code != 200:
                 raise TeacherServerError(f"GET {self.url}/metadata answered {r.status_code}: {r.text[:200]}")
             return r.json()

@@ -37,12 +37,12 @@ import json_numpy
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .base import Teacher, TeacherRequest, TeacherResponse
-from .wire import ENV_CONVENTION, OPENVLA_CONVENTION, check_array, env_to_openvla
+from .wire import API_KEY_HEADER, ENV_CONVENTION, OPENVLA_CONVENTION, check_array, env_to_openvla
 
 log = logging.getLogger("robot_rl.teachers.server")
 
@@ -50,7 +50,6 @@ log = logging.getLogger("robot_rl.teachers.server")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 #: Version of the ``/act/batch`` + ``/metadata`` protocol, reported by ``/metadata``.
 PROTOCOL_VERSION = 1
-API_KEY_HEADER = "X-API-Key"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -513,13 +512,22 @@ def build_backend(backend: str, *, model: str | None = None, unnorm_key: str | N
     """
     from . import make_teacher
 
+    check_backend_args(backend, model)
     if backend == "scripted":
         return make_teacher("scripted", control_period_steps=control_period_steps, task=task, seed=seed)
-    if backend == "openvla":
-        if not model:
-            raise ValueError("the openvla backend needs --model PATH (a local checkpoint directory)")
-        return make_teacher("openvla", model_path=model, unnorm_key=unnorm_key, control_period_steps=control_period_steps)
-    raise ValueError(f"unknown backend {backend!r}; known: {', '.join(SERVE_BACKENDS)}")
+    return make_teacher("openvla", model_path=model, unnorm_key=unnorm_key, control_period_steps=control_period_steps)
+
+
+def check_backend_args(backend: str, model: str | None = None) -> None:
+    """Cheap checks of a backend choice (nothing is loaded).
+
+    Raises:
+        ValueError: an unknown backend (lists the known ones), or ``openvla`` without ``model``.
+    """
+    if backend not in SERVE_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(SERVE_BACKENDS)}")
+    if backend == "openvla" and not model:
+        raise ValueError("the openvla backend needs --model PATH (a local checkpoint directory)")
 
 
 def _exit_with_parent(server, parent_pid: int, period_s: float = 0.5) -> None:

@@ -40,6 +40,11 @@ ENV_CONVENTION = (
 )
 OPENVLA_CONVENTION = "OpenVLA: [dx,dy,dz] m, [droll,dpitch,dyaw] rad (robot-base frame), gripper 0 closed .. 1 open"
 
+#: Header carrying the API key (``robot-rl teacher serve --api-key``), and the environment variable
+#: the server and :class:`~robot_rl.teachers.remote.RemoteTeacher` read the key from.
+API_KEY_HEADER = "X-API-Key"
+API_KEY_ENV = "ROBOT_RL_TEACHER_API_KEY"
+
 #: dtype kinds accepted inside json-numpy payloads (no object / void / string arrays).
 _NUMERIC_KINDS = set("biuf")
 

@@ -325,8 +325,8 @@ def test_remote_teacher_against_an_openvla_only_reference_server():
     async def act(request: Request):
         try:
             payload = json_numpy.loads(await request.body())
-            image, instruction = payload["image"], payload["instruction"]
-            assert payload.get("unnorm_key") == "bridge_orig"
+            image = payload["image"]
+            assert payload["instruction"] == "push" and payload.get("unnorm_key") == "bridge_orig"
             level = float(image.mean()) / 255.0  # a deterministic "model": the action encodes the image
             action = np.array([0.01 * level, -0.02, 0.0, 0.0, 0.0, 0.05, level])
             return JSONResponse(json.loads(json_numpy.dumps(action)))
