@@ -69,6 +69,9 @@ class DeployConfig(_Section):
     trigger: Literal["input", "timer"] = Field(
         "input", description="input: step when a new EE pose arrives, at most at rate_hz (freshest state); "
                              "timer: step on the control timer only")
+    input_gather_s: float = Field(
+        0.005, ge=0, description="trigger input: longest a step waits for the other inputs to be as new as the EE pose (s); "
+                                 "0 for inputs on their own clocks (a camera), so the step never waits")
     joint_names: list[str] = Field(list(PANDA_JOINT_NAMES), min_length=1,
                                    description="JointState names in the policy's qpos/qvel order (extra joints are ignored)")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)

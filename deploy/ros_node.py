@@ -14,7 +14,9 @@ Lifecycle (``lifecycle_msgs`` services ``~/change_state``, ``~/get_state``, as e
 Control steps: with ``trigger: input`` (default) a step runs as soon as a new EE pose arrives, at
 most once per control period (minus :data:`TRIGGER_SLACK_S`), so the command is computed from the
 freshest state (franka_ros2 publishes ``current_pose`` at the controller rate). An EE pose that
-arrives early is stepped on as soon as its period starts (a one-shot timer). The timer at the
+arrives early is stepped on as soon as its period starts (a one-shot timer), and the step waits
+until the other inputs of the same instant are in (every input at least as new as the EE pose)
+or ``input_gather_s`` has passed. The timer at the
 control rate never re-uses an observation already acted on; when a period passes without input it
 only checks the inputs' age, and once they are older than ``max_input_age_s`` it steps so the
 safety filter holds (the watchdog). With ``trigger: timer`` the timer at the control rate steps.
@@ -39,7 +41,7 @@ import numpy as np
 
 from robot_rl.deploy.config import DeployConfig
 from robot_rl.deploy.controller import PolicyController, StepResult
-from robot_rl.deploy.ros_io import pose_msg, s_to_stamp
+from robot_rl.deploy.ros_io import INPUTS, pose_msg, s_to_stamp
 from robot_rl.deploy.safety import Command, FilterState
 
 #: A step triggered by an input may run this much before a full period has passed (s): with a
@@ -83,7 +85,9 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             self._last_step_s = -np.inf
             self._due_s = -np.inf  # trigger=input: earliest time of the next step (s)
             self._fresh = False  # an EE pose arrived since the last step
-            self._early_timer = None  # one-shot: steps on an EE pose that came before its period
+            self._early_timer = None  # one-shot: steps on an EE pose that came early or ungathered
+            self._fresh_stamp_s = -np.inf  # header stamp of the pending EE pose (s)
+            self._fresh_at_s = -np.inf  # when it arrived (node clock, s)
             # Always available, whatever the lifecycle state: a stop must never need a transition.
             self.create_service(Trigger, "~/estop", self._on_estop_srv)
             self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
@@ -194,9 +198,12 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
 
         def _on_joint_state(self, msg) -> None:
             self._record("joint_states", msg)
-            if not self.controller.assembler.update_joint_state(msg, self.now_s()):
+            now = self.now_s()
+            if not self.controller.assembler.update_joint_state(msg, now):
                 self.get_logger().warning(f"rejected: {self.controller.assembler.last_rejection}",
                                           throttle_duration_sec=1.0)
+                return
+            self._try_step(now)
 
         def _on_pose(self, key: str, msg) -> None:
             self._record(key, msg)
@@ -207,17 +214,36 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                 return
             if key == "ee_pose" and self.cfg.trigger == "input" and self._timer is not None:
                 self._fresh = True
-                early = self._due_s - TRIGGER_SLACK_S - now
-                if early <= 0:
-                    self._step(now)
-                elif self._early_timer is None:  # step on it as soon as its period starts
-                    self._early_timer = self.create_timer(early, self._on_early)
+                self._fresh_stamp_s = self.controller.assembler.latest["ee_pose"].stamp_s
+                self._fresh_at_s = now
+            self._try_step(now)
+
+        def _try_step(self, now: float) -> None:
+            """trigger=input: step on the pending EE pose once it is due and its inputs are gathered.
+
+            Gathered: every input is at least as new as the EE pose (a driver that publishes a
+            whole state at once, like the sim bridge: without this the executor may run the step
+            between the EE pose and the object pose of the same instant), or ``input_gather_s``
+            has passed since the EE pose arrived (inputs on their own clocks, like a camera).
+            """
+            if not self._fresh or self._timer is None:
+                return
+            wait = self._due_s - TRIGGER_SLACK_S - now
+            stamps = self.controller.assembler.stamps()
+            gathered = all(stamps.get(k, -np.inf) >= self._fresh_stamp_s for k in INPUTS)
+            if not gathered:
+                wait = max(wait, self._fresh_at_s + self.cfg.input_gather_s - now)
+            if wait <= 0:
+                self._step(now)
+                return
+            if self._early_timer is not None:
+                self.destroy_timer(self._early_timer)
+            self._early_timer = self.create_timer(wait, self._on_early)
 
         def _on_early(self) -> None:
             self.destroy_timer(self._early_timer)
             self._early_timer = None
-            if self._fresh and self._timer is not None:
-                self._step(self.now_s())
+            self._try_step(self.now_s())
 
         def _on_timer(self) -> None:
             now = self.now_s()
