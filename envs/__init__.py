@@ -7,7 +7,7 @@ Importing this package registers the robot_rl tasks with ManiSkill and gymnasium
 - :func:`make_vec_env`: SB3 VecEnv for training (``physx_cpu``: one process per env;
   ``physx_cuda``: :class:`ManiSkillGPUVecEnv`), with ``teacher_view(indices, with_image)``.
 - :func:`make_env`: one gymnasium env, wrapped like a CPU worker, for teachers/tests/evaluation.
-- :data:`PRIVILEGED_STATE_LAYOUT`, :func:`privileged_state`: the 20-D state scripted teachers read.
+- :data:`PRIVILEGED_STATE_LAYOUT`, :func:`privileged_state`: the 38-D state scripted teachers read.
 """
 
 from .common import SIM_BACKENDS, TeacherView

@@ -55,7 +55,7 @@ class TeacherView:
         images: ``(k, H, W, 3) uint8`` RGB from the teacher camera at ``teacher_image_size``,
             or ``None`` when not requested (``with_image=False``).
         instructions: ``k`` language instructions (``TaskSpec.instruction``).
-        states: ``(k, 20) float32`` privileged state (:data:`robot_rl.envs.PRIVILEGED_STATE_LAYOUT`).
+        states: ``(k, 38) float32`` privileged state (:data:`robot_rl.envs.PRIVILEGED_STATE_LAYOUT`).
         task_ids: ``k`` env ids (``TaskSpec.env_id``).
     """
 

@@ -246,7 +246,7 @@ class ManiSkillGPUVecEnv(VecEnv):
         ``with_image`` is False.
 
         Returns:
-            :class:`TeacherView`: images ``(k, H, W, 3) uint8`` or None, states ``(k, 20) float32``.
+            :class:`TeacherView`: images ``(k, H, W, 3) uint8`` or None, states ``(k, 38) float32``.
 
         Raises:
             IndexError: an index outside ``[0, num_envs)``.

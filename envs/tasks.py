@@ -15,7 +15,7 @@ task only needs a subclass and a new spec, e.g. the paper's long-horizon (10x lo
     class PushCubeSparseLongEnv(PushCubeSparseEnv):
         '''Task Description / Randomizations / Success Conditions, as ManiSkill.'''
 
-Privileged state (:data:`PRIVILEGED_STATE_LAYOUT`, :func:`privileged_state`) is a fixed 20-D vector
+Privileged state (:data:`PRIVILEGED_STATE_LAYOUT`, :func:`privileged_state`) is a fixed 38-D vector
 that scripted teachers (``robot_rl.teachers``) consume; its layout is a contract, keep it exact.
 """
 
@@ -27,10 +27,16 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
+from mani_skill.envs.tasks.tabletop.lift_peg_upright import LiftPegUprightEnv
+from mani_skill.envs.tasks.tabletop.peg_insertion_side import PegInsertionSideEnv
 from mani_skill.envs.tasks.tabletop.pick_cube import PickCubeEnv
+from mani_skill.envs.tasks.tabletop.poke_cube import PokeCubeEnv
 from mani_skill.envs.tasks.tabletop.push_cube import PushCubeEnv
 from mani_skill.utils.registration import register_env
 from mani_skill.utils.structs import Pose
+
+from .pick_place_cube import UPSTREAM_ID as PICK_PLACE_UPSTREAM_ID
+from .pick_place_cube import PickPlaceCubeEnv
 
 __all__ = [
     "TaskSpec",
@@ -40,6 +46,11 @@ __all__ = [
     "RRLTaskMixin",
     "PushCubeSparseEnv",
     "PickCubeSparseEnv",
+    "PickPlaceCubeSparseEnv",
+    "LiftPegUprightSparseEnv",
+    "PegInsertionSideSparseEnv",
+    "PokeCubeSparseEnv",
+    "LONG_HORIZON_FACTOR",
     "PRIVILEGED_STATE_LAYOUT",
     "PRIVILEGED_STATE_DIM",
     "privileged_state",
@@ -168,6 +179,20 @@ class RRLTaskMixin:
         """``(num_envs,)`` bool: the gripper holds the object (ManiSkill's contact-force test)."""
         return self.agent.is_grasping(getattr(self, self.privileged_obj_attr))
 
+    def _privileged_goal_quat(self) -> torch.Tensor:
+        """Goal orientation ``(num_envs, 4)`` wxyz, world frame; identity for position-only goals."""
+        q = torch.tensor([1.0, 0.0, 0.0, 0.0], device=self.device)
+        return q.expand(self.num_envs, 4)
+
+    def _privileged_obj_half_extents(self) -> torch.Tensor:
+        """Half sizes ``(num_envs, 3)`` of the object along its own x, y, z axes, metres (a cube: all equal)."""
+        return self._privileged_obj_half_size()[:, None].expand(self.num_envs, 3)
+
+    def _privileged_tool(self) -> tuple[Pose, torch.Tensor, torch.Tensor] | None:
+        """A second object the gripper uses on the first (PokeCube's peg): its pose ``(num_envs,)``,
+        whether it is grasped ``(num_envs,)`` bool, its half extents ``(num_envs, 3)`` m; ``None`` if none."""
+        return None
+
 
 @rrl_task(
     TaskSpec(
@@ -228,6 +253,207 @@ class PickCubeSparseEnv(RRLTaskMixin, PickCubeEnv):
     privileged_goal_attr = "goal_site"
 
 
+class _PegMixin:
+    """Privileged accessors for a ManiSkill peg (``build_twocolor_peg``: a box, long along its own x)."""
+
+    peg_half_length: float
+    peg_half_width: float
+
+    def _privileged_obj_half_size(self) -> torch.Tensor:
+        """The peg's half width (its square cross-section's half side), metres."""
+        return torch.full((self.num_envs,), float(self.peg_half_width), device=self.device)
+
+    def _privileged_obj_half_extents(self) -> torch.Tensor:
+        h = torch.tensor([self.peg_half_length, self.peg_half_width, self.peg_half_width], device=self.device)
+        return h.expand(self.num_envs, 3)
+
+
+@rrl_task(
+    TaskSpec(
+        env_id="RRL-PickPlaceCube-Sparse-v1",
+        paper_name="PickPlaceCube-v2",
+        upstream_id=PICK_PLACE_UPSTREAM_ID,
+        instruction="pick up the cube and place it on the target region",
+        max_episode_steps=50,
+    )
+)
+class PickPlaceCubeSparseEnv(RRLTaskMixin, PickPlaceCubeEnv):
+    """
+    **Task Description:**
+    robot_rl's PickPlaceCube (:class:`envs.pick_place_cube.PickPlaceCubeEnv`, not in ManiSkill 3.0.1) with
+    a sparse reward by default (the paper's PickPlaceCube-v2): pick up a red cube and place it on a
+    red/white target region on the table, then let go. Reward 1.0 on success, else 0.0; the episode
+    terminates on success.
+
+    **Randomizations:**
+    - the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]; its z rotation is random
+    - the target region (radius 0.05 m) lies 0.12..0.2 m from the cube in a random direction, centre clipped to [-0.2, 0.2]^2
+
+    **Success Conditions:**
+    - the cube's xy position is within 0.05 m of the region's centre, it rests on the table (z within 5 mm of 0.02, speed < 0.05 m/s), and it is not grasped
+    """
+
+    privileged_obj_attr = "cube"
+    privileged_goal_attr = "goal_region"
+
+
+@rrl_task(
+    TaskSpec(
+        env_id="RRL-LiftPegUpright-Sparse-v1",
+        paper_name="LiftPegUpright-v2",
+        upstream_id="LiftPegUpright-v1",
+        instruction="lift the peg and stand it upright on the table",
+        max_episode_steps=50,
+    )
+)
+class LiftPegUprightSparseEnv(_PegMixin, RRLTaskMixin, LiftPegUprightEnv):
+    """
+    **Task Description:**
+    ManiSkill's LiftPegUpright-v1 (Panda) with a sparse reward by default (the paper's LiftPegUpright-v2):
+    move a peg lying on the table (0.24 m long, 0.05 m square section) to an upright position on the
+    table. Reward 1.0 on success, else 0.0; the episode terminates on success.
+
+    **Randomizations:**
+    - the peg's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]. It lies flat, along world x
+
+    **Success Conditions:**
+    - the absolute value of the peg's z Euler angle (XYZ) is within 0.08 rad of pi/2 and its centre's z is within 5 mm of its half length (0.12 m)
+
+    Privileged state: the object is the peg; ``goal_pos`` is where its centre is when it stands upright on
+    its current xy, ``goal_quat`` an upright orientation (its long axis along world z).
+    """
+
+    privileged_obj_attr = "peg"
+
+    def _privileged_goal_pos(self) -> torch.Tensor:
+        goal = self.peg.pose.p.clone()
+        goal[:, 2] = self.peg_half_length
+        return goal
+
+    def _privileged_goal_quat(self) -> torch.Tensor:
+        # Rotation about world y by -pi/2: the peg's long axis (its x) to world +z.
+        q = torch.tensor([np.cos(-np.pi / 4), 0.0, np.sin(-np.pi / 4), 0.0], device=self.device, dtype=torch.float32)
+        return q.expand(self.num_envs, 4)
+
+
+@rrl_task(
+    TaskSpec(
+        env_id="RRL-PegInsertionSide-Sparse-v1",
+        paper_name="PegInsertionSide-v2",
+        upstream_id="PegInsertionSide-v1",
+        instruction="pick up the peg and insert it into the hole in the box",
+        max_episode_steps=100,
+    )
+)
+class PegInsertionSideSparseEnv(RRLTaskMixin, PegInsertionSideEnv):
+    """
+    **Task Description:**
+    ManiSkill's PegInsertionSide-v1 (Panda with wrist camera) with a sparse reward by default (the
+    paper's PegInsertionSide-v2): pick up a peg and insert its orange end sideways into the hole of a box.
+    Reward 1.0 on success, else 0.0; the episode terminates on success.
+
+    **Randomizations:**
+    - peg half length in [0.085, 0.125] m (the box's too), peg half width in [0.015, 0.025] m, hole clearance 3 mm (at reconfiguration; with one env per process every reset reconfigures)
+    - the peg lies flat with its xy position in [-0.1, 0.1] x [-0.3, 0] and its z rotation in pi/2 +- pi/3
+    - the box lies with its xy position in [-0.05, 0.05] x [0.2, 0.4] and its z rotation in pi/2 +- pi/8
+
+    **Success Conditions:**
+    - the peg's head (orange end) is within 0.015 m of the hole's centre along the hole axis and inside its radius (inserted mid way)
+
+    Privileged state: the object is the peg (``obj_half_size`` its half width, ``obj_half_extents``
+    (half length, half width, half width)); ``goal_pos``/``goal_quat`` is the peg pose with its head at
+    the hole's centre (ManiSkill's ``goal_pose``).
+    """
+
+    privileged_obj_attr = "peg"
+
+    def _privileged_goal_pos(self) -> torch.Tensor:
+        return self.goal_pose.p
+
+    def _privileged_goal_quat(self) -> torch.Tensor:
+        return self.goal_pose.q
+
+    def _privileged_obj_half_size(self) -> torch.Tensor:
+        return self.peg_half_sizes[:, 1]
+
+    def _privileged_obj_half_extents(self) -> torch.Tensor:
+        return self.peg_half_sizes
+
+
+@rrl_task(
+    TaskSpec(
+        env_id="RRL-PokeCube-Sparse-v1",
+        paper_name="PokeCube-v2",
+        upstream_id="PokeCube-v1",
+        instruction="use the peg to push the cube to the goal region",
+        max_episode_steps=50,
+    )
+)
+class PokeCubeSparseEnv(RRLTaskMixin, PokeCubeEnv):
+    """
+    **Task Description:**
+    ManiSkill's PokeCube-v1 (Panda) with a sparse reward by default (the paper's PokeCube-v2): grasp a
+    peg and poke a red cube with it into a goal region. Reward 1.0 on success, else 0.0; the episode
+    terminates on success.
+
+    **Randomizations:**
+    - the peg's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]; it lies flat along world x
+    - the cube's x is the peg's x + 0.22 m, its y is random in [-0.1, 0.1], its z rotation in [-pi/6, pi/6]
+    - the goal region (radius 0.05 m) is at the cube's xy + [0.1, 0]
+
+    **Success Conditions:**
+    - the cube's xy position is within 0.05 m of the goal's xy position and the robot is static
+
+    Privileged state: the object is the cube, the tool is the peg (``tool_*``; its head is at
+    +0.12 m along its own x).
+    """
+
+    privileged_obj_attr = "cube"
+    privileged_goal_attr = "goal_region"
+
+    def _privileged_tool(self) -> tuple[Pose, torch.Tensor, torch.Tensor]:
+        h = torch.tensor([self.peg_half_length, self.peg_half_width, self.peg_half_width], device=self.device)
+        return self.peg.pose, self.agent.is_grasping(self.peg), h.expand(self.num_envs, 3)
+
+
+#: A long-horizon variant's episode length, in multiples of the task's default (the paper: 10x).
+LONG_HORIZON_FACTOR = 10
+
+
+def _register_long_horizon(cls: type) -> type:
+    """Register ``cls``'s long-horizon variant: same task, ``LONG_HORIZON_FACTOR`` x the episode length,
+    id ``RRL-<Name>-Sparse-LH-v1``, paper name ``<Name>-v2-LH``."""
+    spec = cls.task_spec
+    lh = TaskSpec(
+        env_id=spec.env_id.replace("-Sparse-v1", "-Sparse-LH-v1"),
+        paper_name=f"{spec.paper_name}-LH",
+        upstream_id=spec.upstream_id,
+        instruction=spec.instruction,
+        max_episode_steps=spec.max_episode_steps * LONG_HORIZON_FACTOR,
+        reward_mode=spec.reward_mode,
+    )
+    name = cls.__name__.replace("SparseEnv", "SparseLongEnv")
+    doc = (
+        f"Long-horizon variant of :class:`{cls.__name__}` (the paper's {lh.paper_name}): the same task and "
+        f"sparse reward with {LONG_HORIZON_FACTOR}x longer episodes ({lh.max_episode_steps} env steps).\n"
+        + (cls.__doc__ or "")
+    )
+    sub = type(name, (cls,), {"__doc__": doc, "__module__": __name__})
+    globals()[name] = sub  # importable by name (pickling, docs)
+    return rrl_task(lh)(sub)
+
+
+for _cls in (
+    PushCubeSparseEnv,
+    PickCubeSparseEnv,
+    PickPlaceCubeSparseEnv,
+    LiftPegUprightSparseEnv,
+    PegInsertionSideSparseEnv,
+    PokeCubeSparseEnv,
+):
+    _register_long_horizon(_cls)
+
+
 # ----------------------------------------------------------------------------------------------
 # Privileged state
 # ----------------------------------------------------------------------------------------------
@@ -243,11 +469,17 @@ PRIVILEGED_STATE_LAYOUT: "OrderedDict[str, slice]" = OrderedDict(
         ("goal_pos", slice(14, 17)),  # goal position, m (PushCube: goal region centre, z = 1e-3)
         ("is_grasped", slice(17, 18)),  # 1.0 if the gripper holds the object, else 0.0
         ("gripper_width", slice(18, 19)),  # sum of the two finger joint positions, m (0 .. 0.08)
-        ("obj_half_size", slice(19, 20)),  # object half size, m (cube: half edge, 0.02)
+        ("obj_half_size", slice(19, 20)),  # object half size, m (cube: half edge, 0.02; peg: half width)
+        ("goal_quat", slice(20, 24)),  # goal orientation, wxyz (identity for position-only goals)
+        ("obj_half_extents", slice(24, 27)),  # object half sizes along its own x, y, z, m
+        ("tool_pos", slice(27, 30)),  # a tool the gripper uses on the object (PokeCube's peg), m; 0 if none
+        ("tool_quat", slice(30, 34)),  # tool orientation, wxyz; (1, 0, 0, 0) if none
+        ("tool_grasped", slice(34, 35)),  # 1.0 if the gripper holds the tool
+        ("tool_half_extents", slice(35, 38)),  # tool half sizes along its own x, y, z, m; 0 if none
     ]
 )
-#: Length of the privileged state vector.
-PRIVILEGED_STATE_DIM = 20
+#: Length of the privileged state vector. The first 20 entries are the cube tasks' original layout.
+PRIVILEGED_STATE_DIM = 38
 
 
 #: Upstream ManiSkill classes privileged_state also reads (same scenes as our variants):
@@ -271,6 +503,9 @@ class _UpstreamAccessor:
     _privileged_goal_pos = RRLTaskMixin._privileged_goal_pos
     _privileged_obj_half_size = RRLTaskMixin._privileged_obj_half_size
     _privileged_is_grasped = RRLTaskMixin._privileged_is_grasped
+    _privileged_goal_quat = RRLTaskMixin._privileged_goal_quat
+    _privileged_obj_half_extents = RRLTaskMixin._privileged_obj_half_extents
+    _privileged_tool = RRLTaskMixin._privileged_tool
 
 
 def _finger_joint_indices(env: Any) -> list[int]:
@@ -288,10 +523,12 @@ def privileged_state(env: Any) -> np.ndarray:
             CPU (``num_envs=1``) or GPU sim.
 
     Returns:
-        ``(num_envs, 20) float32`` numpy array: ``tcp_pos[0:3]`` m, ``tcp_quat[3:7]`` wxyz,
+        ``(num_envs, 38) float32`` numpy array: ``tcp_pos[0:3]`` m, ``tcp_quat[3:7]`` wxyz,
         ``obj_pos[7:10]`` m, ``obj_quat[10:14]`` wxyz, ``goal_pos[14:17]`` m, ``is_grasped[17]``
         0/1, ``gripper_width[18]`` m (sum of the two Panda finger joint positions),
-        ``obj_half_size[19]`` m. World frame.
+        ``obj_half_size[19]`` m, ``goal_quat[20:24]`` wxyz, ``obj_half_extents[24:27]`` m,
+        ``tool_pos[27:30]`` m, ``tool_quat[30:34]`` wxyz, ``tool_grasped[34]`` 0/1,
+        ``tool_half_extents[35:38]`` m. World frame.
 
     Raises:
         TypeError: ``env`` is neither (e.g. a wrapper instead of ``.unwrapped``).
@@ -315,17 +552,28 @@ def privileged_state(env: Any) -> np.ndarray:
         qpos = env.agent.robot.get_qpos()
         width = qpos[:, _finger_joint_indices(env)].sum(dim=1)
         half = acc._privileged_obj_half_size().to(tcp.device)
-        state = torch.cat(
-            [
-                tcp.to(torch.float32),
-                obj.to(torch.float32),
-                goal.to(torch.float32),
-                grasped[:, None],
-                width[:, None].to(torch.float32),
-                half[:, None].to(torch.float32),
-            ],
-            dim=1,
-        )
+        n = tcp.shape[0]
+        tool = acc._privileged_tool()
+        if tool is None:
+            tool_pose = torch.tensor([0.0, 0, 0, 1, 0, 0, 0], device=tcp.device).expand(n, 7)
+            tool_grasped = torch.zeros(n, device=tcp.device)
+            tool_half = torch.zeros(n, 3, device=tcp.device)
+        else:
+            tool_pose, tool_grasped, tool_half = tool[0].raw_pose, tool[1], tool[2]
+        parts = [
+            tcp,
+            obj,
+            goal,
+            grasped[:, None],
+            width[:, None],
+            half[:, None],
+            acc._privileged_goal_quat(),
+            acc._privileged_obj_half_extents(),
+            tool_pose,
+            tool_grasped[:, None],
+            tool_half,
+        ]
+        state = torch.cat([p.to(device=tcp.device, dtype=torch.float32) for p in parts], dim=1)
     out = state.cpu().numpy().astype(np.float32, copy=False)
     assert out.shape[1] == PRIVILEGED_STATE_DIM
     return out

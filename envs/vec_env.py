@@ -180,7 +180,7 @@ class _TeacherViewMixin:
 
         Returns:
             :class:`TeacherView`: images ``(k, H, W, 3) uint8`` or None, ``k`` instructions,
-            states ``(k, 20) float32``, ``k`` task ids.
+            states ``(k, 38) float32``, ``k`` task ids.
 
         Raises:
             IndexError: an index outside ``[0, num_envs)``.

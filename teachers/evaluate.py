@@ -14,7 +14,7 @@ from robot_rl.teachers.base import GRIPPER_INDEX, POS_SLICE, ROT_SLICE, Teacher,
 
 
 def _make_env(task: str, seed: int, max_episode_steps: int | None):
-    """``(env, state_fn)``: a single CPU gymnasium env for ``task`` and ``state_fn(unwrapped) -> (1, 20)``."""
+    """``(env, state_fn)``: a single CPU gymnasium env for ``task`` and ``state_fn(unwrapped) -> (1, 38)``."""
     from robot_rl.envs import make_env, privileged_state
 
     kwargs: dict[str, Any] = {}

@@ -5,11 +5,16 @@
 queried step alone (the current phase is inferred from geometry), so the trainer may query it
 sparsely at arbitrary steps, for any subset of envs, in any order.
 
-Privileged state layout (``request.states``, ``(B, >=20) float32``; world frame, metres,
-quaternions ``wxyz``; :data:`robot_rl.envs.PRIVILEGED_STATE_LAYOUT`)::
+Privileged state layout (``request.states``, ``(B, 38) float32``, the cube planners read the first
+20; world frame, metres, quaternions ``wxyz``; :data:`robot_rl.envs.PRIVILEGED_STATE_LAYOUT`)::
 
     tcp_pos[0:3] tcp_quat[3:7] obj_pos[7:10] obj_quat[10:14] goal_pos[14:17]
     is_grasped[17] (0/1) gripper_width[18] (m) obj_half_size[19] (m)
+    goal_quat[20:24] obj_half_extents[24:27] tool_pos[27:30] tool_quat[30:34]
+    tool_grasped[34] (0/1) tool_half_extents[35:38]
+
+Planners for the other tasks of the paper's suite live in :mod:`robot_rl.teachers.plans`, one module
+per task (:data:`PLANNERS`).
 
 Action convention: see :mod:`robot_rl.teachers.base`. Positions are P-controlled towards a
 waypoint; the Panda base sits at ``(-0.615, 0, 0)`` with identity rotation in these tasks
@@ -38,6 +43,7 @@ Surprises found while building it (ManiSkill 3.0.1, ``pd_ee_delta_pose``, Panda)
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 
@@ -65,16 +71,49 @@ GOAL_POS = slice(14, 17)
 IS_GRASPED = 17
 GRIPPER_WIDTH = 18
 OBJ_HALF_SIZE = 19
-STATE_DIM = 20
+GOAL_QUAT = slice(20, 24)
+OBJ_HALF_EXTENTS = slice(24, 27)
+TOOL_POS = slice(27, 30)
+TOOL_QUAT = slice(30, 34)
+TOOL_GRASPED = 34
+TOOL_HALF_EXTENTS = slice(35, 38)
+STATE_DIM = 38
+#: The cube tasks' planners read only the first 20 entries (the original layout).
+CUBE_STATE_DIM = 20
 
 GRIPPER_OPEN = 1.0
 GRIPPER_CLOSED = -1.0
 
-#: Task ids each planner serves: the repo's sparse variants (env id and paper name, see
-#: robot_rl.envs.TASKS) and the upstream ManiSkill tasks they subclass (same scene and state).
-PUSH_TASKS = ("RRL-PushCube-Sparse-v1", "PushCube-v2", "PushCube-v1")
-PICK_TASKS = ("RRL-PickCube-Sparse-v1", "PickCube-v2", "PickCube-v1")
-SUPPORTED_TASKS = PUSH_TASKS + PICK_TASKS
+#: Planner of each task family (the task name inside its id: ``"RRL-PokeCube-Sparse-LH-v1"``,
+#: ``"PokeCube-v2"`` and ``"PokeCube-v1"`` are all ``"PokeCube"``): a :class:`ScriptedTeacher` method
+#: name, or ``"module:function"`` with ``function(teacher, states (N, 38) float64) -> (actions (N, 7),
+#: phases list[str])``, imported on first use. The second entry is the state width the planner reads.
+PLANNERS: dict[str, tuple[str, int]] = {
+    "PushCube": ("_plan_push", CUBE_STATE_DIM),
+    "PickCube": ("_plan_pick", CUBE_STATE_DIM),
+    "PickPlaceCube": ("robot_rl.teachers.plans.pick_place_cube:plan", STATE_DIM),
+    "LiftPegUpright": ("robot_rl.teachers.plans.lift_peg_upright:plan", STATE_DIM),
+    "PegInsertionSide": ("robot_rl.teachers.plans.peg_insertion_side:plan", STATE_DIM),
+    "PokeCube": ("robot_rl.teachers.plans.poke_cube:plan", STATE_DIM),
+}
+
+
+def task_family(task_id: str) -> str:
+    """The task name inside a task id: ``"RRL-PickCube-Sparse-LH-v1"``, ``"PickCube-v2"``, ``"PickCube-v1"``
+    -> ``"PickCube"``; ``"PickPlaceCube-rrl-v1"`` -> ``"PickPlaceCube"``."""
+    return str(task_id).removeprefix("RRL-").split("-")[0]
+
+
+def _task_ids(family: str) -> tuple[str, ...]:
+    return (f"RRL-{family}-Sparse-v1", f"RRL-{family}-Sparse-LH-v1", f"{family}-v2", f"{family}-v2-LH", f"{family}-v1")
+
+
+#: Task ids each cube planner serves: the repo's sparse and long-horizon variants (env id and paper
+#: name, see robot_rl.envs.TASKS) and the upstream ManiSkill tasks they subclass (same scene and state).
+PUSH_TASKS = _task_ids("PushCube")
+PICK_TASKS = _task_ids("PickCube")
+#: Every task id the teacher accepts (any id whose :func:`task_family` is in :data:`PLANNERS` works).
+SUPPORTED_TASKS = tuple(t for fam in PLANNERS for t in _task_ids(fam))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,7 +306,7 @@ def _yaw_of(mats: np.ndarray) -> np.ndarray:
 
 
 class ScriptedTeacher:
-    """Waypoint planner on privileged state for PushCube and PickCube (Panda, ``pd_ee_delta_pose``).
+    """Waypoint planner on privileged state for the task suite (Panda, ``pd_ee_delta_pose``): PushCube and PickCube here, the others in :mod:`robot_rl.teachers.plans`.
 
     Args:
         control_period_steps: ``D``, env steps one answer covers (>= 1). Position/rotation parts of
@@ -292,7 +331,8 @@ class ScriptedTeacher:
     Rows whose clean position delta is zero are left unchanged by the knobs.
 
     Raises (from :meth:`act`): ``ValueError`` when ``request.states`` is ``None`` or narrower than
-    20 columns, when no task id is known, or for a task id not in :data:`SUPPORTED_TASKS`.
+    the planner's width (20 for the cube tasks, 38 otherwise), when no task id is known, or for a task id
+    whose family is not in :data:`PLANNERS`.
     """
 
     needs_image = False
@@ -331,8 +371,8 @@ class ScriptedTeacher:
             raise ValueError(f"wrong_fraction must be in [0, 1], got {wrong_fraction}")
         if direction_noise_deg < 0 or latency_s < 0:
             raise ValueError("direction_noise_deg and latency_s must be >= 0")
-        if task is not None and task not in SUPPORTED_TASKS:
-            raise ValueError(f"unknown task {task!r}; supported: {', '.join(SUPPORTED_TASKS)}")
+        if task is not None and task_family(task) not in PLANNERS:
+            raise ValueError(f"unknown task {task!r}; supported task families: {', '.join(PLANNERS)}")
         self.control_period_steps = int(control_period_steps)
         self.direction_noise_deg = float(direction_noise_deg)
         self.bias_rotation_deg = float(bias_rotation_deg)
@@ -349,7 +389,7 @@ class ScriptedTeacher:
         """Plan one action per row of ``request``.
 
         Args:
-            request: needs ``states`` ``(B, >=20)`` (privileged layout, see module docstring) and
+            request: needs ``states`` ``(B, 38)`` (``(B, >=20)`` for the cube tasks; privileged layout, see module docstring) and
                 ``task_ids`` (or the constructor's ``task``). Images are ignored.
 
         Returns:
@@ -365,13 +405,13 @@ class ScriptedTeacher:
 
         actions = np.zeros((n, ACTION_DIM), dtype=np.float64)
         phases = [""] * n
-        push = np.array([t in PUSH_TASKS for t in task_ids], dtype=bool)
-        for mask, planner in ((push, self._plan_push), (~push, self._plan_pick)):
-            if mask.any():
-                acts, ph = planner(states[mask])
-                actions[mask] = acts
-                for i, p in zip(np.nonzero(mask)[0], ph):
-                    phases[i] = p
+        families = np.array([task_family(t) for t in task_ids])
+        for family in dict.fromkeys(families):
+            mask = families == family
+            acts, ph = self._planner(family)(states[mask])
+            actions[mask] = acts
+            for i, p in zip(np.nonzero(mask)[0], ph):
+                phases[i] = p
         actions[:, POS_SLICE] = self._perturb(actions[:, POS_SLICE])
 
         if self.latency_s > 0:
@@ -390,25 +430,38 @@ class ScriptedTeacher:
         4xx of its own instead of failing the batch it would have joined.
 
         Raises:
-            ValueError: ``states`` missing or narrower than 20 columns, no task id known, or a
+            ValueError: ``states`` missing or narrower than the planner reads, no task id known, or a
                 task id not in :data:`SUPPORTED_TASKS`.
         """
         if request.states is None:
             raise ValueError("states: ScriptedTeacher needs the privileged state, got None")
-        if request.states.ndim != 2 or request.states.shape[1] < STATE_DIM:
-            raise ValueError(f"states: must be (B, >={STATE_DIM}), got {request.states.shape}")
         task_ids = request.task_ids
         if task_ids is None:
             if self.task is None:
                 raise ValueError(
                     "task_ids: none given and the teacher has no default task; "
-                    f"supported: {', '.join(SUPPORTED_TASKS)}"
+                    f"supported task families: {', '.join(PLANNERS)}"
                 )
             task_ids = [self.task] * len(request)
-        unknown = sorted({t for t in task_ids if t not in SUPPORTED_TASKS})
+        unknown = sorted({t for t in task_ids if task_family(t) not in PLANNERS})
         if unknown:
-            raise ValueError(f"task_ids: unknown task id(s) {unknown}; supported: {', '.join(SUPPORTED_TASKS)}")
+            raise ValueError(
+                f"task_ids: unknown task id(s) {unknown}; supported task families: {', '.join(PLANNERS)} "
+                f"(e.g. {', '.join(SUPPORTED_TASKS[:5])})"
+            )
+        need = max(PLANNERS[task_family(t)][1] for t in task_ids) if task_ids else CUBE_STATE_DIM
+        if request.states.ndim != 2 or request.states.shape[1] < need:
+            raise ValueError(f"states: must be (B, >={need}), got {request.states.shape}")
         return list(task_ids)
+
+    def _planner(self, family: str):
+        """The planning function of a task family (:data:`PLANNERS`), bound to this teacher."""
+        name = PLANNERS[family][0]
+        if ":" not in name:
+            return getattr(self, name)
+        module, _, func = name.partition(":")
+        fn = getattr(importlib.import_module(module), func)
+        return lambda states: fn(self, states)
 
     # -- knobs ---------------------------------------------------------------------------------
 
@@ -609,6 +662,8 @@ __all__ = [
     "SUPPORTED_TASKS",
     "PUSH_TASKS",
     "PICK_TASKS",
+    "PLANNERS",
+    "task_family",
     "CONTROLLER_ROT_SIGN",
     "rotation_command_to_delta",
     "rotation_delta_to_command",

@@ -16,11 +16,16 @@ def test_tasks_registered_with_maniskill_and_gymnasium():
     from mani_skill.utils.registration import REGISTERED_ENVS
 
     assert set(TASKS) >= {"RRL-PushCube-Sparse-v1", "RRL-PickCube-Sparse-v1"}
+    assert len(TASKS) == 12  # six tasks, sparse and long-horizon
     for env_id, spec in TASKS.items():
         assert spec.env_id == env_id
         assert env_id in REGISTERED_ENVS
         assert env_id in gym.registry
         assert REGISTERED_ENVS[env_id].max_episode_steps == spec.max_episode_steps
+        if env_id.endswith("-LH-v1"):  # the long-horizon variant: 10x the sparse task's horizon
+            short = TASKS[env_id.replace("-LH-v1", "-v1")]
+            assert spec.max_episode_steps == 10 * short.max_episode_steps
+            assert spec.paper_name == short.paper_name + "-LH" and spec.instruction == short.instruction
         assert spec.upstream_id in REGISTERED_ENVS  # derives from a real upstream task
         assert spec.reward_mode == "sparse"
         assert spec.instruction
@@ -67,9 +72,15 @@ def test_privileged_state_layout_is_exact():
         ("is_grasped", 17, 18),
         ("gripper_width", 18, 19),
         ("obj_half_size", 19, 20),
+        ("goal_quat", 20, 24),
+        ("obj_half_extents", 24, 27),
+        ("tool_pos", 27, 30),
+        ("tool_quat", 30, 34),
+        ("tool_grasped", 34, 35),
+        ("tool_half_extents", 35, 38),
     ]
     assert [(k, s.start, s.stop) for k, s in PRIVILEGED_STATE_LAYOUT.items()] == expected
-    assert E.PRIVILEGED_STATE_DIM == 20
+    assert E.PRIVILEGED_STATE_DIM == 38
 
 
 @pytest.mark.parametrize(
@@ -86,7 +97,7 @@ def test_privileged_state_matches_env_poses(task, obj_attr, goal_attr):
         for _ in range(3):
             env.step(rng.uniform(-1, 1, 7).astype(np.float32))
         s = privileged_state(base)
-        assert s.shape == (1, 20) and s.dtype == np.float32
+        assert s.shape == (1, 38) and s.dtype == np.float32
         L = PRIVILEGED_STATE_LAYOUT
         tcp = base.agent.tcp.pose.raw_pose[0].numpy()
         obj = getattr(base, obj_attr).pose.raw_pose[0].numpy()
@@ -100,6 +111,9 @@ def test_privileged_state_matches_env_poses(task, obj_attr, goal_attr):
         np.testing.assert_allclose(s[0, 18], qpos[-2:].sum(), atol=1e-6)  # Panda finger joints
         assert s[0, 19] == pytest.approx(base.cube_half_size)
         assert s[0, 17] in (0.0, 1.0)
+        np.testing.assert_array_equal(s[0, 20:24], [1, 0, 0, 0])  # position-only goal
+        np.testing.assert_allclose(s[0, 24:27], [base.cube_half_size] * 3)
+        np.testing.assert_array_equal(s[0, 27:38], [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])  # no tool
         if task == "PushCube-v2":
             assert s[0, 16] == pytest.approx(1e-3)  # goal region's own pose z
         # The state obs carries the same poses (PushCube: qpos 9, qvel 9, tcp_pose 7, goal_pos 3, obj_pose 7).
@@ -152,3 +166,70 @@ def test_privileged_state_of_upstream_pushcube_matches_variant():
     finally:
         up.close()
         ours.close()
+
+
+# -- the paper's task suite ------------------------------------------------------------------------
+
+SUITE = ["PushCube", "PickCube", "PickPlaceCube", "LiftPegUpright", "PegInsertionSide", "PokeCube"]
+PAPER_HORIZON = {"PegInsertionSide": 100}  # ManiSkill's default horizons; 50 for the others
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SUITE)
+@pytest.mark.parametrize("variant", ["Sparse", "Sparse-LH"])
+def test_suite_task_resets_steps_and_reports_success(name, variant):
+    """Every task of the suite, both variants: resets, steps, reports a bool ``success``, sparse reward."""
+    spec = get_task(f"RRL-{name}-{variant}-v1")
+    assert get_task(spec.paper_name) is spec
+    horizon = PAPER_HORIZON.get(name, 50) * (10 if variant == "Sparse-LH" else 1)
+    assert spec.max_episode_steps == horizon
+    env = make_env(spec.env_id, seed=1)
+    try:
+        obs, _ = env.reset(seed=1)
+        assert obs.dtype == np.float32 and obs.ndim == 1
+        assert env.unwrapped.reward_mode == "sparse"
+        s = privileged_state(env.unwrapped)
+        assert s.shape == (1, 38) and np.isfinite(s).all()
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            obs, r, terminated, truncated, info = env.step(rng.uniform(-1, 1, 7).astype(np.float32))
+            assert isinstance(info["success"], bool) and r == float(info["success"])
+    finally:
+        env.close()
+
+
+def test_peg_and_tool_privileged_state():
+    """Peg tasks: the object is the peg with its half extents; PokeCube: the peg is the tool."""
+    env = make_env("PegInsertionSide-v2", seed=0)
+    try:
+        env.reset(seed=0)
+        base, s = env.unwrapped, privileged_state(env.unwrapped)[0]
+        np.testing.assert_allclose(s[7:14], base.peg.pose.raw_pose[0].numpy(), atol=1e-6)
+        np.testing.assert_allclose(s[14:17], base.goal_pose.p[0].numpy(), atol=1e-6)
+        np.testing.assert_allclose(s[20:24], base.goal_pose.q[0].numpy(), atol=1e-6)
+        np.testing.assert_allclose(s[24:27], base.peg_half_sizes[0].numpy(), atol=1e-6)
+        assert s[19] == pytest.approx(float(base.peg_half_sizes[0, 1]))
+    finally:
+        env.close()
+    env = make_env("PokeCube-v2", seed=0)
+    try:
+        env.reset(seed=0)
+        base, s = env.unwrapped, privileged_state(env.unwrapped)[0]
+        np.testing.assert_allclose(s[7:10], base.cube.pose.p[0].numpy(), atol=1e-6)
+        np.testing.assert_allclose(s[27:34], base.peg.pose.raw_pose[0].numpy(), atol=1e-6)
+        np.testing.assert_allclose(s[35:38], [0.12, 0.025, 0.025], atol=1e-6)
+        assert s[34] == 0.0
+    finally:
+        env.close()
+    env = make_env("LiftPegUpright-v2", seed=0)
+    try:
+        env.reset(seed=0)
+        s = privileged_state(env.unwrapped)[0]
+        np.testing.assert_allclose(s[24:27], [0.12, 0.025, 0.025], atol=1e-6)
+        assert s[16] == pytest.approx(0.12)  # upright: centre at half length
+        # goal_quat turns the peg's long axis (its x) to world +z
+        from robot_rl.teachers.scripted import quat_to_matrix
+
+        np.testing.assert_allclose(quat_to_matrix(s[20:24])[:, 0], [0, 0, 1], atol=1e-6)
+    finally:
+        env.close()

@@ -112,7 +112,7 @@ def test_teacher_view_images_only_for_requested_indices(venv5, warm_renderer):
     assert isinstance(view, TeacherView)
     assert view.images.shape == (1, 64, 80, 3) and view.images.dtype == np.uint8
     assert view.images.std() > 0  # a real picture, not a blank frame
-    assert view.states.shape == (1, 20) and view.states.dtype == np.float32
+    assert view.states.shape == (1, 38) and view.states.dtype == np.float32
     assert view.instructions == [get_task(PUSH).instruction]
     assert view.task_ids == [PUSH]
     np.testing.assert_array_equal(view.states[0], privileged_state(venv5.envs[1].unwrapped)[0])
@@ -123,10 +123,10 @@ def test_teacher_view_images_only_for_requested_indices(venv5, warm_renderer):
     np.testing.assert_array_equal(view.states[1], privileged_state(venv5.envs[0].unwrapped)[0])
 
     view = venv5.teacher_view([0], with_image=False)
-    assert view.images is None and view.states.shape == (1, 20)
+    assert view.images is None and view.states.shape == (1, 38)
 
     empty = venv5.teacher_view([], with_image=True)
-    assert empty.images.shape == (0, 64, 80, 3) and empty.states.shape == (0, 20) and len(empty) == 0
+    assert empty.images.shape == (0, 64, 80, 3) and empty.states.shape == (0, 38) and len(empty) == 0
     with pytest.raises(IndexError):
         venv5.teacher_view([2], with_image=False)
 
@@ -193,7 +193,7 @@ def test_subprocess_vec_env_end_to_end():
         assert all(i["terminal_observation"].shape == (35,) for i in infos)
         view = wrapped.teacher_view([1], with_image=True)
         assert view.images.shape == (1, 48, 64, 3) and view.images.dtype == np.uint8
-        assert view.states.shape == (1, 20) and view.task_ids == [PUSH]
+        assert view.states.shape == (1, 38) and view.task_ids == [PUSH]
         assert wrapped.teacher_view([0, 1], with_image=False).images is None
         # Each worker runs torch with one thread (FACTS.md: oversubscription made it >10x slower).
         infos = venv.env_method("process_info")

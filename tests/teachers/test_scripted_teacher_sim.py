@@ -28,6 +28,9 @@ PICK = "RRL-PickCube-Sparse-v1"
 GRIPPER_OPEN = 1.0
 
 
+import robot_rl.teachers.scripted as S  # noqa: E402
+
+
 def tcp_rotation(env):
     return quat_to_matrix(envs.privileged_state(env.unwrapped)[0, TCP_QUAT])
 
@@ -36,7 +39,9 @@ def test_state_layout_matches_envs():
     layout = envs.PRIVILEGED_STATE_LAYOUT
     ours = dict(tcp_pos=TCP_POS, tcp_quat=TCP_QUAT, obj_pos=OBJ_POS, obj_quat=OBJ_QUAT, goal_pos=GOAL_POS,
                 is_grasped=slice(IS_GRASPED, IS_GRASPED + 1), gripper_width=slice(GRIPPER_WIDTH, GRIPPER_WIDTH + 1),
-                obj_half_size=slice(OBJ_HALF_SIZE, OBJ_HALF_SIZE + 1))
+                obj_half_size=slice(OBJ_HALF_SIZE, OBJ_HALF_SIZE + 1), goal_quat=S.GOAL_QUAT,
+                obj_half_extents=S.OBJ_HALF_EXTENTS, tool_pos=S.TOOL_POS, tool_quat=S.TOOL_QUAT,
+                tool_grasped=slice(S.TOOL_GRASPED, S.TOOL_GRASPED + 1), tool_half_extents=S.TOOL_HALF_EXTENTS)
     assert dict(layout) == ours
     assert envs.PRIVILEGED_STATE_DIM == STATE_DIM
 
