@@ -9,6 +9,9 @@ Examples::
     robot-rl eval runs/<run> --episodes 50 --video
     robot-rl tasks
     robot-rl config
+    robot-rl bench --tasks PushCube-v2 --modes ppo,rpd,vlajs --seeds 2 --steps 100000
+    robot-rl bench configs/bench/cpu.yaml                 # the CPU-budget grid; resumes a partly done one
+    robot-rl bench --tasks PushCube-v2 --modes vlajs --teacher-noise direction_noise_deg=15,30,60
     robot-rl teacher serve --backend scripted --port 8000
     robot-rl teacher serve --backend openvla --model /ckpt/openvla-7b --unnorm-key bridge_orig --max-batch 16
     robot-rl export runs/<run>                        # policy.onnx + policy.json in runs/<run>/export
@@ -100,6 +103,32 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("bag", type=Path)
     rp.add_argument("--policy", type=Path, required=True, metavar="DIR")
     rp.add_argument("--config", type=Path, default=None, help="the deploy YAML the bag was recorded with")
+
+    bn = sub.add_parser(
+        "bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="run a task x mode x seed grid (resumable) and write its table, JSON and plots",
+        description="Run the VLAJS paper's grid: every task x mode (x variant) x seed is a run directory under "
+                    "OUT/<task>/<mode>-s<seed>. Re-running the same command resumes: finished cells are read, "
+                    "interrupted ones resume from their checkpoint, failed ones are retried. Writes OUT/results.md "
+                    "(success at budget, AUC, env steps to 50%%/90%%, queries, wall time), OUT/results.json and "
+                    "OUT/<task>.png. Flags override the spec file's keys.")
+    bn.add_argument("spec", nargs="?", type=Path, help="bench spec YAML (configs/bench/*.yaml); flags override its keys")
+    bn.add_argument("--tasks", help="comma-separated task ids or paper names (robot-rl tasks)")
+    bn.add_argument("--modes", help="comma-separated modes: ppo, rpd, vlajs (default all three)")
+    bn.add_argument("--seeds", type=int, help="seeds per cell, 0..N-1 (default 2)")
+    bn.add_argument("--steps", type=int, help="env steps per run (default 100000, or the spec's per-task budgets)")
+    bn.add_argument("--config", type=Path, help="train config every cell starts from (default: the main job's)")
+    bn.add_argument("--sim-backend", choices=("physx_cpu", "physx_cuda"), help="ManiSkill backend (= env.sim_backend)")
+    bn.add_argument("--num-envs", type=int, help="parallel envs per run (= env.num_envs)")
+    bn.add_argument("--teacher-noise", action="append", metavar="KNOB=V1,V2",
+                    help="sweep a scripted-teacher knob one at a time next to the clean teacher: direction_noise_deg, "
+                         "bias_rotation_deg or wrong_fraction (repeatable)")
+    bn.add_argument("--vary", action="append", metavar="KEY=V1,V2",
+                    help="sweep any config key, full product (e.g. guidance.deactivate_threshold=0.9,null; repeatable)")
+    bn.add_argument("--out", type=Path, help="grid directory (default bench_out/bench)")
+    bn.add_argument("--report-only", action="store_true", help="rewrite the table, JSON and plots from finished cells; run nothing")
+    bn.add_argument("--no-progress", action="store_true", help="no per-run progress bar")
+    bn.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every cell")
 
     sub.add_parser("tasks", help="list the task ids and their names in the VLAJS paper")
     sub.add_parser("config", help="list every config key with its default, unit and meaning")
@@ -193,12 +222,52 @@ def _deploy(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from robot_rl import bench
+
+    overrides = list(args.overrides)
+    if args.spec is not None and "=" in args.spec.name and not args.spec.exists():
+        overrides.insert(0, str(args.spec))  # argparse gives the first KEY=VALUE to the optional positional
+        args.spec = None
+    if args.sim_backend:
+        overrides.append(f"env.sim_backend={args.sim_backend}")
+    if args.num_envs:
+        overrides.append(f"env.num_envs={args.num_envs}")
+    split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)
+    noise = bench.parse_sweep(args.teacher_noise)
+    if args.spec is None and args.tasks is None:
+        raise ConfigError("give --tasks (robot-rl tasks lists them) or a spec file (configs/bench/*.yaml)")
+    spec = bench.load_spec(
+        args.spec, tasks=split(args.tasks), modes=split(args.modes), seeds=args.seeds, steps=args.steps,
+        config=args.config, out=args.out, overrides=overrides or None,
+        teacher_noise=None if noise is None else {k.removeprefix("teacher."): v for k, v in noise.items()},
+        vary=bench.parse_sweep(args.vary),
+    )
+    if args.report_only:
+        records = [bench.run_cell(c, spec, train_fn=_not_run, resume_fn=_not_run) for c in bench.grid_cells(spec)
+                   if (spec.out / c.task / c.name / "eval.json").exists()]
+        bench.write_report(spec.out)
+    else:
+        records = bench.run_grid(spec, progress_bar=not args.no_progress)
+    print(bench.format_table(bench.summarize(bench.read_records(spec.out))))
+    print(f"wrote {spec.out / 'results.md'}, {spec.out / 'results.json'} and one PNG per task in {spec.out}")
+    failed = [r for r in records if r["status"] != "done"]
+    if failed:
+        print(f"{len(failed)} cell(s) failed: " + "; ".join(f"{r['task']} {r['label']}-s{r['seed']}: {r['error']}" for r in failed),
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _not_run(*_args, **_kwargs):
+    raise RuntimeError("--report-only runs nothing")
+
+
 def _tasks() -> int:
     from robot_rl.envs import TASKS
 
-    print(f"{'task id':32} {'paper name':18} {'upstream':16} horizon  instruction")
+    print(f"{'task id':34} {'paper name':23} {'upstream':21} horizon  instruction")
     for spec in TASKS.values():
-        print(f"{spec.env_id:32} {spec.paper_name:18} {spec.upstream_id:16} {spec.max_episode_steps:7}  {spec.instruction}")
+        print(f"{spec.env_id:34} {spec.paper_name:23} {spec.upstream_id:21} {spec.max_episode_steps:7}  {spec.instruction}")
     return 0
 
 
@@ -215,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.command == "deploy":
             return _deploy(args)
+        if args.command == "bench":
+            return _bench(args)
         if args.command == "tasks":
             return _tasks()
         if args.command == "config":
@@ -226,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.command == "train":
             print("\ninterrupted: resume with `robot-rl train --resume RUN_DIR` from the last checkpoint", file=sys.stderr)
+        if args.command == "bench":
+            print("\ninterrupted: run the same command again to resume the grid", file=sys.stderr)
         return 130
     return 1
 

@@ -1,0 +1,127 @@
+"""``robot-rl bench``: grid construction, errors, and a tiny real grid that writes its outputs and resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robot_rl import bench
+from robot_rl.bench import BenchSpec, grid_cells, load_spec, parse_sweep, run_grid
+from robot_rl.cli import main
+from robot_rl.config import ConfigError
+
+SMALL = ["ppo.n_steps=64", "ppo.batch_size=64", "ppo.n_epochs=1", "run.eval_episodes=2", "env.num_envs=2",
+         "run.checkpoint_every_steps=128"]
+
+
+def spec(tmp_path, **kw) -> BenchSpec:
+    return load_spec(None, **{"tasks": ["PushCube-v2"], "seeds": 1, "steps": 256, "out": tmp_path, "overrides": SMALL, **kw})
+
+
+# -- grid construction and bad input (no simulator) ------------------------------------------------
+
+
+def test_unknown_task_or_mode_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError, match="unknown task 'Nope-v2'.*RRL-PokeCube-Sparse-v1"):
+        spec(tmp_path, tasks=["Nope-v2"])
+    with pytest.raises(ConfigError, match=r"unknown mode\(s\) \['dagger'\]; valid modes: ppo, rpd, vlajs"):
+        spec(tmp_path, modes=["ppo", "dagger"])
+    with pytest.raises(ConfigError, match="teacher_noise.*valid: direction_noise_deg, bias_rotation_deg, wrong_fraction"):
+        spec(tmp_path, teacher_noise={"noise": [1]})
+    with pytest.raises(ConfigError, match="budgets: unknown key"):
+        spec(tmp_path, budgets=3)
+    assert main(["bench", "--tasks", "PushCube-v2", "--modes", "ppo,nope", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "--tasks", "PushCube-v99", "--out", str(tmp_path)]) == 2
+
+
+def test_cells_labels_and_sweeps(tmp_path):
+    s = spec(tmp_path, modes=["ppo", "rpd", "vlajs"], seeds=2, teacher_noise={"direction_noise_deg": [30, 60]},
+             vary={"guidance.deactivate_threshold": [0.9, None]})
+    cells = grid_cells(s)
+    names = [c.name for c in cells]
+    # seed-major; noise only for vlajs; guidance.* axes do not multiply ppo
+    assert names[:2] == ["ppo-s0", "rpd+guidance.deactivate_threshold=0.9-s0"]
+    assert "vlajs+direction_noise_deg=60+guidance.deactivate_threshold=null-s1" in names
+    assert not any(n.startswith("rpd+direction") for n in names)
+    assert len(cells) == 2 * (1 + 2 + 3 * 2)
+    assert len(set(names)) == len(names)
+    over = cells[-1].overrides(tmp_path, [])
+    assert "teacher.direction_noise_deg=60.0" in over and "guidance.deactivate_threshold=null" in over
+    assert f"run.out_dir={tmp_path / 'RRL-PushCube-Sparse-v1'}" in over
+
+
+def test_per_task_budgets_and_sweep_parsing(tmp_path):
+    s = spec(tmp_path, tasks=["PushCube-v2", "RRL-PickCube-Sparse-v1"], steps={"PushCube-v2": 100, "PickCube-v2": 200})
+    assert [c.steps for c in grid_cells(s) if c.mode == "ppo"] == [100, 200]
+    with pytest.raises(ConfigError, match="no budget for RRL-PickCube-Sparse-v1"):
+        spec(tmp_path, tasks=["PickCube-v2"], steps={"PushCube-v2": 100}).steps_for("RRL-PickCube-Sparse-v1")
+    assert parse_sweep(["teacher.wrong_fraction=0.25,0.5", "guidance.deactivate_threshold=null,0.9"]) == {
+        "teacher.wrong_fraction": [0.25, 0.5], "guidance.deactivate_threshold": [None, 0.9]}
+    with pytest.raises(ConfigError, match="KEY=V1,V2"):
+        parse_sweep(["teacher.wrong_fraction"])
+
+
+def test_bad_override_stops_the_grid_before_any_run(tmp_path):
+    s = spec(tmp_path, overrides=[*SMALL, "ppo.n_stepz=3"])
+    with pytest.raises(ConfigError, match="n_stepz"):
+        run_grid(s, train_fn=pytest.fail)
+
+
+def test_the_shipped_specs_load():
+    from pathlib import Path
+
+    root = Path(bench.__file__).resolve().parent.parent
+    for path in sorted((root / "configs" / "bench").glob("*.yaml")):
+        s = load_spec(path)
+        assert grid_cells(s), path
+
+
+# -- a tiny real grid -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tiny_grid_writes_table_json_plot_resumes_and_records_a_crash(tmp_path, capsys):
+    s = spec(tmp_path, modes=["ppo", "vlajs"])
+    from robot_rl import trainer
+
+    calls = []
+
+    def crashing_train(cfg):
+        calls.append(cfg.mode)
+        if cfg.mode == "ppo":
+            raise RuntimeError("simulated crash in ppo")
+        return trainer.train(cfg)
+
+    records = run_grid(s, progress_bar=False, train_fn=crashing_train)
+    assert calls == ["ppo", "vlajs"]
+    assert [r["status"] for r in records] == ["failed", "done"]
+    cell = json.loads((tmp_path / "RRL-PushCube-Sparse-v1" / "ppo-s0" / "bench_cell.json").read_text())
+    assert cell["status"] == "failed" and "simulated crash in ppo" in cell["error"] and "Traceback" in cell["traceback"]
+
+    # Re-running resumes: the finished vlajs cell is read, not retrained; the failed ppo cell is retried.
+    calls.clear()
+    records = run_grid(s, progress_bar=False, train_fn=lambda cfg: calls.append(cfg.mode) or trainer.train(cfg))
+    assert calls == ["ppo"]
+    assert [r["status"] for r in records] == ["done", "done"]
+
+    out = json.loads((tmp_path / "results.json").read_text())
+    rows = out["summary"]["RRL-PushCube-Sparse-v1"]
+    assert set(rows) == {"ppo", "vlajs"}
+    for label, row in rows.items():
+        assert 0.0 <= row["success"][0] <= 1.0 and 0.0 <= row["auc"][0] <= 1.0 and row["wall_s"] > 0
+        assert len(row["steps_to_50"]) == 1
+    assert rows["ppo"]["queries"] == 0 and rows["vlajs"]["queries"] > 0
+    table = (tmp_path / "results.md").read_text()
+    assert "| vlajs | 1 |" in table and "steps to 90%" in table and "Paper" in table
+    png = tmp_path / "RRL-PushCube-Sparse-v1.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A finished cell run with another budget is not silently mixed in.
+    with pytest.raises(ConfigError, match="total_steps: 256 vs 512"):
+        run_grid(spec(tmp_path, modes=["ppo"], steps=512), train_fn=pytest.fail)
+
+    # The CLI reads the finished grid (nothing to run) and prints the table.
+    assert main(["bench", "--tasks", "PushCube-v2", "--modes", "ppo,vlajs", "--seeds", "1", "--steps", "256",
+                 "--out", str(tmp_path), "--no-progress", *SMALL]) == 0
+    assert "| ppo | 1 |" in capsys.readouterr().out
