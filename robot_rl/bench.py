@@ -69,7 +69,8 @@ PAPER_RESULTS: dict[str, tuple[int, float, float]] = {
     "RRL-PushCube-Sparse-v1": (1_900_000, 0.944, 0.491),
 }
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train" / "pushcube_sparse_vlajs.yaml"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "train" / "pushcube_sparse_vlajs.yaml"
 
 
 class BenchSpec(BaseModel):
@@ -144,8 +145,9 @@ class BenchSpec(BaseModel):
 
 
 def load_spec(path: str | Path | None, **fields: Any) -> BenchSpec:
-    """A :class:`BenchSpec` from a YAML file (relative ``config``/``out`` paths resolve against the
-    repository root, where ``robot-rl`` runs) with ``fields`` (CLI flags, ``None`` = keep) on top.
+    """A :class:`BenchSpec` from a YAML file with ``fields`` (CLI flags, ``None`` = keep) on top. A relative
+    ``config`` path is tried from the working directory, then from the repository root; ``out`` is
+    relative to the working directory.
 
     Raises:
         ConfigError: an unknown key, an unknown task or mode; the message names it.
@@ -156,6 +158,8 @@ def load_spec(path: str | Path | None, **fields: Any) -> BenchSpec:
         data = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a bench spec is a YAML mapping, got {type(data).__name__}")
+        if "config" in data and not Path(data["config"]).is_absolute() and not Path(data["config"]).exists():
+            data["config"] = REPO_ROOT / data["config"]
     for key, value in fields.items():
         if value is None:
             continue

