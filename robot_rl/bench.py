@@ -15,7 +15,8 @@ task (success curves, mean over seeds with a min-max band).
 Per task and label the table gives: success at budget (train success rate over the last 100 episodes
 at the end, mean ± std over seeds), eval success (deterministic policy, ``run.eval_episodes``
 episodes), the area under the success curve (normalized by the budget: 1.0 = always succeeding),
-env steps to 50% and 90% success (per seed; ``-`` = never), teacher queries used and wall time.
+env steps to 50% and 90% success (per seed; ``-`` = never), teacher queries used (mean per seed) and
+wall time (summed over seeds).
 
 Paper figures (DESIGN.md; Moroncelli et al. 2026, success at budget, VLAJS vs PPO) are in
 :data:`PAPER_RESULTS`; ``results.md`` prints them beside ours where the budget matches.
@@ -419,7 +420,7 @@ def format_table(summary: dict[str, dict[str, dict]]) -> str:
     for task, labels in summary.items():
         budget = max(r["steps"] for r in labels.values())
         lines += [f"### {task} ({budget:,} env steps)", ""]
-        lines += ["| mode | seeds | success at budget | eval success | AUC | steps to 50% | steps to 90% | queries | wall time |",
+        lines += ["| mode | seeds | success at budget | eval success | AUC | steps to 50% | steps to 90% | queries | wall time (all seeds) |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for label, r in labels.items():
             if "success" not in r:
@@ -474,7 +475,9 @@ def plot_task(task: str, records: list[dict], path: Path) -> Path:
 
 def read_records(out: Path) -> list[dict]:
     """Every cell record under ``out`` (``OUT/<task>/<cell>/bench_cell.json``), whichever spec ran it."""
-    return [json.loads(p.read_text()) for p in sorted(Path(out).glob(f"*/*/{CELL_RECORD}"))]
+    records = [json.loads(p.read_text()) for p in Path(out).glob(f"*/*/{CELL_RECORD}")]
+    # table order: per task, the modes in MODES order, each mode's plain cells before its variants
+    return sorted(records, key=lambda r: (r["task"], MODES.index(r["mode"]), bool(r["variant"]), r["label"], r["seed"]))
 
 
 def write_report(out: Path) -> dict[str, Path]:
