@@ -155,7 +155,7 @@ OBS_LAYOUTS: dict[str, tuple[ObsField, ...]] = {
 
 def _resolve(task_id: str) -> str:
     """The env id of ``task_id`` (env id or paper name), via :func:`robot_rl.envs.tasks.get_task`
-    when the name is not a key of :data:`OBS_LAYOUTS` itself."""
+    when the name is not a key of :data:`OBS_LAYOUTS` itself; a long-horizon id maps to its sparse task's."""
     if task_id in OBS_LAYOUTS:
         return task_id
     try:
@@ -164,6 +164,8 @@ def _resolve(task_id: str) -> str:
         env_id = get_task(task_id).env_id
     except (ValueError, ImportError):
         env_id = task_id
+    if env_id not in OBS_LAYOUTS:  # a long-horizon variant observes exactly what its sparse task does
+        env_id = env_id.replace("-Sparse-LH-v1", "-Sparse-v1")
     if env_id not in OBS_LAYOUTS:
         raise ValueError(
             f"no observation layout for task {task_id!r}; known tasks: {', '.join(OBS_LAYOUTS)} "

@@ -65,6 +65,19 @@ def test_layout_table_is_consistent():
         assert rows[-1]["offset"] + rows[-1]["size"] == EXPECTED_DIM[task_id]
     # paper names resolve too
     assert observation_layout("PushCube-v2") == observation_layout("RRL-PushCube-Sparse-v1")
+    # long-horizon variants observe exactly what their sparse task does
+    assert observation_layout("PickCube-v2-LH") == observation_layout("RRL-PickCube-Sparse-LH-v1") == observation_layout("PickCube-v2")
+
+
+def test_long_horizon_observation_has_the_sparse_layout():
+    from robot_rl.envs import make_env
+
+    env = make_env("RRL-PushCube-Sparse-LH-v1", seed=0)
+    try:
+        obs, _ = env.reset(seed=0)
+        assert obs.shape == (observation_dim("RRL-PushCube-Sparse-LH-v1"),)
+    finally:
+        env.close()
 
 
 def test_unknown_task_lists_known_ones():
