@@ -97,7 +97,7 @@ def test_spawned_teacher_is_stopped_on_ctrl_c(tmp_path):
         assert len(pids) == 1, pids
         assert (run.path / "teacher_server.log").exists()
         proc.send_signal(signal.SIGINT)  # Ctrl-C
-        assert proc.wait(60) == 130
+        assert proc.wait(180) == 130  # generous: closing env workers and the server on a loaded 2-core machine
         assert _server_pids_of(proc.pid) == []
         with pytest.raises(ProcessLookupError):
             os.kill(pids[0], 0)
