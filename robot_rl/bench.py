@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from robot_rl.config import ConfigError, load_config
+from robot_rl.config import ConfigError, build_config, load_config, read_yaml_mapping
 from robot_rl.runs import CONFIG, EVAL, STEP_KEY, RunDir, curve_summary, success_curve
 
 __all__ = [
@@ -151,14 +151,13 @@ def load_spec(path: str | Path | None, **fields: Any) -> BenchSpec:
     relative to the working directory.
 
     Raises:
-        ConfigError: an unknown key, an unknown task or mode; the message names it.
+        ConfigError: unreadable YAML, an unknown key, an unknown task or mode; the message names it
+            (``robot_rl.config``'s messages, as for train configs).
         FileNotFoundError: ``path`` does not exist.
     """
     data: dict[str, Any] = {}
     if path is not None:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a bench spec is a YAML mapping, got {type(data).__name__}")
+        data = read_yaml_mapping(path)
         if "config" in data and not Path(data["config"]).is_absolute() and not Path(data["config"]).exists():
             data["config"] = REPO_ROOT / data["config"]
     for key, value in fields.items():
@@ -170,19 +169,7 @@ def load_spec(path: str | Path | None, **fields: Any) -> BenchSpec:
             data[key] = {**data.get(key, {}), **value}
         else:
             data[key] = value
-    from pydantic import ValidationError
-
-    try:
-        return BenchSpec(**data)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            loc = ".".join(str(x) for x in e["loc"]) or "spec"
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = f"unknown key; allowed: {', '.join(BenchSpec.model_fields)}"
-            lines.append(f"{loc}: {msg}")
-        raise ConfigError("bad bench spec: " + "; ".join(lines)) from None
+    return build_config(data, model=BenchSpec)
 
 
 def parse_sweep(items: list[str] | None) -> dict[str, list[Any]] | None:
@@ -299,7 +286,6 @@ def run_cell(cell: Cell, spec: BenchSpec, *, train_fn: Callable | None = None, r
     resume_fn = resume_fn or trainer.resume
     cfg = load_config(spec.config, [*cell.overrides(spec.out, spec.overrides), f"run.progress_bar={progress_bar}"])
     run = RunDir(spec.out / cell.task / cell.name)
-    record = _read_record(run)
     if (run.path / CONFIG).exists():
         # Resolved configs (defaults filled in), so keys added to the schema after a run do not count.
         diff = _config_diff(run.config().model_dump(mode="json"), cfg.model_dump(mode="json"))
@@ -308,6 +294,7 @@ def run_cell(cell: Cell, spec: BenchSpec, *, train_fn: Callable | None = None, r
                 f"{run.path} was run with another config ({'; '.join(diff)}): use another --out, or delete the cell"
             )
     base = {**cell.model_dump(), "label": cell.label}
+    wall = _read_record(run).get("wall_s") or 0.0  # seconds spent on this cell by earlier attempts
     if not (run.path / EVAL).exists():
         t0 = time.time()
         try:
@@ -318,15 +305,13 @@ def run_cell(cell: Cell, spec: BenchSpec, *, train_fn: Callable | None = None, r
         except (KeyboardInterrupt, ConfigError):
             raise
         except Exception as err:  # noqa: BLE001 - a crashed cell is recorded and the grid goes on
-            wall = record.get("wall_s", 0.0) + time.time() - t0
-            record = {**base, "status": "failed", "wall_s": wall, "error": f"{type(err).__name__}: {err}",
-                      "traceback": traceback.format_exc(), "summary": None}
+            record = {**base, "status": "failed", "wall_s": wall + time.time() - t0,
+                      "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(), "summary": None}
             _write_record(run, record)
             return record
-        record["wall_s"] = record.get("wall_s", 0.0) + time.time() - t0
-    record = {**base, "status": "done", "wall_s": record.get("wall_s"), "error": None, "traceback": None,
-              "summary": cell_summary(run, cell.steps, record.get("wall_s"))}
-    record["wall_s"] = record["summary"]["wall_s"]
+        wall += time.time() - t0
+    summary = cell_summary(run, cell.steps, wall or None)
+    record = {**base, "status": "done", "wall_s": summary["wall_s"], "error": None, "traceback": None, "summary": summary}
     _write_record(run, record)
     return record
 

@@ -195,16 +195,24 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple = (), mode
         ConfigError: unreadable YAML, a non-mapping top level, an unknown key or a bad value.
         FileNotFoundError: ``path`` does not exist.
     """
-    data: dict = {}
-    if path is not None:
-        text = Path(path).read_text()
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
-    return build_config(data, overrides, model)
+    return build_config({} if path is None else read_yaml_mapping(path), overrides, model)
+
+
+def read_yaml_mapping(path: str | Path) -> dict:
+    """The top-level mapping of a YAML file (an empty file is ``{}``).
+
+    Raises:
+        ConfigError: unreadable YAML or a top level that is not a mapping; the message names the file.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    text = Path(path).read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
 
 
 def dump_config(cfg: TrainConfig, path: str | Path) -> None:

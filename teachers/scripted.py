@@ -43,6 +43,7 @@ Surprises found while building it (ManiSkill 3.0.1, ``pd_ee_delta_pose``, Panda)
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import time
@@ -96,6 +97,13 @@ PLANNERS: dict[str, tuple[str, int]] = {
     "PegInsertionSide": ("robot_rl.teachers.plans.peg_insertion_side:plan", STATE_DIM),
     "PokeCube": ("robot_rl.teachers.plans.poke_cube:plan", STATE_DIM),
 }
+
+
+@functools.cache
+def _plan_function(name: str):
+    """``"module:function"`` -> the function, imported once (the teacher is asked every few env steps)."""
+    module, _, func = name.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 def task_family(task_id: str) -> str:
@@ -459,8 +467,7 @@ class ScriptedTeacher:
         name = PLANNERS[family][0]
         if ":" not in name:
             return getattr(self, name)
-        module, _, func = name.partition(":")
-        fn = getattr(importlib.import_module(module), func)
+        fn = _plan_function(name)
         return lambda states: fn(self, states)
 
     # -- knobs ---------------------------------------------------------------------------------

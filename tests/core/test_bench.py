@@ -29,7 +29,7 @@ def test_unknown_task_or_mode_lists_the_valid_ones(tmp_path):
         spec(tmp_path, modes=["ppo", "dagger"])
     with pytest.raises(ConfigError, match="teacher_noise.*valid: direction_noise_deg, bias_rotation_deg, wrong_fraction"):
         spec(tmp_path, teacher_noise={"noise": [1]})
-    with pytest.raises(ConfigError, match="budgets: unknown key"):
+    with pytest.raises(ConfigError, match=r"unknown key 'budgets' \(allowed: config, tasks, modes"):
         spec(tmp_path, budgets=3)
     assert main(["bench", "--tasks", "PushCube-v2", "--modes", "ppo,nope", "--out", str(tmp_path)]) == 2
     assert main(["bench", "--tasks", "PushCube-v99", "--out", str(tmp_path)]) == 2
