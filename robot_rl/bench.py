@@ -317,13 +317,18 @@ def run_cell(cell: Cell, spec: BenchSpec, *, train_fn: Callable | None = None, r
 
 
 def cell_summary(run: RunDir, budget: int, wall_s: float | None = None) -> dict:
-    """Figures of a finished run: ``final_success``, ``eval_success``, ``auc``, ``steps_to_50``,
+    """Figures of a finished run: ``final_success``, ``eval_success``, ``eval_grasp_rate`` and
+    ``eval_closest_m`` (``trainer.evaluate``'s grasp rate and mean closest TCP-object distance, m; None
+    for an older eval.json), ``auc``, ``steps_to_50``,
     ``steps_to_90`` (env steps or None), ``queries`` (teacher queries, 0 for ppo), ``wall_s`` (s; from
     the metrics when the grid did not time it), and the curve (``curve_steps``, ``curve_success``)."""
     rows = run.read_metrics()
     steps, success = success_curve(rows)
     out = curve_summary(steps, success, budget)
-    out["eval_success"] = float(json.loads((run.path / EVAL).read_text())["success_rate"])
+    ev = json.loads((run.path / EVAL).read_text())
+    out["eval_success"] = float(ev["success_rate"])
+    out["eval_grasp_rate"] = ev.get("grasp_rate")  # None for runs evaluated before it was measured
+    out["eval_closest_m"] = ev.get("mean_closest_approach_m")
     queries = [r["guidance/queries"] for r in rows if "guidance/queries" in r]
     out["queries"] = int(queries[-1]) if queries else 0
     if wall_s is None:
@@ -386,6 +391,9 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
                 continue
             row["success"] = _mean_std([x["final_success"] for x in s])
             row["eval_success"] = _mean_std([x["eval_success"] for x in s])
+            for key in ("eval_grasp_rate", "eval_closest_m"):
+                known = [x[key] for x in s if x.get(key) is not None]
+                row[key] = float(np.mean(known)) if known else None
             row["auc"] = _mean_std([x["auc"] for x in s])
             row["steps_to_50"] = [x["steps_to_50"] for x in s]
             row["steps_to_90"] = [x["steps_to_90"] for x in s]
@@ -405,18 +413,21 @@ def format_table(summary: dict[str, dict[str, dict]]) -> str:
     for task, labels in summary.items():
         budget = max(r["steps"] for r in labels.values())
         lines += [f"### {task} ({budget:,} env steps)", ""]
-        lines += ["| mode | seeds | success at budget | eval success | AUC | steps to 50% | steps to 90% | queries | wall time (all seeds) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| mode | seeds | success at budget | eval success | eval grasp rate, closest TCP-object | AUC | "
+                  "steps to 50% | steps to 90% | queries | wall time (all seeds) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for label, r in labels.items():
             if "success" not in r:
-                lines.append(f"| {label} | 0 | failed: {r['failed'][0]['error'][:80]} | | | | | | |")
+                lines.append(f"| {label} | 0 | failed: {r['failed'][0]['error'][:80]} | | | | | | | |")
                 continue
             n = len(r["seeds"])
             fail = f" ({len(r['failed'])} failed)" if r["failed"] else ""
             wall = "-" if r["wall_s"] is None else f"{r['wall_s'] / 60:.0f} min"
+            grasp = "-" if r.get("eval_grasp_rate") is None else (
+                f"{r['eval_grasp_rate']:.2f}, {100 * r['eval_closest_m']:.1f} cm")
             lines.append(
                 f"| {label} | {n}{fail} | {r['success'][0]:.2f} ± {r['success'][1]:.2f} | "
-                f"{r['eval_success'][0]:.2f} ± {r['eval_success'][1]:.2f} | {r['auc'][0]:.3f} ± {r['auc'][1]:.3f} | "
+                f"{r['eval_success'][0]:.2f} ± {r['eval_success'][1]:.2f} | {grasp} | {r['auc'][0]:.3f} ± {r['auc'][1]:.3f} | "
                 f"{', '.join(_k(x) for x in r['steps_to_50'])} | {', '.join(_k(x) for x in r['steps_to_90'])} | "
                 f"{r['queries']:.0f} | {wall} |"
             )

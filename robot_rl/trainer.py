@@ -296,7 +296,12 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
         seed: env seed (default: training seed + 10000, episodes unseen in training).
 
     Returns:
-        ``{"success_rate", "mean_return", "mean_length", "episodes", "num_timesteps", "seed"}``.
+        ``{"success_rate", "mean_return", "mean_length", "episodes", "num_timesteps", "seed",
+        "grasp_rate", "mean_closest_approach_m"}``: besides success, two diagnostics of a grasping task
+        from the privileged state (``envs.PRIVILEGED_STATE_LAYOUT``) at every step but an episode's first:
+        the fraction of episodes in which the gripper held the task's object (``is_grasped``; the
+        first step is skipped because ManiSkill can carry the flag over from the previous episode), and
+        the mean over episodes of the closest TCP-object distance (m).
 
     Raises:
         FileNotFoundError: no checkpoint. ValueError: ``episodes < 1``.
@@ -314,12 +319,19 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
         venv = VecNormalize.load(str(run.checkpoint / "vecnormalize.pkl"), venv)
         venv.training = False
     model = GuidedPPO.load(run.checkpoint / "model.zip", device=cfg.ppo.device, custom_objects={"guidance": None})
-    frames, returns, lengths, successes = [], [], [], []
+    from robot_rl.envs import PRIVILEGED_STATE_LAYOUT as LAYOUT
+
+    frames, returns, lengths, successes, grasps, closest = [], [], [], [], [], []
     obs = venv.reset()
-    ret, length = 0.0, 0
+    ret, length, grasped, nearest = 0.0, 0, False, np.inf
     while len(returns) < episodes:
+        view = venv.teacher_view([0], with_image=video is not None)
         if video is not None:
-            frames.append(venv.teacher_view([0], with_image=True).images[0])
+            frames.append(view.images[0])
+        if length > 0:
+            state = view.states[0]
+            grasped = grasped or bool(state[LAYOUT["is_grasped"]][0] > 0.5)
+            nearest = min(nearest, float(np.linalg.norm(state[LAYOUT["tcp_pos"]] - state[LAYOUT["obj_pos"]])))
         action, _ = model.predict(obs, deterministic=True)
         obs, reward, done, info = venv.step(action)
         ret += float(reward[0])
@@ -328,7 +340,9 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
             returns.append(ret)
             lengths.append(length)
             successes.append(bool(info[0].get("success", False)))
-            ret, length = 0.0, 0
+            grasps.append(grasped)
+            closest.append(nearest)
+            ret, length, grasped, nearest = 0.0, 0, False, np.inf
     venv.close()
     if video is not None:
         import imageio
@@ -342,4 +356,6 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
         "episodes": episodes,
         "num_timesteps": int(model.num_timesteps),
         "seed": seed,
+        "grasp_rate": float(np.mean(grasps)),
+        "mean_closest_approach_m": float(np.mean([c for c in closest if np.isfinite(c)] or [np.nan])),
     }

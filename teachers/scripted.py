@@ -16,8 +16,14 @@ Privileged state layout (``request.states``, ``(B, 38) float32``, the cube plann
 Planners for the other tasks of the paper's suite live in :mod:`robot_rl.teachers.plans`, one module
 per task (:data:`PLANNERS`).
 
-Action convention: see :mod:`robot_rl.teachers.base`. Positions are P-controlled towards a
-waypoint; the Panda base sits at ``(-0.615, 0, 0)`` with identity rotation in these tasks
+Action convention: see :mod:`robot_rl.teachers.base`. Every answer is planned for its whole control
+period of ``D`` env steps, because that is how training uses it: in ``vlajs`` mode one answer is held
+for ``D`` steps (spread by ``robot_rl.guidance.targets.interpolate_targets``), and a VLA served at 5 Hz
+answers no more often either (issue 10). Positions go towards a waypoint: an answer asks for
+:func:`period_gain` of the error over the period, at the per-step command that the arm's measured
+tracking (:data:`TRACKING_FRACTION`) turns into that motion, so a held answer does not overshoot; the
+phase logic reads only the state, so it switches (close, lift, release) at the first query whose state
+calls for it. The Panda base sits at ``(-0.615, 0, 0)`` with identity rotation in these tasks
 (measured), so world-frame deltas equal the base-frame deltas the controller expects. Rotations
 are small corrections that keep the gripper pointing down (and, for PickCube, align the fingers
 with the cube faces); they are mapped to commands through :func:`rotation_delta_to_command`
@@ -84,6 +90,29 @@ CUBE_STATE_DIM = 20
 
 GRIPPER_OPEN = 1.0
 GRIPPER_CLOSED = -1.0
+
+#: Fraction of a held per-step command the arm covers in each env step. Measured on the CPU sim
+#: (Panda, ``pd_ee_delta_pose``, PickCube-v1 home pose, commands 0.25 / 0.5 / 1 held 6-8 steps): the TCP
+#: moves 0.040 x 0.1 m x c per step in x and z (z's first step about half of that) and turns
+#: 0.039 x 0.1 rad x c about each axis; after a zero command it stops within one env step (residual
+#: < 1 mm, < 0.003 rad). The controller targets "current pose + delta" every step, so a held command
+#: is a velocity, not a displacement: 0.4 of the "0.1 m per step" scale.
+TRACKING_FRACTION = 0.4
+#: The arm lags a new command by about this many env steps (z's first step covers half; measured as above).
+LAG_STEPS = 0.5
+
+
+def period_gain(period_steps: int) -> float:
+    """Fraction of a waypoint error an answer held for ``D`` env steps asks to close: ``1 - LAG_STEPS / D``.
+
+    0.5 at ``D = 1``, 0.75 at 2, 0.875 at 4. The feedback comes once per period and the arm lags each
+    new command by ~half a step, so a short period must ask for less: at ``D = 1`` a gain of 0.7 already
+    sets up a hover/descend limit cycle over the cube (measured on PickCube), while at ``D = 4`` a gain of
+    0.5 is too slow for the 50-step horizons.
+    """
+    if int(period_steps) < 1:
+        raise ValueError(f"period_steps must be >= 1, got {period_steps}")
+    return 1.0 - LAG_STEPS / int(period_steps)
 
 #: Planner of each task family (the task name inside its id: ``"RRL-PokeCube-Sparse-LH-v1"``,
 #: ``"PokeCube-v2"`` and ``"PokeCube-v1"`` are all ``"PokeCube"``): a :class:`ScriptedTeacher` method
@@ -318,9 +347,9 @@ class ScriptedTeacher:
 
     Args:
         control_period_steps: ``D``, env steps one answer covers (>= 1). Position/rotation parts of
-            an answer are the delta over the whole period: the per-step P-controller command
-            (each component in [-1, 1], rotation norm <= 1) times ``D``; the trainer divides them
-            by ``D`` for its per-step targets.
+            an answer are the delta over the whole period, planned for it (:meth:`_position_command`):
+            the per-step command (each component in [-1, 1], rotation norm <= 1) times ``D``; the
+            trainer divides them by ``D`` for its per-step targets and holds them for ``D`` steps.
         direction_noise_deg: sigma (degrees) of a random tilt of the position direction: the
             direction is rotated by ``|N(0, sigma)|`` about a uniformly random axis perpendicular
             to it (magnitude kept). 0 = off.
@@ -333,7 +362,8 @@ class ScriptedTeacher:
             are never touched, so the trainer's reproducibility is unaffected).
         model_id: reported in :class:`TeacherResponse.model_id`.
         task: default task id used when a request carries no ``task_ids``.
-        position_gain: P gain on the waypoint error (fraction of the error commanded per step).
+        position_gain: multiplier on :func:`period_gain` (the fraction of a waypoint error one answer
+            asks to close over its period); 1 = the tuned default.
 
     The knobs only affect the *position* part (``actions[:, 0:3]``); rotation and gripper stay clean.
     Rows whose clean position delta is zero are left unchanged by the knobs.
@@ -359,6 +389,8 @@ class ScriptedTeacher:
     PICK_Z_TOL = 0.008  # z tolerance to close the gripper
     PICK_YAW_TOL = 0.12  # rad; finger/face misalignment allowed before descending
     PICK_OPEN_WIDTH = 0.07  # m; below this the gripper counts as (partly) closed
+    PICK_HELD_DIST = 0.03  # m; a held cube's centre is this close to the TCP (fingers on two faces)
+    PICK_NEAR_XY = 0.02  # m; lowered and this close in xy: correct xy in place (the open fingers straddle the cube)
 
     def __init__(
         self,
@@ -500,29 +532,41 @@ class ScriptedTeacher:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _position_command(self, tcp: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """``(N, 3)`` period position command towards ``target`` (world metres).
+    def _position_command(self, tcp: np.ndarray, target: np.ndarray, gain: float | np.ndarray | None = None) -> np.ndarray:
+        """``(N, 3)`` period position command that takes the TCP towards ``target`` (world metres) over ``D`` steps.
 
-        A per-step P-controller, ``position_gain * error / 0.1 m``, scaled down (direction kept)
-        so each component is within [-1, 1], times ``D`` for the period delta. The trainer (and
-        :func:`robot_rl.teachers.evaluate.run_teacher_as_policy`) divide by ``D`` again, so a
-        teacher queried every step behaves the same for every ``D``. Executed open loop for ``D``
-        steps it would overshoot a waypoint closer than ``D`` full steps: it is a per-step
-        direction/velocity hint, not a displacement to be replayed.
+        The answer is planned for its whole control period (issue 10): it is held for ``D`` env steps,
+        so the motion it asks for over the period is ``gain`` times the error (``gain`` defaults to
+        ``position_gain``; 1 closes the error in one period). The per-step command is that motion
+        divided by ``D`` and by what one held unit of command moves the arm per env step
+        (:data:`TRACKING_FRACTION` x 0.1 m), scaled down (direction kept) so each component is within
+        [-1, 1]; the answer is that per-step command times ``D`` (the trainer divides by ``D`` again).
+        Because the arm stops within one env step of a zero command, an answer held for its period
+        does not overshoot a waypoint (``gain <= 1``), whatever ``D``.
+
+        Args:
+            tcp: ``(N, 3)`` TCP positions, m.
+            target: ``(N, 3)`` waypoints, m.
+            gain: scalar or ``(N, 1)``: fraction of the error to close over the period.
         """
-        cmd = _scale_clip(self.position_gain * (target - tcp) / POS_SCALE_M, 1.0)
-        return cmd * self.control_period_steps
+        d = self.control_period_steps
+        g = self.position_gain * period_gain(d) if gain is None else gain
+        per_step = _scale_clip(g * (target - tcp) / (d * TRACKING_FRACTION * POS_SCALE_M), 1.0)
+        return per_step * d
 
-    def _rotation_command(self, tcp_quat: np.ndarray, desired: np.ndarray) -> np.ndarray:
-        """``(N, 3)`` period rotation command turning the TCP orientation towards ``desired`` ``(N, 3, 3)``.
+    def _rotation_command(self, tcp_quat: np.ndarray, desired: np.ndarray, gain: float | None = None) -> np.ndarray:
+        """``(N, 3)`` period rotation command turning the TCP orientation towards ``desired`` ``(N, 3, 3)`` over ``D`` steps.
 
-        The world-frame error ``log(R_des R^T)`` is clipped to 0.1 rad per env step (the controller
-        clips the command norm to 1), mapped through the controller's sign convention, times ``D``.
+        The world-frame error ``log(R_des R^T)`` times ``gain`` is spread over the ``D`` steps of the
+        period; each step's share is divided by :data:`TRACKING_FRACTION` (what the arm turns per held
+        command), clipped to the controller's 0.1 rad per env step (it clips the command norm to 1),
+        mapped through the controller's sign convention, and multiplied by ``D``.
         """
         r = quat_to_matrix(tcp_quat)
         err = matrix_to_rotvec(desired @ np.swapaxes(r, -1, -2))
         d = self.control_period_steps
-        per_step = _norm_clip(err, ROT_SCALE_RAD * 0.999)
+        gain = period_gain(d) if gain is None else gain
+        per_step = _norm_clip(gain * err / (d * TRACKING_FRACTION), ROT_SCALE_RAD * 0.999)
         return physical_rotation_to_command(per_step * d, d)
 
     # -- PushCube ------------------------------------------------------------------------------
@@ -607,8 +651,15 @@ class ScriptedTeacher:
         """
         n = s.shape[0]
         tcp, obj, goal = s[:, TCP_POS], s[:, OBJ_POS], s[:, GOAL_POS]
-        grasped = s[:, IS_GRASPED] > 0.5
         width = s[:, GRIPPER_WIDTH]
+        # Held: ManiSkill's flag *and* the geometry of a grasp. The flag can read 1 on the first step after
+        # a reset (left over from the previous episode's contacts): trusted alone, the answer to that
+        # step is a closed-gripper carry that, held for D steps, grips nothing (README troubleshooting).
+        grasped = (
+            (s[:, IS_GRASPED] > 0.5)
+            & (width < self.PICK_OPEN_WIDTH)
+            & (np.linalg.norm(obj - tcp, axis=-1) < self.PICK_HELD_DIST)
+        )
         r_tcp = quat_to_matrix(s[:, TCP_QUAT])
         tcp_yaw = _yaw_of(r_tcp)
         obj_yaw = _yaw_of(quat_to_matrix(s[:, OBJ_QUAT]))
@@ -621,7 +672,10 @@ class ScriptedTeacher:
         hover = obj + np.array([0.0, 0.0, self.PICK_HOVER_DZ])
 
         at_grasp = (xy_err < self.PICK_XY_TOL * 1.5) & (np.abs(rel[:, 2]) < self.PICK_Z_TOL)
-        aligned_xy = xy_err < self.PICK_XY_TOL
+        # Once on the way down, a drift of a few mm (the arm's z motion couples into xy) keeps descending
+        # while xy is corrected, instead of climbing back to the hover point.
+        lowered = tcp[:, 2] < hover[:, 2] - 0.01
+        aligned_xy = xy_err < self.PICK_XY_TOL * np.where(lowered, 1.5, 1.0)
         is_open = width > self.PICK_OPEN_WIDTH
         yaw_ok = np.abs(yaw_err) < self.PICK_YAW_TOL
         above = tcp[:, 2] > obj[:, 2] + 0.005
@@ -648,8 +702,11 @@ class ScriptedTeacher:
         target[sel_desc] = obj[sel_desc]
         phases[sel_desc] = "descend"
         # hover: above the cube; if low and off to the side, rise first (do not sweep through it)
+        # near it in xy (fingers still straddle the cube), correct xy at the current height
         low_side = tcp[:, 2] < obj[:, 2] + 0.03
+        near_xy = xy_err < self.PICK_NEAR_XY
         hov_t = np.where(low_side[:, None], np.concatenate([tcp[:, :2], hover[:, 2:]], -1), hover)
+        hov_t = np.where((near_xy & lowered)[:, None], np.concatenate([obj[:, :2], tcp[:, 2:]], -1), hov_t)
         target[sel_hover] = hov_t[sel_hover]
         phases[sel_hover] = "hover"
 

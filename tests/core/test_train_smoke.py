@@ -41,6 +41,7 @@ def test_smoke_run_each_mode(tmp_path, mode):
         assert "guidance/lambda" in rows[-1] and "guidance/aux_loss" in rows[-1]
     result = json.loads((run.path / "eval.json").read_text())
     assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
+    assert 0.0 <= result["grasp_rate"] <= 1.0 and 0.0 < result["mean_closest_approach_m"] < 0.5
 
 
 def test_resume_after_sigkill(tmp_path):

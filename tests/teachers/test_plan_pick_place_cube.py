@@ -101,14 +101,16 @@ def test_far_region_aims_inside_the_reach():
     cube = np.array([0.09, 0.0, 0.02 + ppc.CARRY_DZ])  # 0.07 m short of the aim, 0.11 m of the centre
     acts, phases = plan(make_state(cube + [0, 0, 0.003], cube, goal=goal, grasped=1.0, width=HELD_WIDTH))
     assert phases == ["carry"]
-    assert acts[0, 0] == pytest.approx(0.7, abs=1e-6)  # P-controller: error 0.07 m / 0.1 m; 1.0 if the centre
+    # period plan at D = 1: half the 0.07 m error (period_gain) over the 0.04 m a unit command moves per
+    # step: 0.875; 1.0 (clipped) if it aimed at the centre, 0.11 m away
+    assert acts[0, 0] == pytest.approx(0.875, abs=1e-6)
     # released there, 0.04 m from the centre: placed
     cube = np.r_[aim, 0.02]
     _, phases = plan(make_state(cube + [0, 0, 0.03], cube, goal=goal))
     assert phases == ["retreat"]
 
 
-def test_batch_is_rowwise_and_period_scaled():
+def test_batch_is_rowwise_and_planned_over_the_period(period_plan_check):
     rows = [held((0.0, -0.07, 0.02)), held((0.01, 0.11, 0.023)), make_state((0.0, 0.05, 0.12), (0.05, -0.05, 0.02)),
             make_state((0.01, 0.09, 0.08), (0.01, 0.09, 0.02))]
     acts, phases = plan(*rows)
@@ -119,8 +121,7 @@ def test_batch_is_rowwise_and_period_scaled():
         assert phases[i] == p[0]
     acts4, phases4 = plan(*rows, teacher=ScriptedTeacher(control_period_steps=4))
     assert phases4 == phases
-    np.testing.assert_allclose(acts4[:, :6], 4 * acts[:, :6], atol=1e-9)
-    np.testing.assert_array_equal(acts4[:, 6], acts[:, 6])
+    period_plan_check(acts, acts4, 4)
     # through the teacher's protocol, by task id
     resp = ScriptedTeacher().act(TeacherRequest([""] * 4, states=np.stack(rows).astype(np.float32),
                                                 task_ids=[TASK] * 4))

@@ -15,9 +15,11 @@ from robot_rl.teachers import (
 )
 from robot_rl.teachers.scripted import (
     SUPPORTED_TASKS,
+    TRACKING_FRACTION,
     euler_xyz_to_matrix,
     matrix_to_euler_xyz,
     matrix_to_rotvec,
+    period_gain,
     physical_rotation_to_command,
     quat_to_matrix,
     rotation_command_to_delta,
@@ -115,14 +117,39 @@ def test_stateless_and_batch_independent():
         np.testing.assert_allclose(batch[i], row, atol=1e-6)
 
 
-def test_period_scaling():
-    """The period delta is D times the per-step command, so the per-step target is D-independent."""
+def test_period_gain_by_hand():
+    assert [period_gain(d) for d in (1, 2, 4)] == [0.5, 0.75, 0.875]
+    with pytest.raises(ValueError, match="period_steps"):
+        period_gain(0)
+
+
+@pytest.mark.parametrize("period", [1, 2, 4])
+def test_position_command_plans_the_motion_of_the_period(period):
+    """Held for D steps, the answer asks for period_gain(D) of the error: per-step command = that motion / D /
+    (0.4 x 0.1 m, what one held unit moves the arm per step); the answer is D per-step commands."""
+    t = ScriptedTeacher(period)
+    tcp, target = np.zeros((1, 3)), np.array([[0.01, -0.02, 0.0]])
+    per_step = period_gain(period) * np.array([0.01, -0.02, 0.0]) / (period * 0.04)
+    np.testing.assert_allclose(t._position_command(tcp, target), period * per_step[None], atol=1e-12)
+    # the motion the tracking model predicts over the held period is exactly that fraction of the error
+    motion = t._position_command(tcp, target) * TRACKING_FRACTION * 0.1
+    np.testing.assert_allclose(motion, period_gain(period) * target, atol=1e-12)
+    # far away: full speed (each per-step component within [-1, 1]), direction kept
+    far = np.array([[1.0, 0.5, 0.0]])
+    np.testing.assert_allclose(t._position_command(tcp, far), period * np.array([[1.0, 0.5, 0.0]]), atol=1e-12)
+    # an explicit gain replaces period_gain
+    np.testing.assert_allclose(t._position_command(tcp, target, gain=1.0), period * target / (period * 0.04), atol=1e-12)
+
+
+def test_period_answers_share_phases_and_directions(period_plan_check):
+    """Phases do not depend on D; a period answer moves the same way, no faster per step."""
     states = random_states(20, np.random.default_rng(2))
-    a1 = ScriptedTeacher(1).act(request(states)).actions
-    a4 = ScriptedTeacher(4).act(request(states)).actions
-    np.testing.assert_allclose(a4[:, :6], 4 * a1[:, :6], atol=1e-5)
-    np.testing.assert_array_equal(a4[:, 6], a1[:, 6])
-    assert np.abs(a4[:, :3]).max() <= 4 + 1e-5
+    for task in (PUSH, PICK):
+        r1 = ScriptedTeacher(1).act(request(states, task))
+        for d in (2, 4):
+            rd = ScriptedTeacher(d).act(request(states, task))
+            assert rd.extras["phases"] == r1.extras["phases"]
+            period_plan_check(r1.actions, rd.actions, d)
 
 
 # -- planner phases on hand-made states ------------------------------------------------------------
@@ -180,11 +207,45 @@ def test_pick_phases():
     np.testing.assert_allclose(r.actions[0, 3:6], [0, 0, 1.0], atol=2e-3)
 
 
-def test_rotation_keeps_gripper_down():
-    """A TCP tilted by +0.05 rad about world x is turned back by -0.05 rad: command +0.5 (sign flip)."""
+def test_pick_trusts_the_grasp_flag_only_with_a_grasp_geometry():
+    """ManiSkill's is_grasped can read 1 on the first step after a reset: an open gripper above the cube,
+    or a cube far from the TCP, is not a grasp (a carry held for D steps would grip nothing)."""
+    t = ScriptedTeacher(4)
+    goal = (0.05, 0.05, 0.2)
+    stale = [make_state(tcp=(0.0, 0.0, 0.18), obj=(0.05, 0.0, 0.02), goal=goal, grasped=1, width=0.08),
+             make_state(tcp=(0.0, 0.0, 0.18), obj=(0.05, 0.0, 0.02), goal=goal, grasped=1, width=0.04)]
+    r = t.act(request(np.stack(stale), PICK))
+    assert r.extras["phases"] == ["hover", "reopen"] and list(r.actions[:, 6]) == [1.0, 1.0]
+    held = make_state(tcp=(0.05, 0.0, 0.03), obj=(0.05, 0.0, 0.03), goal=goal, grasped=1, width=0.04)
+    assert t.act(request(held, PICK)).extras["phases"] == ["carry"]
+
+
+def test_pick_descent_corrects_a_drift_instead_of_climbing_back():
+    """Going down, the arm's z motion couples a few mm into xy: within 1.5x the descend tolerance the
+    descent goes on (correcting xy); lowered and off by up to PICK_NEAR_XY, xy is corrected in place."""
+    t = ScriptedTeacher(4)
+    goal = (0.05, 0.05, 0.2)
+    obj = (0.05, 0.0, 0.02)
+    drift = t.PICK_XY_TOL * 1.3
+    high = make_state(tcp=(0.05 + drift, 0.0, 0.09), obj=obj, goal=goal)  # at the hover height: align first
+    low = make_state(tcp=(0.05 + drift, 0.0, 0.05), obj=obj, goal=goal)  # lowered: keep descending
+    near = make_state(tcp=(0.05 + 0.015, 0.0, 0.035), obj=obj, goal=goal)  # lowered, 1.5 cm off
+    r = t.act(request(np.stack([high, low, near]), PICK))
+    assert r.extras["phases"] == ["hover", "descend", "hover"]
+    assert r.actions[1, 2] < 0 and r.actions[1, 0] < 0  # down, and back over the cube
+    # in place: towards the cube in x, no climb (before this, a low TCP off to the side rose to 0.09 first)
+    assert r.actions[2, 0] < 0 and r.actions[2, 2] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("period", [1, 4])
+def test_rotation_keeps_gripper_down(period):
+    """A TCP tilted by +0.05 rad about world x is turned back: period_gain(D) x 0.05 rad over D steps, each
+    step's share over the 0.4 the arm tracks, through the sign flip. D = 1: 0.0625 rad -> +0.625;
+    D = 4: 0.02734 rad per step -> 0.2734 per step, 1.09375 for the period."""
     tilted = matrix_to_quat(rotvec_to_matrix(np.array([0.05, 0, 0])) @ quat_to_matrix(DOWN_QUAT))
-    r = ScriptedTeacher().act(request(make_state(tcp_quat=tilted)))
-    np.testing.assert_allclose(r.actions[0, 3:6], [0.5, 0, 0], atol=1e-3)
+    r = ScriptedTeacher(period).act(request(make_state(tcp_quat=tilted)))
+    expected = {1: 0.625, 4: 1.09375}[period]
+    np.testing.assert_allclose(r.actions[0, 3:6], [expected, 0, 0], atol=2e-3)
 
 
 def matrix_to_quat(m):
