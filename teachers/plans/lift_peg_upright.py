@@ -38,9 +38,10 @@ axis up), standing it up about the closing axis leaves its y axis along world x,
 bounds only the lean along x (~0.08 rad) while a lean along y is free (the 5 mm height window allows
 ~0.5 rad). So the stand phase corrects the lean in the hand's pitch plane only.
 
-Measured (ManiSkill 3.0.1, CPU sim, ``pd_ee_delta_pose``, queried every step, D = 1, 50-step horizon):
-``python -m robot_rl.teachers.evaluate --task RRL-LiftPegUpright-Sparse-v1 --episodes 50``: 49/50
-(seed 0; mean episode length 23.0 steps, successes in 19-25); seeds 50-299: 250/250 (mean 22-23).
+Measured (ManiSkill 3.0.1, CPU sim, ``pd_ee_delta_pose``, 50-step horizon, ``benchmarks/teacher_competence.py``,
+50 episodes from seed 0): queried every step at D = 1, 50/50 (mean episode length 18.8 steps); as used, one
+answer per D steps replayed open loop, 50/50 at D = 2 (23.7) and D = 4 (34.5); from seed 1000, 49/50 at D = 4.
+As a per-step P-controller it solved 49/50 queried every step (seeds 50-299: 250/250) and none held for D = 4.
 Recovery: opening the gripper mid-lift (peg dropped) and a peg spawned at a random yaw were solved
 10/10 each (150-step horizon). The failure is a peg at the back-centre of the spawn region
 (x ~ -0.1, |y| < 0.05): standing it there puts the TCP within ~0.38 m (horizontally) of the base,

@@ -37,14 +37,16 @@ Alignment uses the *measured* peg-in-hand offset ``T_off = T_tcp^-1 T_peg`` (the
 in the fingers when lifted and on contact): the desired TCP pose is ``T_peg_des T_off^-1``, with the
 goal orientation taken modulo the square section's 90 degree roll symmetry.
 
-Measured in the simulator (ManiSkill 3.0.1, CPU, ``pd_ee_delta_pose``, queried every step, D = 1):
-50 episodes from seed 0 at the 100-step horizon: 50/50 successes, mean 45.1 steps (29..72); 30 from
-seed 1000: 30/30, mean 40.3 steps (25..62). After 10 random actions (seeds 100..109, D = 4, queried
-every step, 120-step horizon) 10/10 recover; a peg dropped mid-transport is re-grasped (6/6). Most
-of the time goes into turning the hand (about 0.04 rad per step at full command, up to ~60 degrees
-before the grasp and ~80 after it). Replayed
-open loop (one answer held for D steps) the precision phases overshoot: D = 2 still solves 10/10,
-D = 4 1/10. What made the difference while tuning: (1) the held peg sags the arm below its
+Measured in the simulator (ManiSkill 3.0.1, CPU, ``pd_ee_delta_pose``, ``benchmarks/teacher_competence.py``,
+50 episodes from seed 0 at the 100-step horizon): queried every step at D = 1, 50/50 successes, mean 43.8
+steps (longest 69); as used (one answer per D steps, replayed open loop), 49/50 at D = 2 (mean 52.2) and
+50/50 at D = 4 (mean 69.6, longest 97); 50 from seed 1000: 48/50 at each of D = 1, 2, 4. After 10 random
+actions (seeds 100..109, D = 4, queried every step, 120-step horizon) 10/10 recover; a peg dropped
+mid-transport is re-grasped (6/6). Most of the time goes into turning the hand (about 0.04 rad per step
+at full command, up to ~60 degrees before the grasp and ~80 after it). Before the answers were planned
+for their period (``teacher._position_command``), the precision phases overshot when an answer was held:
+D = 4 solved 1/10. The gains below multiply the period gain. What made the difference while tuning:
+(1) the held peg sags the arm below its
 target (about 6 mm per kg at gain 1; the peg weighs 0.15..0.6 kg at density 1000), which a plain
 P-command leaves as a 1.5..3 mm steady-state error, larger than the hole's tolerance, so the fine
 phases use a higher gain plus a z feed-forward ``SAG_M_PER_KG * mass``; gains of 4 oscillate (the arm
@@ -107,7 +109,7 @@ FUNNEL_SLOPE = 4.0  # misaligned by e beyond the tolerances: the head stays 4 e 
 HOLE_CLEARANCE = 0.003  # the hole's half side minus the peg's half width (upstream `_clearance`)
 HEAD_IN_DEPTH = 0.003  # head this far past the entrance, centred within the clearance: in the hole
 INSERT_GAIN = 2.0  # lateral position gain while funnelling/inserting
-AXIAL_STEP = 0.02  # m, axial part of the per-step target before the hole (the arm moves ~40% of it)
+AXIAL_STEP = 0.02  # m, axial advance asked of one answer before the hole (period_gain of it over the period)
 AXIAL_STEP_IN = 0.05  # m, the same once the head is in the hole (the hole guides it)
 INSERT_PAST = 0.01  # push until the peg's centre is this far beyond the goal (success at -0.015)
 

@@ -32,10 +32,12 @@ the rest of the episode (the only failures, 5/50, before the aim point was pulle
 <= 0.765 m (<= 0.799 m in a corner) every P-controller target is within reach; the cube then lands
 0.040-0.042 m from the centre, inside the 0.05 m success radius.
 
-Measured (ManiSkill 3.0.1, CPU sim, ``control_period_steps=1``, run as the policy, 50-step horizon):
-``python -m robot_rl.teachers.evaluate --task RRL-PickPlaceCube-Sparse-v1 --episodes 50`` (seed 0):
-50/50, episode length 16-34 (mean 23.0) steps; 200 episodes from seed 1000: 200/200 (mean 24.5);
-region centres put in all four far corners by hand: solved in 18-22 steps. Recovery: after 10 random
+Measured (ManiSkill 3.0.1, CPU sim, run as the policy, 50-step horizon, ``benchmarks/teacher_competence.py``,
+50 episodes from seed 0): queried every step at D = 1, 50/50 (mean 20.1 steps); as used, one answer per D
+steps replayed open loop, 50/50 at D = 2 (23.0) and D = 4 (34.6, longest 46); from seed 1000, 50/50 at each
+D. As a per-step P-controller (before answers were planned for their period): 200 episodes from seed 1000,
+200/200 queried every step, and none held for D = 4; region centres put in all four far corners by hand:
+solved in 18-22 steps. Recovery: after 10 random
 actions, ``control_period_steps=4`` queried every step solves 20/20 (80-step horizon); opening the
 gripper for 3 steps mid-carry, it re-picks the dropped cube and places it, 10/10 (100-step horizon).
 """

@@ -32,10 +32,10 @@ Phases (inferred per row from the state alone, numpy batched; privileged state `
 the peg grasped or the gripper width is that of fingers closed on the 0.05 m peg. The contact flag
 alone is not trusted (see below).
 
-Measured in the simulator (ManiSkill 3, CPU physx, ``pd_ee_delta_pose``; 50 episodes seed 0 at the
-50-step horizon: success 1.0, mean episode length 22.5 steps, longest 33; seeds 1000-1199 and
-2000-2199: 400/400; peg dropped mid-carry or cube moved 0.04 m sideways mid-task: recovered in 5/5
-each at a 100-step horizon):
+Measured in the simulator (ManiSkill 3, CPU physx, ``pd_ee_delta_pose``; queried every step at D = 1,
+50 episodes seed 0 at the 50-step horizon: success 1.0, mean episode length 21.0 steps, longest 29; with
+the per-step planner this module started as, seeds 1000-1199 and 2000-2199: 400/400; peg dropped
+mid-carry or cube moved 0.04 m sideways mid-task: recovered in 5/5 each at a 100-step horizon):
 
 * The fingers closed on the peg read a gripper width of ~0.046 m (the 0.05 m peg is squeezed);
   closing takes ~1 env step.
@@ -52,9 +52,10 @@ each at a 100-step horizon):
 * A full-speed poke flings the cube (~0.8 m/s; it slides several cm), and an IK freeze mid-poke can
   then make the robot static while the cube passes through the goal: a lucky success. The capped,
   P-controlled poke and the hold avoid relying on this.
-* Queried once per ``D`` env steps and replayed open loop (``control_period_steps``), the plan
-  overshoots its waypoints (success 0.4 on 30 episodes at D = 4, 1.0 at D = 2): the answer is a
-  per-step velocity hint, as for the other planners.
+* Each answer is planned for its control period (``teacher._position_command``): queried once per
+  ``D`` env steps and replayed open loop, as ``vlajs`` training uses it, the plan solves 50/50 at
+  D = 2 and 48/50 at D = 4 (mean 36.7 steps; ``benchmarks/teacher_competence.py``). As a per-step
+  P-controller held for D = 4 it overshot its waypoints: 0.4 on 30 episodes.
 """
 
 from __future__ import annotations
