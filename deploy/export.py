@@ -169,14 +169,14 @@ def _env_facts(task_id: str) -> dict[str, Any]:
 def _action_section(facts: dict) -> dict:
     """The sidecar's ``action`` section: layout and scaling of one ``pd_ee_delta_pose`` action to
     physical units (ManiSkill 3.0.1 ``PDEEPoseController``, ``PDJointPosMimicController``)."""
-    from robot_rl.teachers.base import CONTROLLER_ROT_SIGN
+    from robot_rl.geometry import CONTROLLER_ROT_SIGN
 
     arm, grip = facts["arm"], facts["gripper"]
     if arm["pos_lower"] != -arm["pos_upper"] or arm["rot_lower"] != -arm["rot_upper"]:
         raise ValueError(f"asymmetric pd_ee_delta_pose bounds {arm}: the sidecar's scale-and-sign form does not apply")
     rot_sign = math.copysign(1.0, arm["rot_lower"])
     if rot_sign != CONTROLLER_ROT_SIGN:
-        raise ValueError(f"the controller's rotation sign is {rot_sign}, robot_rl.teachers.base.CONTROLLER_ROT_SIGN "
+        raise ValueError(f"the controller's rotation sign is {rot_sign}, robot_rl.geometry.CONTROLLER_ROT_SIGN "
                          f"says {CONTROLLER_ROT_SIGN}: ManiSkill changed (issue #1469?); update both")
     g_lo, g_hi = grip["lower"], grip["upper"]
     lim = grip["joint_limits"]

@@ -37,7 +37,6 @@ from __future__ import annotations
 import bisect
 import importlib
 import json
-import math
 import os
 import shutil
 import threading
@@ -392,12 +391,11 @@ def _xyzw_to_wxyz(q) -> np.ndarray:
 
 def quat_angle_between(q1: np.ndarray, q2: np.ndarray) -> float:
     """Angle (rad, in [0, π]) of the rotation between two ``wxyz`` quaternions; accurate near 0."""
-    from robot_rl.deploy.safety import quat_conjugate, quat_multiply
+    from robot_rl.geometry import quat_angle, quat_conjugate, quat_multiply
 
     q1 = np.asarray(q1, np.float64) / np.linalg.norm(q1)
     q2 = np.asarray(q2, np.float64) / np.linalg.norm(q2)
-    d = quat_multiply(quat_conjugate(q1), q2)
-    return float(2.0 * math.atan2(np.linalg.norm(d[1:]), abs(d[0])))
+    return float(quat_angle(quat_multiply(quat_conjugate(q1), q2)))
 
 
 @dataclass

@@ -20,8 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from robot_rl.deploy.safety import quat_multiply
-from robot_rl.teachers.scripted import quat_to_matrix
+from robot_rl.geometry import pose_from_frame
 
 #: Input names, each one ROS topic (``TopicsConfig``), with the stamp the watchdog checks.
 INPUTS = ("joint_states", "ee_pose", "object_pose", "goal_pose")
@@ -166,7 +165,7 @@ class ObservationAssembler:
         if abs(np.linalg.norm(quat) - 1.0) > 1e-3:
             return self._reject(key, f"quaternion norm {np.linalg.norm(quat):.4f} is not 1")
         self.latest[key] = _Latest((pos, quat), stamp_to_s(msg.header.stamp), now_s)
-        self.world[key] = (quat_to_matrix(self.base_q) @ pos + self.base_p, quat_multiply(self.base_q, quat))
+        self.world[key] = pose_from_frame(pos, quat, self.base_p, self.base_q)
         return True
 
     # -- output ----------------------------------------------------------------------------------

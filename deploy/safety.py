@@ -87,7 +87,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.teachers.base import (
+from robot_rl.geometry import (
     ACTION_DIM,
     CONTROLLER_ROT_SIGN,
     GRIPPER_INDEX,
@@ -95,6 +95,12 @@ from robot_rl.teachers.base import (
     POS_SLICE,
     ROT_SCALE_RAD,
     ROT_SLICE,
+    quat_angle,
+    quat_conjugate,
+    quat_from_euler_xyz,
+    quat_from_rotvec,
+    quat_multiply,
+    quat_to_rotvec,
 )
 
 #: Accepted deviation of the current pose quaternion's norm from 1 (ROS messages carry float32-ish
@@ -152,90 +158,6 @@ CLAMP_NAMES = (
     CLAMP_FIRST_ROTATION,
     CLAMP_WORKSPACE,
 )
-
-
-# ----------------------------------------------------------------------------------------------
-# Quaternion helpers (numpy, batched over leading dims).
-#
-# Conventions: quaternions are ``wxyz`` (ROS messages are xyzw: convert at the node), Hamilton
-# product, active rotations; ``R(quat_multiply(q1, q2)) = R(q1) @ R(q2)`` with ``R`` =
-# :func:`robot_rl.teachers.scripted.quat_to_matrix`, so ``quat_multiply(q_delta, q)`` applies
-# ``q_delta`` about the *fixed* (base) axes after ``q``.
-
-
-def quat_multiply(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
-    """Hamilton product ``q1 ⊗ q2`` of ``(..., 4)`` ``wxyz`` quaternions -> ``(..., 4)``.
-
-    As rotations: first ``q2``, then ``q1`` about the fixed frame (``R(q1) @ R(q2)``).
-    """
-    a = np.asarray(q1, dtype=np.float64)
-    b = np.asarray(q2, dtype=np.float64)
-    w1, x1, y1, z1 = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
-    w2, x2, y2, z2 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    return np.stack(
-        [
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        ],
-        -1,
-    )
-
-
-def quat_conjugate(q: np.ndarray) -> np.ndarray:
-    """``(..., 4)`` ``wxyz`` -> its conjugate (the inverse rotation for a unit quaternion)."""
-    q = np.asarray(q, dtype=np.float64)
-    return q * np.array([1.0, -1.0, -1.0, -1.0])
-
-
-def quat_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
-    """``(..., 3)`` axis-angle vectors (rad; direction = axis, norm = angle) -> ``(..., 4)`` unit ``wxyz``.
-
-    ``q = [cos(θ/2), sin(θ/2) · v/θ]``, computed with ``sinc`` so ``θ = 0`` gives the identity exactly.
-    The result has ``w >= 0`` for ``θ <= π``.
-    """
-    v = np.asarray(rotvec, dtype=np.float64)
-    theta = np.linalg.norm(v, axis=-1, keepdims=True)
-    # sin(θ/2) / θ = 0.5 * sinc(θ / 2π) with numpy's normalized sinc(x) = sin(πx) / (πx)
-    return np.concatenate([np.cos(theta / 2.0), 0.5 * np.sinc(theta / (2.0 * np.pi)) * v], -1)
-
-
-def quat_to_rotvec(q: np.ndarray) -> np.ndarray:
-    """``(..., 4)`` unit ``wxyz`` quaternions -> ``(..., 3)`` axis-angle vectors, angle in [0, π] rad.
-
-    ``q`` and ``-q`` give the same result (the short way round). Inverse of :func:`quat_from_rotvec`
-    for angles in [0, π).
-    """
-    q = np.asarray(q, dtype=np.float64)
-    q = np.where(q[..., :1] < 0.0, -q, q)
-    v = q[..., 1:]
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    angle = 2.0 * np.arctan2(n, q[..., :1])
-    return v * (angle / np.where(n > 0.0, n, 1.0))
-
-
-def quat_angle(q: np.ndarray) -> np.ndarray:
-    """``(..., 4)`` unit ``wxyz`` -> ``(...)`` rotation angle in [0, π] rad (``q``, ``-q`` alike)."""
-    q = np.asarray(q, dtype=np.float64)
-    return 2.0 * np.arctan2(np.linalg.norm(q[..., 1:], axis=-1), np.abs(q[..., 0]))
-
-
-def quat_from_euler_xyz(angles: np.ndarray) -> np.ndarray:
-    """``(..., 3)`` *intrinsic* XYZ Euler angles (rad) -> ``(..., 4)`` unit ``wxyz``.
-
-    ``R = Rx(a) @ Ry(b) @ Rz(c)`` (intrinsic X, then the new Y, then the new Z; equivalently
-    extrinsic Z, Y, X), the convention of :func:`robot_rl.teachers.scripted.euler_xyz_to_matrix` and
-    of the ManiSkill ``pd_ee_delta_pose`` controller (pytorch3d ``euler_angles_to_matrix(.., "XYZ")``).
-    """
-    e = np.asarray(angles, dtype=np.float64)
-    half = e / 2.0
-    c, s = np.cos(half), np.sin(half)
-    zero = np.zeros_like(c[..., 0])
-    qx = np.stack([c[..., 0], s[..., 0], zero, zero], -1)
-    qy = np.stack([c[..., 1], zero, s[..., 1], zero], -1)
-    qz = np.stack([c[..., 2], zero, zero, s[..., 2]], -1)
-    return quat_multiply(quat_multiply(qx, qy), qz)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -860,10 +782,4 @@ __all__ = [
     "CLAMP_NAMES",
     "NUMERIC_TOLERANCE",
     "DEFAULT_QUAT_NORM_TOLERANCE",
-    "quat_multiply",
-    "quat_conjugate",
-    "quat_from_rotvec",
-    "quat_to_rotvec",
-    "quat_angle",
-    "quat_from_euler_xyz",
 ]

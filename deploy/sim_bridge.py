@@ -29,23 +29,18 @@ import numpy as np
 
 from robot_rl.deploy.config import DeployConfig
 from robot_rl.deploy.ros_io import joint_state_msg, pose_from_msg, pose_msg
-from robot_rl.teachers.base import POS_SCALE_M, POS_SLICE, ROT_SLICE
-from robot_rl.teachers.scripted import (
+from robot_rl.geometry import (
+    POS_SCALE_M,
+    POS_SLICE,
+    ROT_SLICE,
     matrix_to_euler_xyz,
+    pose_to_frame,
     quat_to_matrix,
     rotation_delta_to_command,
     rotvec_to_matrix,
 )
 
 EPISODE_TOPIC = "/robot_rl/sim/episode"
-
-
-def _to_base(pos_w: np.ndarray, quat_w: np.ndarray, base_p: np.ndarray, base_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World pose -> base-frame pose, given the base pose in the world (``base_q`` wxyz)."""
-    from robot_rl.deploy.safety import quat_conjugate, quat_multiply
-
-    p = quat_to_matrix(base_q).T @ (pos_w - base_p)
-    return p, quat_multiply(quat_conjugate(base_q), quat_w)
 
 
 def state_in_base(env) -> dict[str, Any]:
@@ -67,9 +62,9 @@ def state_in_base(env) -> dict[str, Any]:
     base_p = np.asarray(ROBOT_BASE_POS_WORLD, dtype=np.float64)
     base_q = np.asarray(ROBOT_BASE_QUAT_WORLD, dtype=np.float64)
     return {
-        "tcp": _to_base(s[0:3], s[3:7], base_p, base_q),
-        "obj": _to_base(s[7:10], s[10:14], base_p, base_q),
-        "goal": _to_base(s[14:17], np.array([1.0, 0.0, 0.0, 0.0]), base_p, base_q),
+        "tcp": pose_to_frame(s[0:3], s[3:7], base_p, base_q),
+        "obj": pose_to_frame(s[7:10], s[10:14], base_p, base_q),
+        "goal": pose_to_frame(s[14:17], np.array([1.0, 0.0, 0.0, 0.0]), base_p, base_q),
         "qpos": env.agent.robot.get_qpos()[0].cpu().numpy().astype(np.float64),
         "qvel": env.agent.robot.get_qvel()[0].cpu().numpy().astype(np.float64),
     }

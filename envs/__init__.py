@@ -1,7 +1,10 @@
 """ManiSkill task variants and vector-env construction (CPU and GPU) for robot_rl.
 
-Importing this package registers the robot_rl tasks with ManiSkill and gymnasium
-(``gym.make("RRL-PushCube-Sparse-v1")``).
+Importing this package is light: the layouts (:data:`PRIVILEGED_STATE_LAYOUT`, the observation layouts
+of :mod:`robot_rl.envs.obs_layout`) load without the simulator. Everything else is imported from its
+module on first use (PEP 562), which also registers the robot_rl tasks with ManiSkill and gymnasium
+(``gym.make("RRL-PushCube-Sparse-v1")`` works once ``robot_rl.envs.tasks`` or any of these names has been
+touched; :func:`make_env` and :func:`make_vec_env` do it themselves):
 
 - :class:`TaskSpec`, :data:`TASKS`, :func:`get_task`: the tasks (paper "-v2" = sparse reward).
 - :func:`make_vec_env`: SB3 VecEnv for training (``physx_cpu``: one process per env;
@@ -10,42 +13,52 @@ Importing this package registers the robot_rl tasks with ManiSkill and gymnasium
 - :data:`PRIVILEGED_STATE_LAYOUT`, :func:`privileged_state`: the 38-D state scripted teachers read.
 """
 
-from .common import SIM_BACKENDS, TeacherView
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .obs_layout import ObsField, observation_dim, observation_layout, observation_slices
-from .gpu_vec_env import ManiSkillGPUVecEnv
-from .tasks import (
-    PRIVILEGED_STATE_DIM,
-    PRIVILEGED_STATE_LAYOUT,
-    TASKS,
-    PickCubeSparseEnv,
-    PushCubeSparseEnv,
-    RRLTaskMixin,
-    TaskSpec,
-    get_task,
-    privileged_state,
-    rrl_task,
-)
-from .vec_env import RRLEnvWrapper, make_env, make_vec_env
+from .privileged import PRIVILEGED_STATE_DIM, PRIVILEGED_STATE_LAYOUT
+
+#: Names imported on first use, and the module (of this package) that defines each.
+_LAZY = {
+    "SIM_BACKENDS": "common",
+    "TeacherView": "common",
+    "ManiSkillGPUVecEnv": "gpu_vec_env",
+    "TASKS": "tasks",
+    "PickCubeSparseEnv": "tasks",
+    "PushCubeSparseEnv": "tasks",
+    "RRLTaskMixin": "tasks",
+    "TaskSpec": "tasks",
+    "get_task": "tasks",
+    "privileged_state": "tasks",
+    "rrl_task": "tasks",
+    "RRLEnvWrapper": "vec_env",
+    "make_env": "vec_env",
+    "make_vec_env": "vec_env",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'robot_rl.envs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ObsField",
     "observation_layout",
     "observation_dim",
     "observation_slices",
-    "TaskSpec",
-    "TASKS",
-    "get_task",
-    "rrl_task",
-    "RRLTaskMixin",
-    "PushCubeSparseEnv",
-    "PickCubeSparseEnv",
-    "make_vec_env",
-    "make_env",
-    "RRLEnvWrapper",
-    "TeacherView",
     "PRIVILEGED_STATE_LAYOUT",
     "PRIVILEGED_STATE_DIM",
-    "privileged_state",
-    "ManiSkillGPUVecEnv",
-    "SIM_BACKENDS",
+    *_LAZY,
 ]

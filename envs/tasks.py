@@ -21,7 +21,6 @@ that scripted teachers (``robot_rl.teachers``) consume; its layout is a contract
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -37,6 +36,7 @@ from mani_skill.utils.structs import Pose
 
 from .pick_place_cube import UPSTREAM_ID as PICK_PLACE_UPSTREAM_ID
 from .pick_place_cube import PickPlaceCubeEnv
+from .privileged import PRIVILEGED_STATE_DIM, PRIVILEGED_STATE_LAYOUT
 
 __all__ = [
     "TaskSpec",
@@ -458,28 +458,7 @@ for _cls in (
 # Privileged state
 # ----------------------------------------------------------------------------------------------
 
-#: Layout of the privileged state vector: name -> slice. World frame, metres, quaternions wxyz.
-#: The scripted teachers (robot_rl.teachers) index it by these names; keep it exact.
-PRIVILEGED_STATE_LAYOUT: "OrderedDict[str, slice]" = OrderedDict(
-    [
-        ("tcp_pos", slice(0, 3)),  # tool centre point position, m
-        ("tcp_quat", slice(3, 7)),  # TCP orientation, wxyz
-        ("obj_pos", slice(7, 10)),  # manipulated object position, m
-        ("obj_quat", slice(10, 14)),  # object orientation, wxyz
-        ("goal_pos", slice(14, 17)),  # goal position, m (PushCube: goal region centre, z = 1e-3)
-        ("is_grasped", slice(17, 18)),  # 1.0 if the gripper holds the object, else 0.0
-        ("gripper_width", slice(18, 19)),  # sum of the two finger joint positions, m (0 .. 0.08)
-        ("obj_half_size", slice(19, 20)),  # object half size, m (cube: half edge, 0.02; peg: half width)
-        ("goal_quat", slice(20, 24)),  # goal orientation, wxyz (identity for position-only goals)
-        ("obj_half_extents", slice(24, 27)),  # object half sizes along its own x, y, z, m
-        ("tool_pos", slice(27, 30)),  # a tool the gripper uses on the object (PokeCube's peg), m; 0 if none
-        ("tool_quat", slice(30, 34)),  # tool orientation, wxyz; (1, 0, 0, 0) if none
-        ("tool_grasped", slice(34, 35)),  # 1.0 if the gripper holds the tool
-        ("tool_half_extents", slice(35, 38)),  # tool half sizes along its own x, y, z, m; 0 if none
-    ]
-)
-#: Length of the privileged state vector. The first 20 entries are the cube tasks' original layout.
-PRIVILEGED_STATE_DIM = 38
+# PRIVILEGED_STATE_LAYOUT and PRIVILEGED_STATE_DIM live in envs/privileged.py (no simulator import).
 
 
 #: Upstream ManiSkill classes privileged_state also reads (same scenes as our variants):

@@ -7,7 +7,7 @@ Action convention of a response (``TeacherResponse.actions``, shape ``(B, 7)``):
 ``pd_ee_delta_pose`` layout ``[dx, dy, dz, droll, dpitch, dyaw, gripper]`` in *normalized* units,
 where 1.0 on a position component is 0.1 m and 1.0 on a rotation component is 0.1 rad of
 commanded motion *in the controller's sign convention* (FACTS.md: a +1 rotation command turns the
-end effector by -0.1 rad, ManiSkill issue #1469). The position and rotation parts are the teacher's
+end effector by -0.1 rad, ManiSkill issue #1469; :mod:`robot_rl.geometry`). The position and rotation parts are the teacher's
 delta over its whole control period of ``control_period_steps`` (``D``) env steps, so each may reach
 ``D`` in magnitude; :func:`robot_rl.guidance.targets.interpolate_targets` spreads it linearly into
 ``D`` per-step targets in [-1, 1]. The gripper is an absolute command in [-1 (closed), +1 (open)].
@@ -20,18 +20,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-#: Layout of one ``pd_ee_delta_pose`` action.
-ACTION_DIM = 7
-POS_SLICE = slice(0, 3)
-ROT_SLICE = slice(3, 6)
-GRIPPER_INDEX = 6
-#: Physical size of 1.0 normalized action unit per env step (FACTS.md, Panda ``pd_ee_delta_pose``).
-POS_SCALE_M = 0.1
-ROT_SCALE_RAD = 0.1
-#: Sign the controller applies to a rotation command: physical delta = command * 0.1 rad * SIGN
-#: (``PDEEPoseController._clip_and_scale_action`` multiplies by ``rot_lower = -0.1``;
-#: ManiSkill issue #1469, FACTS.md).
-CONTROLLER_ROT_SIGN = -1.0
+#: The action layout and scaling (``ACTION_DIM``, ``POS_SLICE``, ``POS_SCALE_M``, ``CONTROLLER_ROT_SIGN``, ...)
+#: live in :mod:`robot_rl.geometry`, the one home of the ``pd_ee_delta_pose`` convention.
 
 
 @dataclass

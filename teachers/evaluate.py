@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.teachers.base import ACTION_DIM, GRIPPER_INDEX, Teacher, TeacherRequest
+from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX
+from robot_rl.teachers.base import Teacher, TeacherRequest
 
 
 def _make_env(task: str, seed: int, max_episode_steps: int | None):

@@ -51,7 +51,9 @@ from typing import Any
 
 import numpy as np
 
-from .base import ACTION_DIM, GRIPPER_INDEX, TeacherRequest, TeacherResponse
+from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX
+
+from .base import TeacherRequest, TeacherResponse
 from .wire import openvla_prompt, openvla_to_env
 
 #: OpenVLA's action discretization: ``N_ACTION_BINS`` uniform bin edges over

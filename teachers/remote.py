@@ -31,7 +31,9 @@ import json_numpy
 import numpy as np
 import requests
 
-from .base import ACTION_DIM, TeacherRequest, TeacherResponse
+from robot_rl.geometry import ACTION_DIM
+
+from .base import TeacherRequest, TeacherResponse
 from .wire import API_KEY_ENV, API_KEY_HEADER, encode_batch_request, openvla_to_env
 
 log = logging.getLogger("robot_rl.teachers.remote")

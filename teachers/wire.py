@@ -23,15 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .base import (
-    CONTROLLER_ROT_SIGN,
-    GRIPPER_INDEX,
-    POS_SCALE_M,
-    POS_SLICE,
-    ROT_SCALE_RAD,
-    ROT_SLICE,
-    TeacherRequest,
-)
+from robot_rl.geometry import CONTROLLER_ROT_SIGN, GRIPPER_INDEX, POS_SCALE_M, POS_SLICE, ROT_SCALE_RAD, ROT_SLICE
+
+from .base import TeacherRequest
 
 #: Action convention names reported by ``GET /metadata``.
 ENV_CONVENTION = (

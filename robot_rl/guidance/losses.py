@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch as th
 
-from robot_rl.teachers.base import POS_SLICE, ROT_SLICE
+from robot_rl.geometry import POS_SLICE, ROT_SLICE
 
 #: ε in the cosine's denominator.
 COS_EPS = 1e-8

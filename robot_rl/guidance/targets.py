@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_rl.teachers.base import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE
+from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE
 
 #: Tolerance on the range check of a teacher answer (float round-off from a server, say).
 RANGE_TOL = 1e-4

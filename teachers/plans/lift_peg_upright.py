@@ -69,8 +69,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_rl.teachers.base import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE
-from robot_rl.teachers.scripted import (
+from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE, quat_to_matrix, rotvec_to_matrix
+from robot_rl.teachers.plans.common import (
     GRIPPER_OPEN,
     GRIPPER_WIDTH,
     IS_GRASPED,
@@ -79,11 +79,10 @@ from robot_rl.teachers.scripted import (
     OBJ_QUAT,
     TCP_POS,
     TCP_QUAT,
-    _down_orientation,
-    _wrap_angle,
-    _yaw_of,
-    quat_to_matrix,
-    rotvec_to_matrix,
+    Motion,
+    down_orientation,
+    wrap_angle,
+    yaw_of,
 )
 
 # Geometry (metres / radians). The peg: half length 0.12, half width 0.025, lying at z = 0.025.
@@ -138,7 +137,7 @@ def _cap_pitch(mats: np.ndarray, max_pitch: float) -> np.ndarray:
     return rotvec_to_matrix(k * np.maximum(pitch - max_pitch, 0.0)[:, None]) @ mats
 
 
-def plan(teacher, states: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def plan(motion: Motion, states: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Plan one period action per row of ``states`` ``(N, 38)``; returns ``(actions (N, 7), phases)``."""
     s = np.asarray(states, dtype=np.float64)
     n = s.shape[0]
@@ -173,9 +172,9 @@ def plan(teacher, states: np.ndarray) -> tuple[np.ndarray, list[str]]:
     elev = np.arctan2(su[:, 2], np.sum(su * h, -1))
 
     # grasp alignment: fingers close across the peg (hand x along it; 180 deg symmetric)
-    tcp_yaw = _yaw_of(r_tcp)
+    tcp_yaw = yaw_of(r_tcp)
     peg_yaw = np.arctan2(u[:, 1], u[:, 0])
-    yaw_err = np.where(np.abs(u[:, 2]) < 0.9, _wrap_angle((peg_yaw - tcp_yaw) * 2.0) / 2.0, 0.0)
+    yaw_err = np.where(np.abs(u[:, 2]) < 0.9, wrap_angle((peg_yaw - tcp_yaw) * 2.0) / 2.0, 0.0)
     rel = grasp_pt - tcp
     xy_err = np.linalg.norm(rel[:, :2], axis=-1)
     at_grasp = (xy_err < GRASP_XY_TOL) & (np.abs(rel[:, 2]) < GRASP_Z_TOL) & (width > HOLD_WIDTH[0])
@@ -194,7 +193,7 @@ def plan(teacher, states: np.ndarray) -> tuple[np.ndarray, list[str]]:
     phases = np.empty(n, dtype=object)
 
     # before the grasp: pitched towards the lifted end, fingers across the peg
-    pre = rotvec_to_matrix(np.cross(h_peg, Z_UP) * PRE_PITCH) @ _down_orientation(tcp_yaw + yaw_err)
+    pre = rotvec_to_matrix(np.cross(h_peg, Z_UP) * PRE_PITCH) @ down_orientation(tcp_yaw + yaw_err)
     # held: turn the hand as if the peg were rigid in it, towards the peg vertical, pitch capped
     upright = _cap_pitch(_align(su, Z_UP) @ r_tcp, MAX_PITCH)
     desired = np.where(holding[:, None, None], upright, pre)
@@ -232,8 +231,8 @@ def plan(teacher, states: np.ndarray) -> tuple[np.ndarray, list[str]]:
     phases[sel_appr] = "approach"
 
     acts = np.zeros((n, ACTION_DIM))
-    acts[:, POS_SLICE] = teacher._position_command(tcp, target)
+    acts[:, POS_SLICE] = motion.position(tcp, target)
     acts[sel_grasp, POS_SLICE] = 0.0  # do not drag the peg while the fingers close
-    acts[:, ROT_SLICE] = teacher._rotation_command(s[:, TCP_QUAT], desired)
+    acts[:, ROT_SLICE] = motion.rotation(s[:, TCP_QUAT], desired)
     acts[:, GRIPPER_INDEX] = gripper
     return acts, list(phases)

@@ -2,7 +2,7 @@
 
 Stateless (:mod:`robot_rl.teachers.plans`): every row's phase is inferred from its privileged state
 alone (TCP pose, peg pose, goal pose, grasp flag, gripper width), numpy-batched over rows, in the style
-of :meth:`robot_rl.teachers.scripted.ScriptedTeacher._plan_pick`.
+of :mod:`robot_rl.teachers.plans.pick_cube`.
 
 Geometry (``envs.tasks.PegInsertionSideSparseEnv``): the peg is a box of half extents ``(L, r, r)``,
 ``L`` in [0.085, 0.125], ``r`` in [0.015, 0.025] m; its head is at ``+L`` along its own x. The goal
@@ -44,7 +44,7 @@ steps (longest 69); as used (one answer per D steps, replayed open loop), 49/50 
 actions (seeds 100..109, D = 4, queried every step, 120-step horizon) 10/10 recover; a peg dropped
 mid-transport is re-grasped (6/6). Most of the time goes into turning the hand (about 0.04 rad per step
 at full command, up to ~60 degrees before the grasp and ~80 after it). Before the answers were planned
-for their period (``teacher._position_command``), the precision phases overshot when an answer was held:
+for their period (:meth:`~robot_rl.teachers.plans.common.Motion.position`), the precision phases overshot when an answer was held:
 D = 4 solved 1/10. The gains below multiply the period gain. What made the difference while tuning:
 (1) the held peg sags the arm below its
 target (about 6 mm per kg at gain 1; the peg weighs 0.15..0.6 kg at density 1000), which a plain
@@ -60,8 +60,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_rl.teachers.base import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE
-from robot_rl.teachers.scripted import (
+from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE, quat_to_matrix
+from robot_rl.teachers.plans.common import (
     GOAL_POS,
     GOAL_QUAT,
     GRIPPER_CLOSED,
@@ -73,10 +73,10 @@ from robot_rl.teachers.scripted import (
     OBJ_QUAT,
     TCP_POS,
     TCP_QUAT,
-    _down_orientation,
-    _wrap_angle,
-    _yaw_of,
-    quat_to_matrix,
+    Motion,
+    down_orientation,
+    wrap_angle,
+    yaw_of,
 )
 
 # Geometry and gains (metres, radians). Tuned in the simulator (see the module docstring).
@@ -124,17 +124,16 @@ def _rx(angle: np.ndarray) -> np.ndarray:
     return m
 
 
-def plan(teacher, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Plan one action per row.
 
     Args:
-        teacher: the calling :class:`~robot_rl.teachers.scripted.ScriptedTeacher` (its
-            ``_position_command``, ``_rotation_command`` and ``control_period_steps``).
+        motion: the control period's :class:`~robot_rl.teachers.plans.common.Motion`.
         s: ``(N, 38)`` privileged states (:data:`robot_rl.envs.PRIVILEGED_STATE_LAYOUT`).
 
     Returns:
         ``(actions, phases)``: ``(N, 7) float64`` period deltas (per-step command times
-        ``teacher.control_period_steps``; gripper -1 closed / +1 open) and ``N`` phase names
+        ``motion.period_steps``; gripper -1 closed / +1 open) and ``N`` phase names
         (``"hover"``, ``"descend"``, ``"grasp"``, ``"reopen"``, ``"lift"``, ``"transport"``,
         ``"align"``, ``"funnel"``, ``"insert"``).
     """
@@ -208,10 +207,10 @@ def plan(teacher, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
     # ---- before the grasp ------------------------------------------------------------------
     peg_yaw = np.arctan2(x_peg[:, 1], x_peg[:, 0])
-    tcp_yaw = _yaw_of(r_tcp)
+    tcp_yaw = yaw_of(r_tcp)
     # hand x along the peg axis; of the two choices the one closest to +y (pi/2), the robot's home yaw
-    yaw_des = np.pi / 2 + _wrap_angle((peg_yaw - np.pi / 2) * 2.0) / 2.0
-    yaw_err = _wrap_angle(yaw_des - tcp_yaw)
+    yaw_des = np.pi / 2 + wrap_angle((peg_yaw - np.pi / 2) * 2.0) / 2.0
+    yaw_err = wrap_angle(yaw_des - tcp_yaw)
     back = np.maximum(GRASP_BACK_MIN, GRASP_BACK_FRAC * length + GRASP_BACK_PAD)
     xh = x_peg.copy()
     xh[:, 2] = 0.0
@@ -234,7 +233,7 @@ def plan(teacher, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     target = tcp.copy()
     phases = np.empty(n, dtype=object)
     gripper = np.full(n, GRIPPER_OPEN)
-    rot_des = _down_orientation(tcp_yaw + yaw_err)
+    rot_des = down_orientation(tcp_yaw + yaw_err)
 
     target[sel_grasp] = grasp_pt[sel_grasp]
     gripper[sel_grasp] = GRIPPER_CLOSED
@@ -273,7 +272,7 @@ def plan(teacher, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     sag[:, 2] = SAG_M_PER_KG * PEG_DENSITY * 8.0 * length * radius * radius
     target[fine] = (tcp + FINE_GAIN * (target - tcp) + sag)[fine]
     acts = np.zeros((n, ACTION_DIM))
-    acts[:, POS_SLICE] = teacher._position_command(tcp, target)
+    acts[:, POS_SLICE] = motion.position(tcp, target)
     # insert (funnel): lateral error corrected at a higher gain, the head advanced towards head_goal
     ins_peg = goal + (head_goal - length)[:, None] * x_goal
     ins_tcp = ins_peg - tcp_off_des
@@ -282,10 +281,10 @@ def plan(teacher, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     lat = err - ax[:, None] * x_goal
     ax_lim = np.where(head_in, AXIAL_STEP_IN, AXIAL_STEP)
     step = INSERT_GAIN * lat + np.clip(ax, -ax_lim, ax_lim)[:, None] * x_goal + sag
-    ins_cmd = teacher._position_command(tcp, tcp + step)
+    ins_cmd = motion.position(tcp, tcp + step)
     acts[sel_insert, POS_SLICE] = ins_cmd[sel_insert]
     phases[sel_insert] = np.where(clear[sel_insert], "insert", "funnel")
     acts[sel_grasp, POS_SLICE] = 0.0
-    acts[:, ROT_SLICE] = teacher._rotation_command(s[:, TCP_QUAT], rot_des)
+    acts[:, ROT_SLICE] = motion.rotation(s[:, TCP_QUAT], rot_des)
     acts[:, GRIPPER_INDEX] = gripper
     return acts, list(phases)

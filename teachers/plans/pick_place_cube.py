@@ -1,16 +1,16 @@
 """PickPlaceCube planner: pick the cube, carry it low over the region, set it down, let go.
 
-``plan(teacher, states)`` reuses :meth:`ScriptedTeacher._plan_pick` for picking and carrying (with the
+``plan(motion, states)`` reuses :func:`robot_rl.teachers.plans.pick_cube.plan` for picking and carrying (with the
 goal replaced by the current waypoint of the cube) and adds the placing part. Stateless: every phase is
 inferred from the queried state alone (the trainer queries sparsely, at arbitrary steps).
 
 Phases (per row; later ones override earlier ones):
 
 * ``"hover"`` / ``"descend"`` / ``"grasp"`` / ``"reopen"``: the cube is neither held nor lying in the
-  region: ``_plan_pick`` picks it (above it, open, fingers aligned to its faces; down; close). This is
+  region: ``pick_cube.plan`` picks it (above it, open, fingers aligned to its faces; down; close). This is
   also the recovery when the cube was dropped outside the region (or lies tilted inside it).
 * ``"carry"``: held, cube farther than ``LOWER_RADIUS`` from the aim point: move the cube to the aim
-  point, its bottom ``CARRY_DZ`` above the table (``_plan_pick``'s carry towards that waypoint).
+  point, its bottom ``CARRY_DZ`` above the table (``pick_cube.plan``'s carry towards that waypoint).
 * ``"lower"``: held, cube within ``LOWER_RADIUS`` of the aim point: move it down onto the table (the
   waypoint is ``LOWER_UNDERSHOOT`` below its resting height, so the P-controller does not crawl over
   the last millimetres; the table stops the cube), xy still corrected.
@@ -46,8 +46,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_rl.teachers.base import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE
-from robot_rl.teachers.scripted import (
+from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE, quat_to_matrix
+from robot_rl.teachers.plans import pick_cube
+from robot_rl.teachers.plans.common import (
     GOAL_POS,
     GRIPPER_OPEN,
     GRIPPER_WIDTH,
@@ -56,9 +57,9 @@ from robot_rl.teachers.scripted import (
     OBJ_POS,
     TCP_POS,
     TCP_QUAT,
-    _down_orientation,
-    _yaw_of,
-    quat_to_matrix,
+    Motion,
+    down_orientation,
+    yaw_of,
 )
 
 # Geometry (metres, world frame). Cube half size 0.02 (it rests with its centre at z = 0.02), region
@@ -76,7 +77,7 @@ LOWER_UNDERSHOOT = 0.01
 RELEASE_DZ = 0.006
 #: ... and within this of the region centre (success radius 0.05, 5 mm kept for settling).
 RELEASE_RADIUS = 0.045
-#: Panda base xy (world); its rotation is identity in these tasks (see robot_rl.teachers.scripted).
+#: Panda base xy (world); its rotation is identity in these tasks (measured, tests/teachers).
 BASE_XY = np.array([-0.615, 0.0])
 #: Aim the cube no farther than this from the base: the low reach ends at ~0.78-0.80 m (measured).
 AIM_MAX_RADIAL = 0.765
@@ -93,7 +94,7 @@ RETREAT_DZ = 0.06
 OPEN_WIDTH = 0.06
 
 
-def plan(teacher, states: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def plan(motion: Motion, states: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Plan one period action per row of ``states`` ``(N, 38)``; returns ``(actions (N, 7), phases)``."""
     s = np.asarray(states, dtype=np.float64)
     n = s.shape[0]
@@ -111,14 +112,14 @@ def plan(teacher, states: np.ndarray) -> tuple[np.ndarray, list[str]]:
     rest_z = half  # the cube's centre height when it lies on the table (table top at z = 0)
     dz = obj[:, 2] - rest_z
 
-    # Pick / carry / lower: _plan_pick with the goal replaced by the current waypoint of the cube.
+    # Pick / carry / lower: pick_cube.plan with the goal replaced by the current waypoint of the cube.
     over = aim_dist < LOWER_RADIUS
     waypoint = goal.copy()
     waypoint[:, :2] = aim_xy
     waypoint[:, 2] = np.where(over, rest_z - LOWER_UNDERSHOOT, rest_z + CARRY_DZ)
     s_pick = s.copy()
     s_pick[:, GOAL_POS] = waypoint
-    actions, ph = teacher._plan_pick(s_pick)
+    actions, ph = pick_cube.plan(motion, s_pick)
     actions = np.asarray(actions, dtype=np.float64).copy()
     phases = np.array(ph, dtype=object)
     phases[grasped & over] = "lower"
@@ -134,10 +135,10 @@ def plan(teacher, states: np.ndarray) -> tuple[np.ndarray, list[str]]:
     if np.any(placed):
         up = tcp.copy()
         up[:, 2] = np.maximum(tcp[:, 2], obj[:, 2] + RETREAT_DZ)
-        pos = teacher._position_command(tcp, up)
+        pos = motion.position(tcp, up)
         pos[width < OPEN_WIDTH] = 0.0
         r = quat_to_matrix(s[:, TCP_QUAT])
-        rot = teacher._rotation_command(s[:, TCP_QUAT], _down_orientation(_yaw_of(r)))
+        rot = motion.rotation(s[:, TCP_QUAT], down_orientation(yaw_of(r)))
         actions[placed, POS_SLICE] = pos[placed]
         actions[placed, ROT_SLICE] = rot[placed]
         actions[placed, GRIPPER_INDEX] = GRIPPER_OPEN

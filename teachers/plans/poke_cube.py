@@ -52,7 +52,7 @@ mid-carry or cube moved 0.04 m sideways mid-task: recovered in 5/5 each at a 100
 * A full-speed poke flings the cube (~0.8 m/s; it slides several cm), and an IK freeze mid-poke can
   then make the robot static while the cube passes through the goal: a lucky success. The capped,
   P-controlled poke and the hold avoid relying on this.
-* Each answer is planned for its control period (``teacher._position_command``): queried once per
+* Each answer is planned for its control period (:meth:`~robot_rl.teachers.plans.common.Motion.position`): queried once per
   ``D`` env steps and replayed open loop, as ``vlajs`` training uses it, the plan solves 50/50 at
   D = 2 and 48/50 at D = 4 (mean 36.7 steps; ``benchmarks/teacher_competence.py``). As a per-step
   P-controller held for D = 4 it overshot its waypoints: 0.4 on 30 episodes.
@@ -61,8 +61,8 @@ mid-carry or cube moved 0.04 m sideways mid-task: recovered in 5/5 each at a 100
 from __future__ import annotations
 
 import numpy as np
-from robot_rl.teachers.base import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE
-from robot_rl.teachers.scripted import (
+from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE, quat_to_matrix
+from robot_rl.teachers.plans.common import (
     GOAL_POS,
     GRIPPER_CLOSED,
     GRIPPER_OPEN,
@@ -75,11 +75,11 @@ from robot_rl.teachers.scripted import (
     TOOL_HALF_EXTENTS,
     TOOL_POS,
     TOOL_QUAT,
-    _down_orientation,
-    _scale_clip,
-    _wrap_angle,
-    _yaw_of,
-    quat_to_matrix,
+    Motion,
+    down_orientation,
+    scale_clip,
+    wrap_angle,
+    yaw_of,
 )
 
 # Geometry (metres unless noted; tuned in the simulator, see the module docstring)
@@ -116,12 +116,11 @@ MIN_CMD = 0.2
 BASE_XY = np.array([-0.615, 0.0])  # Panda base position (world)
 
 
-def plan(teacher, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Plan one PokeCube action per state row.
 
     Args:
-        teacher: the calling :class:`robot_rl.teachers.scripted.ScriptedTeacher` (its
-            ``_position_command``, ``_rotation_command`` and ``control_period_steps`` ``D``).
+        motion: the control period's :class:`~robot_rl.teachers.plans.common.Motion` (``D`` = ``period_steps``).
         s: ``(N, 38) float64`` privileged states (:data:`robot_rl.envs.PRIVILEGED_STATE_LAYOUT`):
             object = the cube, goal = the goal region centre, tool = the peg.
 
@@ -140,7 +139,7 @@ def plan(teacher, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     axis = r_peg[:, :, 0]  # peg +x: tail -> head
     head = peg + axis * peg_half[:, :1]
     r_tcp = quat_to_matrix(s[:, TCP_QUAT])
-    tcp_yaw = _yaw_of(r_tcp)
+    tcp_yaw = yaw_of(r_tcp)
     peg_yaw = np.arctan2(axis[:, 1], axis[:, 0])
 
     # TCP relative to the peg, in a horizontal frame along the peg (a square peg may lie rolled about
@@ -164,14 +163,14 @@ def plan(teacher, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     hrel = head[:, :2] - cube[:, :2]
     along_h = np.sum(hrel * u, -1)
     lat_h = np.sum(hrel * perp, -1)
-    yaw_line_err = _wrap_angle(np.arctan2(u[:, 1], u[:, 0]) - peg_yaw)
+    yaw_line_err = wrap_angle(np.arctan2(u[:, 1], u[:, 0]) - peg_yaw)
 
     # --- not holding the peg: grasp it ---------------------------------------------------
     grasp_pt = peg.copy()
     grasp_pt[:, :2] -= axis_h * GRASP_BACK
     grasp_pt[:, 2] += GRASP_DZ
-    grasp_yaw = tcp_yaw + _wrap_angle((peg_yaw - tcp_yaw) * 2.0) / 2.0
-    yaw_grasp_err = np.abs(_wrap_angle((peg_yaw - tcp_yaw) * 2.0) / 2.0)
+    grasp_yaw = tcp_yaw + wrap_angle((peg_yaw - tcp_yaw) * 2.0) / 2.0
+    yaw_grasp_err = np.abs(wrap_angle((peg_yaw - tcp_yaw) * 2.0) / 2.0)
     funnel_err = lat_err + 0.25 * along_err + 0.1 * yaw_grasp_err
     approach_t = grasp_pt.copy()
     approach_t[:, 2] += np.minimum(HOVER_DZ, FUNNEL * funnel_err)
@@ -238,13 +237,13 @@ def plan(teacher, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     phases[sel_hold] = "hold"
 
     acts = np.zeros((n, ACTION_DIM))
-    acts[:, POS_SLICE] = teacher._position_command(tcp, target)
-    acts[:, ROT_SLICE] = teacher._rotation_command(s[:, TCP_QUAT], _down_orientation(yaw_goal))
+    acts[:, POS_SLICE] = motion.position(tcp, target)
+    acts[:, ROT_SLICE] = motion.rotation(s[:, TCP_QUAT], down_orientation(yaw_goal))
     acts[sel_hold, ROT_SLICE] = 0.0
-    d = teacher.control_period_steps
+    d = motion.period_steps
     reach = np.linalg.norm(tcp[:, :2] - BASE_XY, axis=-1)
     frac = np.clip((reach - STRETCH_R[0]) / (STRETCH_R[1] - STRETCH_R[0]), 0.0, 1.0)
     cap = (MAX_CMD + (MIN_CMD - MAX_CMD) * frac)[:, None] * d
-    acts[sel_held, POS_SLICE] = _scale_clip(acts[sel_held, POS_SLICE], cap[sel_held])
+    acts[sel_held, POS_SLICE] = scale_clip(acts[sel_held, POS_SLICE], cap[sel_held])
     acts[:, GRIPPER_INDEX] = gripper
     return acts, list(phases)

@@ -26,16 +26,16 @@ from robot_rl.deploy.safety import (
     SafetyFilter,
     SafetyLimits,
     SafetyStateError,
+)
+from robot_rl.geometry import (
+    euler_xyz_to_matrix,
     quat_angle,
     quat_conjugate,
     quat_from_euler_xyz,
     quat_from_rotvec,
     quat_multiply,
-    quat_to_rotvec,
-)
-from robot_rl.teachers.scripted import (
-    euler_xyz_to_matrix,
     quat_to_matrix,
+    quat_to_rotvec,
     rotation_command_to_delta,
     rotvec_to_matrix,
 )

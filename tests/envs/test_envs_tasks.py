@@ -228,7 +228,7 @@ def test_peg_and_tool_privileged_state():
         np.testing.assert_allclose(s[24:27], [0.12, 0.025, 0.025], atol=1e-6)
         assert s[16] == pytest.approx(0.12)  # upright: centre at half length
         # goal_quat turns the peg's long axis (its x) to world +z
-        from robot_rl.teachers.scripted import quat_to_matrix
+        from robot_rl.geometry import quat_to_matrix
 
         np.testing.assert_allclose(quat_to_matrix(s[20:24])[:, 0], [0, 0, 1], atol=1e-6)
     finally:

@@ -8,7 +8,8 @@ import pytest
 
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest
 from robot_rl.teachers.plans import lift_peg_upright as P
-from robot_rl.teachers.scripted import STATE_DIM, rotation_command_to_delta
+from robot_rl.geometry import rotation_command_to_delta
+from robot_rl.teachers.plans.common import STATE_DIM
 
 TASK = "RRL-LiftPegUpright-Sparse-v1"
 DOWN_QUAT = (0.0, 1.0, 0.0, 0.0)  # TCP pointing down, hand x along world +x (initial Panda pose)
@@ -45,7 +46,7 @@ def make_state(tcp, peg, peg_q=FLAT, grasped=0.0, width=0.08, tcp_quat=DOWN_QUAT
 
 
 def plan(*rows, teacher=None):
-    return P.plan(teacher or ScriptedTeacher(), np.stack(rows))
+    return P.plan((teacher or ScriptedTeacher()).motion, np.stack(rows))
 
 
 PEG = np.array([0.0, 0.05, HALF_W])  # lying on the table

@@ -6,7 +6,8 @@ import pytest
 
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest
 from robot_rl.teachers.plans import peg_insertion_side as P
-from robot_rl.teachers.scripted import STATE_DIM, quat_to_matrix
+from robot_rl.geometry import quat_to_matrix
+from robot_rl.teachers.plans.common import STATE_DIM, Motion
 
 TASK = "RRL-PegInsertionSide-Sparse-v1"
 L, R = 0.1, 0.02  # peg half length, half width
@@ -51,7 +52,7 @@ def held_state(peg_centre, lateral=(0.0, 0.0), grasped=1.0):
 
 
 def plan(states, d=1):
-    acts, phases = P.plan(ScriptedTeacher(control_period_steps=d), np.atleast_2d(states))
+    acts, phases = P.plan(Motion(d), np.atleast_2d(states))
     return acts, phases
 
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest
+from robot_rl.teachers.plans import pick_cube
 from robot_rl.teachers.plans import pick_place_cube as ppc
-from robot_rl.teachers.scripted import STATE_DIM
+from robot_rl.teachers.plans.common import STATE_DIM
 
 TASK = "RRL-PickPlaceCube-Sparse-v1"
 DOWN_QUAT = (0.0, 1.0, 0.0, 0.0)  # TCP pointing down, hand x along world +x (initial Panda pose)
@@ -25,7 +26,7 @@ def make_state(tcp, obj, goal=GOAL, grasped=0.0, width=0.08, obj_quat=(1, 0, 0, 
 
 
 def plan(*rows, teacher=None):
-    return ppc.plan(teacher or ScriptedTeacher(), np.stack(rows))
+    return ppc.plan((teacher or ScriptedTeacher()).motion, np.stack(rows))
 
 
 def held(cube):
@@ -63,12 +64,12 @@ def test_grasped_above_region_lowers_it_closed():
 def test_placed_cube_is_not_grasped_again():
     cube = (0.01, 0.09, 0.02)  # lying in the region, released
     rows = [
-        make_state((0.01, 0.09, 0.08), cube),  # above it, open and aligned: _plan_pick would descend
+        make_state((0.01, 0.09, 0.08), cube),  # above it, open and aligned: pick_cube.plan would descend
         make_state((0.01, 0.09, 0.023), cube, width=0.05),  # fingers still opening around it
         make_state((0.01, 0.09, 0.023), cube, width=0.08),  # open, at the cube
-        make_state((0.01, 0.09, 0.023), cube, width=0.0),  # closed but not holding: _plan_pick would grasp
+        make_state((0.01, 0.09, 0.023), cube, width=0.0),  # closed but not holding: pick_cube.plan would grasp
     ]
-    pick_acts, pick_phases = ScriptedTeacher()._plan_pick(np.stack(rows))
+    pick_acts, pick_phases = pick_cube.plan(ScriptedTeacher().motion, np.stack(rows))
     assert pick_phases[0] == "descend" and pick_acts[0, 2] < 0  # what the pick planner alone would do
     acts, phases = plan(*rows)
     assert phases == ["retreat"] * 4

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest
 from robot_rl.teachers.plans import poke_cube as P
-from robot_rl.teachers.scripted import (
+from robot_rl.teachers.plans.common import (
     GOAL_POS,
     GOAL_QUAT,
     GRIPPER_WIDTH,
@@ -20,6 +20,7 @@ from robot_rl.teachers.scripted import (
     TOOL_HALF_EXTENTS,
     TOOL_POS,
     TOOL_QUAT,
+    Motion,
 )
 
 POKE = "RRL-PokeCube-Sparse-v1"
@@ -53,7 +54,7 @@ def holding(head_xy, **kw):
 
 
 def plan(*rows, period=1):
-    return P.plan(ScriptedTeacher(control_period_steps=period), np.stack(rows))
+    return P.plan(Motion(period), np.stack(rows))
 
 
 def test_start_state_approaches_the_grasp_point_open():

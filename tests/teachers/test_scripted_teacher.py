@@ -13,19 +13,10 @@ from robot_rl.teachers import (
     TeacherResponse,
     make_teacher,
 )
-from robot_rl.teachers.scripted import (
-    SUPPORTED_TASKS,
-    TRACKING_FRACTION,
-    euler_xyz_to_matrix,
-    matrix_to_euler_xyz,
-    matrix_to_rotvec,
-    period_gain,
-    physical_rotation_to_command,
-    quat_to_matrix,
-    rotation_command_to_delta,
-    rotation_delta_to_command,
-    rotvec_to_matrix,
-)
+from robot_rl.geometry import euler_xyz_to_matrix, matrix_to_euler_xyz, matrix_to_rotvec, physical_rotation_to_command, quat_to_matrix, rotation_command_to_delta, rotation_delta_to_command, rotvec_to_matrix
+from robot_rl.teachers.plans import pick_cube
+from robot_rl.teachers.plans.common import TRACKING_FRACTION, period_gain
+from robot_rl.teachers.scripted import SUPPORTED_TASKS
 
 PUSH = "RRL-PushCube-Sparse-v1"
 PICK = "RRL-PickCube-Sparse-v1"
@@ -130,15 +121,15 @@ def test_position_command_plans_the_motion_of_the_period(period):
     t = ScriptedTeacher(period)
     tcp, target = np.zeros((1, 3)), np.array([[0.01, -0.02, 0.0]])
     per_step = period_gain(period) * np.array([0.01, -0.02, 0.0]) / (period * 0.04)
-    np.testing.assert_allclose(t._position_command(tcp, target), period * per_step[None], atol=1e-12)
+    np.testing.assert_allclose(t.motion.position(tcp, target), period * per_step[None], atol=1e-12)
     # the motion the tracking model predicts over the held period is exactly that fraction of the error
-    motion = t._position_command(tcp, target) * TRACKING_FRACTION * 0.1
+    motion = t.motion.position(tcp, target) * TRACKING_FRACTION * 0.1
     np.testing.assert_allclose(motion, period_gain(period) * target, atol=1e-12)
     # far away: full speed (each per-step component within [-1, 1]), direction kept
     far = np.array([[1.0, 0.5, 0.0]])
-    np.testing.assert_allclose(t._position_command(tcp, far), period * np.array([[1.0, 0.5, 0.0]]), atol=1e-12)
+    np.testing.assert_allclose(t.motion.position(tcp, far), period * np.array([[1.0, 0.5, 0.0]]), atol=1e-12)
     # an explicit gain replaces period_gain
-    np.testing.assert_allclose(t._position_command(tcp, target, gain=1.0), period * target / (period * 0.04), atol=1e-12)
+    np.testing.assert_allclose(t.motion.position(tcp, target, gain=1.0), period * target / (period * 0.04), atol=1e-12)
 
 
 def test_period_answers_share_phases_and_directions(period_plan_check):
@@ -222,11 +213,11 @@ def test_pick_trusts_the_grasp_flag_only_with_a_grasp_geometry():
 
 def test_pick_descent_corrects_a_drift_instead_of_climbing_back():
     """Going down, the arm's z motion couples a few mm into xy: within 1.5x the descend tolerance the
-    descent goes on (correcting xy); lowered and off by up to PICK_NEAR_XY, xy is corrected in place."""
+    descent goes on (correcting xy); lowered and off by up to pick_cube.NEAR_XY, xy is corrected in place."""
     t = ScriptedTeacher(4)
     goal = (0.05, 0.05, 0.2)
     obj = (0.05, 0.0, 0.02)
-    drift = t.PICK_XY_TOL * 1.3
+    drift = pick_cube.XY_TOL * 1.3
     high = make_state(tcp=(0.05 + drift, 0.0, 0.09), obj=obj, goal=goal)  # at the hover height: align first
     low = make_state(tcp=(0.05 + drift, 0.0, 0.05), obj=obj, goal=goal)  # lowered: keep descending
     near = make_state(tcp=(0.05 + 0.015, 0.0, 0.035), obj=obj, goal=goal)  # lowered, 1.5 cm off

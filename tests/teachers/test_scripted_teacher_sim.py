@@ -5,21 +5,8 @@ import pytest
 
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest
 from robot_rl.teachers.evaluate import run_teacher_as_policy
-from robot_rl.teachers.scripted import (
-    GOAL_POS,
-    GRIPPER_WIDTH,
-    IS_GRASPED,
-    OBJ_HALF_SIZE,
-    OBJ_POS,
-    OBJ_QUAT,
-    STATE_DIM,
-    TCP_POS,
-    TCP_QUAT,
-    euler_xyz_to_matrix,
-    matrix_to_rotvec,
-    quat_to_matrix,
-    rotation_command_to_delta,
-)
+from robot_rl.geometry import euler_xyz_to_matrix, matrix_to_rotvec, quat_to_matrix, rotation_command_to_delta
+from robot_rl.teachers.plans.common import GOAL_POS, GRIPPER_WIDTH, IS_GRASPED, OBJ_HALF_SIZE, OBJ_POS, OBJ_QUAT, STATE_DIM, TCP_POS, TCP_QUAT
 
 envs = pytest.importorskip("robot_rl.envs")
 
@@ -28,7 +15,7 @@ PICK = "RRL-PickCube-Sparse-v1"
 GRIPPER_OPEN = 1.0
 
 
-import robot_rl.teachers.scripted as S  # noqa: E402
+import robot_rl.teachers.plans.common as C  # noqa: E402
 
 
 def tcp_rotation(env):
@@ -39,9 +26,9 @@ def test_state_layout_matches_envs():
     layout = envs.PRIVILEGED_STATE_LAYOUT
     ours = dict(tcp_pos=TCP_POS, tcp_quat=TCP_QUAT, obj_pos=OBJ_POS, obj_quat=OBJ_QUAT, goal_pos=GOAL_POS,
                 is_grasped=slice(IS_GRASPED, IS_GRASPED + 1), gripper_width=slice(GRIPPER_WIDTH, GRIPPER_WIDTH + 1),
-                obj_half_size=slice(OBJ_HALF_SIZE, OBJ_HALF_SIZE + 1), goal_quat=S.GOAL_QUAT,
-                obj_half_extents=S.OBJ_HALF_EXTENTS, tool_pos=S.TOOL_POS, tool_quat=S.TOOL_QUAT,
-                tool_grasped=slice(S.TOOL_GRASPED, S.TOOL_GRASPED + 1), tool_half_extents=S.TOOL_HALF_EXTENTS)
+                obj_half_size=slice(OBJ_HALF_SIZE, OBJ_HALF_SIZE + 1), goal_quat=C.GOAL_QUAT,
+                obj_half_extents=C.OBJ_HALF_EXTENTS, tool_pos=C.TOOL_POS, tool_quat=C.TOOL_QUAT,
+                tool_grasped=slice(C.TOOL_GRASPED, C.TOOL_GRASPED + 1), tool_half_extents=C.TOOL_HALF_EXTENTS)
     assert dict(layout) == ours
     assert envs.PRIVILEGED_STATE_DIM == STATE_DIM
 
@@ -214,7 +201,7 @@ def test_held_answer_approaches_a_waypoint_without_overshoot(period):
         tcp0 = envs.privileged_state(env.unwrapped)[0, TCP_POS].astype(np.float64)
         waypoint = tcp0 + np.array([0.03, 0.0, 0.0])
         answer = np.zeros((1, 7), dtype=np.float32)
-        answer[0, :3] = teacher._position_command(tcp0[None], waypoint[None])[0]
+        answer[0, :3] = teacher.motion.position(tcp0[None], waypoint[None])[0]
         answer[0, 6] = GRIPPER_OPEN
         targets, _ = interpolate_targets(answer, period)
         xs = []
@@ -228,4 +215,4 @@ def test_held_answer_approaches_a_waypoint_without_overshoot(period):
         env.close()
     covered = (np.array(xs) - tcp0[0]) / 0.03
     assert covered.max() < 1.0, covered  # never past the waypoint
-    assert covered[-1] == pytest.approx(S.period_gain(period), abs=0.12), covered
+    assert covered[-1] == pytest.approx(C.period_gain(period), abs=0.12), covered

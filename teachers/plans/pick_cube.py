@@ -1,0 +1,119 @@
+"""PickCube planner: above the cube (open, fingers aligned with its faces), down, close, carry it to the goal.
+
+Phases (per row, stateless): ``"carry"`` (held: move so the cube reaches ``goal_pos``, closed, and hold
+there), ``"grasp"`` (TCP at the cube centre: close, no motion), ``"descend"`` (above the cube, open and
+aligned: go down), ``"reopen"`` (gripper closed but not holding the cube: open while rising), ``"hover"``
+(to a point above the cube, open; lowered and within :data:`NEAR_XY`, xy is corrected in place).
+:mod:`robot_rl.teachers.plans.pick_place_cube` reuses it with the goal replaced by its waypoints.
+
+Reads the first 20 privileged-state entries (:data:`~robot_rl.teachers.plans.common.CUBE_STATE_DIM`).
+Measured: ``benchmarks/teacher_competence.py`` (README, Teachers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE, quat_to_matrix
+from robot_rl.teachers.plans.common import (
+    GOAL_POS,
+    GRIPPER_CLOSED,
+    GRIPPER_OPEN,
+    GRIPPER_WIDTH,
+    IS_GRASPED,
+    OBJ_POS,
+    OBJ_QUAT,
+    TCP_POS,
+    TCP_QUAT,
+    Motion,
+    down_orientation,
+    wrap_angle,
+    yaw_of,
+)
+
+# Geometry of the plan (metres unless noted). Measured/tuned in the simulator, see tests/teachers.
+HOVER_DZ = 0.07  # hover height above the cube centre before descending
+XY_TOL = 0.008  # xy tolerance to descend onto the cube
+Z_TOL = 0.008  # z tolerance to close the gripper
+YAW_TOL = 0.12  # rad; finger/face misalignment allowed before descending
+OPEN_WIDTH = 0.07  # below this gripper width the gripper counts as (partly) closed
+HELD_DIST = 0.03  # a held cube's centre is this close to the TCP (fingers on two faces)
+NEAR_XY = 0.02  # lowered and this close in xy: correct xy in place (the open fingers straddle the cube)
+
+
+def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Plan one PickCube answer per state row.
+
+    Args:
+        motion: the control period's :class:`~robot_rl.teachers.plans.common.Motion`.
+        s: ``(N, >=20) float64`` privileged states.
+
+    Returns:
+        ``(actions (N, 7), phases)``: period deltas (gripper -1 closed / +1 open) and ``N`` phase names.
+    """
+    n = s.shape[0]
+    tcp, obj, goal = s[:, TCP_POS], s[:, OBJ_POS], s[:, GOAL_POS]
+    width = s[:, GRIPPER_WIDTH]
+    # Held: ManiSkill's flag *and* the geometry of a grasp. The flag can read 1 on the first step after a
+    # reset (left over from the previous episode's contacts): trusted alone, the answer to that step is a
+    # closed-gripper carry that, held for D steps, grips nothing (README troubleshooting).
+    grasped = (s[:, IS_GRASPED] > 0.5) & (width < OPEN_WIDTH) & (np.linalg.norm(obj - tcp, axis=-1) < HELD_DIST)
+    r_tcp = quat_to_matrix(s[:, TCP_QUAT])
+    tcp_yaw = yaw_of(r_tcp)
+    obj_yaw = yaw_of(quat_to_matrix(s[:, OBJ_QUAT]))
+    # closest yaw to the current one at which the fingers face two cube faces (90 deg symmetry)
+    yaw_err = wrap_angle((obj_yaw - tcp_yaw) * 4.0) / 4.0
+    desired_yaw = tcp_yaw + yaw_err
+
+    rel = obj - tcp
+    xy_err = np.linalg.norm(rel[:, :2], axis=-1)
+    hover = obj + np.array([0.0, 0.0, HOVER_DZ])
+
+    at_grasp = (xy_err < XY_TOL * 1.5) & (np.abs(rel[:, 2]) < Z_TOL)
+    # Once on the way down, a drift of a few mm (the arm's z motion couples into xy) keeps descending while
+    # xy is corrected, instead of climbing back to the hover point.
+    lowered = tcp[:, 2] < hover[:, 2] - 0.01
+    aligned_xy = xy_err < XY_TOL * np.where(lowered, 1.5, 1.0)
+    is_open = width > OPEN_WIDTH
+    yaw_ok = np.abs(yaw_err) < YAW_TOL
+    above = tcp[:, 2] > obj[:, 2] + 0.005
+
+    sel_carry = grasped
+    sel_grasp = ~sel_carry & at_grasp
+    sel_reopen = ~sel_carry & ~sel_grasp & ~is_open
+    sel_desc = ~sel_carry & ~sel_grasp & ~sel_reopen & aligned_xy & yaw_ok & above
+    sel_hover = ~(sel_carry | sel_grasp | sel_reopen | sel_desc)
+
+    target = np.empty((n, 3))
+    gripper = np.full(n, GRIPPER_OPEN)
+    phases = np.empty(n, dtype=object)
+    # carry: the cube should end at the goal; the TCP holds it, so shift by the grasp offset
+    target[sel_carry] = (tcp + (goal - obj))[sel_carry]
+    gripper[sel_carry] = GRIPPER_CLOSED
+    phases[sel_carry] = "carry"
+    target[sel_grasp] = obj[sel_grasp]
+    gripper[sel_grasp] = GRIPPER_CLOSED
+    phases[sel_grasp] = "grasp"
+    # re-open: rise a little while opening so the fingers do not push the cube around
+    target[sel_reopen] = np.concatenate([tcp[:, :2], np.maximum(tcp[:, 2:], hover[:, 2:])], -1)[sel_reopen]
+    phases[sel_reopen] = "reopen"
+    target[sel_desc] = obj[sel_desc]
+    phases[sel_desc] = "descend"
+    # hover: above the cube; if low and off to the side, rise first (do not sweep through it); near it in xy
+    # (fingers still straddle the cube), correct xy at the current height
+    low_side = tcp[:, 2] < obj[:, 2] + 0.03
+    near_xy = xy_err < NEAR_XY
+    hov_t = np.where(low_side[:, None], np.concatenate([tcp[:, :2], hover[:, 2:]], -1), hover)
+    hov_t = np.where((near_xy & lowered)[:, None], np.concatenate([obj[:, :2], tcp[:, 2:]], -1), hov_t)
+    target[sel_hover] = hov_t[sel_hover]
+    phases[sel_hover] = "hover"
+
+    acts = np.zeros((n, ACTION_DIM))
+    acts[:, POS_SLICE] = motion.position(tcp, target)
+    # stop moving while the fingers close, so the grasp is not dragged
+    acts[sel_grasp, POS_SLICE] = 0.0
+    # keep pointing down; align the yaw only before grasping (a held cube's yaw is irrelevant)
+    yaw_goal = np.where(sel_carry | sel_grasp, tcp_yaw, desired_yaw)
+    acts[:, ROT_SLICE] = motion.rotation(s[:, TCP_QUAT], down_orientation(yaw_goal))
+    acts[:, GRIPPER_INDEX] = gripper
+    return acts, list(phases)
