@@ -42,6 +42,43 @@ sets it on every reset), so a position in the robot base frame, as a real Franka
 Quaternions are ``(w, x, y, z)``; their sign is whatever the simulator reports (not canonicalized):
 over 1500 random-action steps the TCP quaternion had ``x > 0`` on 99.9% of steps and the cube's
 ``w >= 0`` on ~97%, so a deployment should give the policy the sign in that hemisphere.
+
+Hemispheres per pose field, re-measured with ``benchmarks/quat_hemispheres.py --episodes 20`` (per task 20
+random-action episodes and 20 of the scripted teacher queried every env step, seeds 0-19; the quaternion of
+the observation after every env step). "min" is the smallest magnitude of that component seen (how far the
+poses stay from the hemisphere's edge):
+
+================  ==================  =========  ======  ======  ====================================
+task              field               component  >= 0    min     steps (random + scripted)
+================  ==================  =========  ======  ======  ====================================
+PickPlaceCube     tcp_pose            x          100%    0.961   1382 (1000 + 382)
+PickPlaceCube     obj_pose (cube)     w          100%    0.041   1382
+LiftPegUpright    tcp_pose            x          100%    0.967   1372 (1000 + 372)
+LiftPegUpright    obj_pose (peg)      w          100%    0.502   1372 (x too: 100%)
+PegInsertionSide  tcp_pose            x          100%    0.298   2927 (2000 + 927) (y too: 100%)
+PegInsertionSide  peg_pose            w          100%    0.279   2927 (z too: 100%)
+PegInsertionSide  box_hole_pose       w          100%    0.557   2927 (w >= 0 by construction; z too)
+PokeCube          tcp_pose            x          100%    0.967   1428 (1000 + 428)
+PokeCube          cube_pose           w          100%    0.678   1428
+PokeCube          peg_pose            w          100%    0.952   1428
+PushCube          tcp_pose            x          100%    0.969   1187 (991 + 196)
+PushCube          obj_pose (cube)     w          100%    0.834   1187
+PickCube          tcp_pose            x          100%    0.957   1343 (967 + 376)
+PickCube          obj_pose (cube)     w          100%    0.041   1343
+================  ==================  =========  ======  ======  ====================================
+
+So every TCP pose is in the ``x >= 0`` hemisphere and every object pose (cube, peg, box hole) in ``w >= 0``,
+as ``deploy/ros_io.py`` ``QUAT_HEMISPHERE`` assumes for ``ee_pose`` and ``object_pose``; no task observes a
+goal orientation. The 97% above was not reproduced: the cube had ``w >= 0`` on every step here too. Why
+``w``: the reset orientations have ``w >= 0`` (``randomization.random_quaternions`` ends in
+``matrix_to_quaternion``, which standardizes; the fixed ones, ``euler2quat(pi/2, 0, 0)`` and the identity,
+have ``w > 0``), and PhysX integrates the quaternion continuously without re-canonicalizing (a pose set
+with ``w < 0`` reads back and steps on with ``w < 0``), so an object's ``w`` turns negative only when its
+rotation angle from the identity passes 180 deg. A cube whose random reset yaw is near 180 deg (PickCube,
+PickPlaceCube: yaw uniform in [0, 2 pi)) starts at that edge (``|w| = 0.041`` seen): turned a few degrees
+the right way in the hand it would cross it, and there canonicalizing to ``w >= 0`` picks the other sign
+than the simulator. No step measured here crossed it.
+``box_hole_pose`` is a ManiSkill ``Pose`` product, whose quaternion is standardized to ``w >= 0``.
 """
 
 from __future__ import annotations
@@ -260,7 +297,9 @@ OBS_LAYOUTS: dict[str, tuple[ObsField, ...]] = {
     # tabletop/lift_peg_upright.py: tcp_pose, then obj_pose (the peg) (32-D).
     "RRL-LiftPegUpright-Sparse-v1": (_QPOS, _QVEL, _TCP_POSE, _LIFT_PEG_OBJ),
     # tabletop/peg_insertion_side.py: tcp_pose, then peg_pose, peg_half_size, box_hole_pose, box_hole_radius (43-D).
-    "RRL-PegInsertionSide-Sparse-v1": (_QPOS, _QVEL, _TCP_POSE, _INSERT_PEG, _PEG_HALF_SIZE, _BOX_HOLE_POSE, _BOX_HOLE_RADIUS),
+    "RRL-PegInsertionSide-Sparse-v1": (
+        _QPOS, _QVEL, _TCP_POSE, _INSERT_PEG, _PEG_HALF_SIZE, _BOX_HOLE_POSE, _BOX_HOLE_RADIUS,
+    ),
     # tabletop/poke_cube.py: tcp_pose, then cube_pose, peg_pose, goal_pos (the peg's centre), tcp_to_peg_pos,
     # peg_to_cube_pos, cube_to_goal_pos, peghead_to_cube_pos (54-D).
     "RRL-PokeCube-Sparse-v1": (
