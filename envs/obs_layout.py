@@ -15,7 +15,24 @@ column, all concatenated with ``torch.hstack``, so booleans become 0.0 / 1.0).
   ``pd_ee_delta_pose`` (``use_target=False``), so nothing else.
 - ``extra``: ``PushCubeEnv._get_obs_extra``: ``tcp_pose, goal_pos, obj_pose``;
   ``PickCubeEnv._get_obs_extra``: ``is_grasped, tcp_pose, goal_pos, obj_pose, tcp_to_obj_pos,
-  obj_to_goal_pos``.
+  obj_to_goal_pos``; ``PickPlaceCubeEnv`` (``envs/pick_place_cube.py``): PickCube's six with the goal on
+  the table; ``LiftPegUprightEnv``: ``tcp_pose, obj_pose`` (the peg); ``PegInsertionSideEnv``:
+  ``tcp_pose, peg_pose, peg_half_size, box_hole_pose, box_hole_radius``; ``PokeCubeEnv``: ``tcp_pose,
+  cube_pose, peg_pose, goal_pos, tcp_to_peg_pos, peg_to_cube_pos, cube_to_goal_pos, peghead_to_cube_pos``.
+  Sizes: PushCube 35, PickCube 42, PickPlaceCube 42, LiftPegUpright 32, PegInsertionSide 43, PokeCube 54;
+  a long-horizon (``-LH-``) variant observes exactly what its sparse task does.
+
+Upstream quirks a deployment must reproduce (each field's description says more):
+
+- PokeCube's ``goal_pos`` is ``peg.pose.p``, the peg's centre (a copy of ``peg_pose[:3]``), not the
+  goal region; the region's centre is ``cube_pose[:3] + cube_to_goal_pos``.
+- PokeCube's ``peghead_to_cube_pos`` is head *minus* cube (the other ``a_to_b`` fields are ``b - a``), and
+  its "head" is the peg centre + 0.12 m along *world* x, not rotated with the peg:
+  ``peghead_to_cube_pos == (0.12, 0, 0) - peg_to_cube_pos`` always.
+- PegInsertionSide's ``peg_half_size``, ``box_hole_pose`` and ``box_hole_radius`` are per-episode constants
+  (sizes drawn at every reset, the box is kinematic); the "radius" is the half side of a square hole, and
+  ``box_hole_pose`` is a ManiSkill ``Pose`` product, whose quaternion ManiSkill standardizes to ``w >= 0``.
+  Sizes (``peg_half_size``, ``box_hole_radius``) have frame ``none``: nothing to transform.
 
 Frames. ``world`` is ManiSkill's scene frame: origin on the table top (z = 0 is the table surface),
 z up, x pointing away from the robot. The robot base (``panda_link0``) sits at
@@ -25,6 +42,43 @@ sets it on every reset), so a position in the robot base frame, as a real Franka
 Quaternions are ``(w, x, y, z)``; their sign is whatever the simulator reports (not canonicalized):
 over 1500 random-action steps the TCP quaternion had ``x > 0`` on 99.9% of steps and the cube's
 ``w >= 0`` on ~97%, so a deployment should give the policy the sign in that hemisphere.
+
+Hemispheres per pose field, re-measured with ``benchmarks/quat_hemispheres.py --episodes 20`` (per task 20
+random-action episodes and 20 of the scripted teacher queried every env step, seeds 0-19; the quaternion of
+the observation after every env step). "min" is the smallest magnitude of that component seen (how far the
+poses stay from the hemisphere's edge):
+
+================  ==================  =========  ======  ======  ====================================
+task              field               component  >= 0    min     steps (random + scripted)
+================  ==================  =========  ======  ======  ====================================
+PickPlaceCube     tcp_pose            x          100%    0.961   1382 (1000 + 382)
+PickPlaceCube     obj_pose (cube)     w          100%    0.041   1382
+LiftPegUpright    tcp_pose            x          100%    0.967   1372 (1000 + 372)
+LiftPegUpright    obj_pose (peg)      w          100%    0.502   1372 (x too: 100%)
+PegInsertionSide  tcp_pose            x          100%    0.298   2927 (2000 + 927) (y too: 100%)
+PegInsertionSide  peg_pose            w          100%    0.279   2927 (z too: 100%)
+PegInsertionSide  box_hole_pose       w          100%    0.557   2927 (w >= 0 by construction; z too)
+PokeCube          tcp_pose            x          100%    0.967   1428 (1000 + 428)
+PokeCube          cube_pose           w          100%    0.678   1428
+PokeCube          peg_pose            w          100%    0.952   1428
+PushCube          tcp_pose            x          100%    0.969   1187 (991 + 196)
+PushCube          obj_pose (cube)     w          100%    0.834   1187
+PickCube          tcp_pose            x          100%    0.957   1343 (967 + 376)
+PickCube          obj_pose (cube)     w          100%    0.041   1343
+================  ==================  =========  ======  ======  ====================================
+
+So every TCP pose is in the ``x >= 0`` hemisphere and every object pose (cube, peg, box hole) in ``w >= 0``,
+as ``deploy/ros_io.py`` ``QUAT_HEMISPHERE`` assumes for ``ee_pose`` and ``object_pose``; no task observes a
+goal orientation. The 97% above was not reproduced: the cube had ``w >= 0`` on every step here too. Why
+``w``: the reset orientations have ``w >= 0`` (``randomization.random_quaternions`` ends in
+``matrix_to_quaternion``, which standardizes; the fixed ones, ``euler2quat(pi/2, 0, 0)`` and the identity,
+have ``w > 0``), and PhysX integrates the quaternion continuously without re-canonicalizing (a pose set
+with ``w < 0`` reads back and steps on with ``w < 0``), so an object's ``w`` turns negative only when its
+rotation angle from the identity passes 180 deg. A cube whose random reset yaw is near 180 deg (PickCube,
+PickPlaceCube: yaw uniform in [0, 2 pi)) starts at that edge (``|w| = 0.041`` seen): turned a few degrees
+the right way in the hand it would cross it, and there canonicalizing to ``w >= 0`` picks the other sign
+than the simulator. No step measured here crossed it.
+``box_hole_pose`` is a ManiSkill ``Pose`` product, whose quaternion is standardized to ``w >= 0``.
 """
 
 from __future__ import annotations
@@ -143,6 +197,92 @@ _OBJ_TO_GOAL = ObsField(
     _XYZ,
 )
 
+_PLACE_OBJ_TO_GOAL = ObsField(
+    "obj_to_goal_pos", 3, WORLD, "m",
+    "goal region centre minus cube position (world axes), goal_region.pose.p - cube.pose.p; the region lies on "
+    "the table (z = 0.001), so z is 0.001 - cube z (-0.019 for a cube resting on the table)",
+    _XYZ,
+)
+_LIFT_PEG_OBJ = ObsField(
+    "obj_pose", 7, WORLD, "m, quaternion wxyz",
+    "pose of the peg's centre, peg.pose.raw_pose: a box 0.24 m long along its own x axis with a 0.05 m square "
+    "section (red half at -x, blue half at +x); at reset it lies on the table along world x (centre z = 0.025); "
+    "upright (success) means its x axis along world +-z with the centre at z = 0.12",
+    _POSE_COMPONENTS,
+)
+_INSERT_PEG = ObsField(
+    "peg_pose", 7, WORLD, "m, quaternion wxyz",
+    "pose of the peg's centre, peg.pose.raw_pose: a box long along its own x axis (sizes in peg_half_size), "
+    "its orange head at +x (the end that goes into the hole), white tail at -x; at reset it lies on the table",
+    _POSE_COMPONENTS,
+)
+_PEG_HALF_SIZE = ObsField(
+    "peg_half_size", 3, NONE, "m",
+    "per-episode constant: the peg's half extents along its own x, y, z axes (peg_half_sizes): half length in "
+    "[0.085, 0.125], half width (= half height) in [0.015, 0.025]; the head is at +half length along the peg's x. "
+    "Redrawn at every reset (one env per process reconfigures each episode), fixed within an episode. A size, "
+    "not a vector: nothing to transform (frame none)",
+    ("half_length", "half_width", "half_height"),
+)
+_BOX_HOLE_POSE = ObsField(
+    "box_hole_pose", 7, WORLD, "m, quaternion wxyz",
+    "per-episode constant (the box is kinematic): pose of the centre of the box's square hole, box.pose * "
+    "box_hole_offsets, with the box's orientation. The box is a cube of half edge = the peg's half length; the "
+    "hole runs along this frame's x axis through the whole box and its centre is mid-depth. Insertion moves the "
+    "peg along +x: the goal is the peg head at this point with the peg's x along the hole's x; success is the head "
+    "at x >= -0.015 m and within box_hole_radius in y and z, in this frame",
+    _POSE_COMPONENTS,
+)
+_BOX_HOLE_RADIUS = ObsField(
+    "box_hole_radius", 1, NONE, "m",
+    "per-episode constant: half side of the hole (box_hole_radii); the hole is square, not round: the peg's half "
+    "width + 0.003 m clearance. A size (frame none)",
+    ("box_hole_radius",),
+)
+_POKE_CUBE = ObsField(
+    "cube_pose", 7, WORLD, "m, quaternion wxyz",
+    "pose of the cube's centre (edge 0.04 m), cube.pose.raw_pose",
+    _POSE_COMPONENTS,
+)
+_POKE_PEG = ObsField(
+    "peg_pose", 7, WORLD, "m, quaternion wxyz",
+    "pose of the peg's centre (the tool), peg.pose.raw_pose: a box 0.24 m long along its own x axis, 0.05 m "
+    "square section, both halves blue; its head (the end that pokes) is 0.12 m along its own +x; at reset it lies "
+    "on the table along world +x with identity orientation",
+    _POSE_COMPONENTS,
+)
+_POKE_GOAL = ObsField(
+    "goal_pos", 3, WORLD, "m",
+    "upstream quirk: NOT the goal region. PokeCube-v1 sets goal_pos = peg.pose.p, the peg's centre (a copy of "
+    "peg_pose[:3]); the goal region's centre (table, z = 0.001) is cube_pose[:3] + cube_to_goal_pos",
+    _XYZ,
+)
+_TCP_TO_PEG = ObsField(
+    "tcp_to_peg_pos", 3, WORLD, "m",
+    "peg centre minus TCP position (world axes), peg.pose.p - agent.tcp.pose.p",
+    _XYZ,
+)
+_PEG_TO_CUBE = ObsField(
+    "peg_to_cube_pos", 3, WORLD, "m",
+    "cube position minus peg centre (world axes), cube.pose.p - peg.pose.p",
+    _XYZ,
+)
+_CUBE_TO_GOAL = ObsField(
+    "cube_to_goal_pos", 3, WORLD, "m",
+    "goal region centre minus cube position (world axes), goal_region.pose.p - cube.pose.p; the region lies on "
+    "the table (z = 0.001), 0.1 m along world +x from the cube's start",
+    _XYZ,
+)
+_PEGHEAD_TO_CUBE = ObsField(
+    "peghead_to_cube_pos", 3, WORLD, "m",
+    "upstream quirks: peg_head_pos - cube.pose.p with peg_head_pos = peg.pose.p + (0.12, 0, 0). (1) The sign is "
+    "head minus cube (the vector from the cube to the head), the reverse of the other a_to_b = b - a fields. "
+    "(2) The 0.12 m offset is added along world x, not rotated with the peg: this is the peg's head only while "
+    "the peg points along world +x (as at reset); compute it as peg centre + (0.12, 0, 0) - cube centre, not "
+    "from a perceived head",
+    _XYZ,
+)
+
 #: Observation layout per robot_rl task id, in vector order.
 OBS_LAYOUTS: dict[str, tuple[ObsField, ...]] = {
     # ManiSkill 3.0.1 tabletop/push_cube.py: _get_obs_extra = tcp_pose, goal_pos, obj_pose (35-D).
@@ -150,6 +290,22 @@ OBS_LAYOUTS: dict[str, tuple[ObsField, ...]] = {
     # tabletop/pick_cube.py: is_grasped, tcp_pose, goal_pos, then obj_pose, tcp_to_obj_pos,
     # obj_to_goal_pos (state modes only) (42-D).
     "RRL-PickCube-Sparse-v1": (_QPOS, _QVEL, _IS_GRASPED, _TCP_POSE, _PICK_GOAL, _PICK_OBJ, _TCP_TO_OBJ, _OBJ_TO_GOAL),
+    # envs/pick_place_cube.py: PickCube's fields, the goal being the region on the table (42-D).
+    "RRL-PickPlaceCube-Sparse-v1": (
+        _QPOS, _QVEL, _IS_GRASPED, _TCP_POSE, _PUSH_GOAL, _PICK_OBJ, _TCP_TO_OBJ, _PLACE_OBJ_TO_GOAL,
+    ),
+    # tabletop/lift_peg_upright.py: tcp_pose, then obj_pose (the peg) (32-D).
+    "RRL-LiftPegUpright-Sparse-v1": (_QPOS, _QVEL, _TCP_POSE, _LIFT_PEG_OBJ),
+    # tabletop/peg_insertion_side.py: tcp_pose, then peg_pose, peg_half_size, box_hole_pose, box_hole_radius (43-D).
+    "RRL-PegInsertionSide-Sparse-v1": (
+        _QPOS, _QVEL, _TCP_POSE, _INSERT_PEG, _PEG_HALF_SIZE, _BOX_HOLE_POSE, _BOX_HOLE_RADIUS,
+    ),
+    # tabletop/poke_cube.py: tcp_pose, then cube_pose, peg_pose, goal_pos (the peg's centre), tcp_to_peg_pos,
+    # peg_to_cube_pos, cube_to_goal_pos, peghead_to_cube_pos (54-D).
+    "RRL-PokeCube-Sparse-v1": (
+        _QPOS, _QVEL, _TCP_POSE, _POKE_CUBE, _POKE_PEG, _POKE_GOAL, _TCP_TO_PEG, _PEG_TO_CUBE, _CUBE_TO_GOAL,
+        _PEGHEAD_TO_CUBE,
+    ),
 }
 
 
@@ -181,7 +337,8 @@ def observation_layout(task_id: str) -> list[ObsField]:
         task_id: env id (``"RRL-PushCube-Sparse-v1"``) or paper name (``"PushCube-v2"``).
 
     Returns:
-        list of :class:`ObsField`; sizes sum to the observation size (PushCube 35, PickCube 42).
+        list of :class:`ObsField`; sizes sum to the observation size (PushCube 35, PickCube 42,
+        PickPlaceCube 42, LiftPegUpright 32, PegInsertionSide 43, PokeCube 54).
 
     Raises:
         ValueError: unknown task; the message lists the tasks that have a layout.

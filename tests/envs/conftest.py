@@ -7,7 +7,7 @@ import pytest
 
 class _Scripted:
     """The project's :class:`~robot_rl.teachers.ScriptedTeacher` (``D = 1``) as a controller that reads
-    one privileged state ``(20,)`` and returns one ``pd_ee_delta_pose`` action ``(7,) float32``."""
+    one privileged state (``(38,)``, ``privileged_state``) and returns one ``pd_ee_delta_pose`` action ``(7,) float32``."""
 
     def __init__(self):
         from robot_rl.teachers import ScriptedTeacher, TeacherRequest
@@ -17,6 +17,10 @@ class _Scripted:
     def _act(self, state: np.ndarray, task: str) -> np.ndarray:
         req = self._request(instructions=[""], states=state[None].astype(np.float32), task_ids=[task])
         return self._teacher.act(req).actions[0]
+
+    def action(self, state: np.ndarray, task: str) -> np.ndarray:
+        """The teacher's action for ``task`` (env id or paper name; a 38-D state for the peg tasks)."""
+        return self._act(state, task)
 
     def push_action(self, state: np.ndarray) -> np.ndarray:
         return self._act(state, "PushCube-v2")

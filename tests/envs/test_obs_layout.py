@@ -24,31 +24,110 @@ from robot_rl.envs.obs_layout import (
 
 pytestmark = pytest.mark.slow
 
-TASK_IDS = ["RRL-PushCube-Sparse-v1", "RRL-PickCube-Sparse-v1"]
-EXPECTED_DIM = {"RRL-PushCube-Sparse-v1": 35, "RRL-PickCube-Sparse-v1": 42}
+EXPECTED_DIM = {
+    "RRL-PushCube-Sparse-v1": 35,
+    "RRL-PickCube-Sparse-v1": 42,
+    "RRL-PickPlaceCube-Sparse-v1": 42,
+    "RRL-LiftPegUpright-Sparse-v1": 32,
+    "RRL-PegInsertionSide-Sparse-v1": 43,
+    "RRL-PokeCube-Sparse-v1": 54,
+}
+TASK_IDS = list(EXPECTED_DIM)
 ATOL = 1e-6  # obs is float32 of the same float32 simulator values: equal up to the cast
+#: The field each scripted rollout must visibly move (> 1 cm), so its pinned values are not just the reset pose.
+MOVED_FIELD = {
+    "RRL-PickCube-Sparse-v1": "obj_pose",
+    "RRL-PickPlaceCube-Sparse-v1": "obj_pose",
+    "RRL-LiftPegUpright-Sparse-v1": "obj_pose",
+    "RRL-PegInsertionSide-Sparse-v1": "peg_pose",
+    "RRL-PokeCube-Sparse-v1": "peg_pose",
+}
 
 
 def _np(x) -> np.ndarray:
     return (x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).reshape(-1).astype(np.float32)
 
 
+def _rotate(q_wxyz: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``v`` rotated by the unit quaternion ``q`` (w, x, y, z)."""
+    w, u = float(q_wxyz[0]), np.asarray(q_wxyz[1:], dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    return v + 2.0 * np.cross(u, np.cross(u, v) + w * v)
+
+
+def _box_shapes(actor) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(local position, half size)`` of each PhysX box collision shape of a (one-env) actor."""
+    import sapien
+
+    comp = actor._objs[0].find_component_by_type(sapien.physx.PhysxRigidBaseComponent)
+    return [(np.asarray(s.get_local_pose().p, np.float64), np.asarray(s.half_size, np.float64)) for s in comp.get_collision_shapes()]
+
+
+def _hole_from_walls(box) -> tuple[np.ndarray, float]:
+    """The square hole of PegInsertionSide's box, from the box's four wall shapes: its centre in the box's
+    frame and its half side (the hole runs along the box's x axis)."""
+    walls = _box_shapes(box)
+    assert len(walls) == 4
+    bounds = []
+    for axis in (1, 2):
+        side = [(p, h) for p, h in walls if abs(p[axis]) > abs(p[3 - axis])]  # the two walls across this axis
+        lo = max(p[axis] + h[axis] for p, h in side if p[axis] < 0)  # inner faces
+        hi = min(p[axis] - h[axis] for p, h in side if p[axis] > 0)
+        bounds.append((lo, hi))
+    (ylo, yhi), (zlo, zhi) = bounds
+    assert yhi - ylo == pytest.approx(zhi - zlo, abs=1e-6)  # square
+    return np.array([0.0, (ylo + yhi) / 2, (zlo + zhi) / 2]), (yhi - ylo) / 2
+
+
 def _internals(env) -> dict[str, np.ndarray]:
-    """Every field's value read from the simulator itself (not from the observation code)."""
+    """Every field's value read from the simulator itself (actors, links, collision shapes), not from the
+    observation code."""
     u = env.unwrapped
+    tid = u.task_spec.env_id.replace("-Sparse-LH-v1", "-Sparse-v1")
     tcp = u.agent.tcp.pose
-    obj = getattr(u, u.privileged_obj_attr).pose
-    goal = getattr(u, u.privileged_goal_attr).pose.p
-    return {
+    out = {
         "qpos": _np(u.agent.robot.get_qpos()),
         "qvel": _np(u.agent.robot.get_qvel()),
         "tcp_pose": _np(tcp.raw_pose),
-        "goal_pos": _np(goal),
-        "obj_pose": _np(obj.raw_pose),
-        "is_grasped": _np(u.agent.is_grasping(getattr(u, u.privileged_obj_attr)).float()),
-        "tcp_to_obj_pos": _np(obj.p - tcp.p),
-        "obj_to_goal_pos": _np(goal - obj.p),
     }
+    if tid in ("RRL-PushCube-Sparse-v1", "RRL-PickCube-Sparse-v1", "RRL-PickPlaceCube-Sparse-v1"):
+        obj = u.obj if tid == "RRL-PushCube-Sparse-v1" else u.cube
+        goal = (u.goal_site if tid == "RRL-PickCube-Sparse-v1" else u.goal_region).pose.p
+        out |= {
+            "goal_pos": _np(goal),
+            "obj_pose": _np(obj.pose.raw_pose),
+            "is_grasped": _np(u.agent.is_grasping(obj).float()),
+            "tcp_to_obj_pos": _np(obj.pose.p - tcp.p),
+            "obj_to_goal_pos": _np(goal - obj.pose.p),
+        }
+    elif tid == "RRL-LiftPegUpright-Sparse-v1":
+        out["obj_pose"] = _np(u.peg.pose.raw_pose)
+    elif tid == "RRL-PegInsertionSide-Sparse-v1":
+        ((_, peg_half),) = _box_shapes(u.peg)  # the peg is one box collision shape centred on its pose
+        centre, radius = _hole_from_walls(u.box)
+        box = _np(u.box.pose.raw_pose).astype(np.float64)
+        q = box[3:] if box[3] >= 0 else -box[3:]  # ManiSkill's Pose product standardizes to w >= 0
+        out |= {
+            "peg_pose": _np(u.peg.pose.raw_pose),
+            "peg_half_size": peg_half.astype(np.float32),
+            "box_hole_pose": np.concatenate([box[:3] + _rotate(box[3:], centre), q]).astype(np.float32),
+            "box_hole_radius": np.float32([radius]),
+        }
+    elif tid == "RRL-PokeCube-Sparse-v1":
+        cube, peg, goal = u.cube.pose, u.peg.pose, u.goal_region.pose.p
+        out |= {
+            "cube_pose": _np(cube.raw_pose),
+            "peg_pose": _np(peg.raw_pose),
+            "goal_pos": _np(peg.p),  # upstream quirk: the peg's centre, not the goal region
+            "tcp_to_peg_pos": _np(peg.p - tcp.p),
+            "peg_to_cube_pos": _np(cube.p - peg.p),
+            "cube_to_goal_pos": _np(goal - cube.p),
+            # upstream quirk: head minus cube, head = centre + 0.12 m along *world* x (not rotated with the peg)
+            "peghead_to_cube_pos": _np(peg.p + torch.tensor([u.peg_half_length, 0.0, 0.0]) - cube.p),
+        }
+    else:
+        raise AssertionError(f"no simulator internals for {tid}: add them to _internals")
+    return out
 
 
 def test_layout_table_is_consistent():
@@ -69,19 +148,22 @@ def test_layout_table_is_consistent():
     assert observation_layout("PickCube-v2-LH") == observation_layout("RRL-PickCube-Sparse-LH-v1") == observation_layout("PickCube-v2")
 
 
-def test_long_horizon_observation_has_the_sparse_layout():
-    from robot_rl.envs import make_env
-
-    env = make_env("RRL-PushCube-Sparse-LH-v1", seed=0)
+@pytest.mark.parametrize("task_id", TASK_IDS)
+def test_long_horizon_observation_has_the_sparse_layout(task_id):
+    lh = task_id.replace("-Sparse-v1", "-Sparse-LH-v1")
+    assert observation_layout(lh) == observation_layout(task_id)
+    env = make_env(lh, seed=0)
     try:
         obs, _ = env.reset(seed=0)
-        assert obs.shape == (observation_dim("RRL-PushCube-Sparse-LH-v1"),)
+        assert obs.shape == (observation_dim(lh),) == (EXPECTED_DIM[task_id],)
+        raw = env.unwrapped.get_obs(unflattened=True)
+        assert [*raw["agent"], *raw["extra"]] == [f.name for f in observation_layout(lh)]
     finally:
         env.close()
 
 
 def test_unknown_task_lists_known_ones():
-    with pytest.raises(ValueError, match="RRL-PushCube-Sparse-v1.*RRL-PickCube-Sparse-v1"):
+    with pytest.raises(ValueError, match="RRL-PushCube-Sparse-v1.*RRL-PickCube-Sparse-v1.*RRL-PokeCube-Sparse-v1"):
         observation_layout("NoSuchTask-v0")
 
 
@@ -103,9 +185,10 @@ def test_layout_matches_simulator(task_id, scripted):
         rng = np.random.default_rng(0)
         checked, grasped_seen = 0, False
         slices = observation_slices(task_id)
+        first = None
         for t in range(40):
-            if "Pick" in task_id:  # grasp the cube, so is_grasped and the relative vectors see real values
-                action = scripted.pick_action(privileged_state(u)[0], t)
+            if task_id in MOVED_FIELD:  # the task's scripted teacher: grasps and moves the object/tool
+                action = scripted.action(privileged_state(u)[0], task_id)
             else:
                 action = rng.uniform(-1, 1, 7).astype(np.float32)
             obs, _, terminated, truncated, _ = env.step(action)
@@ -115,11 +198,16 @@ def test_layout_matches_simulator(task_id, scripted):
                 np.testing.assert_allclose(obs[sl], sim[name], atol=ATOL, err_msg=f"{task_id} field {name} step {t}")
             checked += 1
             grasped_seen |= "is_grasped" in slices and obs[slices["is_grasped"]][0] == 1.0
+            first = obs.copy() if first is None else first
+            _check_task_identities(task_id, obs, first, slices)
             if terminated or truncated:
                 break
         assert checked >= 10
-        if "Pick" in task_id:
+        if "is_grasped" in slices:
             assert grasped_seen, "the scripted pick never grasped: is_grasped was not checked at 1"
+        if task_id in MOVED_FIELD:
+            sl = slices[MOVED_FIELD[task_id]]
+            assert np.linalg.norm(obs[sl][:3] - first[sl][:3]) > 0.01, "the scripted teacher never moved the object"
 
         # frames: tcp_pose is the world frame; the arm controller's EE pose in the robot base frame is
         # the same pose shifted by the base position (what a real Franka reports as O_T_EE)
@@ -132,7 +220,61 @@ def test_layout_matches_simulator(task_id, scripted):
         fingers = obs[slices["qpos"]][7:9]
         assert np.all(fingers > -1e-3) and np.all(fingers < 0.041)
         # the goal of PushCube lies on the table (z = 1e-3 m); PickCube's cube rests at its half size
-        if "Push" in task_id:
+        if task_id in ("RRL-PushCube-Sparse-v1", "RRL-PickPlaceCube-Sparse-v1"):
             assert obs[slices["goal_pos"]][2] == pytest.approx(1e-3, abs=1e-6)
+    finally:
+        env.close()
+
+
+def _check_task_identities(task_id: str, obs: np.ndarray, first: np.ndarray, slices: dict[str, slice]) -> None:
+    """What the field descriptions claim beyond the raw values: upstream quirks and per-episode constants."""
+    f = {name: obs[sl] for name, sl in slices.items()}
+    if task_id == "RRL-PokeCube-Sparse-v1":
+        # goal_pos is the peg's centre; the goal region is cube + cube_to_goal_pos, on the table
+        np.testing.assert_array_equal(f["goal_pos"], f["peg_pose"][:3])
+        assert (f["cube_pose"][:3] + f["cube_to_goal_pos"])[2] == pytest.approx(1e-3, abs=1e-6)
+        # peghead_to_cube_pos = (0.12, 0, 0) - peg_to_cube_pos whatever the peg's orientation
+        np.testing.assert_allclose(f["peghead_to_cube_pos"], np.array([0.12, 0, 0]) - f["peg_to_cube_pos"], atol=1e-6)
+    if task_id == "RRL-PegInsertionSide-Sparse-v1":
+        for name in ("peg_half_size", "box_hole_pose", "box_hole_radius"):  # constant within the episode
+            np.testing.assert_array_equal(f[name], first[slices[name]], err_msg=name)
+        assert f["box_hole_radius"][0] == pytest.approx(f["peg_half_size"][1] + 0.003, abs=1e-6)
+        assert f["peg_half_size"][1] == f["peg_half_size"][2]
+        assert 0.085 <= f["peg_half_size"][0] <= 0.125 and 0.015 <= f["peg_half_size"][1] <= 0.025
+        assert f["box_hole_pose"][3] >= 0
+
+
+@pytest.mark.slow
+def test_poke_cube_peghead_is_not_the_rotated_head():
+    """Upstream PokeCube adds the peg head offset along world x: turn the peg by 90 deg about z and
+    peghead_to_cube_pos still points 0.12 m along world x from the peg, not to the real head."""
+    from mani_skill.utils.structs import Pose
+
+    env = make_env("RRL-PokeCube-Sparse-v1", seed=0)
+    try:
+        env.reset(seed=0)
+        u = env.unwrapped
+        p = u.peg.pose.p.clone()
+        yaw90 = torch.tensor([[np.cos(np.pi / 4), 0.0, 0.0, np.sin(np.pi / 4)]])
+        u.peg.set_pose(Pose.create_from_pq(p, yaw90))
+        obs = _np(u.get_obs())
+        sl = observation_slices("RRL-PokeCube-Sparse-v1")
+        true_head = _np(u.peg_head_pose.p)  # peg pose * (0.12, 0, 0): along world y now
+        cube = obs[sl["cube_pose"]][:3]
+        np.testing.assert_allclose(obs[sl["peghead_to_cube_pos"]], _np(p) + np.array([0.12, 0, 0]) - cube, atol=1e-6)
+        assert np.linalg.norm(obs[sl["peghead_to_cube_pos"]] - (true_head - cube)) == pytest.approx(0.12 * np.sqrt(2), abs=1e-4)
+    finally:
+        env.close()
+
+
+@pytest.mark.slow
+def test_peg_insertion_constants_are_redrawn_each_episode():
+    env = make_env("RRL-PegInsertionSide-Sparse-v1", seed=0)
+    try:
+        sl = observation_slices("RRL-PegInsertionSide-Sparse-v1")
+        a, _ = env.reset(seed=0)
+        b, _ = env.reset(seed=1)
+        for name in ("peg_half_size", "box_hole_pose", "box_hole_radius"):
+            assert not np.allclose(a[sl[name]], b[sl[name]]), name
     finally:
         env.close()
