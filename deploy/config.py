@@ -40,8 +40,16 @@ class QoSConfig(_Section):
 class TopicsConfig(_Section):
     joint_states: str = Field("/joint_states", description="in: sensor_msgs/JointState")
     ee_pose: str = Field("/franka_robot_state_broadcaster/current_pose", description="in: geometry_msgs/PoseStamped, TCP in the base frame")
-    object_pose: str = Field("/perception/object_pose", description="in: geometry_msgs/PoseStamped of the manipulated object")
-    goal_pose: str = Field("/perception/goal_pose", description="in: geometry_msgs/PoseStamped of the goal (position used)")
+    object_pose: str | None = Field("/perception/object_pose", description="in: geometry_msgs/PoseStamped of the manipulated object")
+    goal_pose: str | None = Field("/perception/goal_pose", description="in: geometry_msgs/PoseStamped of the goal (position; "
+                                                                        "orientation where the task has one)")
+    tool_pose: str | None = Field("/perception/tool_pose", description="in: geometry_msgs/PoseStamped of a tool the gripper uses "
+                                                                       "on the object (PokeCube's peg)")
+    hole_pose: str | None = Field("/perception/hole_pose", description="in: geometry_msgs/PoseStamped of a hole (PegInsertionSide's box hole)")
+    object_size: str | None = Field("/perception/object_size", description="in: geometry_msgs/Vector3Stamped, the object's half "
+                                                                           "extents along its own axes (m)")
+    tool_size: str | None = Field("/perception/tool_size", description="in: geometry_msgs/Vector3Stamped, the tool's half extents (m)")
+    hole_size: str | None = Field("/perception/hole_size", description="in: geometry_msgs/Vector3Stamped, the hole's half extents (m)")
     equilibrium_pose: str | None = Field("/cartesian_impedance_controller/equilibrium_pose",
                                          description="out: geometry_msgs/PoseStamped EE target (null: do not publish)")
     twist: str | None = Field(None, description="out: geometry_msgs/TwistStamped for MoveIt Servo, e.g. /servo_node/delta_twist_cmds (null: off)")
@@ -65,6 +73,8 @@ class DeployConfig(_Section):
     """Everything ``robot-rl deploy ros2`` reads besides the policy directory."""
 
     node_name: str = Field("robot_rl_policy", description="ROS node name")
+    task: str | None = Field(None, description="task the node expects the policy to be for (env id or paper name); "
+                                               "null: the policy's own")
     rate_hz: float | None = Field(None, gt=0, description="control rate (Hz); null: the policy sidecar's rate")
     trigger: Literal["input", "timer"] = Field(
         "input", description="input: step when a new EE pose arrives, at most at rate_hz (freshest state); "

@@ -17,7 +17,7 @@ import numpy as np
 
 from robot_rl.deploy.config import DeployConfig
 from robot_rl.deploy.policy import OnnxPolicy
-from robot_rl.deploy.ros_io import INPUTS, ObservationAssembler, ObservationUnavailable
+from robot_rl.deploy.ros_io import ObservationAssembler, ObservationUnavailable
 from robot_rl.deploy.safety import Decision, SafetyFilter
 
 
@@ -39,28 +39,44 @@ class PolicyController:
         cfg: the deployment config (frames, joint names, safety limits, rate).
 
     Raises:
-        ValueError: the sidecar does not match the ONNX file, the observation layout has a field
-            the ROS inputs cannot provide, or its size does not match the policy's input (the
-            message says which).
+        ValueError: the sidecar does not match the ONNX file; its observation schema differs from the one this
+            node builds for the configured task (:attr:`DeployConfig.task`, default the sidecar's): a
+            :class:`~robot_rl.observation.SchemaMismatch` naming the group and the field; the schema has a
+            group or a field the ROS inputs cannot provide (named); or the task differs from the config's.
         FileNotFoundError: a file of the policy is missing.
     """
 
     def __init__(self, policy_dir: str | Path, cfg: DeployConfig):
+        from robot_rl.observation import ObservationSchema, state_group
+
         self.cfg = cfg
-        self.policy = OnnxPolicy(policy_dir)
+        self.policy = OnnxPolicy(policy_dir, expected_task=cfg.task)
         side = self.policy.sidecar
+        self.task = side["task"]["id"]
+        schema = self.policy.schema
+        # The node's own view of the task's observation: its state group from this version's layouts (with the
+        # ROS source of every field); a policy that observes anything else is refused here, not at run time.
+        expected = ObservationSchema(self.task, (state_group(self.task),))
+        theirs = ObservationSchema(self.task, (schema.group("state"),))
+        if side["format_version"] == 1 and expected.differences(theirs):
+            strip = _without_sources(expected).differences(_without_sources(theirs))
+            raise ValueError(f"the policy in {self.policy.dir} was exported before observation groups (sidecar format 1) "
+                             f"and its layout is not this version's layout of {self.task} "
+                             f"({strip[0] if strip else 'the fields have no ROS sources'}): re-export it with "
+                             f"`robot-rl export {side.get('source', {}).get('run_dir', 'RUN_DIR')}`")
+        expected.check_matches(theirs, f"the policy's sidecar ({self.policy.dir})")
         base = side["observation"].get("robot_base_pose_world", {})
         self.assembler = ObservationAssembler(
-            side["observation"]["layout"], cfg.joint_names, cfg.frames.base,
+            schema, cfg.joint_names, cfg.frames.base,
             (base.get("position_m", (0, 0, 0)), base.get("quaternion_wxyz", (1, 0, 0, 0))),
         )
-        if self.assembler.obs_dim != int(side["obs_dim"]):
-            raise ValueError(f"the sidecar's observation layout sums to {self.assembler.obs_dim} values but the "
-                             f"policy takes obs_dim={side['obs_dim']}")
+        missing = [k for k in self.assembler.required_inputs if getattr(cfg.topics, k, None) is None]
+        if missing:
+            raise ValueError(f"the observation of {self.task} reads {', '.join(missing)} but topics.{missing[0]} is "
+                             "not set in the deploy config")
         self.rate_hz = float(cfg.rate_hz or side["control_rate_hz"])
         self.period_s = 1.0 / self.rate_hz
-        self.safety = SafetyFilter(cfg.safety_limits(), self.period_s, required_inputs=INPUTS)
-        self.task = side["task"]["id"]
+        self.safety = SafetyFilter(cfg.safety_limits(), self.period_s, required_inputs=self.assembler.required_inputs)
 
     def step(self, now_s: float) -> StepResult:
         """One control step at time ``now_s`` (the clock of the message stamps)."""
@@ -84,17 +100,21 @@ class PolicyController:
     def inputs_stale(self, now_s: float) -> bool:
         """True when an input is missing or older than the safety limits' ``max_input_age_s``."""
         stamps = self.assembler.stamps()
-        if any(k not in stamps for k in INPUTS):
+        if any(k not in stamps for k in self.assembler.required_inputs):
             return True
         return any(now_s - t > self.safety.limits.max_input_age_s for t in stamps.values())
 
     def diagnostics(self) -> dict:
-        """Safety counters plus rejected-message counters (``rejected.<input: reason>``)."""
-        out = dict(self.safety.diagnostics())
-        out.update({f"rejected.{k}": v for k, v in self.assembler.rejected.items()})
-        out["rejected_total"] = sum(self.assembler.rejected.values())
-        out["last_rejection"] = self.assembler.last_rejection
-        return out
+        """Safety counters plus input counters (``rejected.<input: reason>``, ``ignored.<input>``)."""
+        return {**self.safety.diagnostics(), **self.assembler.diagnostics()}
+
+
+def _without_sources(schema):
+    """``schema`` with every field's ``source`` emptied (to compare a format-1 layout, which had none)."""
+    from dataclasses import replace
+
+    return replace(schema, groups=tuple(replace(g, fields=tuple(replace(f, source="") for f in g.fields))
+                                        for g in schema.groups))
 
 
 __all__ = ["PolicyController", "StepResult"]

@@ -6,8 +6,8 @@ depends only on these two files (:class:`robot_rl.deploy.policy.OnnxPolicy` load
 The graph (rsl_rl's exporter idea: a small ``torch.nn.Module`` around normalizer and actor, exported
 with ``torch.onnx.export``) maps the raw observation to the action SB3 would take:
 
-- input ``obs``: ``(B, obs_dim) float32``, the raw ManiSkill ``state`` observation in the layout of
-  :mod:`robot_rl.envs.obs_layout` (dynamic batch ``B``);
+- input ``obs``: ``(B, obs_dim) float32``, the raw observation in the run's observation schema
+  (:mod:`robot_rl.observation`: groups ``state`` [, ``teacher``, ``memory``] at fixed offsets; dynamic batch ``B``);
 - observation normalization of the run's ``VecNormalize`` baked in, exactly as SB3's
   ``VecNormalize.normalize_obs``: ``clip((obs - mean) / sqrt(var + epsilon), -clip_obs, clip_obs)``;
 - the deterministic head: the Gaussian mean (``DiagGaussianDistribution.mode()``, the ``action_net``
@@ -48,8 +48,11 @@ __all__ = [
 ]
 
 #: Sidecar ``format`` tag and version; bump the version on an incompatible change of policy.json.
+#: Version 2: the observation is described by the run's observation schema (``observation.schema``, groups
+#: of fields; :mod:`robot_rl.observation`). Version 1 listed the ``state`` fields only
+#: (``observation.layout``); :class:`robot_rl.deploy.policy.OnnxPolicy` still reads it as a state-only schema.
 FORMAT = "robot_rl.policy"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ONNX_FILE = "policy.onnx"
 SIDECAR_FILE = "policy.json"
 #: Names of the graph's single input and output.
@@ -266,14 +269,16 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
     Raises:
         FileNotFoundError: not a run directory, or no checkpoint.
         ValueError: a policy the export cannot reproduce exactly (not SB3's Gaussian MlpPolicy), or
-            a checkpoint whose observation size does not match the task's layout.
+            a checkpoint whose observation size does not match the run's observation schema.
+        SchemaMismatch: the run's saved schema differs from what its config gives (names group and field).
     """
     import onnx
 
     from robot_rl.algos import GuidedPPO
     from robot_rl.envs import get_task
-    from robot_rl.envs.obs_layout import ROBOT_BASE_POS_WORLD, ROBOT_BASE_QUAT_WORLD, layout_as_dicts, observation_dim
+    from robot_rl.envs.obs_layout import ROBOT_BASE_POS_WORLD, ROBOT_BASE_QUAT_WORLD
     from robot_rl.runs import RunDir
+    from robot_rl.observation import schema_from_config
 
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     cfg = run.config()  # FileNotFoundError if not a run directory
@@ -281,6 +286,8 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
     if not run.has_checkpoint():
         raise FileNotFoundError(f"{run.path} has no checkpoint to export ({run.checkpoint / 'model.zip'} is missing)")
     spec = get_task(cfg.task)
+    schema = schema_from_config(cfg)
+    run.check_schema(schema)
     out = Path(out_dir) if out_dir is not None else run.path / EXPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
 
@@ -289,9 +296,9 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
     policy.set_training_mode(False)
     _check_policy(policy)
     obs_dim = int(policy.observation_space.shape[0])
-    if obs_dim != observation_dim(spec.env_id):
-        raise ValueError(f"checkpoint observation size {obs_dim} != layout size {observation_dim(spec.env_id)} "
-                         f"of {spec.env_id}")
+    if obs_dim != schema.size:
+        raise ValueError(f"checkpoint observation size {obs_dim} != the run's observation schema "
+                         f"({schema.describe_sizes()}) of {spec.env_id}")
     act_dim = int(policy.action_space.shape[0])
 
     vn = _load_vecnormalize(run.checkpoint / "vecnormalize.pkl")
@@ -318,8 +325,9 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
     onnx.save(proto, str(onnx_path))
 
     facts = _env_facts(spec.env_id)
-    if facts["obs_dim"] != obs_dim:
-        raise ValueError(f"the env's observation size {facts['obs_dim']} != the checkpoint's {obs_dim}")
+    if facts["obs_dim"] != schema.group("state").size:
+        raise ValueError(f"the env's state observation has {facts['obs_dim']} values, the schema's state group "
+                         f"{schema.group('state').size}")
     base = np.asarray(facts["robot_base_pose"])
     if not (np.allclose(base[:3], ROBOT_BASE_POS_WORLD, atol=1e-5)
             and np.allclose(np.abs(base[3:]), np.abs(ROBOT_BASE_QUAT_WORLD), atol=1e-5)):
@@ -338,7 +346,8 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
                  "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", obs_dim]},
                  "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", act_dim]}},
         "observation": {
-            "layout": layout_as_dicts(spec.env_id),
+            "schema": schema.to_dict(),
+            "layout": schema.rows(),
             "frames": {
                 "world": "ManiSkill scene frame: origin on the table top, z up; the robot base sits at "
                          "robot_base_pose_world with its axes aligned to the world's",
@@ -348,7 +357,8 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
             "robot_base_pose_world": {"position_m": list(ROBOT_BASE_POS_WORLD),
                                       "quaternion_wxyz": list(ROBOT_BASE_QUAT_WORLD)},
             "normalization": normalization,
-            "note": "feed the raw observation: normalization is inside the ONNX graph",
+            "note": "feed the raw observation, its groups concatenated at the schema's offsets (layout lists every "
+                    "field with its group and offset): normalization is inside the ONNX graph",
         },
         "action": _action_section(facts),
         "deterministic_head": "Gaussian mean (action_net output, no tanh squash), clipped to [low, high] "

@@ -16,8 +16,10 @@ import numpy as np
 
 __all__ = ["OnnxPolicy", "SUPPORTED_FORMAT_VERSIONS"]
 
-#: ``policy.json`` format versions this loader reads (robot_rl.deploy.export.FORMAT_VERSION).
-SUPPORTED_FORMAT_VERSIONS = (1,)
+#: ``policy.json`` format versions this loader reads (robot_rl.deploy.export.FORMAT_VERSION). Version 1
+#: (before observation groups) listed only the ``state`` fields: it is read as a state-only schema, and its
+#: fields have no ROS sources, so the ROS node asks for a re-export (``robot-rl export RUN_DIR``).
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 _FORMAT = "robot_rl.policy"
 _SIDECAR = "policy.json"
 _ACTION_DIM = 7  # pd_ee_delta_pose: dx dy dz droll dpitch dyaw gripper
@@ -29,6 +31,33 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _sidecar_schema(sc: dict, path: Path):
+    """The observation schema of a sidecar: ``observation.schema`` (format 2), or, for a format-1 sidecar, a
+    state-only schema rebuilt from its ``observation.layout`` (all format-1 policies observed the state only)."""
+    from robot_rl.observation import ObservationSchema, ObsField, ObsGroup
+
+    obs = sc.get("observation", {})
+    try:
+        if "schema" in obs:
+            return ObservationSchema.from_dict(obs["schema"])
+        fields = tuple(ObsField.from_dict({k: v for k, v in f.items() if k != "source"}) for f in obs["layout"])
+        old = ObservationSchema(sc["task"]["id"], (ObsGroup("state", fields, "format-1 sidecar", required=True),))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: bad observation schema: {err}") from None
+    # A format-1 layout that is exactly today's layout of its task gets today's fields, with their ROS sources;
+    # any other keeps its fields without sources, and the ROS node refuses it, asking for a re-export.
+    from robot_rl.observation import schema_for
+
+    try:
+        current = schema_for(old.task)
+    except ValueError:
+        return old
+    strip = ObservationSchema(old.task, (ObsGroup("state", tuple(
+        ObsField(f.name, f.size, f.frame, f.unit, f.description, f.components) for f in current.group("state").fields),
+        required=True),))
+    return current if not old.differences(strip) else old
 
 
 class OnnxPolicy:
@@ -45,18 +74,18 @@ class OnnxPolicy:
 
     Attributes:
         sidecar: the parsed ``policy.json``.
-        obs_dim, action_dim: ``obs_dim`` (35 PushCube, 42 PickCube) and 7.
+        schema: the policy's :class:`~robot_rl.observation.ObservationSchema` (groups and fields).
+        obs_dim, action_dim: the schema's size (35 for PushCube's state, 42 PickCube's) and 7.
         task_id, instruction: the task's env id and language instruction.
         control_rate_hz: control steps per second the policy was trained at (20).
-        layout: the observation layout, one dict per field (``name, offset, size, frame, unit, ...``).
 
     Raises:
         FileNotFoundError: ``policy.json`` or the ONNX file is missing.
         ValueError: the sidecar is not a robot_rl policy of a supported format version; the ONNX
             file's sha256 differs from the sidecar's (the sidecar does not match the ONNX file); the
             graph's input/output names or shapes differ from the sidecar's (``obs`` ``(B, obs_dim)``,
-            ``actions`` ``(B, 7)``); the layout's sizes do not sum to ``obs_dim``; or the task /
-            observation size differs from ``expected_task`` / ``expected_obs_dim``.
+            ``actions`` ``(B, 7)``); the observation schema is malformed or its size is not ``obs_dim``; or the
+            task / observation size differs from ``expected_task`` / ``expected_obs_dim``.
     """
 
     def __init__(self, path: str | Path, expected_task: str | None = None, expected_obs_dim: int | None = None,
@@ -92,10 +121,10 @@ class OnnxPolicy:
         self.task_id = sc["task"]["id"]
         self.instruction = sc["task"]["instruction"]
         self.control_rate_hz = float(sc["control_rate_hz"])
-        self.layout = list(sc["observation"]["layout"])
-        layout_sum = sum(int(f["size"]) for f in self.layout)
-        if layout_sum != self.obs_dim:
-            raise ValueError(f"{sidecar_path}: observation layout sizes sum to {layout_sum}, but obs_dim is {self.obs_dim}")
+        self.schema = _sidecar_schema(sc, sidecar_path)
+        if self.schema.size != self.obs_dim:
+            raise ValueError(f"{sidecar_path}: the observation schema has {self.schema.describe_sizes()} values, but "
+                             f"obs_dim is {self.obs_dim}")
         if self.action_dim != _ACTION_DIM:
             raise ValueError(f"{sidecar_path}: action_dim {self.action_dim}, expected {_ACTION_DIM} (pd_ee_delta_pose)")
         if expected_task is not None and expected_task not in (self.task_id, sc["task"].get("paper_name")):
@@ -133,7 +162,7 @@ class OnnxPolicy:
 
         Args:
             obs: ``(obs_dim,)`` or ``(B, obs_dim)``, any real dtype (cast to float32): the raw
-                observation in the sidecar's layout (``self.layout``); not normalized.
+                observation in the sidecar's observation schema (``self.schema``); not normalized.
 
         Returns:
             ``(7,)`` or ``(B, 7) float32`` in ``[-1, 1]``: ``[dx, dy, dz, droll, dpitch, dyaw, gripper]``
@@ -150,8 +179,7 @@ class OnnxPolicy:
         if x.ndim != 2 or x.shape[1] != self.obs_dim:
             raise ValueError(f"obs must be ({self.obs_dim},) or (B, {self.obs_dim}) for {self.task_id}, got shape {np.shape(obs)}")
         if not np.all(np.isfinite(x)):
-            bad = sorted({f["name"] for f in self.layout for j in range(f["offset"], f["offset"] + f["size"])
-                          if not np.all(np.isfinite(x[:, j]))})
+            bad = sorted({self.schema.field_at(int(j)) for j in np.flatnonzero(~np.isfinite(x).all(axis=0))})
             raise ValueError(f"obs has NaN or inf in field(s) {bad}")
         actions = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x)})[0]
         return actions[0] if single else actions

@@ -48,6 +48,9 @@ from typing import Any
 
 import numpy as np
 
+from robot_rl.deploy.ros_io import INPUTS as _INPUT_KEYS
+from robot_rl.deploy.ros_io import POSE_INPUTS as _POSE_KEYS
+
 __all__ = ["ROSBAG2_VERSION", "TYPESTORE", "BagRecorder", "ReplayReport", "bag_topics", "message_class", "read_bag",
            "replay", "replay_main"]
 
@@ -66,8 +69,6 @@ _PAIRING_SLACK_NS = 1_000
 #: deactivated in between (its timer steps at least every ~2 periods while active): the replay
 #: re-activates the safety filter there (first-command bound), as the node's ``on_activate`` did.
 REACTIVATION_GAP_PERIODS = 3.0
-
-_INPUT_KEYS = ("joint_states", "ee_pose", "object_pose", "goal_pose")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -455,8 +456,11 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
     bag_path = Path(bag_path)
     t = cfg.topics
     in_bag = bag_topics(bag_path)
-    input_topics = {getattr(t, k): k for k in _INPUT_KEYS}
-    missing = [tp for tp in input_topics if tp not in in_bag]
+    controller = PolicyController(policy_dir, cfg)
+    # every configured input in the bag is fed (the node ignores the ones its observation does not read, as it
+    # did when recording); the ones it reads must be there
+    input_topics = {getattr(t, k): k for k in _INPUT_KEYS if getattr(t, k, None) and getattr(t, k) in in_bag}
+    missing = [getattr(t, k) for k in controller.assembler.required_inputs if getattr(t, k) not in in_bag]
     if missing:
         raise ValueError(f"{bag_path}: no input topic(s) {missing} in the bag (recorded with another config?); "
                          f"its topics: {sorted(in_bag)}")
@@ -474,7 +478,6 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
         outputs[t.gripper] = "gripper"
     status_topic = t.status if (use_status and t.status in in_bag) else None
 
-    controller = PolicyController(policy_dir, cfg)
     period_s = controller.period_s
     report = ReplayReport(bag=str(bag_path), command_topic=command_topic,
                           step_clock="status" if status_topic else "commands",
@@ -547,8 +550,10 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
             now = t_ns / 1e9
             if key == "joint_states":
                 controller.assembler.update_joint_state(msg, now)
-            else:
+            elif key in _POSE_KEYS:
                 controller.assembler.update_pose(key, msg, now)
+            else:
+                controller.assembler.update_size(key, msg, now)
             report.n_inputs += 1
             continue
         step: _Step = item

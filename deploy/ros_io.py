@@ -5,26 +5,26 @@ the robot base frame (``FramesConfig.base``, ``panda_link0``), positions in m, j
 rad (arm) and m (fingers), joint velocities in rad/s and m/s. ROS message fields are float64, so a
 float32 simulator value survives ``sim -> msg -> obs`` exactly (tests/deploy pin this).
 
-:class:`ObservationAssembler` rebuilds the policy's observation from the latest messages in the
-exact layout of :func:`robot_rl.envs.obs_layout.observation_layout` (ordering, frames, units). A
-message with NaN/inf, wrong joint names or count, or a wrong ``frame_id`` is rejected (counted by
-reason) and the previous good one is kept, so its age grows and the safety filter's watchdog holds.
+:class:`ObservationAssembler` rebuilds the policy's observation from the latest messages with the policy's
+observation schema (:mod:`robot_rl.observation`): each ``state`` field names its ROS source
+(:func:`parse_source`), so every task's layout, pinned against the simulator, is also its recipe at the
+robot. A message with NaN/inf, wrong joint names or count, or a wrong ``frame_id`` is rejected (counted by
+reason) and the previous good one is kept, so its age grows and the safety filter's watchdog holds; a
+message on an input the observation does not read is ignored and counted.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from robot_rl.deploy.grasp import grasp_flag
 from robot_rl.geometry import pose_from_frame
-
-#: Input names, each one ROS topic (``TopicsConfig``), with the stamp the watchdog checks.
-INPUTS = ("joint_states", "ee_pose", "object_pose", "goal_pose")
-
 
 def stamp_to_s(stamp: Any) -> float:
     """``builtin_interfaces/Time`` -> seconds (float)."""
@@ -49,6 +49,18 @@ def pose_msg(pos: Sequence[float], quat_wxyz: Sequence[float], frame_id: str, st
     p, q = msg.pose.position, msg.pose.orientation
     p.x, p.y, p.z = (float(v) for v in pos[:3])
     q.w, q.x, q.y, q.z = (float(v) for v in quat_wxyz[:4])
+    return msg
+
+
+def size_msg(half_extents: Sequence[float], frame_id: str, stamp_s: float):
+    """``geometry_msgs/Vector3Stamped`` of an entity's half extents along its own axes (m); ``frame_id`` names
+    the entity's frame (the node checks only that the sizes are finite and positive)."""
+    from geometry_msgs.msg import Vector3Stamped
+
+    msg = Vector3Stamped()
+    msg.header.frame_id = frame_id
+    msg.header.stamp = s_to_stamp(stamp_s)
+    msg.vector.x, msg.vector.y, msg.vector.z = (float(v) for v in half_extents[:3])
     return msg
 
 
@@ -100,12 +112,106 @@ class ObservationUnavailable(RuntimeError):
     """No complete, valid observation yet (the message says which input is missing)."""
 
 
+# ----------------------------------------------------------------------------------------------
+# Field sources: what a real robot and its perception provide for each observation field
+
+#: Entities a field's source can name, and the input (topic) that carries each one's pose.
+ENTITY_POSE_INPUTS = {"tcp": "ee_pose", "object": "object_pose", "goal": "goal_pose", "tool": "tool_pose",
+                      "hole": "hole_pose"}
+#: Entities with a size, and the input that carries it (``geometry_msgs/Vector3Stamped``: half extents, m).
+ENTITY_SIZE_INPUTS = {"object": "object_size", "tool": "tool_size", "hole": "hole_size"}
+#: Every input the node knows: one topic each (``TopicsConfig``), with the header stamp the watchdog checks.
+INPUTS = ("joint_states", *ENTITY_POSE_INPUTS.values(), *ENTITY_SIZE_INPUTS.values())
+POSE_INPUTS = tuple(ENTITY_POSE_INPUTS.values())
+SIZE_INPUTS = tuple(ENTITY_SIZE_INPUTS.values())
+
+#: Statuses of an incoming message.
+ACCEPTED, REJECTED, IGNORED = "accepted", "rejected", "ignored"
+
+_TERM = re.compile(r"^(?P<func>[a-z_]+)(?:\((?P<args>[^)]*)\))?(?:\.(?P<attr>[a-z]+))?(?:\[(?P<index>\d+)\])?$")
+
+
+@dataclass(frozen=True)
+class _Term:
+    sign: float  #: +1 or -1
+    func: str
+    entity: str | None
+    args: tuple[str, ...]
+    index: int | None
+
+    def inputs(self) -> set[str]:
+        if self.func == "joints":
+            return {"joint_states"}
+        if self.func == "const":
+            return set()
+        if self.func == "size":
+            return {ENTITY_SIZE_INPUTS[self.entity]}
+        if self.func == "grasp":
+            return {"joint_states", "ee_pose", ENTITY_POSE_INPUTS[self.entity]}
+        return {ENTITY_POSE_INPUTS[self.entity]}
+
+
+def parse_source(source: str) -> list[_Term]:
+    """Parse an :class:`~robot_rl.observation.ObsField` ``source``: terms joined by ``" + "`` and ``" - "``.
+
+    Terms (positions in ManiSkill's world frame, m; the node moves poses there from the robot base frame):
+
+    * ``joints.position`` / ``joints.velocity``: the configured joints of ``JointState`` (rad, m / rad/s, m/s);
+    * ``pose(E, +c)``: entity ``E``'s position and ``wxyz`` quaternion (7), the quaternion's sign chosen so
+      its component ``c`` (``w``, ``x``, ``y`` or ``z``) is >= 0, the hemisphere the simulator keeps it in;
+    * ``position(E)``: ``E``'s position (3);
+    * ``size(E)``: ``E``'s half extents along its own axes, m (3); ``size(E)[i]`` one of them;
+    * ``grasp(E, W)``: 1.0 when the gripper holds ``E``, an object ``W`` m wide across the fingers, else 0.0
+      (:func:`robot_rl.deploy.grasp.grasp_flag`);
+    * ``const(x, y, z)``: a constant vector (m).
+
+    Entities: :data:`ENTITY_POSE_INPUTS` (``tcp``, ``object``, ``goal``, ``tool``, ``hole``). A field's value is
+    evaluated left to right in float32 from the float32 values the messages carry, as the simulator computes
+    it, so ``position(object) - position(tcp)`` is the simulator's own number bit for bit.
+
+    Raises:
+        ValueError: a term, function or entity it does not know (the message names it).
+    """
+    tokens = re.split(r"\s+([+-])\s+", str(source).strip())
+    terms = []
+    for k in range(0, len(tokens), 2):
+        text, sign = tokens[k].strip(), (1.0 if k == 0 or tokens[k - 1] == "+" else -1.0)
+        m = _TERM.match(text)
+        if m is None:
+            raise ValueError(f"observation source {source!r}: cannot parse {text!r}")
+        func, args = m["func"], tuple(a.strip() for a in (m["args"] or "").split(",") if a.strip())
+        index = int(m["index"]) if m["index"] is not None else None
+        if func == "joints":
+            if m["attr"] not in ("position", "velocity"):
+                raise ValueError(f"observation source {source!r}: joints.position or joints.velocity, got {text!r}")
+            terms.append(_Term(sign, "joints", None, (m["attr"],), index))
+            continue
+        if func == "const":
+            if len(args) != 3:
+                raise ValueError(f"observation source {source!r}: const takes 3 numbers, got {text!r}")
+            terms.append(_Term(sign, "const", None, args, index))
+            continue
+        if func not in ("pose", "position", "size", "grasp") or not args:
+            raise ValueError(f"observation source {source!r}: unknown term {text!r} (known: joints.position, "
+                             "joints.velocity, pose(E, +c), position(E), size(E), grasp(E, W), const(x, y, z))")
+        entity = args[0]
+        table = ENTITY_SIZE_INPUTS if func == "size" else ENTITY_POSE_INPUTS
+        if entity not in table:
+            raise ValueError(f"observation source {source!r}: {func}() of unknown entity {entity!r} "
+                             f"(known: {', '.join(table)})")
+        terms.append(_Term(sign, func, entity, args[1:], index))
+    return terms
+
+
 class ObservationAssembler:
-    """Keeps the latest valid input messages and builds the policy observation from them.
+    """Keeps the latest valid input messages and builds the policy observation from them, group by group.
+
+    Each ``state`` field names its ROS source (:attr:`robot_rl.observation.ObsField.source`,
+    :func:`parse_source`); the inputs those sources read are the node's *required* inputs (the watchdog
+    guards them). A message on another input is ignored and counted (:attr:`ignored`).
 
     Args:
-        layout: the sidecar's observation layout: a sequence of ``{"name", "size", ...}`` dicts or
-            objects with ``name``/``size`` (``robot_rl.envs.obs_layout.ObsField``).
+        schema: the policy's :class:`~robot_rl.observation.ObservationSchema` (from its sidecar).
         joint_names: JointState names in the policy's ``qpos``/``qvel`` order.
         base_frame: the ``frame_id`` every pose must carry.
         base_in_world: the robot base pose in the policy's (simulator's) world frame,
@@ -114,38 +220,69 @@ class ObservationAssembler:
             base frame, as a real robot reports them, and are moved into the world frame here.
 
     Raises:
-        ValueError: a layout field with no ROS source (the message names it).
+        ValueError: a group the node has no source for, or a ``state`` field without a (valid) ROS source,
+            or a source whose size differs from its field's; the message names the group and the field.
     """
 
-    def __init__(self, layout: Sequence[Any], joint_names: Sequence[str], base_frame: str,
+    #: Groups this node assembles. ``teacher`` and ``memory`` come with the delayed interface and the
+    #: scratchpad (issues 12 and 13).
+    GROUPS = ("state",)
+
+    def __init__(self, schema, joint_names: Sequence[str], base_frame: str,
                  base_in_world: tuple[Sequence[float], Sequence[float]] = ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0))):
+        self.schema = schema
+        for g in schema.groups:
+            if g.name not in self.GROUPS:
+                raise ValueError(f"observation group {g.name!r} (first field {g.fields[0].name!r}) has no source in "
+                                 f"this node (it assembles: {', '.join(self.GROUPS)})")
         self.base_p = np.asarray(base_in_world[0], dtype=np.float64)
         self.base_q = np.asarray(base_in_world[1], dtype=np.float64)
-        self.fields = [(_get(f, "name"), int(_get(f, "size"))) for f in layout]
         self.joint_names = list(joint_names)
         self.base_frame = base_frame
-        self.obs_dim = sum(size for _, size in self.fields)
+        self.obs_dim = schema.size
+        self.fields: list[tuple[str, int, list[_Term]]] = []
+        needed: set[str] = set()
+        for f in schema.group("state").fields:
+            if not f.source:
+                raise ValueError(f"observation field state.{f.name} has no ROS source (re-export the policy with this "
+                                 "version of robot_rl, whose layouts name one for every field)")
+            try:
+                terms = parse_source(f.source)
+            except ValueError as exc:
+                raise ValueError(f"observation field state.{f.name}: {exc}") from None
+            size = _source_size(terms, len(self.joint_names))
+            if size != f.size:
+                raise ValueError(f"observation field state.{f.name} has size {f.size} but its source {f.source!r} "
+                                 f"gives {size} values")
+            self.fields.append((f.name, f.size, terms))
+            for t in terms:
+                needed |= t.inputs()
+        #: Inputs the observation reads, in :data:`INPUTS` order: the watchdog guards exactly these.
+        self.required_inputs: tuple[str, ...] = tuple(k for k in INPUTS if k in needed)
         self.latest: dict[str, _Latest] = {}
         self.world: dict[str, tuple[np.ndarray, np.ndarray]] = {}  #: poses moved into the world frame
         self.rejected: Counter = Counter()  #: ``"input: reason"`` -> count
+        self.ignored: Counter = Counter()  #: input -> messages on an input the observation does not read
         self.last_rejection = ""
-        unknown = [name for name, _ in self.fields if name not in _SOURCES]
-        if unknown:
-            raise ValueError(f"observation fields {unknown} have no ROS source; known: {sorted(_SOURCES)}")
-        for name, size in self.fields:
-            want = _SOURCE_SIZES.get(name)
-            if want is not None and size != want:
-                raise ValueError(f"observation field {name!r} has size {size}, expected {want}")
 
     # -- inputs ----------------------------------------------------------------------------------
 
-    def _reject(self, key: str, reason: str) -> bool:
+    def _reject(self, key: str, reason: str) -> str:
         self.rejected[f"{key}: {reason}"] += 1
         self.last_rejection = f"{key}: {reason}"
-        return False
+        return REJECTED
 
-    def update_joint_state(self, msg, now_s: float) -> bool:
-        """Store a ``JointState``; returns False (and counts why) when it is rejected."""
+    def _unused(self, key: str) -> bool:
+        if key in self.required_inputs:
+            return False
+        self.ignored[key] += 1
+        return True
+
+    def update_joint_state(self, msg, now_s: float) -> str:
+        """Store a ``JointState``; returns :data:`ACCEPTED`, :data:`REJECTED` (counted with its reason) or
+        :data:`IGNORED` (the observation reads no joints; counted)."""
+        if self._unused("joint_states"):
+            return IGNORED
         try:
             q, dq = joint_arrays(msg, self.joint_names)
         except ValueError as exc:
@@ -153,10 +290,14 @@ class ObservationAssembler:
         if not (np.isfinite(q).all() and np.isfinite(dq).all()):
             return self._reject("joint_states", "NaN or inf")
         self.latest["joint_states"] = _Latest((q, dq), stamp_to_s(msg.header.stamp), now_s)
-        return True
+        return ACCEPTED
 
-    def update_pose(self, key: str, msg, now_s: float) -> bool:
-        """Store a ``PoseStamped`` for input ``key`` (``ee_pose``, ``object_pose``, ``goal_pose``)."""
+    def update_pose(self, key: str, msg, now_s: float) -> str:
+        """Store a ``PoseStamped`` for pose input ``key`` (:data:`POSE_INPUTS`); see :meth:`update_joint_state`."""
+        if key not in POSE_INPUTS:
+            raise ValueError(f"unknown pose input {key!r} (known: {', '.join(POSE_INPUTS)})")
+        if self._unused(key):
+            return IGNORED
         if msg.header.frame_id != self.base_frame:
             return self._reject(key, f"frame_id {msg.header.frame_id!r} is not {self.base_frame!r}")
         pos, quat = pose_from_msg(msg)
@@ -166,25 +307,40 @@ class ObservationAssembler:
             return self._reject(key, f"quaternion norm {np.linalg.norm(quat):.4f} is not 1")
         self.latest[key] = _Latest((pos, quat), stamp_to_s(msg.header.stamp), now_s)
         self.world[key] = pose_from_frame(pos, quat, self.base_p, self.base_q)
-        return True
+        return ACCEPTED
+
+    def update_size(self, key: str, msg, now_s: float) -> str:
+        """Store a ``Vector3Stamped`` of half extents (m, the entity's own axes) for size input ``key``
+        (:data:`SIZE_INPUTS`); see :meth:`update_joint_state`. Sizes must be finite and > 0."""
+        if key not in SIZE_INPUTS:
+            raise ValueError(f"unknown size input {key!r} (known: {', '.join(SIZE_INPUTS)})")
+        if self._unused(key):
+            return IGNORED
+        v = np.array([msg.vector.x, msg.vector.y, msg.vector.z], dtype=np.float64)
+        if not np.isfinite(v).all():
+            return self._reject(key, "NaN or inf")
+        if not (v > 0).all():
+            return self._reject(key, f"half extents {v.tolist()} must be > 0")
+        self.latest[key] = _Latest(v, stamp_to_s(msg.header.stamp), now_s)
+        return ACCEPTED
 
     # -- output ----------------------------------------------------------------------------------
 
     def stamps(self) -> dict[str, float]:
-        """Header stamp (s) of the latest valid message of each input received so far."""
+        """Header stamp (s) of the latest valid message of each required input received so far."""
         return {k: v.stamp_s for k, v in self.latest.items()}
 
     def observation(self) -> np.ndarray:
-        """``(obs_dim,) float32`` in the layout's order.
+        """``(obs_dim,) float32`` in the schema's order.
 
         Raises:
-            ObservationUnavailable: an input has not been received (valid) yet.
+            ObservationUnavailable: a required input has not been received (valid) yet.
         """
-        missing = [k for k in INPUTS if k not in self.latest]
+        missing = [k for k in self.required_inputs if k not in self.latest]
         if missing:
             raise ObservationUnavailable(f"no valid message yet on {', '.join(missing)}")
-        parts = [np.asarray(_SOURCES[name](self), dtype=np.float64).reshape(-1) for name, _ in self.fields]
-        return np.concatenate(parts).astype(np.float32)
+        parts = [self._evaluate(terms).reshape(-1) for _, _, terms in self.fields]
+        return self.schema.join({"state": np.concatenate(parts).astype(np.float32)})
 
     def ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Latest valid ``(pos (3,), quat_wxyz (4,))`` of the end effector (TCP), in the base frame."""
@@ -192,42 +348,63 @@ class ObservationAssembler:
             raise ObservationUnavailable("no valid message yet on ee_pose")
         return self.latest["ee_pose"].value
 
+    def diagnostics(self) -> dict:
+        """Input counters: ``rejected.<input: reason>``, ``ignored.<input>``, totals and the last rejection."""
+        out = {f"rejected.{k}": v for k, v in self.rejected.items()}
+        out.update({f"ignored.{k}": v for k, v in self.ignored.items()})
+        out["rejected_total"] = sum(self.rejected.values())
+        out["ignored_total"] = sum(self.ignored.values())
+        out["last_rejection"] = self.last_rejection
+        return out
 
-def _get(field: Any, key: str) -> Any:
-    return field[key] if isinstance(field, dict) else getattr(field, key)
+    def _evaluate(self, terms: list[_Term]) -> np.ndarray:
+        # float32, left to right: the simulator's own arithmetic on the same float32 values
+        value = None
+        for t in terms:
+            v = self._term(t).astype(np.float32)
+            value = (v if t.sign > 0 else -v) if value is None else (value + v if t.sign > 0 else value - v)
+        return value
+
+    def _term(self, t: _Term) -> np.ndarray:
+        if t.func == "joints":
+            q, dq = self.latest["joint_states"].value
+            v = q if t.args[0] == "position" else dq
+        elif t.func == "const":
+            v = np.array([float(a) for a in t.args], dtype=np.float32)
+        elif t.func == "size":
+            v = self.latest[ENTITY_SIZE_INPUTS[t.entity]].value
+        elif t.func == "grasp":
+            q = self.latest["joint_states"].value[0]
+            width = float(sum(q[i] for i, n in enumerate(self.joint_names) if _is_finger(n)))
+            tcp_p, tcp_q = self.world["ee_pose"]
+            obj = self.world[ENTITY_POSE_INPUTS[t.entity]][0]
+            v = grasp_flag(width, tcp_p, tcp_q, obj, float(t.args[0])).astype(np.float64)
+        else:
+            pos, quat = self.world[ENTITY_POSE_INPUTS[t.entity]]
+            v = np.concatenate([pos, canonical_quat(quat, t.args[0] if t.args else "")]) if t.func == "pose" else pos
+        v = np.asarray(v).reshape(-1)
+        return v[t.index:t.index + 1] if t.index is not None else v
 
 
-#: q and -q are the same rotation. ManiSkill does not canonicalize, but its TCP quaternion has
-#: qx > 0 on 99.9% of steps and the cube's w >= 0 on ~97% (measured over 1500 random steps,
-#: robot_rl.envs.obs_layout), so a pose from ROS is put into that hemisphere: index of the
-#: component kept >= 0, per pose input.
-QUAT_HEMISPHERE = {"ee_pose": 1, "object_pose": 0}
+def _is_finger(name: str) -> bool:
+    return "finger" in name
 
 
-def canonical_quat(quat_wxyz: np.ndarray, key: str) -> np.ndarray:
-    """``quat`` or ``-quat``, whichever has component :data:`QUAT_HEMISPHERE` ``[key]`` >= 0."""
-    idx = QUAT_HEMISPHERE.get(key)
-    return -quat_wxyz if idx is not None and quat_wxyz[idx] < 0 else quat_wxyz
+def _source_size(terms: list[_Term], n_joints: int) -> int:
+    sizes = set()
+    for t in terms:
+        base = {"joints": n_joints, "pose": 7, "position": 3, "const": 3, "size": 3, "grasp": 1}[t.func]
+        sizes.add(1 if t.index is not None else base)
+    if len(sizes) != 1:
+        raise ValueError(f"terms of different sizes {sorted(sizes)} cannot be added")
+    return sizes.pop()
 
 
-def _pose7(a: ObservationAssembler, key: str) -> np.ndarray:
-    pos, quat = a.world[key]
-    return np.concatenate([pos, canonical_quat(quat, key)])
-
-
-def _pos(a: ObservationAssembler, key: str) -> np.ndarray:
-    return a.world[key][0]
-
-
-#: Observation field name -> how to compute it from the latest messages, in the world frame
-#: (ManiSkill ``_get_obs_agent`` / ``_get_obs_extra`` of PushCube and PickCube).
-_SOURCES: dict[str, Callable[[ObservationAssembler], np.ndarray]] = {
-    "qpos": lambda a: a.latest["joint_states"].value[0],
-    "qvel": lambda a: a.latest["joint_states"].value[1],
-    "tcp_pose": lambda a: _pose7(a, "ee_pose"),
-    "obj_pose": lambda a: _pose7(a, "object_pose"),
-    "goal_pos": lambda a: _pos(a, "goal_pose"),
-    "tcp_to_obj_pos": lambda a: _pos(a, "object_pose") - _pos(a, "ee_pose"),
-    "obj_to_goal_pos": lambda a: _pos(a, "goal_pose") - _pos(a, "object_pose"),
-}
-_SOURCE_SIZES = {"tcp_pose": 7, "obj_pose": 7, "goal_pos": 3, "tcp_to_obj_pos": 3, "obj_to_goal_pos": 3}
+def canonical_quat(quat_wxyz: np.ndarray, sign: str) -> np.ndarray:
+    """``quat`` or ``-quat`` (the same rotation), whichever has component ``sign`` >= 0 (``"+w"``, ``"+x"``, ...;
+    ``""`` keeps it as it is). ManiSkill does not canonicalize, but each pose of a task stays in one hemisphere
+    almost always (measured per field, :mod:`robot_rl.envs.obs_layout`), and the policy learned that sign."""
+    if not sign:
+        return quat_wxyz
+    idx = "wxyz".index(sign.lstrip("+"))
+    return -quat_wxyz if quat_wxyz[idx] < 0 else quat_wxyz

@@ -41,7 +41,7 @@ import numpy as np
 
 from robot_rl.deploy.config import DeployConfig
 from robot_rl.deploy.controller import PolicyController, StepResult
-from robot_rl.deploy.ros_io import INPUTS, pose_msg, s_to_stamp
+from robot_rl.deploy.ros_io import ACCEPTED, POSE_INPUTS, REJECTED, SIZE_INPUTS, pose_msg, s_to_stamp
 from robot_rl.deploy.safety import Command, FilterState
 
 #: A step triggered by an input may run this much before a full period has passed (s): with a
@@ -51,9 +51,8 @@ TRIGGER_SLACK_S = 0.002
 #: Input and output topics recorded by ``--record`` (topic key -> ROS type name).
 INPUT_TYPES = {
     "joint_states": "sensor_msgs/msg/JointState",
-    "ee_pose": "geometry_msgs/msg/PoseStamped",
-    "object_pose": "geometry_msgs/msg/PoseStamped",
-    "goal_pose": "geometry_msgs/msg/PoseStamped",
+    **{k: "geometry_msgs/msg/PoseStamped" for k in POSE_INPUTS},
+    **{k: "geometry_msgs/msg/Vector3Stamped" for k in SIZE_INPUTS},
 }
 OUTPUT_TYPES = {
     "equilibrium_pose": "geometry_msgs/msg/PoseStamped",
@@ -67,7 +66,7 @@ OUTPUT_TYPES = {
 def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Path | None = None):
     """Build the lifecycle node (rclpy must be initialized). See the module docstring."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-    from geometry_msgs.msg import PoseStamped, TwistStamped
+    from geometry_msgs.msg import PoseStamped, TwistStamped, Vector3Stamped
     from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Bool, Float64, String
@@ -113,11 +112,14 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
 
                 topics = {getattr(t, k): v for k, v in {**INPUT_TYPES, **OUTPUT_TYPES}.items() if getattr(t, k)}
                 self.recorder = BagRecorder(record, topics)
+            # Every configured input is subscribed; one the policy's observation does not read is ignored and
+            # counted (a perception stack may publish more than this task needs).
             self._subs = [
                 self.create_subscription(JointState, t.joint_states, self._on_joint_state, sensors),
-                self.create_subscription(PoseStamped, t.ee_pose, lambda m: self._on_pose("ee_pose", m), sensors),
-                self.create_subscription(PoseStamped, t.object_pose, lambda m: self._on_pose("object_pose", m), sensors),
-                self.create_subscription(PoseStamped, t.goal_pose, lambda m: self._on_pose("goal_pose", m), sensors),
+                *(self.create_subscription(PoseStamped, getattr(t, k), lambda m, k=k: self._on_pose(k, m), sensors)
+                  for k in POSE_INPUTS if getattr(t, k)),
+                *(self.create_subscription(Vector3Stamped, getattr(t, k), lambda m, k=k: self._on_size(k, m), sensors)
+                  for k in SIZE_INPUTS if getattr(t, k)),
             ]
             for key, msg_type in (("equilibrium_pose", PoseStamped), ("twist", TwistStamped), ("gripper", Float64)):
                 if getattr(t, key):
@@ -196,21 +198,28 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             if self.recorder is not None and getattr(self.cfg.topics, key, None):
                 self.recorder.write(getattr(self.cfg.topics, key), msg, self.get_clock().now().nanoseconds)
 
+        def _accepted(self, status: str) -> bool:
+            if status == REJECTED:
+                self.get_logger().warning(f"rejected: {self.controller.assembler.last_rejection}",
+                                          throttle_duration_sec=1.0)
+            return status == ACCEPTED
+
         def _on_joint_state(self, msg) -> None:
             self._record("joint_states", msg)
             now = self.now_s()
-            if not self.controller.assembler.update_joint_state(msg, now):
-                self.get_logger().warning(f"rejected: {self.controller.assembler.last_rejection}",
-                                          throttle_duration_sec=1.0)
-                return
-            self._try_step(now)
+            if self._accepted(self.controller.assembler.update_joint_state(msg, now)):
+                self._try_step(now)
+
+        def _on_size(self, key: str, msg) -> None:
+            self._record(key, msg)
+            now = self.now_s()
+            if self._accepted(self.controller.assembler.update_size(key, msg, now)):
+                self._try_step(now)
 
         def _on_pose(self, key: str, msg) -> None:
             self._record(key, msg)
             now = self.now_s()
-            if not self.controller.assembler.update_pose(key, msg, now):
-                self.get_logger().warning(f"rejected: {self.controller.assembler.last_rejection}",
-                                          throttle_duration_sec=1.0)
+            if not self._accepted(self.controller.assembler.update_pose(key, msg, now)):
                 return
             if key == "ee_pose" and self.cfg.trigger == "input" and self._timer is not None:
                 self._fresh = True
@@ -230,7 +239,7 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                 return
             wait = self._due_s - TRIGGER_SLACK_S - now
             stamps = self.controller.assembler.stamps()
-            gathered = all(stamps.get(k, -np.inf) >= self._fresh_stamp_s for k in INPUTS)
+            gathered = all(stamps.get(k, -np.inf) >= self._fresh_stamp_s for k in self.controller.assembler.required_inputs)
             if not gathered:
                 wait = max(wait, self._fresh_at_s + self.cfg.input_gather_s - now)
             if wait <= 0:

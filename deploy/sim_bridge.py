@@ -5,9 +5,10 @@ tick it turns the latest command into a ``pd_ee_delta_pose`` action, steps, and 
 franka_ros2 and a perception stack would:
 
 - ``sensor_msgs/JointState`` (7 arm joints in rad, 2 finger joints in m, velocities);
-- the TCP pose, the object pose and the goal as ``geometry_msgs/PoseStamped`` in the robot base
-  frame (``panda_link0``; ManiSkill's world has the Panda base at ``(-0.615, 0, 0)``, so every pose
-  is moved into the base frame here, as a real robot reports it);
+- the TCP pose and, as a perception stack would, the poses of the task's object, goal, tool and hole
+  (those it has) as ``geometry_msgs/PoseStamped`` in the robot base frame (``panda_link0``; ManiSkill's
+  world has the Panda base at ``(-0.615, 0, 0)``, so every pose is moved into the base frame here, as a real
+  robot reports it), and their sizes as ``geometry_msgs/Vector3Stamped`` half extents (m);
 - one ``std_msgs/String`` JSON line per finished episode on ``/robot_rl/sim/episode``
   (``{"episode", "seed", "success", "steps"}``), for tests and benchmarks.
 
@@ -28,7 +29,14 @@ from typing import Any
 import numpy as np
 
 from robot_rl.deploy.config import DeployConfig
-from robot_rl.deploy.ros_io import joint_state_msg, pose_from_msg, pose_msg
+from robot_rl.deploy.ros_io import (
+    ENTITY_POSE_INPUTS,
+    ENTITY_SIZE_INPUTS,
+    joint_state_msg,
+    pose_from_msg,
+    pose_msg,
+    size_msg,
+)
 from robot_rl.geometry import (
     POS_SCALE_M,
     POS_SLICE,
@@ -50,21 +58,23 @@ def state_in_base(env) -> dict[str, Any]:
         env: the unwrapped ManiSkill env of a robot_rl task (``make_env(...).unwrapped``).
 
     Returns:
-        ``{"tcp", "obj", "goal": (pos (3,) m, quat wxyz (4,)) in the robot base frame,
-        "qpos", "qvel": (9,)}`` (float64; the goal's orientation is identity).
+        ``{"poses": {entity: (pos (3,) m, quat wxyz (4,))}, "sizes": {entity: (3,) half extents m},
+        "qpos": (9,), "qvel": (9,)}``, float64, poses in the robot base frame; the entities of the task's
+        :meth:`robot_rl.envs.RRLTaskMixin.perceived_scene` (``tcp``, ``object``, ``goal`` and, where the task
+        has them, ``tool`` and ``hole``).
     """
     from robot_rl.envs.obs_layout import ROBOT_BASE_POS_WORLD, ROBOT_BASE_QUAT_WORLD
-    from robot_rl.envs.tasks import privileged_state
 
-    s = privileged_state(env)[0].astype(np.float64)
+    scene = env.perceived_scene()
     # The nominal base pose (the sidecar's), not the simulated one: PhysX leaves the fixed base
     # ~1e-8 m off (-0.615, 0, 0), and the policy node moves poses back with the nominal one.
     base_p = np.asarray(ROBOT_BASE_POS_WORLD, dtype=np.float64)
     base_q = np.asarray(ROBOT_BASE_QUAT_WORLD, dtype=np.float64)
+    poses = {k: pose_to_frame(v[:3].astype(np.float64), v[3:].astype(np.float64), base_p, base_q)
+             for k, v in scene["poses"].items()}
     return {
-        "tcp": pose_to_frame(s[0:3], s[3:7], base_p, base_q),
-        "obj": pose_to_frame(s[7:10], s[10:14], base_p, base_q),
-        "goal": pose_to_frame(s[14:17], np.array([1.0, 0.0, 0.0, 0.0]), base_p, base_q),
+        "poses": poses,
+        "sizes": {k: v.astype(np.float64) for k, v in scene["sizes"].items()},
         "qpos": env.agent.robot.get_qpos()[0].cpu().numpy().astype(np.float64),
         "qvel": env.agent.robot.get_qvel()[0].cpu().numpy().astype(np.float64),
     }
@@ -131,7 +141,7 @@ class SimBridge:
         from rclpy.node import Node
         from std_msgs.msg import Float64, String
         from std_srvs.srv import SetBool
-        from geometry_msgs.msg import PoseStamped, TwistStamped
+        from geometry_msgs.msg import PoseStamped, TwistStamped, Vector3Stamped
         from sensor_msgs.msg import JointState
 
         from robot_rl.envs import make_env
@@ -144,9 +154,12 @@ class SimBridge:
         sensors, commands = cfg.qos.sensors.profile(), cfg.qos.commands.profile()
         t = cfg.topics
         self.pub_joints = self.node.create_publisher(JointState, t.joint_states, sensors)
-        self.pub_ee = self.node.create_publisher(PoseStamped, t.ee_pose, sensors)
-        self.pub_obj = self.node.create_publisher(PoseStamped, t.object_pose, sensors)
-        self.pub_goal = self.node.create_publisher(PoseStamped, t.goal_pose, sensors)
+        # one publisher per entity the task has and the config names a topic for
+        scene = state_in_base(u)
+        self.pub_poses = {k: self.node.create_publisher(PoseStamped, getattr(t, ENTITY_POSE_INPUTS[k]), sensors)
+                          for k in scene["poses"] if getattr(t, ENTITY_POSE_INPUTS[k], None)}
+        self.pub_sizes = {k: self.node.create_publisher(Vector3Stamped, getattr(t, ENTITY_SIZE_INPUTS[k]), sensors)
+                          for k in scene["sizes"] if getattr(t, ENTITY_SIZE_INPUTS.get(k, ""), None)}
         self.pub_episode = self.node.create_publisher(String, EPISODE_TOPIC, 10)
         if t.equilibrium_pose:
             self.node.create_subscription(PoseStamped, t.equilibrium_pose, self._on_pose_target, commands)
@@ -214,11 +227,14 @@ class SimBridge:
         now = self.node.get_clock().now().nanoseconds * 1e-9  # measurement time: the state has just been read
         base = self.cfg.frames.base
         # The EE pose goes last: a policy node with `trigger: input` steps when it arrives, and by
-        # then the joint states, object and goal of the same sim step are in.
+        # then the joint states, objects and sizes of the same sim step are in.
         self.pub_joints.publish(joint_state_msg(self.cfg.joint_names, st["qpos"], st["qvel"], now))
-        self.pub_obj.publish(pose_msg(*st["obj"], base, now))
-        self.pub_goal.publish(pose_msg(*st["goal"], base, now))
-        self.pub_ee.publish(pose_msg(*st["tcp"], base, now))
+        for k, pub in self.pub_sizes.items():
+            pub.publish(size_msg(st["sizes"][k], k, now))
+        for k, pub in self.pub_poses.items():
+            if k != "tcp":
+                pub.publish(pose_msg(*st["poses"][k], base, now))
+        self.pub_poses["tcp"].publish(pose_msg(*st["poses"]["tcp"], base, now))
 
     def done(self) -> bool:
         return self.episodes is not None and self.episode >= self.episodes
@@ -230,7 +246,7 @@ class SimBridge:
             self._publish()
             return
         st = state_in_base(self.env.unwrapped)
-        _, _, terminated, truncated, info = self.env.step(self._action(st["tcp"]))
+        _, _, terminated, truncated, info = self.env.step(self._action(st["poses"]["tcp"]))
         self.steps += 1
         if terminated or truncated:
             from std_msgs.msg import String
@@ -269,27 +285,41 @@ def run_sim_bridge(task: str, cfg: DeployConfig, seed: int = 0, episodes: int | 
     return bridge.results
 
 
+class OnnxActor:
+    """An exported ONNX policy as a :class:`robot_rl.rollout.Actor` (raw observation in: it normalizes itself)."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: np.ndarray, view) -> np.ndarray:
+        return self.policy(obs)
+
+
 def evaluate_direct(policy_dir, task: str, seed: int = 0, episodes: int = 10) -> list[dict]:
     """Run an exported policy on the simulator's own observations, no ROS: the reference for the bridge.
 
-    Episode ``k`` is reset with seed ``seed + k``, as :class:`SimBridge` does. Returns one
-    ``{"episode", "seed", "success", "steps"}`` per episode.
+    The project's one rollout loop (:func:`robot_rl.rollout.rollout`): episode ``k`` is reset with seed
+    ``seed + k``, as :class:`SimBridge` does. Returns one ``{"episode", "seed", "success", "steps"}`` per
+    episode.
+
+    Raises:
+        ValueError: the policy is for another task, or its observation is not the task's state alone (the
+            simulator gives only the state; a policy with teacher or memory groups needs the ROS node).
     """
     from robot_rl.deploy.policy import OnnxPolicy
-    from robot_rl.envs import make_env
+    from robot_rl.envs import make_vec_env
+    from robot_rl.rollout import rollout
 
     policy = OnnxPolicy(policy_dir, expected_task=task)
-    env = make_env(task, seed=None)
-    results = []
+    if policy.schema.group_names != ("state",):
+        raise ValueError(f"evaluate_direct feeds the simulator's state only; the policy observes "
+                         f"{policy.schema.describe_sizes()}")
+    venv = make_vec_env(task, num_envs=1, seed=seed, in_process=True)
     try:
-        for k in range(episodes):
-            obs, _ = env.reset(seed=seed + k)
-            steps, done, info = 0, False, {}
-            while not done:
-                obs, _, terminated, truncated, info = env.step(policy(obs))
-                steps += 1
-                done = terminated or truncated
-            results.append({"episode": k, "seed": seed + k, "success": bool(info.get("success", False)), "steps": steps})
+        result = rollout(venv, OnnxActor(policy), episodes, seed)
     finally:
-        env.close()
-    return results
+        venv.close()
+    return [{"episode": k, "seed": e.seed, "success": e.success, "steps": e.length} for k, e in enumerate(result.episodes)]

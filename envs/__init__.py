@@ -1,7 +1,8 @@
 """ManiSkill task variants and vector-env construction (CPU and GPU) for robot_rl.
 
-Importing this package is light: the layouts (:data:`PRIVILEGED_STATE_LAYOUT`, the observation layouts
-of :mod:`robot_rl.envs.obs_layout`) load without the simulator. Everything else is imported from its
+Importing this package is light: the layouts (:data:`PRIVILEGED_STATE_LAYOUT`, the state fields of every task
+in :mod:`robot_rl.envs.obs_layout`, which :mod:`robot_rl.observation` makes the ``state`` group of a run's
+observation schema) load without the simulator. Everything else is imported from its
 module on first use (PEP 562), which also registers the robot_rl tasks with ManiSkill and gymnasium
 (``gym.make("RRL-PushCube-Sparse-v1")`` works once ``robot_rl.envs.tasks`` or any of these names has been
 touched; :func:`make_env` and :func:`make_vec_env` do it themselves):
@@ -18,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .obs_layout import ObsField, observation_dim, observation_layout, observation_slices
+from .obs_layout import ObsField, observation_layout
 from .privileged import PRIVILEGED_STATE_DIM, PRIVILEGED_STATE_LAYOUT
 
 #: Names imported on first use, and the module (of this package) that defines each.
@@ -56,8 +57,6 @@ def __dir__() -> list[str]:
 __all__ = [
     "ObsField",
     "observation_layout",
-    "observation_dim",
-    "observation_slices",
     "PRIVILEGED_STATE_LAYOUT",
     "PRIVILEGED_STATE_DIM",
     *_LAZY,

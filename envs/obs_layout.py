@@ -83,18 +83,16 @@ than the simulator. No step measured here crossed it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from robot_rl.observation import ObsField
 
 __all__ = [
     "ObsField",
+    "resolve_task",
     "ROBOT_BASE_POS_WORLD",
     "ROBOT_BASE_QUAT_WORLD",
     "PANDA_JOINT_NAMES",
     "OBS_LAYOUTS",
     "observation_layout",
-    "observation_dim",
-    "observation_slices",
-    "layout_as_dicts",
 ]
 
 #: Position of the Panda base link in the world frame, m (ManiSkill 3.0.1 ``TableSceneBuilder``:
@@ -117,84 +115,68 @@ _POSE_COMPONENTS = ("x", "y", "z", "qw", "qx", "qy", "qz")
 _XYZ = ("x", "y", "z")
 
 
-@dataclass(frozen=True)
-class ObsField:
-    """One named block of the flat observation vector.
-
-    Attributes:
-        name: ManiSkill's key (``qpos``, ``tcp_pose``, ...).
-        size: number of floats.
-        frame: ``"joint"`` (joint space in :data:`PANDA_JOINT_NAMES` order), ``"world"`` (ManiSkill's
-            scene frame, see the module docstring) or ``"none"``.
-        unit: unit of each component, e.g. ``"m"``, ``"rad (arm), m (fingers)"``, ``"m, quaternion wxyz"``.
-        description: what the value is and where ManiSkill reads it from.
-        components: one label per float, ``len(components) == size``.
-    """
-
-    name: str
-    size: int
-    frame: str
-    unit: str
-    description: str
-    components: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.components and len(self.components) != self.size:
-            raise ValueError(f"ObsField {self.name}: {len(self.components)} components for size {self.size}")
-
-
 _QPOS = ObsField(
     "qpos", 9, JOINT, "rad (7 arm joints), m (2 finger joints)",
     "joint positions, robot.get_qpos(); each finger joint is one finger's opening (0 closed .. 0.04 open), "
     "so the gripper width is their sum",
     PANDA_JOINT_NAMES,
+    source="joints.position",
 )
 _QVEL = ObsField(
     "qvel", 9, JOINT, "rad/s (7 arm joints), m/s (2 finger joints)",
     "joint velocities, robot.get_qvel()",
     PANDA_JOINT_NAMES,
+    source="joints.velocity",
 )
 _TCP_POSE = ObsField(
     "tcp_pose", 7, WORLD, "m, quaternion wxyz",
     "pose of the tool centre point (link panda_hand_tcp, between the fingertips), agent.tcp.pose.raw_pose; "
     "in the robot base frame the position is p - ROBOT_BASE_POS_WORLD",
     _POSE_COMPONENTS,
+    source="pose(tcp, +x)",
 )
 _IS_GRASPED = ObsField(
     "is_grasped", 1, NONE, "0 or 1",
     "1.0 if the gripper holds the cube (agent.is_grasping: both fingers push on it, contact force >= 0.5 N "
     "within 85 deg of the closing direction)",
     ("is_grasped",),
+    source="grasp(object, 0.04)",
 )
 _PUSH_GOAL = ObsField(
     "goal_pos", 3, WORLD, "m",
     "centre of the goal region (red/white target disc on the table, z = 0.001), goal_region.pose.p",
     _XYZ,
+    source="position(goal)",
 )
 _PICK_GOAL = ObsField(
     "goal_pos", 3, WORLD, "m",
     "goal position for the cube's centre (green sphere in the air), goal_site.pose.p",
     _XYZ,
+    source="position(goal)",
 )
 _PUSH_OBJ = ObsField(
     "obj_pose", 7, WORLD, "m, quaternion wxyz",
     "pose of the cube's centre (edge 0.04 m), obj.pose.raw_pose",
     _POSE_COMPONENTS,
+    source="pose(object, +w)",
 )
 _PICK_OBJ = ObsField(
     "obj_pose", 7, WORLD, "m, quaternion wxyz",
     "pose of the cube's centre (edge 0.04 m), cube.pose.raw_pose",
     _POSE_COMPONENTS,
+    source="pose(object, +w)",
 )
 _TCP_TO_OBJ = ObsField(
     "tcp_to_obj_pos", 3, WORLD, "m",
     "cube position minus TCP position (world axes), cube.pose.p - agent.tcp_pose.p",
     _XYZ,
+    source="position(object) - position(tcp)",
 )
 _OBJ_TO_GOAL = ObsField(
     "obj_to_goal_pos", 3, WORLD, "m",
     "goal position minus cube position (world axes), goal_site.pose.p - cube.pose.p",
     _XYZ,
+    source="position(goal) - position(object)",
 )
 
 _PLACE_OBJ_TO_GOAL = ObsField(
@@ -202,6 +184,7 @@ _PLACE_OBJ_TO_GOAL = ObsField(
     "goal region centre minus cube position (world axes), goal_region.pose.p - cube.pose.p; the region lies on "
     "the table (z = 0.001), so z is 0.001 - cube z (-0.019 for a cube resting on the table)",
     _XYZ,
+    source="position(goal) - position(object)",
 )
 _LIFT_PEG_OBJ = ObsField(
     "obj_pose", 7, WORLD, "m, quaternion wxyz",
@@ -209,12 +192,14 @@ _LIFT_PEG_OBJ = ObsField(
     "section (red half at -x, blue half at +x); at reset it lies on the table along world x (centre z = 0.025); "
     "upright (success) means its x axis along world +-z with the centre at z = 0.12",
     _POSE_COMPONENTS,
+    source="pose(object, +w)",
 )
 _INSERT_PEG = ObsField(
     "peg_pose", 7, WORLD, "m, quaternion wxyz",
     "pose of the peg's centre, peg.pose.raw_pose: a box long along its own x axis (sizes in peg_half_size), "
     "its orange head at +x (the end that goes into the hole), white tail at -x; at reset it lies on the table",
     _POSE_COMPONENTS,
+    source="pose(object, +w)",
 )
 _PEG_HALF_SIZE = ObsField(
     "peg_half_size", 3, NONE, "m",
@@ -223,6 +208,7 @@ _PEG_HALF_SIZE = ObsField(
     "Redrawn at every reset (one env per process reconfigures each episode), fixed within an episode. A size, "
     "not a vector: nothing to transform (frame none)",
     ("half_length", "half_width", "half_height"),
+    source="size(object)",
 )
 _BOX_HOLE_POSE = ObsField(
     "box_hole_pose", 7, WORLD, "m, quaternion wxyz",
@@ -232,17 +218,20 @@ _BOX_HOLE_POSE = ObsField(
     "peg along +x: the goal is the peg head at this point with the peg's x along the hole's x; success is the head "
     "at x >= -0.015 m and within box_hole_radius in y and z, in this frame",
     _POSE_COMPONENTS,
+    source="pose(hole, +w)",
 )
 _BOX_HOLE_RADIUS = ObsField(
     "box_hole_radius", 1, NONE, "m",
     "per-episode constant: half side of the hole (box_hole_radii); the hole is square, not round: the peg's half "
     "width + 0.003 m clearance. A size (frame none)",
     ("box_hole_radius",),
+    source="size(hole)[1]",
 )
 _POKE_CUBE = ObsField(
     "cube_pose", 7, WORLD, "m, quaternion wxyz",
     "pose of the cube's centre (edge 0.04 m), cube.pose.raw_pose",
     _POSE_COMPONENTS,
+    source="pose(object, +w)",
 )
 _POKE_PEG = ObsField(
     "peg_pose", 7, WORLD, "m, quaternion wxyz",
@@ -250,28 +239,33 @@ _POKE_PEG = ObsField(
     "square section, both halves blue; its head (the end that pokes) is 0.12 m along its own +x; at reset it lies "
     "on the table along world +x with identity orientation",
     _POSE_COMPONENTS,
+    source="pose(tool, +w)",
 )
 _POKE_GOAL = ObsField(
     "goal_pos", 3, WORLD, "m",
     "upstream quirk: NOT the goal region. PokeCube-v1 sets goal_pos = peg.pose.p, the peg's centre (a copy of "
     "peg_pose[:3]); the goal region's centre (table, z = 0.001) is cube_pose[:3] + cube_to_goal_pos",
     _XYZ,
+    source="position(tool)",
 )
 _TCP_TO_PEG = ObsField(
     "tcp_to_peg_pos", 3, WORLD, "m",
     "peg centre minus TCP position (world axes), peg.pose.p - agent.tcp.pose.p",
     _XYZ,
+    source="position(tool) - position(tcp)",
 )
 _PEG_TO_CUBE = ObsField(
     "peg_to_cube_pos", 3, WORLD, "m",
     "cube position minus peg centre (world axes), cube.pose.p - peg.pose.p",
     _XYZ,
+    source="position(object) - position(tool)",
 )
 _CUBE_TO_GOAL = ObsField(
     "cube_to_goal_pos", 3, WORLD, "m",
     "goal region centre minus cube position (world axes), goal_region.pose.p - cube.pose.p; the region lies on "
     "the table (z = 0.001), 0.1 m along world +x from the cube's start",
     _XYZ,
+    source="position(goal) - position(object)",
 )
 _PEGHEAD_TO_CUBE = ObsField(
     "peghead_to_cube_pos", 3, WORLD, "m",
@@ -281,6 +275,7 @@ _PEGHEAD_TO_CUBE = ObsField(
     "the peg points along world +x (as at reset); compute it as peg centre + (0.12, 0, 0) - cube centre, not "
     "from a perceived head",
     _XYZ,
+    source="position(tool) + const(0.12, 0, 0) - position(object)",
 )
 
 #: Observation layout per robot_rl task id, in vector order.
@@ -307,6 +302,20 @@ OBS_LAYOUTS: dict[str, tuple[ObsField, ...]] = {
         _PEGHEAD_TO_CUBE,
     ),
 }
+
+
+def resolve_task(task_id: str) -> str:
+    """The env id of ``task_id``: an ``RRL-`` env id as it is (no simulator import, for the ROS node), a paper
+    name (``"PushCube-v2"``) looked up with :func:`robot_rl.envs.tasks.get_task` (imports ManiSkill).
+
+    Raises:
+        ValueError: an unknown paper name (the message lists the known tasks).
+    """
+    if str(task_id).startswith("RRL-"):
+        return str(task_id)
+    from .tasks import get_task
+
+    return get_task(task_id).env_id
 
 
 def _resolve(task_id: str) -> str:
@@ -344,29 +353,3 @@ def observation_layout(task_id: str) -> list[ObsField]:
         ValueError: unknown task; the message lists the tasks that have a layout.
     """
     return list(OBS_LAYOUTS[_resolve(task_id)])
-
-
-def observation_dim(task_id: str) -> int:
-    """Length of ``task_id``'s observation vector (sum of its field sizes)."""
-    return sum(f.size for f in observation_layout(task_id))
-
-
-def observation_slices(task_id: str) -> dict[str, slice]:
-    """``{field name: slice into the observation vector}`` for ``task_id``."""
-    out, offset = {}, 0
-    for f in observation_layout(task_id):
-        out[f.name] = slice(offset, offset + f.size)
-        offset += f.size
-    return out
-
-
-def layout_as_dicts(task_id: str) -> list[dict]:
-    """JSON-ready layout: one dict per field with ``name, offset, size, frame, unit, description,
-    components`` (what the exported policy's sidecar stores)."""
-    rows, offset = [], 0
-    for f in observation_layout(task_id):
-        row = asdict(f)
-        row["components"] = list(f.components)
-        rows.append({"name": f.name, "offset": offset, **{k: v for k, v in row.items() if k != "name"}})
-        offset += f.size
-    return rows

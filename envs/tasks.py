@@ -193,6 +193,30 @@ class RRLTaskMixin:
         whether it is grasped ``(num_envs,)`` bool, its half extents ``(num_envs, 3)`` m; ``None`` if none."""
         return None
 
+    def perceived_scene(self) -> dict[str, dict[str, np.ndarray]]:
+        """What the robot's state and a perception stack report of sub-env 0, world frame, float32.
+
+        Returns:
+            ``{"poses": {entity: (7,) position m + quaternion wxyz}, "sizes": {entity: (3,) half extents m}}``
+            with entities ``tcp``, ``object``, ``goal`` (position, and the orientation where the task has one)
+            and, where the task has them, ``tool`` and ``hole``; sizes for ``object`` and ``tool`` (and
+            ``hole``). Read from the very simulator objects the task's state observation reads
+            (:mod:`robot_rl.envs.obs_layout`), so the sim bridge, which publishes this, gives the ROS node the
+            simulator's own float32 numbers (``tests/deploy/test_ros_io.py`` pins the round trip).
+        """
+        def pose7(pose: Pose) -> np.ndarray:
+            return pose.raw_pose[0].detach().cpu().numpy().astype(np.float32)
+
+        goal = np.concatenate([self._privileged_goal_pos()[0].detach().cpu().numpy(),
+                               self._privileged_goal_quat()[0].detach().cpu().numpy()]).astype(np.float32)
+        poses = {"tcp": pose7(self.agent.tcp.pose), "object": pose7(self._privileged_obj_pose()), "goal": goal}
+        sizes = {"object": self._privileged_obj_half_extents()[0].detach().cpu().numpy().astype(np.float32)}
+        tool = self._privileged_tool()
+        if tool is not None:
+            poses["tool"] = pose7(tool[0])
+            sizes["tool"] = tool[2][0].detach().cpu().numpy().astype(np.float32)
+        return {"poses": poses, "sizes": sizes}
+
 
 @rrl_task(
     TaskSpec(
@@ -378,6 +402,16 @@ class PegInsertionSideSparseEnv(RRLTaskMixin, PegInsertionSideEnv):
 
     def _privileged_obj_half_extents(self) -> torch.Tensor:
         return self.peg_half_sizes
+
+    def perceived_scene(self) -> dict[str, dict[str, np.ndarray]]:
+        """:meth:`RRLTaskMixin.perceived_scene` plus the box's hole: its pose (``box_hole_pose``: the centre of
+        the square hole, mid-depth, the box's orientation) and half extents (the box's half depth along the
+        hole's x, then the hole's half side ``box_hole_radii`` twice)."""
+        scene = super().perceived_scene()
+        scene["poses"]["hole"] = self.box_hole_pose.raw_pose[0].detach().cpu().numpy().astype(np.float32)
+        r = self.box_hole_radii[0]
+        scene["sizes"]["hole"] = torch.stack([self.peg_half_sizes[0, 0], r, r]).detach().cpu().numpy().astype(np.float32)
+        return scene
 
 
 @rrl_task(

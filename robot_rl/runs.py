@@ -4,6 +4,7 @@
 
     RUN_DIR/
       config.yaml            resolved config (what --resume reads)
+      observation_schema.json  the observation's groups and fields (robot_rl.observation); the export copies it
       metrics.jsonl          one JSON object per PPO update (env steps, success rate, return, losses,
                              teacher queries, λ_t, steps/s)
       tb/                    TensorBoard events
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_rl.config import TrainConfig, dump_config, load_config
+from robot_rl.observation import SCHEMA_FILE, ObservationSchema
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -69,6 +71,28 @@ class RunDir:
         if not (self.path / CONFIG).exists():
             raise FileNotFoundError(f"{self.path} is not a run directory (no {CONFIG})")
         return load_config(self.path / CONFIG, overrides)
+
+    def save_schema(self, schema: ObservationSchema) -> None:
+        """Write the run's observation schema (``observation_schema.json``)."""
+        schema.save(self.path / SCHEMA_FILE)
+
+    def schema(self) -> ObservationSchema | None:
+        """The run's saved observation schema, or ``None`` for a run made before schemas were saved."""
+        path = self.path / SCHEMA_FILE
+        return ObservationSchema.load(path) if path.exists() else None
+
+    def check_schema(self, schema: ObservationSchema) -> None:
+        """Check that ``schema`` (built from the config now) is the run's saved one; a run made before
+        schemas were saved (state only) gets it written.
+
+        Raises:
+            SchemaMismatch: they differ; the message names the first differing group and field.
+        """
+        saved = self.schema()
+        if saved is None:
+            self.save_schema(schema)
+            return
+        saved.check_matches(schema, f"the observation the config of {self.path} gives now")
 
     @property
     def metrics(self) -> Path:

@@ -1,4 +1,9 @@
-"""Training, resuming and evaluating runs: builds env, teacher, guidance and GuidedPPO from a config."""
+"""Training, resuming and evaluating runs: builds env, teacher, guidance and GuidedPPO from a config.
+
+Train, resume and evaluate build their env stack (vec env, episode statistics, observation normalization) with
+one function, :func:`build_env_stack`, which also checks the env against the run's observation schema
+(:mod:`robot_rl.observation`).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from robot_rl.algos import GuidedPPO
 from robot_rl.config import TrainConfig
-from robot_rl.guidance import GuidanceCollector, QueryScheduler
+from robot_rl.guidance import Guidance, QueryScheduler
+from robot_rl.observation import ObservationSchema, SchemaMismatch, schema_from_config
 from robot_rl.runs import RunDir
 
 #: Offset of evaluation seeds from the training seed, so evaluation episodes are unseen ones.
@@ -47,6 +53,41 @@ def build_env(cfg: TrainConfig, num_envs: int | None = None, seed: int | None = 
         in_process=in_process,
     )
     return VecMonitor(venv)
+
+
+def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: int | None = None, seed: int | None = None,
+                    in_process: bool = False, training: bool = True) -> tuple[VecEnv, ObservationSchema]:
+    """The env stack of a run: the task's vec env with episode statistics, checked against the run's
+    observation schema, inside observation normalization.
+
+    Normalization: a run that has a checkpoint restores its ``VecNormalize`` statistics (resume, evaluate);
+    a new run starts them when ``ppo.normalize_obs`` is on. ``training=False`` freezes them (evaluation).
+
+    Args:
+        cfg: the run's config.
+        run: the run directory (its checkpoint's ``vecnormalize.pkl``, if any, is loaded).
+        num_envs, seed, in_process: as :func:`build_env` (defaults from ``cfg``).
+        training: whether the normalization statistics keep updating.
+
+    Returns:
+        ``(venv, schema)``.
+
+    Raises:
+        SchemaMismatch: the env's observation size differs from the schema's (the message gives the groups).
+    """
+    schema = schema_from_config(cfg)
+    venv = build_env(cfg, num_envs=num_envs, seed=seed, in_process=in_process)
+    size = int(np.prod(venv.observation_space.shape))
+    if size != schema.size:
+        venv.close()
+        raise SchemaMismatch(f"{cfg.task}'s env observes {size} values but its observation schema has {schema.describe_sizes()}")
+    stats = run.checkpoint / "vecnormalize.pkl" if run is not None else None
+    if stats is not None and stats.exists():
+        venv = VecNormalize.load(str(stats), venv)
+        venv.training = training
+    elif cfg.ppo.normalize_obs:
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=False, training=training)
+    return venv, schema
 
 
 def build_teacher(cfg: TrainConfig, stack: ExitStack | None = None, log_dir: Path | None = None):
@@ -89,7 +130,7 @@ def build_teacher(cfg: TrainConfig, stack: ExitStack | None = None, log_dir: Pat
 
 
 def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None, stack: ExitStack | None = None,
-                   log_dir: Path | None = None) -> GuidanceCollector | None:
+                   log_dir: Path | None = None) -> Guidance | None:
     """The rollout-time collector for ``cfg.mode`` (``None`` for ``ppo``); ``teacher`` defaults to
     :func:`build_teacher` (``stack`` and ``log_dir`` are passed on to it).
 
@@ -111,10 +152,10 @@ def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None, stack: ExitSta
         anneal=not rpd,
         seed=cfg.seed,
     )
-    return GuidanceCollector(teacher or build_teacher(cfg, stack, log_dir), scheduler, num_envs, requery_active=rpd)
+    return Guidance(teacher or build_teacher(cfg, stack, log_dir), scheduler, num_envs, requery_active=rpd)
 
 
-def build_model(cfg: TrainConfig, venv: VecEnv, guidance: GuidanceCollector | None) -> GuidedPPO:
+def build_model(cfg: TrainConfig, venv: VecEnv, guidance: Guidance | None) -> GuidedPPO:
     """GuidedPPO with ``cfg.ppo``'s hyperparameters on ``venv``; ``aux_loss`` is MSE for ``rpd``, else the
     directional cosine loss with ``ε = cfg.guidance.cos_eps``. Seeds torch, numpy and the action space
     from ``cfg.seed`` (SB3)."""
@@ -143,17 +184,10 @@ def build_model(cfg: TrainConfig, venv: VecEnv, guidance: GuidanceCollector | No
     )
 
 
-def guidance_state(guidance: GuidanceCollector | None) -> dict:
-    """What a checkpoint keeps of the guidance: scheduler state and run-long counters."""
-    if guidance is None:
-        return {}
-    return {"scheduler": guidance.scheduler.state_dict(), "stats": vars(guidance.stats).copy()}
-
-
 class RunCallback(BaseCallback):
     """Logs guidance metrics, drives the progress bar and writes checkpoints after PPO updates."""
 
-    def __init__(self, run: RunDir, cfg: TrainConfig, guidance: GuidanceCollector | None):
+    def __init__(self, run: RunDir, cfg: TrainConfig, guidance: Guidance | None):
         super().__init__()
         self.run, self.cfg, self.guidance = run, cfg, guidance
         self.bar = None
@@ -189,21 +223,13 @@ class RunCallback(BaseCallback):
         self.logger.record("time/steps_per_s", sps)
         success = float(np.mean(self.model.ep_success_buffer)) if self.model.ep_success_buffer else float("nan")
         postfix = {"sps": f"{sps:.0f}", "success": f"{success:.2f}"}
-        g = self.guidance
-        if g is not None:
-            s, st = g.scheduler, g.stats
-            for key, value in (("queries", st.queries), ("invalid_answers", st.invalid), ("guided_steps", st.guided_steps),
-                               ("n_calls", s.n_calls), ("delta_return", s.delta_r), ("deactivated", int(s.deactivated)),
-                               ("lambda_next", s.lambda_t),
-                               ("teacher_latency_s", st.teacher_time_s / max(st.teacher_calls, 1))):
-                self.logger.record(f"guidance/{key}", value)
-            postfix.update(queries=st.queries, lam=f"{s.lambda_t:.3f}")
-            remote = getattr(g.teacher, "stats", None)  # RemoteTeacher: server faults
-            if remote is not None:
-                for key in ("failures", "skipped", "reconnects"):
-                    self.logger.record(f"teacher/{key}", getattr(remote, key))
-                if remote.failures:
-                    postfix.update(teacher_failures=remote.failures)
+        if self.guidance is not None:
+            metrics = self.guidance.metrics()
+            for key, value in metrics.items():
+                self.logger.record(key, value)
+            postfix.update(queries=metrics["guidance/queries"], lam=f"{metrics['guidance/lambda_next']:.3f}")
+            if metrics.get("teacher/failures"):
+                postfix.update(teacher_failures=metrics["teacher/failures"])
         if self.bar is not None:
             self.bar.set_postfix(postfix, refresh=False)
 
@@ -213,7 +239,7 @@ class RunCallback(BaseCallback):
             self.bar.close()
 
     def save(self) -> None:
-        self.run.save_checkpoint(self.model, guidance_state(self.guidance))
+        self.run.save_checkpoint(self.model, self.guidance.state_dict() if self.guidance is not None else {})
 
 
 class _AppendJSONOutputFormat(JSONOutputFormat):
@@ -244,9 +270,8 @@ def train(cfg: TrainConfig) -> RunDir:
     run = RunDir.create(cfg)
     with ExitStack() as stack:  # owns a spawned teacher server: stopped on return, error or Ctrl-C
         guidance = build_guidance(cfg, cfg.env.num_envs, stack=stack, log_dir=run.path)
-        venv = build_env(cfg)
-        if cfg.ppo.normalize_obs:
-            venv = VecNormalize(venv, norm_obs=True, norm_reward=False)
+        venv, schema = build_env_stack(cfg)
+        run.save_schema(schema)
         model = build_model(cfg, venv, guidance)
         _fit(run, cfg, model, guidance, resumed=False)
     return run
@@ -258,6 +283,8 @@ def resume(path: str | Path, overrides: list[str] | tuple = ()) -> RunDir:
 
     Raises:
         FileNotFoundError: not a run directory, or no checkpoint written yet.
+        SchemaMismatch: the observation the config gives now differs from the run's saved schema (an
+            override that adds a group, say); the message names the group and the field.
     """
     run = RunDir(path)
     cfg = run.config(overrides)
@@ -268,13 +295,10 @@ def resume(path: str | Path, overrides: list[str] | tuple = ()) -> RunDir:
     run.truncate_metrics(state["num_timesteps"])
     with ExitStack() as stack:
         guidance = build_guidance(cfg, cfg.env.num_envs, stack=stack, log_dir=run.path)
-        venv = build_env(cfg)
-        if (run.checkpoint / "vecnormalize.pkl").exists():
-            venv = VecNormalize.load(str(run.checkpoint / "vecnormalize.pkl"), venv)
+        venv, schema = build_env_stack(cfg, run)
+        run.check_schema(schema)
         if guidance is not None and "scheduler" in state:
-            guidance.scheduler.load_state_dict(state["scheduler"])
-            for key, value in state["stats"].items():
-                setattr(guidance.stats, key, value)
+            guidance.load_state_dict(state)
         model = GuidedPPO.load(run.checkpoint / "model.zip", env=venv, device=cfg.ppo.device,
                                custom_objects={"guidance": guidance})
         model.guidance = guidance
@@ -286,8 +310,23 @@ def resume(path: str | Path, overrides: list[str] | tuple = ()) -> RunDir:
     return run
 
 
+class PolicyActor:
+    """A trained SB3 policy as a :class:`robot_rl.rollout.Actor` (deterministic: the Gaussian mean)."""
+
+    def __init__(self, model: GuidedPPO):
+        self.model = model
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: np.ndarray, view) -> np.ndarray:
+        action, _ = self.model.predict(obs, deterministic=True)
+        return action
+
+
 def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None = None, seed: int | None = None) -> dict:
-    """Run the run's latest policy deterministically for ``episodes`` episodes in one in-process env.
+    """Run the run's latest policy deterministically for ``episodes`` episodes in one in-process env
+    (:func:`robot_rl.rollout.rollout`: episode ``k`` resets with seed ``seed + k``).
 
     Args:
         run: the run directory.
@@ -304,7 +343,8 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
         the mean over episodes of the closest TCP-object distance (m).
 
     Raises:
-        FileNotFoundError: no checkpoint. ValueError: ``episodes < 1``.
+        FileNotFoundError: no checkpoint. ValueError: ``episodes < 1``. SchemaMismatch: the run's saved
+        observation schema differs from what its config gives now.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -314,48 +354,18 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
     if not run.has_checkpoint():
         raise FileNotFoundError(f"{run.path} has no checkpoint to evaluate")
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
-    venv = build_env(cfg, num_envs=1, seed=seed, in_process=True)
-    if (run.checkpoint / "vecnormalize.pkl").exists():
-        venv = VecNormalize.load(str(run.checkpoint / "vecnormalize.pkl"), venv)
-        venv.training = False
+    venv, schema = build_env_stack(cfg, run, num_envs=1, seed=seed, in_process=True, training=False)
+    run.check_schema(schema)
     model = GuidedPPO.load(run.checkpoint / "model.zip", device=cfg.ppo.device, custom_objects={"guidance": None})
-    from robot_rl.envs import PRIVILEGED_STATE_LAYOUT as LAYOUT
+    from robot_rl.rollout import rollout
 
-    frames, returns, lengths, successes, grasps, closest = [], [], [], [], [], []
-    obs = venv.reset()
-    ret, length, grasped, nearest = 0.0, 0, False, np.inf
-    while len(returns) < episodes:
-        view = venv.teacher_view([0], with_image=video is not None)
-        if video is not None:
-            frames.append(view.images[0])
-        if length > 0:
-            state = view.states[0]
-            grasped = grasped or bool(state[LAYOUT["is_grasped"]][0] > 0.5)
-            nearest = min(nearest, float(np.linalg.norm(state[LAYOUT["tcp_pos"]] - state[LAYOUT["obj_pos"]])))
-        action, _ = model.predict(obs, deterministic=True)
-        obs, reward, done, info = venv.step(action)
-        ret += float(reward[0])
-        length += 1
-        if done[0]:
-            returns.append(ret)
-            lengths.append(length)
-            successes.append(bool(info[0].get("success", False)))
-            grasps.append(grasped)
-            closest.append(nearest)
-            ret, length, grasped, nearest = 0.0, 0, False, np.inf
-    venv.close()
+    try:
+        result = rollout(venv, PolicyActor(model), episodes, seed, video=video is not None)
+    finally:
+        venv.close()
     if video is not None:
         import imageio
 
         Path(video).parent.mkdir(parents=True, exist_ok=True)
-        imageio.mimsave(str(video), frames, fps=20)
-    return {
-        "success_rate": float(np.mean(successes)),
-        "mean_return": float(np.mean(returns)),
-        "mean_length": float(np.mean(lengths)),
-        "episodes": episodes,
-        "num_timesteps": int(model.num_timesteps),
-        "seed": seed,
-        "grasp_rate": float(np.mean(grasps)),
-        "mean_closest_approach_m": float(np.mean([c for c in closest if np.isfinite(c)] or [np.nan])),
-    }
+        imageio.mimsave(str(video), result.frames, fps=20)
+    return {**result.summary(), "episodes": episodes, "num_timesteps": int(model.num_timesteps), "seed": seed}

@@ -21,15 +21,63 @@ from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX
 from robot_rl.teachers.base import Teacher, TeacherRequest
 
 
-def _make_env(task: str, seed: int, max_episode_steps: int | None):
-    """``(env, state_fn)``: a single CPU gymnasium env for ``task`` and ``state_fn(unwrapped) -> (1, 38)``."""
-    from robot_rl.envs import make_env, privileged_state
+class TeacherActor:
+    """A teacher as a :class:`robot_rl.rollout.Actor`: queried on the view's privileged state (and image, if
+    it needs one), its answers spread over ``D`` per-step targets by the trainer's own
+    :func:`~robot_rl.guidance.targets.interpolate_targets` and played by a
+    :class:`~robot_rl.guidance.targets.TargetTracker`.
 
-    kwargs: dict[str, Any] = {}
-    if max_episode_steps is not None:
-        kwargs["max_episode_steps"] = max_episode_steps
-    env = make_env(task, seed=seed, **kwargs)
-    return env, privileged_state
+    Args:
+        teacher: any :class:`~robot_rl.teachers.base.Teacher`.
+        hold: True: one query per ``D`` env steps, its targets replayed open loop (as ``vlajs`` uses it);
+            False: a query every env step, of which the first per-step target is used.
+        instruction: language instruction sent with each query (default: the view's, the task's own).
+
+    Attributes:
+        queries: queries sent. invalid: answers dropped as invalid (NaN, wrong shape, out of range); such
+            an answer gives zero motion with the gripper open for its period.
+        latencies_s: the teacher's reported latency of every query (s).
+    """
+
+    def __init__(self, teacher: Teacher, hold: bool, instruction: str | None = None):
+        from robot_rl.guidance.targets import TargetTracker
+
+        self.teacher, self.hold, self.instruction = teacher, bool(hold), instruction
+        self.period = int(teacher.control_period_steps)
+        self.tracker = TargetTracker(1, self.period if hold else 1)
+        self.idle = np.zeros(ACTION_DIM, dtype=np.float32)
+        self.idle[GRIPPER_INDEX] = 1.0  # no usable answer: stand still, gripper open
+        self.queries = self.invalid = 0
+        self.latencies_s: list[float] = []
+        self._started = False
+
+    def reset(self) -> None:
+        self.tracker.advance(np.ones(1, dtype=bool))  # a new episode: nothing queued
+        self._started = False
+
+    def act(self, obs: np.ndarray, view) -> np.ndarray:
+        from robot_rl.guidance.targets import interpolate_targets, validate_teacher_actions
+
+        if self._started:
+            self.tracker.advance(np.zeros(1, dtype=bool))
+        self._started = True
+        if not self.tracker.active[0]:
+            images = view.images if getattr(self.teacher, "needs_image", False) else None
+            if images is None and getattr(self.teacher, "needs_image", False):
+                raise ValueError("the teacher needs an image: run the rollout with video=True")
+            instruction = view.instructions[0] if self.instruction is None else self.instruction
+            resp = self.teacher.act(TeacherRequest(instructions=[instruction], images=images, states=view.states,
+                                                   task_ids=list(view.task_ids)))
+            self.latencies_s.append(float(np.mean(resp.latency_s)))
+            self.queries += 1
+            valid = validate_teacher_actions(resp.actions, 1, self.period)
+            self.invalid += int(not valid[0])
+            answer = np.nan_to_num(np.asarray(resp.actions, dtype=np.float32)) if valid[0] else np.zeros((1, ACTION_DIM), np.float32)
+            targets, mask = interpolate_targets(answer, self.period, valid)
+            n = self.tracker.period_steps
+            self.tracker.set(np.zeros(1, dtype=np.int64), targets[:, :n], mask[:, :n])
+        target, ok = self.tracker.current()
+        return (target[0] if ok[0] else self.idle)[None]
 
 
 def run_teacher_as_policy(
@@ -38,100 +86,62 @@ def run_teacher_as_policy(
     episodes: int,
     seed: int = 0,
     *,
-    instruction: str = "",
+    instruction: str | None = None,
     max_episode_steps: int | None = None,
     hold: bool = False,
 ) -> dict:
-    """Roll out ``teacher`` as the policy for ``episodes`` episodes of ``task``.
+    """Roll out ``teacher`` as the policy for ``episodes`` episodes of ``task`` (:func:`robot_rl.rollout.rollout`).
 
-    The teacher is asked (``TeacherRequest`` with the privileged state, no image unless
+    The teacher is asked (``TeacherRequest`` with the privileged state, the image only if
     ``teacher.needs_image``) on every env step, or with ``hold=True`` once every
-    ``teacher.control_period_steps`` (``D``) env steps. Its period delta is spread over ``D`` per-step
-    targets by :func:`~robot_rl.guidance.targets.interpolate_targets` (the trainer's code: position
-    and rotation ``/ D``, the gripper held), and the target of the current step is the action. An
-    invalid answer (NaN, wrong shape, out of range) gives zero motion with the gripper open for its
-    period, and is counted in ``invalid_answers``. Episode ``i`` resets with
-    seed ``seed + i``. An episode ends on success (ManiSkill terminates on ``info["success"]``) or
-    at the task's horizon (50 env steps for PushCube/PickCube unless ``max_episode_steps``).
+    ``teacher.control_period_steps`` (``D``) env steps (:class:`TeacherActor`). Episode ``i`` resets with
+    seed ``seed + i``. An episode ends on success (ManiSkill terminates on ``info["success"]``) or at the
+    task's horizon (``max_episode_steps`` overrides it).
 
     Args:
         teacher: any :class:`~robot_rl.teachers.base.Teacher`.
-        task: env id known to :func:`robot_rl.envs.make_env`, e.g. ``"RRL-PushCube-Sparse-v1"``.
+        task: env id or paper name, e.g. ``"RRL-PushCube-Sparse-v1"``.
         episodes: number of episodes (>= 1).
         seed: seed of the first episode's reset.
-        instruction: language instruction sent with each query.
+        instruction: language instruction sent with each query (default: the task's).
         max_episode_steps: horizon override in env steps.
         hold: False queries every env step; True queries once per ``D`` env steps and replays the
             answer open loop (the teacher as ``vlajs`` training uses it).
 
     Returns:
-        ``{"success_rate": float in [0, 1] (fraction of episodes with success at any step),
-        "mean_return": float (mean undiscounted episode return),
-        "episode_lengths": list[int] (env steps), "successes": list[bool],
-        "mean_teacher_latency_s": float, "queries": int, "invalid_answers": int}``.
+        ``{"success_rate": float in [0, 1], "mean_return": float (mean undiscounted episode return),
+        "episode_lengths": list[int] (env steps), "successes": list[bool], "mean_teacher_latency_s": float,
+        "queries": int, "invalid_answers": int, "grasp_rate", "mean_closest_approach_m"}``.
+
+    Raises:
+        ValueError: ``episodes < 1`` or an unknown task.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    from robot_rl.guidance.targets import TargetTracker, interpolate_targets, validate_teacher_actions
+    from robot_rl.envs import make_vec_env
+    from robot_rl.rollout import rollout
 
-    env, state_fn = _make_env(task, seed, max_episode_steps)
-    period = int(teacher.control_period_steps)
-    # Queried every step, only the first per-step target of each answer is used.
-    tracker = TargetTracker(1, period if hold else 1)
-    idle = np.zeros(ACTION_DIM, dtype=np.float32)
-    idle[GRIPPER_INDEX] = 1.0  # no usable answer: stand still, gripper open
-    successes: list[bool] = []
-    returns: list[float] = []
-    lengths: list[int] = []
-    latencies: list[float] = []
-    queries = invalid = 0
+    actor = TeacherActor(teacher, hold, instruction)
+    venv = make_vec_env(task, num_envs=1, max_episode_steps=max_episode_steps, seed=seed, in_process=True)
     try:
-        for ep in range(episodes):
-            env.reset(seed=seed + ep)
-            done, success, ret, length = False, False, 0.0, 0
-            tracker.advance(np.ones(1, dtype=bool))  # a new episode: nothing queued
-            while not done:
-                if not tracker.active[0]:
-                    state = np.asarray(state_fn(env.unwrapped), dtype=np.float32).reshape(1, -1)
-                    images = None
-                    if getattr(teacher, "needs_image", False):
-                        frame = np.asarray(env.render())
-                        images = frame.reshape(1, *frame.shape[-3:]).astype(np.uint8)
-                    resp = teacher.act(
-                        TeacherRequest(instructions=[instruction], images=images, states=state, task_ids=[task])
-                    )
-                    latencies.append(float(resp.latency_s))
-                    queries += 1
-                    valid = validate_teacher_actions(resp.actions, 1, period)
-                    invalid += int(not valid[0])
-                    actions = np.nan_to_num(np.asarray(resp.actions, dtype=np.float32)) if valid[0] else np.zeros((1, ACTION_DIM), np.float32)
-                    targets, mask = interpolate_targets(actions, period, valid)
-                    tracker.set(np.zeros(1, dtype=np.int64), targets[:, : tracker.period_steps], mask[:, : tracker.period_steps])
-                target, ok = tracker.current()
-                a = target[0] if ok[0] else idle
-                _, reward, terminated, truncated, info = env.step(np.clip(a, -1.0, 1.0))
-                ret += float(np.asarray(reward).reshape(-1)[0])
-                length += 1
-                success = success or bool(np.asarray(info.get("success", False)).reshape(-1)[0])
-                done = bool(np.asarray(terminated).any() or np.asarray(truncated).any())
-                tracker.advance(np.array([done]))
-            successes.append(success)
-            returns.append(ret)
-            lengths.append(length)
+        result = rollout(venv, actor, episodes, seed, video=bool(getattr(teacher, "needs_image", False)))
     finally:
-        env.close()
+        venv.close()
+    summary = result.summary()
     return {
-        "success_rate": float(np.mean(successes)),
-        "mean_return": float(np.mean(returns)),
-        "episode_lengths": lengths,
-        "successes": successes,
-        "mean_teacher_latency_s": float(np.mean(latencies)) if latencies else 0.0,
-        "queries": queries,
-        "invalid_answers": invalid,
+        "success_rate": summary["success_rate"],
+        "mean_return": summary["mean_return"],
+        "episode_lengths": [e.length for e in result.episodes],
+        "successes": [e.success for e in result.episodes],
+        "mean_teacher_latency_s": float(np.mean(actor.latencies_s)) if actor.latencies_s else 0.0,
+        "queries": actor.queries,
+        "invalid_answers": actor.invalid,
+        "grasp_rate": summary["grasp_rate"],
+        "mean_closest_approach_m": summary["mean_closest_approach_m"],
     }
 
 
-__all__ = ["run_teacher_as_policy"]
+__all__ = ["TeacherActor", "run_teacher_as_policy"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -167,8 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     spec = get_task(args.task)  # a paper name works too; a VLA needs the task's instruction
     teacher = make_teacher(args.kind, **kwargs)
     t0 = time.perf_counter()
-    result = run_teacher_as_policy(teacher, spec.env_id, args.episodes, args.seed, instruction=spec.instruction,
-                                   hold=args.hold)
+    result = run_teacher_as_policy(teacher, spec.env_id, args.episodes, args.seed, hold=args.hold)
     result.update(task=args.task, episodes=args.episodes, seed=args.seed, kind=args.kind, teacher_args=kwargs, hold=args.hold,
                   wall_s=round(time.perf_counter() - t0, 2))
     print(json.dumps(result))

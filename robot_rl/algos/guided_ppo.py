@@ -5,7 +5,7 @@
   sb3-contrib's ``action_masks``).
 * Teacher queries happen at rollout time through a callback inside SB3's own
   ``collect_rollouts`` (no copy of it): before each env step the
-  :class:`~robot_rl.guidance.collector.GuidanceCollector` queries, batched over the envs that the
+  :class:`~robot_rl.guidance.collector.Guidance` queries, batched over the envs that the
   scheduler picked, and the step's target is written into the buffer row. Minibatches read it back;
   the teacher is never re-queried per minibatch.
 * SB3 has no hook in the PPO loss (a local in ``PPO.train()``), so :meth:`GuidedPPO.train` is a copy of
@@ -33,7 +33,7 @@ from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecNormalize
 from torch.nn import functional as F
 
-from robot_rl.guidance.collector import GuidanceCollector
+from robot_rl.guidance.collector import Guidance
 from robot_rl.guidance.losses import COS_EPS, component_cosines, directional_cosine_loss, mse_loss
 
 AUX_LOSSES = {"cosine": directional_cosine_loss, "mse": mse_loss}
@@ -87,7 +87,7 @@ class GuidedRolloutBuffer(RolloutBuffer):
 class _GuidanceCallback(BaseCallback):
     """Runs the collector inside SB3's ``collect_rollouts``: query before each env step, store after."""
 
-    def __init__(self, collector: GuidanceCollector, n_rollout_steps: int):
+    def __init__(self, collector: Guidance, n_rollout_steps: int):
         super().__init__()
         self.collector = collector
         self.n_rollout_steps = n_rollout_steps
@@ -116,12 +116,12 @@ class GuidedPPO(PPO):
         aux_loss: ``"cosine"`` (VLAJS) or ``"mse"`` (RPD).
         cos_eps: ε of the directional loss.
 
-    The current ``λ_t`` is ``guidance.scheduler.lambda_t``. Logged keys: ``guidance/aux_loss``,
+    The current ``λ_t`` is ``guidance.lambda_t``. Logged keys: ``guidance/aux_loss``,
     ``guidance/lambda``, ``guidance/valid_fraction``. ``guidance`` is not saved with the model (it may
     hold a network client); a run saves the scheduler's ``state_dict`` beside the checkpoint.
     """
 
-    def __init__(self, *args, guidance: GuidanceCollector | None = None, aux_loss: str = "cosine",
+    def __init__(self, *args, guidance: Guidance | None = None, aux_loss: str = "cosine",
                  cos_eps: float = COS_EPS, **kwargs):
         if aux_loss not in AUX_LOSSES:
             raise ValueError(f"aux_loss must be one of {sorted(AUX_LOSSES)}, got {aux_loss!r}")
@@ -144,7 +144,7 @@ class GuidedPPO(PPO):
     @property
     def lambda_t(self) -> float:
         """Weight of the auxiliary loss in the coming update (0 without guidance)."""
-        return self.guidance.scheduler.lambda_t if self.guidance is not None else 0.0
+        return self.guidance.lambda_t if self.guidance is not None else 0.0
 
     def train(self) -> None:
         """Update policy using the currently gathered rollout buffer (copy of SB3 2.9.2 ``PPO.train``)."""

@@ -1,6 +1,11 @@
 """Rollout-time glue between the vec env, the query scheduler and the teacher.
 
-At each env step the trainer asks :meth:`GuidanceCollector.prepare` for the current observation:
+:class:`Guidance` is the one component that owns guidance's state: the query scheduler (budget,
+``N_calls``, ``λ_t``, deactivation), the per-env target queue, and the run-long counters. The trainer saves
+it (:meth:`Guidance.state_dict`), restores it (:meth:`Guidance.load_state_dict`) and logs it
+(:meth:`Guidance.metrics`) without reaching into its parts.
+
+At each env step the trainer asks :meth:`Guidance.prepare` for the current observation:
 the scheduler picks the envs that query, their teacher views are fetched from the vec env (the RGB
 image only if the teacher needs one), the teacher answers once for the whole batch, invalid rows
 are dropped and counted, and the valid answers are interpolated over ``D`` steps into the
@@ -11,7 +16,7 @@ in the rollout buffer: the teacher is never re-queried per minibatch.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -31,8 +36,9 @@ class GuidanceStats:
     teacher_calls: int = 0  #: batched Teacher.act calls
 
 
-class GuidanceCollector:
-    """Queries the teacher during rollouts and yields per-step targets.
+class Guidance:
+    """Queries the teacher during rollouts and yields per-step targets; owns the scheduler, the target queue
+    and the counters.
 
     Args:
         teacher: any :class:`~robot_rl.teachers.base.Teacher`.
@@ -94,3 +100,52 @@ class GuidanceCollector:
         self.stats.guided_steps += int(self.tracker.current()[1].sum())
         self.tracker.advance(dones)
         self._prepared = False
+
+    @property
+    def lambda_t(self) -> float:
+        """``λ_t``, the weight of the auxiliary loss in the coming PPO update."""
+        return self.scheduler.lambda_t
+
+    # -- the component's state ---------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps: the scheduler's state and the run-long counters (JSON-ready).
+
+        The per-env target queue is not kept: a checkpoint is written between rollouts, and a resumed run
+        starts its first rollout from fresh episodes.
+        """
+        return {"scheduler": self.scheduler.state_dict(), "stats": asdict(self.stats)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output (a checkpoint's ``guidance.json``).
+
+        Raises:
+            ValueError: a counter this version does not know (the message names it).
+        """
+        self.scheduler.load_state_dict(state["scheduler"])
+        known = {f.name for f in fields(GuidanceStats)}
+        unknown = sorted(set(state.get("stats", {})) - known)
+        if unknown:
+            raise ValueError(f"guidance state has unknown counters {unknown} (known: {sorted(known)})")
+        self.stats = GuidanceStats(**{**asdict(self.stats), **state.get("stats", {})})
+
+    def metrics(self) -> dict[str, float]:
+        """Metrics to log after each rollout, SB3 logger keys: ``guidance/*`` (queries, invalid answers,
+        guided env steps, ``N_calls``, ``Δr̄``, deactivation, next ``λ``, mean teacher latency in s) and,
+        for a teacher that counts its faults (``RemoteTeacher.stats``), ``teacher/*``."""
+        s, st = self.scheduler, self.stats
+        out = {
+            "guidance/queries": st.queries,
+            "guidance/invalid_answers": st.invalid,
+            "guidance/guided_steps": st.guided_steps,
+            "guidance/n_calls": s.n_calls,
+            "guidance/delta_return": s.delta_r,
+            "guidance/deactivated": int(s.deactivated),
+            "guidance/lambda_next": s.lambda_t,
+            "guidance/teacher_latency_s": st.teacher_time_s / max(st.teacher_calls, 1),
+        }
+        remote = getattr(self.teacher, "stats", None)  # RemoteTeacher: server faults
+        if remote is not None:
+            for key in ("failures", "skipped", "reconnects"):
+                out[f"teacher/{key}"] = getattr(remote, key)
+        return out

@@ -7,6 +7,7 @@ import hashlib
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from robot_rl.deploy.export import export_policy
 from robot_rl.deploy.policy import OnnxPolicy
 from robot_rl.envs import TASKS, make_env
 from robot_rl.envs.obs_layout import observation_layout
+from robot_rl.observation import schema_for
 from robot_rl.runs import RunDir
 
 pytestmark = pytest.mark.slow
@@ -113,11 +115,15 @@ def test_sidecar_content(run, exported):
     import onnx
 
     sc = json.loads((exported / "policy.json").read_text())
-    assert sc["format"] == "robot_rl.policy" and sc["format_version"] == 1
+    assert sc["format"] == "robot_rl.policy" and sc["format_version"] == 2
     assert sc["obs_dim"] == OBS_DIM and sc["action_dim"] == 7
+    # the run's observation schema, saved when it started, is the one in its export
+    assert sc["observation"]["schema"] == run.schema().to_dict() == schema_for(TASK).to_dict()
+    assert OnnxPolicy(exported).schema == run.schema()
     layout = sc["observation"]["layout"]
     assert sum(f["size"] for f in layout) == OBS_DIM
     assert [f["name"] for f in layout] == [f.name for f in observation_layout(TASK)]
+    assert {f["group"] for f in layout} == {"state"} and all(f["source"] for f in layout)
     offsets = np.cumsum([0] + [f["size"] for f in layout])[:-1]
     assert [f["offset"] for f in layout] == offsets.tolist()
     assert all(f["frame"] and f["unit"] for f in layout)
@@ -165,12 +171,17 @@ def test_tampered_onnx_is_refused(exported, tmp_path):
 def test_tampered_sidecar_obs_dim_is_refused(exported, tmp_path):
     d = _copy(exported, tmp_path)
     _edit_sidecar(d, lambda sc: sc.update(obs_dim=36))
-    with pytest.raises(ValueError, match="layout sizes sum to 35, but obs_dim is 36"):
+    with pytest.raises(ValueError, match=r"observation schema has state 35 = 35 values, but obs_dim is 36"):
         OnnxPolicy(d)
 
     def grow(sc):  # a consistent sidecar for another observation size: the graph check catches it
         sc["obs_dim"] = 36
-        sc["observation"]["layout"][-1]["size"] += 1
+        schema = sc["observation"]["schema"]
+        schema["size"] += 1
+        schema["groups"][0]["size"] += 1
+        last = schema["groups"][0]["fields"][-1]
+        last["size"] += 1
+        last["components"].append("extra")
 
     _edit_sidecar(d, grow)
     with pytest.raises(ValueError, match=r"ONNX input 'obs' has shape \['batch', 35\], but the sidecar's obs_dim is 36"):
@@ -201,7 +212,7 @@ def test_bad_observations_are_refused(exported):
         policy(np.zeros((2, 3, 35), np.float32))
     obs = np.zeros(35, np.float32)
     obs[26] = np.nan  # goal_pos y
-    with pytest.raises(ValueError, match=r"NaN or inf in field\(s\) \['goal_pos'\]"):
+    with pytest.raises(ValueError, match=r"NaN or inf in field\(s\) \['state.goal_pos'\]"):
         policy(obs)
 
 
@@ -215,3 +226,90 @@ def test_missing_files(run, tmp_path):
         export_policy(bare)
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         export_policy(tmp_path / "nowhere")
+
+
+def test_a_malformed_schema_is_refused_naming_the_entry(exported, tmp_path):
+    d = _copy(exported, tmp_path)
+    _edit_sidecar(d, lambda sc: sc["observation"]["schema"]["groups"][0]["fields"][2].pop("size"))
+    with pytest.raises(ValueError, match=r"bad observation schema: .*'size'"):
+        OnnxPolicy(d)
+    _edit_sidecar(d, lambda sc: sc["observation"]["schema"].update(version=99))
+    with pytest.raises(ValueError, match="schema version 99 is not supported"):
+        OnnxPolicy(d)
+
+
+def test_a_policy_exported_before_observation_groups_still_loads():
+    """tests/data's PushCube policy is a format-1 export (a flat state layout, no schema, no ROS sources): it is
+    read as a state-only schema; its layout is exactly today's PushCube layout, so it gets today's fields,
+    with their ROS sources, and the node can assemble its observation."""
+    from robot_rl.deploy.controller import PolicyController
+
+    old = OLD_POLICY
+    assert json.loads((old / "policy.json").read_text())["format_version"] == 1
+    policy = OnnxPolicy(old)
+    assert policy.schema.group_names == ("state",) and policy.schema.size == OBS_DIM
+    assert not policy.schema.differences(schema_for(TASK)) and all(f.source for f in policy.schema.group("state").fields)
+    assert PolicyController(old, SIM_CONFIG()).assembler.required_inputs == (
+        "joint_states", "ee_pose", "object_pose", "goal_pose")
+
+
+def test_an_old_policy_with_another_layout_is_refused_with_how_to_re_export(tmp_path):
+    from robot_rl.deploy.controller import PolicyController
+
+    d = tmp_path / "old"
+    shutil.copytree(OLD_POLICY, d)
+
+    def swap(sc):  # a layout this version does not know (two fields swapped)
+        lay = sc["observation"]["layout"]
+        lay[3], lay[4] = lay[4], lay[3]
+
+    _edit_sidecar(d, swap)
+    with pytest.raises(ValueError, match=r"exported before observation groups .*state\.goal_pos: field 3 is 'goal_pos' "
+                                         r"in the first schema, 'obj_pose' in the second\): re-export it with `robot-rl export"):
+        PolicyController(d, SIM_CONFIG())
+
+
+def test_sidecar_schema_that_does_not_match_the_node_is_refused_naming_group_and_field(exported, tmp_path):
+    from robot_rl.deploy.controller import PolicyController
+
+    d = _copy(exported, tmp_path)
+    _edit_sidecar(d, lambda sc: sc["observation"]["schema"]["groups"][0]["fields"][3].update(frame="robot_base"))
+    with pytest.raises(ValueError, match=r"sidecar .* does not match the expected observation of RRL-PushCube-Sparse-v1: "
+                                         r"state\.goal_pos: frame 'world' != 'robot_base'"):
+        PolicyController(d, SIM_CONFIG())
+    with pytest.raises(ValueError, match="policy is for task 'RRL-PushCube-Sparse-v1', expected task 'PickCube-v2'"):
+        PolicyController(exported, SIM_CONFIG(["task=PickCube-v2"]))
+
+
+OLD_POLICY = Path(__file__).resolve().parents[1] / "data" / "pushcube_vlajs_policy"
+
+
+def SIM_CONFIG(overrides=()):  # noqa: N802 - reads like the config it loads
+    from robot_rl.deploy.config import load_deploy_config
+
+    return load_deploy_config(Path(__file__).resolve().parents[2] / "configs" / "deploy" / "sim.yaml", overrides)
+
+
+@pytest.mark.parametrize("task", ["RRL-PokeCube-Sparse-v1"])
+def test_a_grasping_task_exports_with_parity(task, tmp_path):
+    """A tiny real run of a task with a tool (PokeCube: cube, peg, goal): export, parity with SB3 on real
+    observations, and the run's schema in the sidecar."""
+    from robot_rl.trainer import train
+
+    cfg = load_config(DEFAULT_CONFIG, [f"task={task}", "total_steps=128", "ppo.n_steps=64", "ppo.batch_size=64",
+                                       "ppo.n_epochs=1", "env.num_envs=1", "mode=ppo", "run.eval_episodes=0",
+                                       "run.progress_bar=false", f"run.out_dir={tmp_path}", "run.name=r"])
+    run = train(cfg)
+    out = export_policy(run.path)
+    policy = OnnxPolicy(out, expected_task=task)
+    assert policy.schema == run.schema() and policy.schema.size == 54
+    env = make_env(task, seed=1)
+    rng = np.random.default_rng(1)
+    obs = [env.reset()[0]]
+    while len(obs) < 200:
+        o, _, term, trunc, _ = env.step(rng.uniform(-1, 1, 7).astype(np.float32))
+        obs.append(env.reset()[0] if term or trunc else o)
+    env.close()
+    obs = np.stack(obs).astype(np.float32)
+    ref, _ = _sb3_actions(run.path, obs)
+    assert np.max(np.abs(policy(obs) - ref)) < PARITY_ATOL

@@ -1,4 +1,5 @@
-"""The observation layout (robot_rl.envs.obs_layout) against real ManiSkill observations and simulator internals.
+"""The state fields (robot_rl.envs.obs_layout, the state group of robot_rl.observation's schema) against real
+ManiSkill observations and simulator internals.
 
 Each field's slice of a real observation must equal the value read from the simulator after some steps:
 this pins the field order, the frames and the units the ROS 2 node rebuilds observations with.
@@ -16,11 +17,17 @@ from robot_rl.envs.obs_layout import (
     PANDA_JOINT_NAMES,
     ROBOT_BASE_POS_WORLD,
     ROBOT_BASE_QUAT_WORLD,
-    layout_as_dicts,
-    observation_dim,
     observation_layout,
-    observation_slices,
 )
+from robot_rl.observation import schema_for
+
+
+def observation_dim(task_id: str) -> int:
+    return schema_for(task_id).size
+
+
+def observation_slices(task_id: str) -> dict[str, slice]:
+    return schema_for(task_id).field_slices("state")
 
 pytestmark = pytest.mark.slow
 
@@ -139,9 +146,10 @@ def test_layout_table_is_consistent():
         for f in fields:
             assert f.frame in ("joint", "world", "none") and f.unit and f.description
             assert len(f.components) == f.size
-        rows = layout_as_dicts(task_id)
+        rows = schema_for(task_id).rows()
         assert [r["offset"] for r in rows] == [s.start for s in observation_slices(task_id).values()]
         assert rows[-1]["offset"] + rows[-1]["size"] == EXPECTED_DIM[task_id]
+        assert all(f.source for f in fields), f"{task_id}: every state field names its ROS source"
     # paper names resolve too
     assert observation_layout("PushCube-v2") == observation_layout("RRL-PushCube-Sparse-v1")
     # long-horizon variants observe exactly what their sparse task does

@@ -1,0 +1,140 @@
+"""One rollout loop for every job that runs something as the policy, episode by episode, without learning.
+
+Three jobs use it (DESIGN.md, "One owner per piece of state"):
+
+* evaluating a trained policy (:func:`robot_rl.trainer.evaluate`, ``robot-rl eval``);
+* running a teacher as the policy to measure its competence (:func:`robot_rl.teachers.evaluate.run_teacher_as_policy`);
+* the sim bridge's direct evaluation of an exported ONNX policy, the reference for a ROS run
+  (:func:`robot_rl.deploy.sim_bridge.evaluate_direct`).
+
+The loop runs a one-env SB3 ``VecEnv`` of a robot_rl task (``robot_rl.envs.make_vec_env(..., num_envs=1)``,
+possibly inside ``VecNormalize``), resets episode ``k`` with seed ``seed + k`` (so every job sees the same
+scenes for the same seed), and asks an :class:`Actor` for each action. Per episode it records success, return
+and length, and two diagnostics of grasping tasks read from the privileged state
+(:data:`robot_rl.envs.PRIVILEGED_STATE_LAYOUT`): whether the gripper held the task's object, and the closest
+TCP-object distance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from robot_rl.envs.privileged import PRIVILEGED_STATE_LAYOUT as _LAYOUT
+
+__all__ = ["Actor", "EpisodeResult", "RolloutResult", "rollout"]
+
+
+class Actor(Protocol):
+    """What the loop asks for actions.
+
+    ``reset()`` is called at the start of every episode; ``act(obs, view)`` gets the vec env's observation
+    ``(1, D) float32`` (normalized if the vec env normalizes) and the teacher view of the current step
+    (:class:`robot_rl.envs.TeacherView`: privileged state ``(1, 38)``, instruction, task id, and the image
+    when the loop renders one) and returns a ``(1, 7)`` action in ``[-1, 1]``.
+    """
+
+    def reset(self) -> None: ...
+
+    def act(self, obs: np.ndarray, view) -> np.ndarray: ...
+
+
+@dataclass
+class EpisodeResult:
+    """One episode of a rollout.
+
+    Attributes:
+        seed: the episode's reset seed.
+        success: the task's success at the last step (ManiSkill ends an episode on success).
+        ret: undiscounted return.
+        length: env steps.
+        grasped: the gripper held the task's object (``is_grasped``) at some step but the first (ManiSkill
+            can carry the flag over from the previous episode for one step).
+        closest_m: the closest TCP-object distance over the episode's steps but the first, m.
+    """
+
+    seed: int
+    success: bool
+    ret: float
+    length: int
+    grasped: bool
+    closest_m: float
+
+
+@dataclass
+class RolloutResult:
+    """All episodes of a rollout, and the frames if a video was asked for."""
+
+    episodes: list[EpisodeResult]
+    frames: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean([e.success for e in self.episodes]))
+
+    def summary(self) -> dict:
+        """``{"success_rate", "mean_return", "mean_length", "grasp_rate", "mean_closest_approach_m"}``."""
+        eps = self.episodes
+        closest = [e.closest_m for e in eps if np.isfinite(e.closest_m)]
+        return {
+            "success_rate": self.success_rate,
+            "mean_return": float(np.mean([e.ret for e in eps])),
+            "mean_length": float(np.mean([e.length for e in eps])),
+            "grasp_rate": float(np.mean([e.grasped for e in eps])),
+            "mean_closest_approach_m": float(np.mean(closest)) if closest else float("nan"),
+        }
+
+    def per_episode(self) -> list[dict]:
+        return [asdict(e) for e in self.episodes]
+
+
+def rollout(venv, actor: Actor, episodes: int, seed: int, *, video: bool = False,
+            on_episode: Callable[[EpisodeResult], None] | None = None) -> RolloutResult:
+    """Run ``actor`` for ``episodes`` episodes in a one-env vec env.
+
+    Args:
+        venv: an SB3 ``VecEnv`` with one robot_rl env and ``teacher_view`` (wrappers such as ``VecNormalize``
+            forward it).
+        actor: gives the actions (:class:`Actor`).
+        episodes: number of episodes (>= 1).
+        seed: episode ``k`` is reset with seed ``seed + k``.
+        video: keep the teacher camera's RGB frame of every step (``RolloutResult.frames``).
+        on_episode: called with each finished episode (a progress bar, a log line).
+
+    Returns:
+        :class:`RolloutResult`.
+
+    Raises:
+        ValueError: ``episodes < 1`` or a vec env of more than one env.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if venv.num_envs != 1:
+        raise ValueError(f"rollout runs a vec env of 1 env, got {venv.num_envs}")
+    grasp_col, tcp, obj = _LAYOUT["is_grasped"].start, _LAYOUT["tcp_pos"], _LAYOUT["obj_pos"]
+    out = RolloutResult([])
+    for k in range(episodes):
+        venv.seed(seed + k)
+        obs = venv.reset()
+        actor.reset()
+        done, ret, length, grasped, closest, info = False, 0.0, 0, False, np.inf, {}
+        while not done:
+            view = venv.teacher_view([0], with_image=video)
+            if video:
+                out.frames.append(view.images[0])
+            if length > 0:
+                state = view.states[0]
+                grasped = grasped or bool(state[grasp_col] > 0.5)
+                closest = min(closest, float(np.linalg.norm(state[tcp] - state[obj])))
+            action = np.asarray(actor.act(obs, view), dtype=np.float32).reshape(1, -1)
+            obs, reward, dones, infos = venv.step(action)
+            ret += float(reward[0])
+            length += 1
+            done, info = bool(dones[0]), infos[0]
+        result = EpisodeResult(seed + k, bool(info.get("success", False)), ret, length, grasped, closest)
+        out.episodes.append(result)
+        if on_episode is not None:
+            on_episode(result)
+    return out
