@@ -128,7 +128,8 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             self._pubs["diagnostics"] = self.create_publisher(DiagnosticArray, t.diagnostics, 10)
             self._diag_timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics)
             c = self.controller
-            self.get_logger().info(f"configured: task {c.task}, obs_dim {c.assembler.obs_dim}, {c.rate_hz:g} Hz")
+            self.get_logger().info(f"configured: task {c.task}, observation {c.policy.schema.describe_sizes()}, "
+                                   f"inputs {', '.join(c.assembler.required_inputs)}, {c.rate_hz:g} Hz")
             return TransitionCallbackReturn.SUCCESS
 
         def on_activate(self, state):

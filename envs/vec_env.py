@@ -76,7 +76,7 @@ class RRLEnvWrapper(gym.Wrapper):
         return {"pid": os.getpid(), "torch_num_threads": torch.get_num_threads()}
 
     def teacher_observation(self, with_image: bool) -> tuple[np.ndarray | None, np.ndarray, str, str]:
-        """``(image (H, W, 3) uint8 or None, privileged state (20,) float32, instruction, env id)``
+        """``(image (H, W, 3) uint8 or None, privileged state (38,) float32 (envs/privileged.py), instruction, env id)``
         of the current state. The image is rendered only when ``with_image`` is True."""
         base = self.env.unwrapped
         image = render_teacher_images(base)[0] if with_image else None

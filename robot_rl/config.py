@@ -2,7 +2,7 @@
 
 Unknown keys and bad values are rejected with an error that names the key (``ConfigError``).
 Every field carries a one-line description with its unit; ``robot-rl train --help`` shows the
-sections, ``robot-rl config-doc`` (or :func:`describe`) lists every key.
+sections, ``robot-rl config`` (or :func:`describe`) lists every key.
 """
 
 from __future__ import annotations

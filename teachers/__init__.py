@@ -2,7 +2,8 @@
 
 - :class:`Teacher`, :class:`TeacherRequest`, :class:`TeacherResponse`: the interface the trainer
   talks to (:mod:`robot_rl.teachers.base`, action convention there).
-- :class:`ScriptedTeacher`: plans from privileged state (PushCube, PickCube), with weakness knobs.
+- :class:`ScriptedTeacher`: plans from privileged state (all six tasks of the suite, one planner per task in
+  :mod:`robot_rl.teachers.plans`), with weakness knobs.
 - ``OpenVLATeacher`` (:mod:`robot_rl.teachers.openvla`): a local VLA checkpoint via transformers.
 - ``RemoteTeacher`` (:mod:`robot_rl.teachers.remote`): a client of a teacher server
   (:mod:`robot_rl.teachers.server`, ``robot-rl teacher serve``).
