@@ -18,7 +18,7 @@ registered for ``AutoModelForVision2Seq``; that auto class is gone in transforme
 Prismatic classes do not load there (FACTS.md, VLA teachers). This backend therefore loads a
 **transformers-native** layout with ``AutoModelForImageTextToText`` + ``AutoProcessor`` (e.g. a
 Llava-style model whose processor expands an image placeholder token): a real OpenVLA checkpoint
-must first be converted to such a layout. :mod:`robot_rl.teachers.tiny_vla` writes a tiny
+must first be converted to such a layout. :mod:`robot_rl.testing.tiny_vla` writes a tiny
 random-weight checkpoint in this layout for tests and benchmarks.
 
 Mapping decisions (each pinned by ``tests/teachers/test_openvla.py``):

@@ -30,7 +30,7 @@ from robot_rl.teachers.openvla import (
     resolve_unnorm_key,
     unnormalize,
 )
-from robot_rl.teachers.tiny_vla import (
+from robot_rl.testing.tiny_vla import (
     N_ACTION_BINS,
     TINY_NORM_STATS,
     save_tiny_vla,

@@ -19,8 +19,9 @@ from test_scripted_teacher import PUSH, random_states
 
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest, TeacherResponse
 from robot_rl.teachers.remote import PendingAnswer, RemoteTeacher, SpawnedServer, TeacherServerError, free_port
-from robot_rl.teachers.server import DynamicBatcher, ServerInfo, ServerThread, create_app, run_batched
+from robot_rl.teachers.server import DynamicBatcher, ServerInfo, create_app, run_batched
 from robot_rl.teachers.wire import env_to_openvla, openvla_to_env
+from robot_rl.testing.server import ServerThread
 
 RNG = np.random.default_rng(0)
 
@@ -236,7 +237,7 @@ def test_client_disconnect_mid_batch_does_not_break_the_batch():
 def vla_server(tmp_path_factory):
     """The openvla backend on the tiny random-weight checkpoint (two statistics keys)."""
     from robot_rl.teachers.openvla import OpenVLATeacher
-    from robot_rl.teachers.tiny_vla import save_tiny_vla
+    from robot_rl.testing.tiny_vla import save_tiny_vla
 
     path = save_tiny_vla(tmp_path_factory.mktemp("tiny_vla"), image_size=64)
     teacher = OpenVLATeacher(path)
