@@ -45,8 +45,8 @@ def run_teacher_as_policy(
     """Roll out ``teacher`` as the policy for ``episodes`` episodes of ``task``.
 
     The teacher is asked (``TeacherRequest`` with the privileged state, no image unless
-    ``teacher.needs_image``) on every env step, or with ``hold=True`` once every
-    ``teacher.control_period_steps`` (``D``) env steps. Its period delta is spread over ``D`` per-step
+    ``teacher.spec.needs_image``) on every env step, or with ``hold=True`` once every
+    ``teacher.spec.control_period_steps`` (``D``) env steps. Its period delta is spread over ``D`` per-step
     targets by :func:`~robot_rl.guidance.targets.interpolate_targets` (the trainer's code: position
     and rotation ``/ D``, the gripper held), and the target of the current step is the action. An
     invalid answer (NaN, wrong shape, out of range) gives zero motion with the gripper open for its
@@ -75,7 +75,7 @@ def run_teacher_as_policy(
     from robot_rl.guidance.targets import TargetTracker, interpolate_targets, validate_teacher_actions
 
     env, state_fn = _make_env(task, seed, max_episode_steps)
-    period = int(teacher.control_period_steps)
+    period = int(teacher.spec.control_period_steps)
     # Queried every step, only the first per-step target of each answer is used.
     tracker = TargetTracker(1, period if hold else 1)
     idle = np.zeros(ACTION_DIM, dtype=np.float32)
@@ -94,13 +94,13 @@ def run_teacher_as_policy(
                 if not tracker.active[0]:
                     state = np.asarray(state_fn(env.unwrapped), dtype=np.float32).reshape(1, -1)
                     images = None
-                    if getattr(teacher, "needs_image", False):
+                    if teacher.spec.needs_image:
                         frame = np.asarray(env.render())
                         images = frame.reshape(1, *frame.shape[-3:]).astype(np.uint8)
                     resp = teacher.act(
                         TeacherRequest(instructions=[instruction], images=images, states=state, task_ids=[task])
                     )
-                    latencies.append(float(resp.latency_s))
+                    latencies.append(float(np.mean(resp.latency_s)))
                     queries += 1
                     valid = validate_teacher_actions(resp.actions, 1, period)
                     invalid += int(not valid[0])
