@@ -6,7 +6,7 @@
 - :class:`ScriptedTeacher`: plans from privileged state (PushCube, PickCube), with weakness knobs.
 - ``OpenVLATeacher`` (:mod:`robot_rl.teachers.openvla`): a local VLA checkpoint via transformers.
 - ``RemoteTeacher`` (:mod:`robot_rl.teachers.remote`): a client of a teacher server
-  (:mod:`robot_rl.teachers.server`, ``robot-rl teacher serve``).
+  (:mod:`robot_rl.teachers.server`, ``robot-rl teacher serve``; its config: :mod:`robot_rl.teachers.config`).
 - :func:`make_teacher`: build a teacher by kind name (from configs / the CLI).
 - :func:`robot_rl.teachers.evaluate.run_teacher_as_policy`: measure a teacher's own competence
   (imported lazily: it needs the simulator).

@@ -1,6 +1,7 @@
 """The teacher server: any :class:`~robot_rl.teachers.base.Teacher` behind HTTP (FastAPI + uvicorn).
 
-``robot-rl teacher serve --backend {scripted,openvla}`` runs :func:`serve`. Routes (wire format and
+``robot-rl teacher serve --config configs/teacher/*.yaml`` runs :func:`serve_config` (the config:
+:mod:`robot_rl.teachers.config`), which runs :func:`serve` (or Ray Serve's). Routes (wire format and
 action conventions in :mod:`robot_rl.teachers.wire`):
 
 - ``POST /act``: OpenVLA's reference protocol, so a client written for OpenVLA's
@@ -548,31 +549,39 @@ async def _read_json(request: Request, max_body_bytes: int) -> Any:
 # ----------------------------------------------------------------------------------------------
 # Running it
 
-#: Backends ``robot-rl teacher serve --backend`` knows (names of :data:`robot_rl.teachers.TEACHER_KINDS`).
+#: Backends ``robot-rl teacher serve --backend`` knows (the kinds of :data:`robot_rl.teachers.config.BACKEND_CONFIGS`).
 SERVE_BACKENDS = ("scripted", "openvla")
 
 
-def build_backend(backend: str, *, model: str | None = None, unnorm_key: str | None = None,
-                  control_period_steps: int = 4, task: str | None = None, seed: int | None = 0) -> Teacher:
+def build_backend(backend: str = "scripted", **kwargs: Any) -> Teacher:
     """The teacher a server wraps.
 
     Args:
         backend: ``"scripted"`` (privileged-state planner) or ``"openvla"`` (a local checkpoint).
-        model: checkpoint directory (``openvla`` only; required there).
-        unnorm_key: default dataset-statistics key (``openvla``).
-        control_period_steps: ``D`` reported to clients, env steps per answer.
-        task: default task id for requests without one (``scripted``).
-        seed: the scripted teacher's RNG seed.
+        kwargs: the keys of the kind's backend section (:mod:`robot_rl.teachers.config`):
+            ``scripted``: ``control_period_steps`` (4), ``task`` (default task id), ``seed`` (0);
+            ``openvla``: ``model`` (checkpoint directory, required), ``unnorm_key``,
+            ``control_period_steps`` (4), ``device`` (``"cpu"``), ``torch_dtype`` (``"auto"``).
+            A ``None`` for a key the kind does not have is ignored.
 
     Raises:
-        ValueError: an unknown backend, or ``openvla`` without ``model``.
+        ValueError: an unknown backend, ``openvla`` without ``model``, an unknown task; a
+            :class:`~robot_rl.config.ConfigError` (a ``ValueError``) naming a key the kind does not have.
     """
+    from .config import backend_config
+
+    check_backend_args(backend, kwargs.get("model"))
+    return backend_from_config(backend_config(backend, **kwargs))
+
+
+def backend_from_config(cfg) -> Teacher:
+    """The teacher of a validated backend section (:data:`robot_rl.teachers.config.BackendConfig`)."""
     from . import make_teacher
 
-    check_backend_args(backend, model)
-    if backend == "scripted":
-        return make_teacher("scripted", control_period_steps=control_period_steps, task=task, seed=seed)
-    return make_teacher("openvla", model_path=model, unnorm_key=unnorm_key, control_period_steps=control_period_steps)
+    if cfg.kind == "scripted":
+        return make_teacher("scripted", control_period_steps=cfg.control_period_steps, task=cfg.task, seed=cfg.seed)
+    return make_teacher("openvla", model_path=cfg.model, unnorm_key=cfg.unnorm_key,
+                        control_period_steps=cfg.control_period_steps, device=cfg.device, torch_dtype=cfg.torch_dtype)
 
 
 def check_backend_args(backend: str, model: str | None = None) -> None:
@@ -608,7 +617,8 @@ def _exit_with_parent(server, parent_pid: int, period_s: float = 0.5) -> None:
 def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,
           batch_wait_ms: float = 5.0, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
           parent_pid: int | None = None, log_level: str = "info", **backend_kwargs: Any) -> None:
-    """Serve ``backend`` with uvicorn until interrupted (blocks). Arguments as ``robot-rl teacher serve``."""
+    """Serve ``backend`` with uvicorn until interrupted (blocks). Arguments as ``robot-rl teacher serve``;
+    ``backend_kwargs`` as :func:`build_backend`."""
     import uvicorn
 
     teacher = build_backend(backend, **backend_kwargs)
@@ -619,3 +629,20 @@ def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 800
         _exit_with_parent(server, parent_pid)
     log.info("serving %s (%s) on http://%s:%d", backend, teacher.spec.model_id, host, port)
     server.run()
+
+
+def serve_config(cfg, *, api_key: str | None = None, parent_pid: int | None = None) -> None:
+    """Serve a :class:`~robot_rl.teachers.config.TeacherServeConfig` (``robot-rl teacher serve --config``):
+    with uvicorn (:func:`serve`), or on Ray Serve when ``cfg.ray.enabled``
+    (:func:`robot_rl.teachers.ray_serve.serve_ray`; ``parent_pid`` is not watched there). Blocks."""
+    backend_kwargs = cfg.backend.model_dump(exclude={"kind"})
+    common = dict(host=cfg.server.host, port=cfg.server.port, max_batch=cfg.server.max_batch,
+                  batch_wait_ms=cfg.server.batch_wait_ms, api_key=api_key,
+                  max_body_bytes=int(cfg.server.max_body_mb * 1024 * 1024))
+    if cfg.ray.enabled:
+        from .ray_serve import serve_ray
+
+        serve_ray(cfg.backend.kind, replicas=cfg.ray.replicas, address=cfg.ray.address, num_cpus=cfg.ray.num_cpus,
+                  num_gpus=cfg.ray.num_gpus, **common, **backend_kwargs)
+    else:
+        serve(cfg.backend.kind, parent_pid=parent_pid, log_level=cfg.server.log_level, **common, **backend_kwargs)
