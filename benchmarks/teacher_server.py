@@ -8,7 +8,7 @@
    one client) <= 3 ms. One client is measured with ``--batch-wait-ms 0``: with nobody to batch
    with, the batching window is pure added latency (up to its length), which is a setting, not
    overhead; the default window is measured too.
-2. The openvla backend on the tiny random-weight checkpoint (:mod:`robot_rl.teachers.tiny_vla`),
+2. The openvla backend on the tiny random-weight checkpoint (:mod:`robot_rl.testing.tiny_vla`),
    32 concurrent clients, batching on (``--max-batch 32``) vs off (``--max-batch 1``).
    Target: >= 3x the throughput of unbatched serving.
 
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     print(f"HTTP overhead p50 (1 client, no batching window): {overhead:.2f} ms  "
           f"(target <= 3 ms: {'met' if overhead <= 3 else 'NOT met'}); a batching window adds up to its length")
 
-    from robot_rl.teachers.tiny_vla import save_tiny_vla
+    from robot_rl.testing.tiny_vla import save_tiny_vla
 
     with tempfile.TemporaryDirectory() as tmp:
         model = str(save_tiny_vla(Path(tmp) / "tiny_vla"))

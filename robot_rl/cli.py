@@ -8,12 +8,13 @@ Examples::
     robot-rl train --resume runs/RRL-PushCube-Sparse-v1-vlajs-s0-20261121-060000
     robot-rl eval runs/<run> --episodes 50 --video
     robot-rl tasks
-    robot-rl config
+    robot-rl config                                   # training config keys (robot-rl config teacher: serving keys)
     robot-rl bench --tasks PushCube-v2 --modes ppo,rpd,vlajs --seeds 2 --steps 100000
     robot-rl bench configs/bench/cpu.yaml                 # the CPU-budget grid; resumes a partly done one
     robot-rl bench --tasks PushCube-v2 --modes vlajs --teacher-noise direction_noise_deg=15,30,60
-    robot-rl teacher serve --backend scripted --port 8000
-    robot-rl teacher serve --backend openvla --model /ckpt/openvla-7b --unnorm-key bridge_orig --max-batch 16
+    robot-rl teacher serve --config configs/teacher/scripted.yaml --port 8001
+    robot-rl teacher serve --config configs/teacher/openvla.yaml backend.model=/ckpt/openvla-7b backend.unnorm_key=bridge_orig
+    robot-rl teacher serve --backend scripted --port 8000           # no file: the built-in defaults
     robot-rl export runs/<run>                        # policy.onnx + policy.json in runs/<run>/export
     robot-rl deploy sim-bridge --task RRL-PushCube-Sparse-v1 --config configs/deploy/sim.yaml
     robot-rl deploy ros2 --policy runs/<run>/export --config configs/deploy/franka.yaml [--record run.mcap]
@@ -63,23 +64,34 @@ def _parser() -> argparse.ArgumentParser:
         help="serve a teacher backend (OpenVLA-compatible POST /act, plus POST /act/batch, /healthz, /metadata)",
         description="Serve a teacher on HTTP. POST /act speaks OpenVLA's protocol (json-numpy image + instruction "
                     "-> 7 floats), POST /act/batch answers B rows in the env's pd_ee_delta_pose convention; "
-                    "concurrent requests are batched. Point training at it with teacher.kind=remote teacher.url=URL.")
-    s.add_argument("--backend", choices=("scripted", "openvla"), default="scripted",
-                   help="scripted: privileged-state planner (needs states); openvla: a local checkpoint (default scripted)")
-    s.add_argument("--model", metavar="PATH", help="checkpoint directory (openvla)")
-    s.add_argument("--unnorm-key", metavar="KEY", help="default dataset-statistics key (openvla)")
-    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
-    s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000, as OpenVLA's server)")
-    s.add_argument("--max-batch", type=int, default=16, help="most rows per backend call (default 16)")
-    s.add_argument("--batch-wait-ms", type=float, default=5.0, help="longest a request waits for a batch to fill, ms (default 5)")
-    s.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
-                   help="require header X-API-Key with this value (default: $ROBOT_RL_TEACHER_API_KEY; unset = no key)")
-    s.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body, MiB (default 64); larger gets 413")
-    s.add_argument("--control-period-steps", type=int, default=4, metavar="D", help="env steps one answer spans, reported in /metadata (default 4)")
-    s.add_argument("--task", help="scripted: default task id for requests that carry none")
-    s.add_argument("--ray", action="store_true", help="serve with Ray Serve (scale-out over replicas) instead of uvicorn")
-    s.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (with --ray; default 1)")
+                    "concurrent requests are batched. Point training at it with teacher.kind=remote teacher.url=URL.\n\n"
+                    "Settings come from --config (configs/teacher/*.yaml; keys: `robot-rl config teacher`), then "
+                    "KEY=VALUE overrides, then the flags below (a flag beats the file). Without --config: the "
+                    "built-in defaults (scripted backend on 127.0.0.1:8000).")
+    s.add_argument("--config", type=Path, default=None, help="teacher serving YAML (configs/teacher/*.yaml)")
+    s.add_argument("--backend", choices=("scripted", "openvla"), default=None,
+                   help="backend.kind: scripted (privileged-state planner, needs states) or openvla (a local checkpoint)")
+    s.add_argument("--model", metavar="PATH", help="backend.model: checkpoint directory (openvla)")
+    s.add_argument("--unnorm-key", metavar="KEY", help="backend.unnorm_key: default dataset-statistics key (openvla)")
+    s.add_argument("--control-period-steps", type=int, metavar="D",
+                   help="backend.control_period_steps: env steps one answer spans, reported in /metadata (default 4)")
+    s.add_argument("--task", help="backend.task: default task id for requests that carry none (scripted)")
+    s.add_argument("--host", help="server.host: bind address (default 127.0.0.1: loopback only)")
+    s.add_argument("--port", type=int, help="server.port: TCP port (default 8000, as OpenVLA's server)")
+    s.add_argument("--max-batch", type=int, help="server.max_batch: most rows per backend call (default 16)")
+    s.add_argument("--batch-wait-ms", type=float,
+                   help="server.batch_wait_ms: longest a request waits for a batch to fill, ms (default 5)")
+    s.add_argument("--max-body-mb", type=float,
+                   help="server.max_body_mb: largest request body, MiB (default 64); larger gets 413")
+    s.add_argument("--ray", action="store_true", default=None,
+                   help="ray.enabled: serve with Ray Serve (scale-out over replicas) instead of uvicorn")
+    s.add_argument("--replicas", type=int, help="ray.replicas: Ray Serve replicas (with --ray; default 1)")
+    s.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
+                   help="require header X-API-Key with this value (default: $ROBOT_RL_TEACHER_API_KEY; unset = no key; "
+                        "never a config key)")
     s.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="any serving config key, e.g. server.port=8001 backend.unnorm_key=bridge_orig")
 
     x = sub.add_parser("export", help="export a run's policy to ONNX + a JSON sidecar (for robot-rl deploy)")
     x.add_argument("run_dir", type=Path)
@@ -131,7 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every cell")
 
     sub.add_parser("tasks", help="list the task ids and their names in the VLAJS paper")
-    sub.add_parser("config", help="list every config key with its default, unit and meaning")
+    c = sub.add_parser("config", help="list every config key with its default, unit and meaning")
+    c.add_argument("which", nargs="?", choices=("train", "teacher"), default="train",
+                   help="train: the training config (default); teacher: the teacher serving config (configs/teacher/*.yaml)")
     return p
 
 
@@ -171,23 +185,33 @@ def _eval(args) -> int:
     return 0
 
 
+#: ``robot-rl teacher serve`` flags and the serving config keys they set (``robot_rl.teachers.config``).
+SERVE_FLAGS = {
+    "backend": "backend.kind", "model": "backend.model", "unnorm_key": "backend.unnorm_key",
+    "control_period_steps": "backend.control_period_steps", "task": "backend.task",
+    "host": "server.host", "port": "server.port", "max_batch": "server.max_batch",
+    "batch_wait_ms": "server.batch_wait_ms", "max_body_mb": "server.max_body_mb",
+    "ray": "ray.enabled", "replicas": "ray.replicas",
+}
+
+
+def serve_config_of(args):
+    """The :class:`~robot_rl.teachers.config.TeacherServeConfig` of ``robot-rl teacher serve`` arguments: the
+    ``--config`` file, then the ``KEY=VALUE`` overrides, then the flags (:data:`SERVE_FLAGS`) that were given."""
+    from robot_rl.teachers.config import load_serve_config
+
+    flags = {key: getattr(args, name) for name, key in SERVE_FLAGS.items() if getattr(args, name) is not None}
+    return load_serve_config(args.config, args.overrides, flags)
+
+
 def _teacher(args) -> int:
     import logging
 
+    from robot_rl.teachers.server import serve_config
+
+    cfg = serve_config_of(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    if args.max_batch < 1 or args.batch_wait_ms < 0 or args.replicas < 1:
-        raise ValueError("--max-batch and --replicas must be >= 1 and --batch-wait-ms >= 0")
-    kwargs = dict(host=args.host, port=args.port, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
-                  api_key=args.api_key, max_body_bytes=int(args.max_body_mb * 1024 * 1024), model=args.model,
-                  unnorm_key=args.unnorm_key, control_period_steps=args.control_period_steps, task=args.task)
-    if args.ray:
-        from robot_rl.teachers.ray_serve import serve_ray
-
-        serve_ray(args.backend, replicas=args.replicas, **kwargs)
-    else:
-        from robot_rl.teachers.server import serve
-
-        serve(args.backend, parent_pid=args.parent_pid, **kwargs)
+    serve_config(cfg, api_key=args.api_key, parent_pid=args.parent_pid)
     return 0
 
 
@@ -289,7 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tasks":
             return _tasks()
         if args.command == "config":
-            print("\n".join(describe()))
+            if args.which == "teacher":
+                from robot_rl.teachers.config import describe_serve_config
+
+                print("\n".join(describe_serve_config()))
+            else:
+                print("\n".join(describe()))
             return 0
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"robot-rl {args.command}: error: {err}", file=sys.stderr)

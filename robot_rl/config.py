@@ -3,15 +3,22 @@
 Unknown keys and bad values are rejected with an error that names the key (``ConfigError``).
 Every field carries a one-line description with its unit; ``robot-rl train --help`` shows the
 sections, ``robot-rl config`` (or :func:`describe`) lists every key.
+
+A section may be a union of kinds tagged by its ``kind`` key (``teacher``: :data:`TeacherConfig`;
+the teacher serving config's ``backend``): each kind has only its own keys, so a key of another kind
+is refused and named (:func:`tagged_section` says how configs written before the union still load).
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 MODES = ("ppo", "rpd", "vlajs")
 SIM_BACKENDS = ("physx_cpu", "physx_cuda")
@@ -51,32 +58,124 @@ class PPOConfig(_Section):
     device: str = Field("cpu", description="torch device for the policy (an MLP policy is fastest on cpu)")
 
 
-class TeacherConfig(_Section):
-    kind: Literal["scripted", "remote", "spawn"] = Field(
-        "scripted", description="scripted: in-process privileged-state planner; remote: a teacher server at `url`; "
-                                "spawn: start a local `robot-rl teacher serve` for the run and stop it at the end")
+# ----------------------------------------------------------------------------------------------
+# Sections that are a union of kinds
+
+
+def tagged_section(value: Any, members: dict[str, type[BaseModel]], *, default: str, tag: str = "kind",
+                   legacy_keys: frozenset[str] = frozenset()) -> Any:
+    """Prepare a mapping for validation as the member of ``members`` its ``tag`` names (a ``mode="before"``
+    field validator of a section typed ``Annotated[A | B | ..., Field(discriminator=tag)]``).
+
+    * A missing ``tag`` is ``default``.
+    * A key of *another* kind that holds that kind's default value is dropped: a section written
+      with every key of every kind at its default (each ``config.yaml`` before the union, a file whose
+      kind a ``KEY=VALUE`` override switches) still loads. Any other value of a key the kind does not
+      have is left for the kind's ``extra="forbid"`` to refuse, naming the key (:func:`_format_error`
+      adds which kinds have it).
+    * A section that holds every key in ``legacy_keys`` was written before the union (the flat
+      section carried them all): every key of another kind is dropped whatever its value, since the
+      flat section ignored the keys of other kinds.
+
+    Anything that is not a mapping is returned unchanged (pydantic names the error).
+    """
+    if not isinstance(value, dict):
+        return value
+    data = dict(value)
+    kind = data.setdefault(tag, default)
+    member = members.get(kind) if isinstance(kind, str) else None
+    if member is None:
+        return data  # an unknown kind: pydantic's union_tag_invalid error lists the kinds
+    legacy = bool(legacy_keys) and legacy_keys <= set(data)
+    for key in [k for k in data if k not in member.model_fields]:
+        others = [m for m in members.values() if key in m.model_fields]
+        if others and (legacy or all(_holds_default(m.model_fields[key], data[key]) for m in others)):
+            del data[key]
+    return data
+
+
+def _holds_default(field: FieldInfo, value: Any) -> bool:
+    try:
+        return value == field.get_default(call_default_factory=True)
+    except Exception:  # noqa: BLE001 -- a default that cannot be built or compared is not this value
+        return False
+
+
+def _members(field: FieldInfo | None) -> dict[str, type[BaseModel]]:
+    """The sections a field holds: ``{"": Model}`` for a plain section, ``{kind: Model, ...}`` for a tagged
+    union (``Field(discriminator=...)``), ``{}`` for a value."""
+    if field is None:
+        return {}
+    ann = field.annotation
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return {"": ann}
+    tag = field.discriminator
+    if isinstance(tag, str) and typing.get_origin(ann) in (Union, types.UnionType):
+        out = {}
+        for m in typing.get_args(ann):
+            if isinstance(m, type) and issubclass(m, BaseModel):
+                for kind in typing.get_args(m.model_fields[tag].annotation):
+                    out[str(kind)] = m
+        return out
+    return {}
+
+
+class _TeacherBase(_Section):
+    kind: str = Field(description="the teacher's kind")
     control_period_steps: int = Field(4, ge=1, description="D: env steps one teacher answer spans (20 Hz env, 5 Hz teacher: 4)")
-    direction_noise_deg: float = Field(0.0, ge=0, description="weak teacher (scripted): std of the direction noise (deg)")
-    bias_rotation_deg: float = Field(0.0, description="weak teacher (scripted): constant rotation of the direction about world z (deg)")
-    wrong_fraction: float = Field(0.0, ge=0, le=1, description="weak teacher (scripted): fraction of answers with a random direction")
-    latency_s: float = Field(0.0, ge=0, description="weak teacher (scripted): added latency per query batch (s)")
-    url: str = Field("http://127.0.0.1:8000", description="remote: teacher server base URL (API key from $ROBOT_RL_TEACHER_API_KEY)")
-    timeout_s: float = Field(5.0, gt=0, description="remote/spawn: per-request timeout (s); a slower answer is 'no guidance'")
-    retries: int = Field(1, ge=0, description="remote/spawn: extra attempts after a timeout, refused connection or 5xx")
-    backoff_s: float = Field(1.0, ge=0, description="remote/spawn: after a failed query, skip queries for this long (s)")
-    backend: Literal["scripted", "openvla"] = Field("scripted", description="spawn: the server's backend")
-    model: str | None = Field(None, description="spawn with backend openvla: local checkpoint directory")
-    unnorm_key: str | None = Field(None, description="remote/spawn: OpenVLA dataset-statistics key (null: the server's default)")
+
+
+class ScriptedTeacherConfig(_TeacherBase):
+    """``teacher.kind: scripted``: the in-process privileged-state planner, with its weakness knobs."""
+
+    kind: Literal["scripted"] = Field("scripted", description="scripted: the in-process privileged-state planner")
+    direction_noise_deg: float = Field(0.0, ge=0, description="weak teacher: std of the direction noise (deg)")
+    bias_rotation_deg: float = Field(0.0, description="weak teacher: constant rotation of the direction about world z (deg)")
+    wrong_fraction: float = Field(0.0, ge=0, le=1, description="weak teacher: fraction of answers with a random direction")
+    latency_s: float = Field(0.0, ge=0, description="weak teacher: added latency per query batch (s)")
+
+
+class _ServedTeacherBase(_TeacherBase):
+    timeout_s: float = Field(5.0, gt=0, description="per-request timeout (s); a slower answer is 'no guidance'")
+    retries: int = Field(1, ge=0, description="extra attempts after a timeout, refused connection or 5xx")
+    backoff_s: float = Field(1.0, ge=0, description="after a failed query, skip queries for this long (s)")
+    unnorm_key: str | None = Field(None, description="OpenVLA dataset-statistics key (null: the server's default)")
+
+
+class RemoteTeacherConfig(_ServedTeacherBase):
+    """``teacher.kind: remote``: a teacher server at ``url`` (``robot-rl teacher serve`` or OpenVLA's own)."""
+
+    kind: Literal["remote"] = Field("remote", description="remote: a teacher server at `url`")
+    url: str = Field("http://127.0.0.1:8000", description="teacher server base URL (API key from $ROBOT_RL_TEACHER_API_KEY)")
+
+
+class SpawnTeacherConfig(_ServedTeacherBase):
+    """``teacher.kind: spawn``: the run starts a local ``robot-rl teacher serve`` and stops it at the end."""
+
+    kind: Literal["spawn"] = Field("spawn", description="spawn: start a local `robot-rl teacher serve` for the run")
+    backend: Literal["scripted", "openvla"] = Field("scripted", description="the server's backend")
+    model: str | None = Field(None, description="backend openvla: local checkpoint directory")
 
     @model_validator(mode="after")
-    def _knobs_need_scripted(self) -> "TeacherConfig":
-        if self.kind != "scripted":
-            for key in ("direction_noise_deg", "bias_rotation_deg", "wrong_fraction", "latency_s"):
-                if getattr(self, key) != 0:
-                    raise ValueError(f"teacher.{key} applies to teacher.kind=scripted only (kind is {self.kind})")
-        if self.kind == "spawn" and self.backend == "openvla" and not self.model:
+    def _openvla_needs_model(self) -> "SpawnTeacherConfig":
+        if self.backend == "openvla" and not self.model:
             raise ValueError("teacher.model: kind=spawn with backend=openvla needs a checkpoint directory")
         return self
+
+
+#: The teacher kinds of a training config, ``teacher.kind`` -> its section.
+TEACHER_CONFIGS: dict[str, type[_TeacherBase]] = {
+    "scripted": ScriptedTeacherConfig, "remote": RemoteTeacherConfig, "spawn": SpawnTeacherConfig,
+}
+#: The ``teacher`` section: one of :data:`TEACHER_CONFIGS`, chosen by ``teacher.kind`` (default scripted).
+TeacherConfig = Annotated[
+    Union[ScriptedTeacherConfig, RemoteTeacherConfig, SpawnTeacherConfig], Field(discriminator="kind")
+]
+#: The keys of the flat ``teacher`` section every ``config.yaml`` carried before the union.
+LEGACY_TEACHER_KEYS = frozenset({
+    "kind", "control_period_steps", "direction_noise_deg", "bias_rotation_deg", "wrong_fraction", "latency_s",
+    "url", "timeout_s", "retries", "backoff_s", "backend", "model", "unnorm_key",
+})
 
 
 class GuidanceConfig(_Section):
@@ -107,9 +206,14 @@ class TrainConfig(_Section):
     total_steps: int = Field(100_000, ge=1, description="training budget in env steps")
     env: EnvConfig = Field(default_factory=EnvConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    teacher: TeacherConfig = Field(default_factory=ScriptedTeacherConfig, description="the teacher, by kind")
     guidance: GuidanceConfig = Field(default_factory=GuidanceConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _teacher_kind(cls, value: Any) -> Any:
+        return tagged_section(value, TEACHER_CONFIGS, default="scripted", legacy_keys=LEGACY_TEACHER_KEYS)
 
     @field_validator("task")
     @classmethod
@@ -131,22 +235,48 @@ class TrainConfig(_Section):
 def _format_error(err: ValidationError, model: type[BaseModel] = TrainConfig) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<config>"
-        if e["type"] == "extra_forbidden":
-            section = _section_of(e["loc"][:-1], model)
-            lines.append(f"unknown key '{key}' (allowed: {', '.join(section.model_fields)})")
+        parts, section, kinds = _walk(e["loc"], model)
+        key = ".".join(parts) or "<config>"
+        if e["type"] == "extra_forbidden" and section is not None:
+            name, where = parts[-1], ".".join(parts[:-1])
+            kind = f" for {where}.kind={section.model_fields['kind'].default}" if where in kinds else ""
+            others = [k for k, m in kinds.get(where, {}).items() if name in m.model_fields]
+            elsewhere = f"; it is a key of {where}.kind={' / '.join(others)}" if others else ""
+            lines.append(f"unknown key '{key}'{kind} (allowed: {', '.join(section.model_fields)}){elsewhere}")
+        elif e["type"] == "union_tag_invalid":
+            lines.append(f"'{key}.{e['ctx']['discriminator'].strip(chr(39))}': {e['msg']}")
         else:
             lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
-def _section_of(loc: tuple, model: type[BaseModel] = TrainConfig) -> type[BaseModel]:
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            break
-        model = field.annotation
-    return model
+def _walk(loc: tuple, model: type[BaseModel]) -> tuple[list[str], type[BaseModel] | None, dict]:
+    """An error location as config key parts (union tags dropped), the section model holding its last
+    key (``None`` if the path leaves the models), and ``{tagged section path: {kind: model}}`` on the way."""
+    parts: list[str] = []
+    section: type[BaseModel] | None = model
+    kinds: dict[str, dict[str, type[BaseModel]]] = {}
+    items = [str(p) for p in loc]
+    i = 0
+    while i < len(items):
+        part = items[i]
+        i += 1
+        if section is None:
+            parts.append(part)
+            continue
+        members = _members(section.model_fields.get(part))
+        parts.append(part)
+        if i == len(items):
+            break  # the last part is the key itself
+        if "" in members:
+            section = members[""]
+        elif members and items[i] in members:  # a tagged union: the next part is the kind
+            kinds[".".join(parts)] = members
+            section = members[items[i]]
+            i += 1
+        else:
+            section = None
+    return parts, section, kinds
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -161,16 +291,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(value)
 
 
-def build_config(data: dict | None = None, overrides: list[str] | tuple = (), model: type[BaseModel] = TrainConfig):
-    """Validate ``data`` (a config mapping) with ``KEY=VALUE`` overrides applied on top, as ``model``
-    (default :class:`TrainConfig`; the deploy config uses the same machinery).
+def build_config(data: dict | None = None, overrides: list[str] | tuple = (), model: type[BaseModel] = TrainConfig,
+                 *, values: dict[str, Any] | None = None):
+    """Validate ``data`` (a config mapping) with ``KEY=VALUE`` overrides applied on top, then ``values``
+    (``{"server.port": 8001}``: typed values, not YAML text, set last: a CLI's flags), as ``model``
+    (default :class:`TrainConfig`; the deploy and teacher serving configs use the same machinery).
 
     Raises:
         ConfigError: an unknown key or a bad value; the message names the key and what is allowed.
     """
     data = dict(data or {})
-    for text in overrides:
-        path, value = parse_override(text)
+    settings = [(*parse_override(text), text) for text in overrides]
+    settings += [(key.split("."), value, f"{key}={value!r}") for key, value in (values or {}).items()]
+    for path, value, text in settings:
         node = data
         for part in path[:-1]:
             child = node.get(part)
@@ -188,14 +321,15 @@ def build_config(data: dict | None = None, overrides: list[str] | tuple = (), mo
         raise ConfigError(_format_error(err, model)) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple = (), model: type[BaseModel] = TrainConfig):
-    """Load a YAML config (``None``: all defaults) and apply overrides; validated as ``model``.
+def load_config(path: str | Path | None, overrides: list[str] | tuple = (), model: type[BaseModel] = TrainConfig,
+                *, values: dict[str, Any] | None = None):
+    """Load a YAML config (``None``: all defaults) and apply overrides, then ``values``; validated as ``model``.
 
     Raises:
         ConfigError: unreadable YAML, a non-mapping top level, an unknown key or a bad value.
         FileNotFoundError: ``path`` does not exist.
     """
-    return build_config({} if path is None else read_yaml_mapping(path), overrides, model)
+    return build_config({} if path is None else read_yaml_mapping(path), overrides, model, values=values)
 
 
 def read_yaml_mapping(path: str | Path) -> dict:
@@ -221,12 +355,36 @@ def dump_config(cfg: TrainConfig, path: str | Path) -> None:
 
 
 def describe(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[str]:
-    """One line per key: ``section.key (default): description``."""
+    """One line per key: ``section.key (default): description``. A section that is a union of kinds lists
+    ``kind`` (with every kind) and then every key of every kind, each once, saying which kinds have it."""
     lines = []
     for name, field in model.model_fields.items():
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            lines += describe(ann, f"{prefix}{name}.")
+        members = _members(field)
+        if "" in members:
+            lines += describe(members[""], f"{prefix}{name}.")
+        elif members:
+            lines += _describe_kinds(members, f"{prefix}{name}.", field.discriminator)
         else:
-            lines.append(f"{prefix}{name} (default {field.default!r}): {field.description}")
+            lines.append(f"{prefix}{name} ({_default(field)}): {field.description}")
+    return lines
+
+
+def _default(field: FieldInfo) -> str:
+    return "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
+
+
+def _describe_kinds(members: dict[str, type[BaseModel]], prefix: str, tag: str) -> list[str]:
+    first = next(iter(members.values()))
+    default = first.model_fields[tag].default
+    kinds = "; ".join(m.model_fields[tag].description for m in dict.fromkeys(members.values()))
+    lines = [f"{prefix}{tag} (default {default!r}; one of {' | '.join(members)}): {kinds}"]
+    seen: set[str] = {tag}
+    for m in dict.fromkeys(members.values()):
+        for key in m.model_fields:
+            if key in seen:
+                continue
+            seen.add(key)
+            having = [k for k, mm in members.items() if key in mm.model_fields]
+            sub = "" if len(having) == len(members) else f"; kind {' | '.join(having)}"
+            lines.append(f"{prefix}{key} ({_default(m.model_fields[key])}{sub}): {m.model_fields[key].description}")
     return lines

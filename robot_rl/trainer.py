@@ -91,13 +91,15 @@ def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: in
 
 
 def build_teacher(cfg: TrainConfig, stack: ExitStack | None = None, log_dir: Path | None = None):
-    """The configured teacher (``cfg.teacher``).
+    """The configured teacher (``cfg.teacher``, one section per ``teacher.kind``).
 
-    * ``scripted``: in process; its RNG is seeded from ``cfg.seed``.
-    * ``remote``: a :class:`~robot_rl.teachers.remote.RemoteTeacher` of the server at ``url``.
-    * ``spawn``: starts ``robot-rl teacher serve`` on a free loopback port (log in
-      ``log_dir/teacher_server.log``), registers its shutdown on ``stack`` (which must be given),
-      and returns a ``RemoteTeacher`` of it. The server also exits if the trainer dies.
+    * ``scripted`` (:class:`~robot_rl.config.ScriptedTeacherConfig`): in process, with its weakness
+      knobs; its RNG is seeded from ``cfg.seed``.
+    * ``remote`` (:class:`~robot_rl.config.RemoteTeacherConfig`): a
+      :class:`~robot_rl.teachers.remote.RemoteTeacher` of the server at ``url``.
+    * ``spawn`` (:class:`~robot_rl.config.SpawnTeacherConfig`): starts ``robot-rl teacher serve`` on a
+      free loopback port (log in ``log_dir/teacher_server.log``), registers its shutdown on ``stack``
+      (which must be given), and returns a ``RemoteTeacher`` of it. The server also exits if the trainer dies.
     """
     from robot_rl.teachers import make_teacher
 
@@ -112,7 +114,6 @@ def build_teacher(cfg: TrainConfig, stack: ExitStack | None = None, log_dir: Pat
             latency_s=t.latency_s,
             seed=cfg.seed + 1,
         )
-    url = t.url
     if t.kind == "spawn":
         from robot_rl.teachers.remote import SpawnedServer
 
@@ -122,6 +123,8 @@ def build_teacher(cfg: TrainConfig, stack: ExitStack | None = None, log_dir: Pat
         server = stack.enter_context(SpawnedServer(t.backend, model=t.model, unnorm_key=t.unnorm_key,
                                                    control_period_steps=t.control_period_steps, log_path=log_path))
         url = server.url
+    else:
+        url = t.url
     teacher = make_teacher("remote", url=url, timeout_s=t.timeout_s, retries=t.retries, backoff_s=t.backoff_s,
                            unnorm_key=t.unnorm_key, control_period_steps=t.control_period_steps)
     if stack is not None:

@@ -1,12 +1,13 @@
 """Teachers: the :class:`Teacher` protocol and its backends (``robot_rl.teachers``).
 
-- :class:`Teacher`, :class:`TeacherRequest`, :class:`TeacherResponse`: the interface the trainer
-  talks to (:mod:`robot_rl.teachers.base`, action convention there).
+- :class:`Teacher`, :class:`TeacherSpec`, :class:`TeacherRequest`, :class:`TeacherResponse`,
+  :class:`TeacherRequestError`: the interface the trainer talks to (:mod:`robot_rl.teachers.base`,
+  action convention and timing there).
 - :class:`ScriptedTeacher`: plans from privileged state (all six tasks of the suite, one planner per task in
   :mod:`robot_rl.teachers.plans`), with weakness knobs.
 - ``OpenVLATeacher`` (:mod:`robot_rl.teachers.openvla`): a local VLA checkpoint via transformers.
 - ``RemoteTeacher`` (:mod:`robot_rl.teachers.remote`): a client of a teacher server
-  (:mod:`robot_rl.teachers.server`, ``robot-rl teacher serve``).
+  (:mod:`robot_rl.teachers.server`, ``robot-rl teacher serve``; its config: :mod:`robot_rl.teachers.config`).
 - :func:`make_teacher`: build a teacher by kind name (from configs / the CLI).
 - :func:`robot_rl.teachers.evaluate.run_teacher_as_policy`: measure a teacher's own competence
   (imported lazily: it needs the simulator).
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .base import Teacher, TeacherRequest, TeacherResponse
+from .base import Teacher, TeacherRequest, TeacherRequestError, TeacherResponse, TeacherSpec
 from .scripted import ScriptedTeacher
+
 
 def _openvla(**kwargs: Any) -> Teacher:
     from .openvla import OpenVLATeacher  # torch + transformers: imported only when asked for
@@ -61,7 +63,9 @@ def make_teacher(kind: str, **kwargs: Any) -> Teacher:
 __all__ = [
     "Teacher",
     "TeacherRequest",
+    "TeacherRequestError",
     "TeacherResponse",
+    "TeacherSpec",
     "ScriptedTeacher",
     "make_teacher",
     "TEACHER_KINDS",

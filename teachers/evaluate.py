@@ -43,7 +43,7 @@ class TeacherActor:
         from robot_rl.guidance.targets import TargetTracker
 
         self.teacher, self.hold, self.instruction = teacher, bool(hold), instruction
-        self.period = int(teacher.control_period_steps)
+        self.period = int(teacher.spec.control_period_steps)
         self.tracker = TargetTracker(1, self.period if hold else 1)
         self.idle = np.zeros(ACTION_DIM, dtype=np.float32)
         self.idle[GRIPPER_INDEX] = 1.0  # no usable answer: stand still, gripper open
@@ -62,8 +62,9 @@ class TeacherActor:
             self.tracker.advance(np.zeros(1, dtype=bool))
         self._started = True
         if not self.tracker.active[0]:
-            images = view.images if getattr(self.teacher, "needs_image", False) else None
-            if images is None and getattr(self.teacher, "needs_image", False):
+            needs_image = self.teacher.spec.needs_image
+            images = view.images if needs_image else None
+            if images is None and needs_image:
                 raise ValueError("the teacher needs an image: run the rollout with video=True")
             instruction = view.instructions[0] if self.instruction is None else self.instruction
             resp = self.teacher.act(TeacherRequest(instructions=[instruction], images=images, states=view.states,
@@ -93,8 +94,8 @@ def run_teacher_as_policy(
     """Roll out ``teacher`` as the policy for ``episodes`` episodes of ``task`` (:func:`robot_rl.rollout.rollout`).
 
     The teacher is asked (``TeacherRequest`` with the privileged state, the image only if
-    ``teacher.needs_image``) on every env step, or with ``hold=True`` once every
-    ``teacher.control_period_steps`` (``D``) env steps (:class:`TeacherActor`). Episode ``i`` resets with
+    ``teacher.spec.needs_image``) on every env step, or with ``hold=True`` once every
+    ``teacher.spec.control_period_steps`` (``D``) env steps (:class:`TeacherActor`). Episode ``i`` resets with
     seed ``seed + i``. An episode ends on success (ManiSkill terminates on ``info["success"]``) or at the
     task's horizon (``max_episode_steps`` overrides it).
 
@@ -124,7 +125,7 @@ def run_teacher_as_policy(
     actor = TeacherActor(teacher, hold, instruction)
     venv = make_vec_env(task, num_envs=1, max_episode_steps=max_episode_steps, seed=seed, in_process=True)
     try:
-        result = rollout(venv, actor, episodes, seed, video=bool(getattr(teacher, "needs_image", False)))
+        result = rollout(venv, actor, episodes, seed, video=teacher.spec.needs_image)
     finally:
         venv.close()
     summary = result.summary()

@@ -18,7 +18,7 @@ registered for ``AutoModelForVision2Seq``; that auto class is gone in transforme
 Prismatic classes do not load there (FACTS.md, VLA teachers). This backend therefore loads a
 **transformers-native** layout with ``AutoModelForImageTextToText`` + ``AutoProcessor`` (e.g. a
 Llava-style model whose processor expands an image placeholder token): a real OpenVLA checkpoint
-must first be converted to such a layout. :mod:`robot_rl.teachers.tiny_vla` writes a tiny
+must first be converted to such a layout. :mod:`robot_rl.testing.tiny_vla` writes a tiny
 random-weight checkpoint in this layout for tests and benchmarks.
 
 Mapping decisions (each pinned by ``tests/teachers/test_openvla.py``):
@@ -53,7 +53,7 @@ import numpy as np
 
 from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX
 
-from .base import TeacherRequest, TeacherResponse
+from .base import TeacherRequest, TeacherRequestError, TeacherResponse, TeacherSpec
 from .wire import openvla_prompt, openvla_to_env
 
 #: OpenVLA's action discretization: ``N_ACTION_BINS`` uniform bin edges over
@@ -250,9 +250,10 @@ class OpenVLATeacher:
         torch_dtype: ``"auto"`` (the checkpoint's), ``"float32"``, ``"float16"`` or ``"bfloat16"``.
 
     Attributes:
-        model_id: ``"openvla:<directory name>"``.
-        unnorm_keys: sorted keys of the checkpoint's statistics.
-        image_size: ``(H, W)`` the processor resizes images to, or ``None`` if it does not say.
+        spec: needs images, no state; ``model_id`` ``"openvla:<directory name>"``, ``unnorm_keys`` the
+            sorted keys of the checkpoint's statistics, ``image_size`` the ``(H, W)`` the processor
+            resizes images to (``None`` if it does not say), ``control_period_steps`` as given.
+        unnorm_key: the default statistics key (``None``: the only one).
         vocab_size: the tokenizer's base vocabulary size used for de-tokenization.
 
     Raises:
@@ -260,8 +261,6 @@ class OpenVLATeacher:
         ValueError: no ``norm_stats`` in the checkpoint, an unknown ``unnorm_key`` (lists the valid
             ones), a bad ``torch_dtype`` or ``control_period_steps < 1``.
     """
-
-    needs_image = True
 
     def __init__(
         self,
@@ -290,9 +289,6 @@ class OpenVLATeacher:
         if unnorm_key is not None:
             resolve_unnorm_key(self.norm_stats, unnorm_key)
         self.unnorm_key = unnorm_key
-        self.unnorm_keys: list[str] = sorted(self.norm_stats)
-        self.control_period_steps = int(control_period_steps)
-        self.model_id = f"openvla:{path.resolve().name}"
         self.device = torch.device(device)
 
         dtype: Any = "auto" if torch_dtype == "auto" else getattr(torch, torch_dtype)
@@ -309,7 +305,11 @@ class OpenVLATeacher:
         self.vocab_size = int(self.tokenizer.vocab_size)
         self.image_token: str | None = getattr(self.processor, "image_token", None)
         self.append_empty_token = self.vocab_size == LLAMA2_VOCAB_SIZE
-        self.image_size = _processor_image_size(getattr(self.processor, "image_processor", None))
+        self.spec = TeacherSpec(
+            model_id=f"openvla:{path.resolve().name}", control_period_steps=int(control_period_steps), needs_image=True,
+            needs_state=False, image_size=_processor_image_size(getattr(self.processor, "image_processor", None)),
+            unnorm_keys=tuple(sorted(self.norm_stats)),
+        )
 
     # -- model calls ---------------------------------------------------------------------------
 
@@ -387,24 +387,28 @@ class OpenVLATeacher:
         a_norm = decode_action_tokens(np.asarray(token_ids).reshape(-1, ACTION_DIM), self.vocab_size)
         return gripper_to_unit(unnormalize(a_norm, self.norm_stats[key]))
 
-    def check_request(self, request: TeacherRequest) -> str:
-        """Validate ``request`` without running the model; returns the statistics key it will use.
-
-        The teacher server calls this per HTTP request before batching, so a bad request gets a
-        422 of its own instead of failing its batch.
+    def check_request(self, request: TeacherRequest) -> None:
+        """Validate ``request`` without running the model (the :class:`~robot_rl.teachers.base.Teacher` contract).
 
         Raises:
-            ValueError: starting with the field name: ``images`` missing or malformed,
-                ``instructions`` not matching, ``unnorm_key`` ambiguous or unknown.
+            TeacherRequestError: ``images`` missing or malformed, ``instructions`` not matching,
+                ``unnorm_key`` ambiguous or unknown.
         """
-        if request.images is None:
-            raise ValueError("images: the OpenVLA teacher needs images (needs_image=True)")
-        _check_inputs(request.images, list(request.instructions))
+        self._unnorm_key(request)
+
+    def _unnorm_key(self, request: TeacherRequest) -> str:
+        """:meth:`check_request`, returning the statistics key the request will use."""
+        self.spec.check(request)
+        try:
+            _check_inputs(request.images, list(request.instructions))
+        except ValueError as exc:
+            field, _, msg = str(exc).partition(": ")
+            raise TeacherRequestError(field, msg) from None
         key = request.unnorm_key if request.unnorm_key is not None else self.unnorm_key
         try:
             return resolve_unnorm_key(self.norm_stats, key)
         except ValueError as exc:
-            raise ValueError(f"unnorm_key: {exc}") from None
+            raise TeacherRequestError("unnorm_key", str(exc)) from None
 
     def act(self, request: TeacherRequest) -> TeacherResponse:
         """Answer a batch in the env convention (:mod:`robot_rl.teachers.base`).
@@ -413,18 +417,17 @@ class OpenVLATeacher:
         ``request.unnorm_key`` (``None``: the constructor's default).
 
         Raises:
-            ValueError: ``request.images`` is ``None`` or malformed, or the ``unnorm_key`` is
-                ambiguous or unknown.
+            TeacherRequestError: ``request.images`` is ``None`` or malformed, or the ``unnorm_key`` is
+                ambiguous or unknown (:meth:`check_request`).
         """
-        if request.images is None:
-            raise ValueError("images: the OpenVLA teacher needs images (needs_image=True)")
         t0 = time.perf_counter()
-        raw = self.predict_raw(request.images, list(request.instructions), request.unnorm_key)
+        key = self._unnorm_key(request)
+        raw = self.decode(self.generate_action_tokens(request.images, list(request.instructions)), key)
         actions = openvla_to_env(raw)
         return TeacherResponse(
             actions=actions,
             latency_s=time.perf_counter() - t0,
-            model_id=self.model_id,
+            model_id=self.spec.model_id,
             extras={"raw_actions": raw},
         )
 

@@ -86,6 +86,7 @@ from typing import Any, Self
 from ray import serve
 
 from .base import TeacherRequest, TeacherResponse
+from .config import REPLICA_NUM_CPUS
 from .server import (
     DEFAULT_MAX_BODY_BYTES,
     ServerInfo,
@@ -101,9 +102,6 @@ log = logging.getLogger("robot_rl.teachers.ray_serve")
 APP_NAME = "robot_rl_teacher"
 #: Deployment name inside the application.
 DEPLOYMENT_NAME = "TeacherDeployment"
-#: CPUs one replica reserves: small, so several replicas fit on a laptop (the backend runs in one
-#: thread per replica; a GPU backend is bound by its GPU, not by this reservation).
-REPLICA_NUM_CPUS = 0.5
 #: Response header naming the replica that answered.
 REPLICA_HEADER = "X-Teacher-Replica"
 #: Requests in flight per replica = this x max_batch (one batch computing, the next one filling).
@@ -139,9 +137,9 @@ class TeacherDeployment:
         batch_wait_ms: longest a request waits for company, milliseconds.
         api_key: when set, every route but ``/healthz`` needs ``X-API-Key``.
         max_body_bytes: larger request bodies get 413.
-        backend_kwargs: passed to ``build_backend`` (``model``, ``unnorm_key``,
-            ``control_period_steps``, ``task``, ``seed``). ``model`` is a path on the replica's
-            node, so on a fleet the checkpoint must be at that path on every node.
+        backend_kwargs: passed to ``build_backend`` (the keys of the kind's backend section,
+            :mod:`robot_rl.teachers.config`). ``model`` is a path on the replica's node, so on a fleet
+            the checkpoint must be at that path on every node.
 
     Raises:
         ValueError: from ``build_backend`` (the deployment then fails to start).
@@ -202,6 +200,10 @@ def _check_args(backend: str, replicas: int, max_batch: int, batch_wait_ms: floa
     check_backend_args(backend, backend_kwargs.get("model"))
     if backend == "scripted":
         build_backend(backend, **backend_kwargs)  # cheap: surfaces a bad --task here, not in a replica log
+    else:
+        from .config import backend_config
+
+        backend_config(backend, **backend_kwargs)  # a bad key or value, named here (the model loads in the replicas)
 
 
 def build_deployment(backend: str = "scripted", *, replicas: int = 1, max_batch: int = 16, batch_wait_ms: float = 5.0,
@@ -219,14 +221,13 @@ def build_deployment(backend: str = "scripted", *, replicas: int = 1, max_batch:
         num_cpus: CPUs each replica reserves in Ray.
         num_gpus: GPUs each replica reserves (fractions pack replicas on one GPU). With 0, Ray
             neither counts nor isolates GPUs for the replica: it sees every GPU of its node.
-        backend_kwargs: ``model``, ``unnorm_key``, ``control_period_steps``, ``task``, ``seed``
-            (``None`` values are dropped, so ``build_backend``'s defaults apply).
+        backend_kwargs: the keys of the kind's backend section (:func:`~robot_rl.teachers.server.build_backend`;
+            a ``None`` for a key the kind does not have is ignored).
 
     Raises:
         ValueError: bad numbers, an unknown backend or task, ``openvla`` without ``model``.
         RuntimeError: the installed Ray lacks late-bound ``@serve.ingress()``.
     """
-    backend_kwargs = {k: v for k, v in backend_kwargs.items() if v is not None}
     _check_args(backend, replicas, max_batch, batch_wait_ms, backend_kwargs)
     deployment = serve.deployment(
         TeacherDeployment,
@@ -355,7 +356,6 @@ def serve_ray(backend: str = "scripted", *, replicas: int = 1, host: str = "127.
     On exit, Serve and a Ray instance this call started are shut down; on a joined cluster only
     this application is deleted.
     """
-    backend_kwargs = {k: v for k, v in backend_kwargs.items() if v is not None}
     _check_args(backend, replicas, max_batch, batch_wait_ms, backend_kwargs)  # before Ray starts
     owns_ray = init_ray(address)
     try:

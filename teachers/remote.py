@@ -26,6 +26,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import json_numpy
 import numpy as np
@@ -33,12 +34,10 @@ import requests
 
 from robot_rl.geometry import ACTION_DIM
 
-from .base import TeacherRequest, TeacherResponse
-from .wire import API_KEY_ENV, API_KEY_HEADER, encode_batch_request, openvla_to_env
+from .base import TeacherRequest, TeacherResponse, TeacherSpec
+from .wire import API_KEY_ENV, API_KEY_HEADER, encode_batch_request, nested_latency, openvla_to_env
 
 log = logging.getLogger("robot_rl.teachers.remote")
-
-
 
 class TeacherServerError(RuntimeError):
     """The server answered a request with a 4xx: the request or the configuration is wrong."""
@@ -58,27 +57,34 @@ class PendingAnswer:
     """A query submitted with :meth:`RemoteTeacher.submit`.
 
     Attributes:
-        obs_time: when the observation was taken (``time.monotonic()`` seconds, given by the caller
-            or the submit time).
-        answer_time: when the answer arrived (same clock), ``None`` while in flight.
+        obs_times_s: ``(B,) float64`` when each row's observation was taken, on the teacher's clock
+            (``RemoteTeacher(clock=...)``): the request's ``obs_times_s``, else ``obs_time`` given to
+            :meth:`~RemoteTeacher.submit`, else the submit time.
+        answer_times_s: ``(B,) float64`` when each row's answer arrived (same clock), ``None`` while
+            in flight. The response carries both (``TeacherResponse.obs_times_s``, ``.answer_times_s``).
     """
 
-    def __init__(self, future: Future, obs_time: float):
+    def __init__(self, future: Future, obs_times_s: np.ndarray, clock: Callable[[], float]):
         self._future = future
-        self.obs_time = obs_time
-        self.answer_time: float | None = None
+        self._clock = clock
+        self.obs_times_s = obs_times_s
+        self.answer_times_s: np.ndarray | None = None
         future.add_done_callback(self._stamp)
 
-    def _stamp(self, _future: Future) -> None:
-        self.answer_time = time.monotonic()
+    def _stamp(self, future: Future) -> None:
+        response = None if future.cancelled() or future.exception() is not None else future.result()
+        if response is not None and response.answer_times_s is not None:
+            self.answer_times_s = response.answer_times_s
+        else:  # a 4xx (TeacherServerError) or a cancelled query: the time it ended
+            self.answer_times_s = np.full(self.obs_times_s.shape, self._clock())
 
     def done(self) -> bool:
         return self._future.done()
 
-    def age_s(self) -> float:
-        """Seconds from the observation to the answer (or to now, while in flight)."""
-        end = self.answer_time if self.answer_time is not None else time.monotonic()
-        return end - self.obs_time
+    def age_s(self) -> np.ndarray:
+        """``(B,)`` seconds from each row's observation to its answer (or to now, while in flight)."""
+        end = self.answer_times_s if self.answer_times_s is not None else self._clock()
+        return end - self.obs_times_s
 
     def result(self, timeout: float | None = None) -> TeacherResponse:
         """The answer; rows are NaN ("no guidance") when the server failed. Raises
@@ -94,27 +100,43 @@ class RemoteTeacher:
         timeout_s: per-HTTP-request timeout (s); a slower answer counts as a failure.
         retries: extra attempts after a timeout, refused connection or 5xx.
         api_key: sent as ``X-API-Key`` (default: ``$ROBOT_RL_TEACHER_API_KEY``).
-        unnorm_key: dataset-statistics key sent with every query (OpenVLA backends).
+        unnorm_key: dataset-statistics key sent with every query that names none (OpenVLA backends).
         control_period_steps: ``D``; default the server's ``/metadata`` value (4 for an
             OpenVLA-only server, which does not report one).
         connect_timeout_s: how long the constructor waits for the server to come up (s).
         backoff_s: after a failed query, answer "no guidance" without trying for this long (s).
         max_in_flight: concurrent HTTP requests of :meth:`submit` (and of the per-row fallback).
+        clock: the clock of ``request.obs_times_s`` and of the stamps this client adds, seconds
+            (default ``time.time``, the wall clock; at deployment the ROS clock of the header stamps).
+
+    Attributes:
+        spec: the server's :class:`~robot_rl.teachers.base.TeacherSpec` (from ``GET /metadata``), with
+            this client's ``control_period_steps``; for an OpenVLA-only server: needs images, no state,
+            ``model_id`` ``"openvla-server"``.
+        metadata: the server's ``/metadata`` (``None`` for an OpenVLA-only server).
+        protocol_version: the server's ``/act/batch`` protocol (0: OpenVLA-only; 1: no per-row
+            ``obs_steps`` / ``obs_times_s``, which are then not sent).
+
+    Every response carries, per row, ``latency_s`` (from the query leaving the caller, i.e. the
+    :meth:`act` or :meth:`submit` call, to the answer arriving), the server's ``notes``, the request's
+    ``obs_steps``, and the stamps ``obs_times_s`` / ``answer_times_s`` on ``clock``.
 
     Raises:
         ConnectionError: no server answered within ``connect_timeout_s``.
         TeacherServerError: the server refused the API key (401) or the metadata request.
+        ValueError: ``unnorm_key`` is not one of the server's ``unnorm_keys``.
     """
 
     def __init__(self, url: str = "http://127.0.0.1:8000", timeout_s: float = 5.0, retries: int = 1,
                  api_key: str | None = None, unnorm_key: str | None = None,
                  control_period_steps: int | None = None, connect_timeout_s: float = 30.0,
-                 backoff_s: float = 1.0, max_in_flight: int = 8):
+                 backoff_s: float = 1.0, max_in_flight: int = 8, clock: Callable[[], float] = time.time):
         if timeout_s <= 0 or retries < 0 or backoff_s < 0 or max_in_flight < 1:
             raise ValueError("timeout_s must be > 0, retries and backoff_s >= 0, max_in_flight >= 1")
         self.url = url.rstrip("/")
         self.timeout_s, self.retries, self.backoff_s = float(timeout_s), int(retries), float(backoff_s)
         self.unnorm_key = unnorm_key
+        self._clock = clock
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         self._headers = {"Content-Type": "application/json"} | ({API_KEY_HEADER: key} if key else {})
         self._local = threading.local()
@@ -127,13 +149,18 @@ class RemoteTeacher:
         self.metadata = self._probe(connect_timeout_s)
         self.openvla_only = self.metadata is None
         meta = self.metadata or {}
-        self.needs_image = bool(meta.get("needs_image", True))
+        self.protocol_version = 0 if self.openvla_only else int(meta.get("protocol_version", 1))
         served_d = meta.get("control_period_steps")
         if control_period_steps is not None and served_d is not None and int(control_period_steps) != int(served_d):
             log.warning("teacher control_period_steps=%s differs from the server's %s; using %s",
                         control_period_steps, served_d, control_period_steps)
-        self.control_period_steps = int(control_period_steps or served_d or 4)
-        self.model_id = str(meta.get("model_id", "openvla-server"))
+        d = int(control_period_steps or served_d or 4)
+        if self.openvla_only:
+            self.spec = TeacherSpec(model_id="openvla-server", control_period_steps=d, needs_image=True)
+        else:
+            self.spec = TeacherSpec.from_metadata(meta, control_period_steps=d)
+        if unnorm_key is not None and self.spec.unnorm_keys and unnorm_key not in self.spec.unnorm_keys:
+            raise ValueError(f"unnorm_key {unnorm_key!r} is not one of the server's: {', '.join(self.spec.unnorm_keys)}")
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -193,76 +220,120 @@ class RemoteTeacher:
 
     # -- queries -------------------------------------------------------------------------------
 
+    def _with_default_key(self, request: TeacherRequest) -> TeacherRequest:
+        if request.unnorm_key is None and self.unnorm_key is not None:
+            return dataclasses.replace(request, unnorm_key=self.unnorm_key)
+        return request
+
+    def check_request(self, request: TeacherRequest) -> None:
+        """The server's spec checks, locally (the server checks the rest and answers a 4xx).
+
+        Raises:
+            TeacherRequestError: what the server's spec needs is missing (e.g. images for an
+                OpenVLA server), or an ``unnorm_key`` the server does not have.
+        """
+        self.spec.check(self._with_default_key(request))
+
     def act(self, request: TeacherRequest) -> TeacherResponse:
-        """Answer ``request`` now (blocking). Rows are NaN when the server failed (see module docstring)."""
-        return self._query(request)
+        """Answer ``request`` now (blocking). Rows are NaN when the server failed (see module docstring).
+
+        Raises:
+            TeacherRequestError: :meth:`check_request` refused it (nothing is sent).
+            TeacherServerError: the server answered a 4xx.
+        """
+        t0 = time.perf_counter()
+        request = self._with_default_key(request)
+        self.spec.check(request)
+        return self._query(request, t0, self._obs_times(request, None))
 
     def submit(self, request: TeacherRequest, obs_time: float | None = None) -> PendingAnswer:
         """Send ``request`` without waiting; collect the answer later with :meth:`PendingAnswer.result`.
 
         Args:
-            request: the query.
-            obs_time: when its observation was taken (``time.monotonic()`` s; default now), so the
-                caller can tell how stale the answer is when it arrives.
+            request: the query (checked now: :class:`~robot_rl.teachers.base.TeacherRequestError`
+                before anything is sent).
+            obs_time: when its observation was taken, on the teacher's ``clock`` (s), for rows the
+                request gives no ``obs_times_s``; default now. The caller can tell how stale each row's
+                answer is when it arrives (:meth:`PendingAnswer.age_s`).
         """
-        obs_time = time.monotonic() if obs_time is None else float(obs_time)
-        return PendingAnswer(self._pool.submit(self._query, request), obs_time)
-
-    def _query(self, request: TeacherRequest) -> TeacherResponse:
         t0 = time.perf_counter()
-        if request.unnorm_key is None and self.unnorm_key is not None:
-            request = dataclasses.replace(request, unnorm_key=self.unnorm_key)
+        request = self._with_default_key(request)
+        self.spec.check(request)
+        obs = self._obs_times(request, obs_time)
+        return PendingAnswer(self._pool.submit(self._query, request, t0, obs), obs, self._clock)
+
+    def _obs_times(self, request: TeacherRequest, obs_time: float | None) -> np.ndarray:
+        if request.obs_times_s is not None:
+            return request.obs_times_s.copy()
+        return np.full(len(request), self._clock() if obs_time is None else float(obs_time))
+
+    def _query(self, request: TeacherRequest, t0: float, obs_times_s: np.ndarray) -> TeacherResponse:
+        """One query; ``t0`` (``perf_counter``) is when it left the caller."""
         if time.monotonic() < self._down_until:
             self.stats.skipped += 1
-            return self._no_guidance(request, t0, "server down: skipped during back-off")
+            return self._no_guidance(request, t0, obs_times_s, "server down: skipped during back-off")
+        wire = self.spec.trim(request)  # never send what the backend does not read
         try:
             if self.openvla_only:
-                actions, model_id = self._act_per_row(request), self.model_id
+                actions, done = self._act_per_row(wire)
+                notes, model_id, latency = None, self.spec.model_id, done - t0
             else:
-                out = self._post("/act/batch", encode_batch_request(request))
-                actions, model_id = np.asarray(out["actions"], dtype=np.float32), str(out["model_id"])
+                out = self._post("/act/batch", encode_batch_request(wire, stamps=self.protocol_version >= 2))
+                done = np.full(len(request), time.perf_counter())
+                actions, notes, model_id = np.asarray(out["actions"], dtype=np.float32), out.get("notes"), str(out["model_id"])
+                if actions.shape != (len(request), ACTION_DIM):
+                    raise ValueError(f"the server answered actions of shape {actions.shape} for {len(request)} rows")
+                server_rows = out.get("latencies_s")
+                latency = nested_latency(done[0] - t0, None if server_rows is None else np.asarray(server_rows), len(request))
+            now_clock, now = self._clock(), time.perf_counter()
+            response = TeacherResponse(actions, latency, model_id, notes=notes, obs_steps=request.obs_steps,
+                                       obs_times_s=obs_times_s, answer_times_s=now_clock - (now - done))
         except TeacherServerError:
             raise
-        except (requests.RequestException, ValueError, KeyError) as exc:
+        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
             with self._lock:
                 self.stats.failures += 1
                 self._failing = True
                 self._down_until = time.monotonic() + self.backoff_s
             log.warning("teacher query failed (%s); no guidance for %d rows, next try in %.1f s",
                         exc, len(request), self.backoff_s)
-            return self._no_guidance(request, t0, str(exc))
+            return self._no_guidance(request, t0, obs_times_s, str(exc))
         with self._lock:
             if self._failing:
                 self._failing = False
                 self.stats.reconnects += 1
                 log.info("teacher server at %s is back", self.url)
-        if actions.shape != (len(request), ACTION_DIM):
-            log.warning("server answered actions of shape %s for %d rows", actions.shape, len(request))
-        return TeacherResponse(actions, time.perf_counter() - t0, model_id)
+        return response
 
-    def _act_per_row(self, request: TeacherRequest) -> np.ndarray:
-        """OpenVLA's protocol: one ``POST /act`` per row, sent concurrently."""
-        if request.images is None:
-            raise TeacherServerError("an OpenVLA-only server needs images: the trainer must render teacher views")
+    def _act_per_row(self, request: TeacherRequest) -> tuple[np.ndarray, np.ndarray]:
+        """OpenVLA's protocol: one ``POST /act`` per row, sent concurrently.
 
-        def one(i: int) -> np.ndarray:
+        Returns:
+            ``(actions (B, 7) float32 in the env convention, done (B,) perf_counter s when each row's answer arrived)``.
+        """
+
+        def one(i: int) -> tuple[np.ndarray, float]:
             body = {"image": request.images[i], "instruction": request.instructions[i]}
             if request.unnorm_key is not None:
                 body["unnorm_key"] = request.unnorm_key
             raw = self._post("/act", body)
             if isinstance(raw, str):  # the reference server answers errors with 200 "error"
                 raise ValueError(f"server answered {raw!r}")
-            return np.asarray(raw, dtype=np.float64).reshape(ACTION_DIM)
+            return np.asarray(raw, dtype=np.float64).reshape(ACTION_DIM), time.perf_counter()
 
         if threading.current_thread().name.startswith("remote-teacher"):
             rows = [one(i) for i in range(len(request))]  # already on a pool thread: avoid pool deadlock
         else:
             rows = list(self._pool.map(one, range(len(request))))
-        return openvla_to_env(np.stack(rows))
+        if not rows:
+            return np.zeros((0, ACTION_DIM), np.float32), np.zeros(0)
+        return openvla_to_env(np.stack([a for a, _ in rows])), np.array([t for _, t in rows])
 
-    def _no_guidance(self, request: TeacherRequest, t0: float, error: str) -> TeacherResponse:
+    def _no_guidance(self, request: TeacherRequest, t0: float, obs_times_s: np.ndarray, error: str) -> TeacherResponse:
         actions = np.full((len(request), ACTION_DIM), np.nan, dtype=np.float32)
-        return TeacherResponse(actions, time.perf_counter() - t0, self.model_id, {"error": error})
+        return TeacherResponse(actions, time.perf_counter() - t0, self.spec.model_id, obs_steps=request.obs_steps,
+                               obs_times_s=obs_times_s, answer_times_s=np.full(len(request), self._clock()),
+                               extras={"error": error})
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

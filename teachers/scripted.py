@@ -51,7 +51,7 @@ import numpy as np
 
 from robot_rl.envs.privileged import CUBE_STATE_DIM, PRIVILEGED_STATE_DIM
 from robot_rl.geometry import ACTION_DIM, POS_SLICE, rotate_about_axis
-from robot_rl.teachers.base import TeacherRequest, TeacherResponse
+from robot_rl.teachers.base import TeacherRequest, TeacherRequestError, TeacherResponse, TeacherSpec
 from robot_rl.teachers.plans.common import Motion, scale_clip
 
 #: Planner of each task family (the task name inside its id: ``"RRL-PokeCube-Sparse-LH-v1"``,
@@ -132,15 +132,16 @@ class ScriptedTeacher:
     The knobs only affect the *position* part (``actions[:, 0:3]``); rotation and gripper stay clean.
     Rows whose clean position delta is zero are left unchanged by the knobs.
 
+    Attributes:
+        spec: needs the privileged state (up to 38 columns), no image, no statistics, writes no notes;
+            ``control_period_steps`` and ``model_id`` as given.
+
     Raises (from the constructor): ``ValueError`` for ``control_period_steps < 1``, a ``wrong_fraction``
     outside [0, 1], a negative noise or latency, ``position_gain <= 0`` or an unknown ``task``. From
-    :meth:`act`: ``ValueError`` when ``request.states`` is ``None`` or narrower than the planner's width (20
-    for the cube tasks, 38 otherwise), when no task id is known, or for a task id whose family is not in
-    :data:`PLANNERS`.
+    :meth:`check_request` and :meth:`act`: :class:`~robot_rl.teachers.base.TeacherRequestError` when
+    ``request.states`` is ``None`` or narrower than the planner's width (20 for the cube tasks, 38
+    otherwise), when no task id is known, or for a task id whose family is not in :data:`PLANNERS`.
     """
-
-    needs_image = False
-    needs_state = True
 
     def __init__(
         self,
@@ -164,12 +165,12 @@ class ScriptedTeacher:
         if task is not None and task_family(task) not in PLANNERS:
             raise ValueError(f"unknown task {task!r}; supported task families: {', '.join(PLANNERS)}")
         self.motion = Motion(control_period_steps, position_gain)  # ValueError for D < 1 or a gain <= 0
-        self.control_period_steps = self.motion.period_steps
+        self.spec = TeacherSpec(model_id=model_id, control_period_steps=self.motion.period_steps, needs_image=False,
+                                needs_state=True, state_dim=PRIVILEGED_STATE_DIM)
         self.direction_noise_deg = float(direction_noise_deg)
         self.bias_rotation_deg = float(bias_rotation_deg)
         self.wrong_fraction = float(wrong_fraction)
         self.latency_s = float(latency_s)
-        self.model_id = model_id
         self.task = task
         self._rng = np.random.default_rng(seed)
 
@@ -184,12 +185,12 @@ class ScriptedTeacher:
 
         Returns:
             ``TeacherResponse`` with ``actions`` ``(B, 7) float32`` (period deltas, see
-            :mod:`robot_rl.teachers.base`), ``latency_s`` = measured wall time of this call
-            (including the simulated latency), ``model_id``, and ``extras["phases"]`` (``B`` phase
-            names, for debugging).
+            :mod:`robot_rl.teachers.base`), ``latency_s`` = measured wall time of this call for every
+            row (including the simulated latency), ``model_id``, and ``extras["phases"]`` (``B`` phase
+            names, for debugging). No notes.
         """
         t0 = time.perf_counter()
-        task_ids = self.check_request(request)
+        task_ids = self._task_ids(request)
         states = np.asarray(request.states, dtype=np.float64)
         n = states.shape[0]
 
@@ -209,39 +210,37 @@ class ScriptedTeacher:
         return TeacherResponse(
             actions=actions.astype(np.float32),
             latency_s=time.perf_counter() - t0,
-            model_id=self.model_id,
+            model_id=self.spec.model_id,
             extras={"phases": phases},
         )
 
-    def check_request(self, request: TeacherRequest) -> list[str]:
-        """Validate ``request`` without planning; returns its per-row task ids.
-
-        The teacher server calls this per HTTP request before batching, so one bad request gets a
-        4xx of its own instead of failing the batch it would have joined.
+    def check_request(self, request: TeacherRequest) -> None:
+        """Validate ``request`` without planning (the :class:`~robot_rl.teachers.base.Teacher` contract).
 
         Raises:
-            ValueError: ``states`` missing or narrower than the planner reads, no task id known, or a
-                task id not in :data:`SUPPORTED_TASKS`.
+            TeacherRequestError: ``states`` missing or narrower than the planner reads, no task id
+                known, or a task id not in :data:`SUPPORTED_TASKS`.
         """
-        if request.states is None:
-            raise ValueError("states: ScriptedTeacher needs the privileged state, got None")
+        self._task_ids(request)
+
+    def _task_ids(self, request: TeacherRequest) -> list[str]:
+        """:meth:`check_request`, returning the per-row task ids."""
+        self.spec.check(request)
         task_ids = request.task_ids
         if task_ids is None:
             if self.task is None:
-                raise ValueError(
-                    "task_ids: none given and the teacher has no default task; "
-                    f"supported task families: {', '.join(PLANNERS)}"
-                )
+                raise TeacherRequestError(
+                    "task_ids", f"none given and the teacher has no default task; supported task families: "
+                                f"{', '.join(PLANNERS)}")
             task_ids = [self.task] * len(request)
         unknown = sorted({t for t in task_ids if task_family(t) not in PLANNERS})
         if unknown:
-            raise ValueError(
-                f"task_ids: unknown task id(s) {unknown}; supported task families: {', '.join(PLANNERS)} "
-                f"(e.g. {', '.join(SUPPORTED_TASKS[:5])})"
-            )
+            raise TeacherRequestError(
+                "task_ids", f"unknown task id(s) {unknown}; supported task families: {', '.join(PLANNERS)} "
+                            f"(e.g. {', '.join(SUPPORTED_TASKS[:5])})")
         need = max(PLANNERS[task_family(t)][1] for t in task_ids) if task_ids else CUBE_STATE_DIM
-        if request.states.ndim != 2 or request.states.shape[1] < need:
-            raise ValueError(f"states: must be (B, >={need}), got {request.states.shape}")
+        if request.states.shape[1] < need:
+            raise TeacherRequestError("states", f"must be (B, >={need}), got {request.states.shape}")
         return list(task_ids)
 
     # -- knobs ---------------------------------------------------------------------------------
@@ -269,7 +268,7 @@ class ScriptedTeacher:
             rand = self._rng.standard_normal((n, 3))
             rand /= np.linalg.norm(rand, axis=-1, keepdims=True)
             out = np.where(wrong[:, None], rand * norm[:, None], out)
-        out = scale_clip(out, float(self.control_period_steps))
+        out = scale_clip(out, float(self.spec.control_period_steps))
         return np.where(live[:, None], out, pos)
 
 

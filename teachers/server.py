@@ -1,15 +1,23 @@
 """The teacher server: any :class:`~robot_rl.teachers.base.Teacher` behind HTTP (FastAPI + uvicorn).
 
-``robot-rl teacher serve --backend {scripted,openvla}`` runs :func:`serve`. Routes (wire format and
+``robot-rl teacher serve --config configs/teacher/*.yaml`` runs :func:`serve_config` (the config:
+:mod:`robot_rl.teachers.config`), which runs :func:`serve` (or Ray Serve's). Routes (wire format and
 action conventions in :mod:`robot_rl.teachers.wire`):
 
 - ``POST /act``: OpenVLA's reference protocol, so a client written for OpenVLA's
   ``vla-scripts/deploy.py`` works unchanged (including its ``{"encoded": ...}`` double-encoded
   variant). Our additions, ignored by OpenVLA clients: optional ``state`` ``(S,)`` and ``task_id``
   for backends that plan from privileged state.
-- ``POST /act/batch``: ``B`` rows in one request; answers ``{"actions": (B, 7), "latency_s",
-  "model_id", "batch_rows"}`` in the env convention.
-- ``GET /healthz`` and ``GET /metadata``.
+- ``POST /act/batch``: ``B`` rows in one request, with optional per-row ``obs_steps`` ``(B,) int`` and
+  ``obs_times_s`` ``(B,) float`` (passed to the backend); answers ``{"actions": (B, 7), "latency_s",
+  "latencies_s": (B,), "backend_latency_s", "notes": B strings or null, "model_id", "batch_rows"}``
+  in the env convention.
+- ``GET /healthz`` and ``GET /metadata`` (the backend's :class:`~robot_rl.teachers.base.TeacherSpec`
+  fields at the top level, plus the server's).
+
+The backend is asked only through its :class:`~robot_rl.teachers.base.Teacher` protocol: what it
+reads comes from ``teacher.spec`` (a backend that needs no image or state is never passed one, whatever
+the client sent), and every request goes through ``teacher.check_request`` before batching.
 
 Unlike the reference server, which handles one request at a time and answers errors with HTTP 200
 and the string ``"error"``:
@@ -41,15 +49,16 @@ from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from .base import Teacher, TeacherRequest, TeacherResponse
-from .wire import API_KEY_HEADER, ENV_CONVENTION, OPENVLA_CONVENTION, check_array, env_to_openvla
+from .base import Teacher, TeacherRequest, TeacherRequestError, TeacherResponse
+from .wire import API_KEY_HEADER, ENV_CONVENTION, OPENVLA_CONVENTION, check_array, env_to_openvla, nested_latency
 
 log = logging.getLogger("robot_rl.teachers.server")
 
 #: Default request body limit: 32 images of 224x224x3 as base64 are ~6.4 MB.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-#: Version of the ``/act/batch`` + ``/metadata`` protocol, reported by ``/metadata``.
-PROTOCOL_VERSION = 1
+#: Version of the ``/act/batch`` + ``/metadata`` protocol, reported by ``/metadata``. 2: per-row
+#: ``obs_steps`` / ``obs_times_s`` in, ``latencies_s`` and ``notes`` out, the spec's fields in ``/metadata``.
+PROTOCOL_VERSION = 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,10 +99,28 @@ def _matrix(value: Any) -> np.ndarray:
     return _numeric(value, "states", 2)
 
 
+def _row_values(value: Any, field: str) -> np.ndarray:
+    """A json-numpy array or a plain JSON list -> a rank-1 numeric array (dtype kept: steps stay integers)."""
+    value = np.asarray(value) if isinstance(value, list) else _decode_numpy(value)
+    if isinstance(value, np.ndarray) and value.size == 0:
+        value = value.astype(np.int64 if field == "obs_steps" else np.float64)
+    return check_array(value, field, ndim=1)
+
+
+def _steps(value: Any) -> np.ndarray:
+    return _row_values(value, "obs_steps")
+
+
+def _times(value: Any) -> np.ndarray:
+    return _row_values(value, "obs_times_s")
+
+
 Image = Annotated[np.ndarray, BeforeValidator(_image)]
 Images = Annotated[np.ndarray, BeforeValidator(_images)]
 Vector = Annotated[np.ndarray, BeforeValidator(_vector)]
 Matrix = Annotated[np.ndarray, BeforeValidator(_matrix)]
+Steps = Annotated[np.ndarray, BeforeValidator(_steps)]
+Times = Annotated[np.ndarray, BeforeValidator(_times)]
 Text = Annotated[str, Field(min_length=1)]
 
 
@@ -119,7 +146,11 @@ class ActBody(BaseModel):
 
 
 class BatchBody(BaseModel):
-    """``POST /act/batch`` body: ``B`` rows (unknown keys are refused, naming the key)."""
+    """``POST /act/batch`` body: ``B`` rows (unknown keys are refused, naming the key).
+
+    ``obs_steps`` (env steps, integers >= 0) and ``obs_times_s`` (seconds on the client's clock) are
+    json-numpy arrays or JSON lists of ``B`` numbers; they reach the backend in the request.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
@@ -129,21 +160,28 @@ class BatchBody(BaseModel):
     task_ids: list[str] | None = None
     scratchpads: list[str] | None = None
     unnorm_key: str | None = None
+    obs_steps: Steps | None = None
+    obs_times_s: Times | None = None
 
     @model_validator(mode="after")
     def _rows_agree(self) -> "BatchBody":
         n = len(self.instructions)
-        for name in ("images", "states", "task_ids", "scratchpads"):
+        for name in ("images", "states", "task_ids", "scratchpads", "obs_steps", "obs_times_s"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name}: has {len(value)} rows but instructions has {n}")
         return self
 
     def to_request(self) -> TeacherRequest:
-        return TeacherRequest(
-            instructions=list(self.instructions), images=self.images, states=self.states,
-            task_ids=self.task_ids, scratchpads=self.scratchpads, unnorm_key=self.unnorm_key,
-        )
+        """The :class:`TeacherRequest`; raises a 422 naming the field for a bad ``obs_steps`` / ``obs_times_s``."""
+        try:
+            return TeacherRequest(
+                instructions=list(self.instructions), images=self.images, states=self.states,
+                task_ids=self.task_ids, scratchpads=self.scratchpads, unnorm_key=self.unnorm_key,
+                obs_steps=self.obs_steps, obs_times_s=self.obs_times_s,
+            )
+        except ValueError as exc:
+            raise _field_error(str(exc).split(" ", 1)[0], str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,7 +192,8 @@ def _signature(req: TeacherRequest) -> tuple:
     """Requests with equal signatures can be stacked into one backend call."""
     img = None if req.images is None else req.images.shape[1:]
     st = None if req.states is None else req.states.shape[1]
-    return (img, st, req.task_ids is None, req.scratchpads is None, req.unnorm_key)
+    optional = tuple(getattr(req, name) is None for name in ("task_ids", "scratchpads", "obs_steps", "obs_times_s"))
+    return (img, st, *optional, req.unnorm_key)
 
 
 def _concat(reqs: list[TeacherRequest]) -> TeacherRequest:
@@ -162,14 +201,18 @@ def _concat(reqs: list[TeacherRequest]) -> TeacherRequest:
         lists = [getattr(r, name) for r in reqs]
         return None if lists[0] is None else [x for lst in lists for x in lst]
 
-    first = reqs[0]
+    def cat_array(name):
+        return None if getattr(reqs[0], name) is None else np.concatenate([getattr(r, name) for r in reqs])
+
     return TeacherRequest(
         instructions=cat_list("instructions"),
-        images=None if first.images is None else np.concatenate([r.images for r in reqs]),
-        states=None if first.states is None else np.concatenate([r.states for r in reqs]),
+        images=cat_array("images"),
+        states=cat_array("states"),
         task_ids=cat_list("task_ids"),
         scratchpads=cat_list("scratchpads"),
-        unnorm_key=first.unnorm_key,
+        unnorm_key=reqs[0].unnorm_key,
+        obs_steps=cat_array("obs_steps"),
+        obs_times_s=cat_array("obs_times_s"),
     )
 
 
@@ -182,10 +225,11 @@ def run_batched(teacher: Teacher, requests: list[TeacherRequest], max_batch: int
     request cannot fail its neighbours.
 
     Returns:
-        ``(results, calls)``: one item per request, a :class:`TeacherResponse` whose ``actions``
-        are that request's ``(B_i, 7)`` rows and ``extras["batch_rows"]`` the rows of the backend
-        call that answered it, or the ``Exception`` the backend raised for it; and the number of
-        backend calls made.
+        ``(results, calls)``: one item per request, a :class:`TeacherResponse` holding that request's
+        ``B_i`` rows of every per-row field (actions, latencies, notes, stamps) and
+        ``extras["batch_rows"]`` the rows of the backend call that answered it, or the ``Exception``
+        the backend raised for it (a backend answering the wrong number of rows is one); and the
+        number of backend calls made.
     """
     out: list[TeacherResponse | Exception | None] = [None] * len(requests)
     calls = [0]
@@ -208,8 +252,11 @@ def run_batched(teacher: Teacher, requests: list[TeacherRequest], max_batch: int
 def _answer(teacher: Teacher, requests: list[TeacherRequest], chunk: list[int], out: list, calls: list[int]) -> None:
     reqs = [requests[i] for i in chunk]
     calls[0] += 1
+    rows = sum(len(r) for r in reqs)
     try:
         response = teacher.act(_concat(reqs) if len(reqs) > 1 else reqs[0])
+        if len(response) != rows:
+            raise RuntimeError(f"the backend answered {len(response)} rows for {rows}")
     except Exception as exc:
         if len(chunk) > 1:
             for i in chunk:
@@ -217,15 +264,14 @@ def _answer(teacher: Teacher, requests: list[TeacherRequest], chunk: list[int], 
         else:
             out[chunk[0]] = exc
         return
-    rows = sum(len(r) for r in reqs)
     raw = response.extras.get("raw_actions")
     start = 0
     for i, r in zip(chunk, reqs):
         stop = start + len(r)
-        extras = {"batch_rows": rows}
+        extras: dict[str, Any] = {"batch_rows": rows}
         if raw is not None:
             extras["raw_actions"] = np.asarray(raw)[start:stop]
-        out[i] = TeacherResponse(np.asarray(response.actions)[start:stop], response.latency_s, response.model_id, extras)
+        out[i] = response.rows(start, stop, **extras)
         start = stop
 
 
@@ -321,18 +367,15 @@ class ServerInfo:
     batch_wait_ms: float
 
     def metadata(self) -> dict:
-        t = self.teacher
-        size = getattr(t, "image_size", None)
+        """``{"protocol_version", "backend", "action_convention", "max_batch", "batch_wait_ms"}`` plus the
+        backend's spec (:meth:`TeacherSpec.to_metadata <robot_rl.teachers.base.TeacherSpec.to_metadata>`:
+        ``model_id``, ``control_period_steps``, ``needs_image``, ``needs_state``, ``state_dim``,
+        ``image_size``, ``unnorm_keys``, ``writes_notes``)."""
         return {
             "protocol_version": PROTOCOL_VERSION,
             "backend": self.backend,
-            "model_id": getattr(t, "model_id", self.backend),
+            **self.teacher.spec.to_metadata(),
             "action_convention": {"/act": OPENVLA_CONVENTION, "/act/batch": ENV_CONVENTION},
-            "control_period_steps": int(t.control_period_steps),
-            "needs_image": bool(t.needs_image),
-            "needs_state": bool(getattr(t, "needs_state", False)),
-            "image_size": None if size is None else list(size),
-            "unnorm_keys": list(getattr(t, "unnorm_keys", []) or []),
             "max_batch": self.max_batch,
             "batch_wait_ms": self.batch_wait_ms,
         }
@@ -352,23 +395,33 @@ def _field_error(field: str, msg: str) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": ("body", field), "msg": msg}])
 
 
-def check_against_backend(info: ServerInfo, request: TeacherRequest) -> None:
-    """Per-request checks that depend on the backend; raises a 422 naming the field."""
-    t = info.teacher
-    if t.needs_image and request.images is None:
-        raise _field_error("image", f"the {info.backend} backend needs an RGB image")
-    if getattr(t, "needs_state", False) and request.states is None:
-        raise _field_error("state", f"the {info.backend} backend plans from privileged state: send 'state(s)'")
-    keys = list(getattr(t, "unnorm_keys", []) or [])
-    if request.unnorm_key is not None and keys and request.unnorm_key not in keys:
-        raise _field_error("unnorm_key", f"unknown unnorm_key {request.unnorm_key!r}; available: {', '.join(keys)}")
-    check = getattr(t, "check_request", None)
-    if check is not None:
-        try:
-            check(request)
-        except ValueError as exc:
-            field = str(exc).split(":", 1)[0] if ":" in str(exc) else "body"
-            raise _field_error(field, str(exc)) from None
+#: ``POST /act`` body names of :class:`TeacherRequest` fields (one row: singular names).
+ACT_FIELDS = {"images": "image", "states": "state", "task_ids": "task_id", "instructions": "instruction"}
+
+
+def _request_error(exc: ValueError, fields: dict[str, str] | None = None) -> RequestValidationError:
+    """A 422 naming the body field of a refused request (``fields`` maps request fields to body names)."""
+    if isinstance(exc, TeacherRequestError):
+        field = exc.field
+    else:  # a backend outside the contract: "field: message" by convention
+        field = str(exc).split(":", 1)[0] if ":" in str(exc) else "body"
+    return _field_error((fields or {}).get(field, field), str(exc))
+
+
+def check_against_backend(info: ServerInfo, request: TeacherRequest, fields: dict[str, str] | None = None) -> TeacherRequest:
+    """The request the backend is given: without what its spec does not read, checked by its
+    :meth:`~robot_rl.teachers.base.Teacher.check_request`.
+
+    Raises:
+        RequestValidationError: a 422 naming the body field (``fields`` maps request field names to
+            the route's body names, e.g. :data:`ACT_FIELDS`).
+    """
+    request = info.teacher.spec.trim(request)
+    try:
+        info.teacher.check_request(request)
+    except ValueError as exc:
+        raise _request_error(exc, fields) from None
+    return request
 
 
 def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: str | None = None,
@@ -408,11 +461,13 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         if api_key is not None and key != api_key:
             raise HTTPException(status_code=401, detail=f"missing or wrong {API_KEY_HEADER} header")
 
-    async def answer(request: TeacherRequest) -> TeacherResponse:
-        check_against_backend(info, request)
+    async def answer(request: TeacherRequest, fields: dict[str, str] | None = None) -> TeacherResponse:
         t0 = time.perf_counter()
+        request = check_against_backend(info, request, fields)
         try:
             response = await dispatch(request)
+        except TeacherRequestError as exc:  # refused by act although check_request passed it
+            raise _request_error(exc, fields) from None
         except Exception as exc:
             log.exception("backend failed")
             raise HTTPException(status_code=500, detail=f"backend error: {type(exc).__name__}: {exc}") from None
@@ -442,7 +497,7 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
             body = ActBody.model_validate(payload)
         except ValidationError as exc:
             raise _body_errors(exc) from None
-        response = await answer(body.to_request())
+        response = await answer(body.to_request(), ACT_FIELDS)
         raw = response.extras.get("raw_actions")
         action = np.asarray(raw if raw is not None else env_to_openvla(response.actions), dtype=np.float64)[0]
         text = json_numpy.dumps(action)
@@ -456,10 +511,13 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         except ValidationError as exc:
             raise _body_errors(exc) from None
         response = await answer(body.to_request())
+        server_s = float(response.extras["server_latency_s"])
         out = {
             "actions": np.asarray(response.actions, dtype=np.float32),
-            "latency_s": float(response.extras["server_latency_s"]),
-            "backend_latency_s": float(response.latency_s),
+            "latency_s": server_s,
+            "latencies_s": nested_latency(server_s, response.latency_s, len(response)),
+            "backend_latency_s": float(response.latency_s.max(initial=0.0)),
+            "notes": response.notes,
             "model_id": response.model_id,
             "batch_rows": int(response.extras.get("batch_rows", len(body.instructions))),
         }
@@ -491,31 +549,39 @@ async def _read_json(request: Request, max_body_bytes: int) -> Any:
 # ----------------------------------------------------------------------------------------------
 # Running it
 
-#: Backends ``robot-rl teacher serve --backend`` knows (names of :data:`robot_rl.teachers.TEACHER_KINDS`).
+#: Backends ``robot-rl teacher serve --backend`` knows (the kinds of :data:`robot_rl.teachers.config.BACKEND_CONFIGS`).
 SERVE_BACKENDS = ("scripted", "openvla")
 
 
-def build_backend(backend: str, *, model: str | None = None, unnorm_key: str | None = None,
-                  control_period_steps: int = 4, task: str | None = None, seed: int | None = 0) -> Teacher:
+def build_backend(backend: str = "scripted", **kwargs: Any) -> Teacher:
     """The teacher a server wraps.
 
     Args:
         backend: ``"scripted"`` (privileged-state planner) or ``"openvla"`` (a local checkpoint).
-        model: checkpoint directory (``openvla`` only; required there).
-        unnorm_key: default dataset-statistics key (``openvla``).
-        control_period_steps: ``D`` reported to clients, env steps per answer.
-        task: default task id for requests without one (``scripted``).
-        seed: the scripted teacher's RNG seed.
+        kwargs: the keys of the kind's backend section (:mod:`robot_rl.teachers.config`):
+            ``scripted``: ``control_period_steps`` (4), ``task`` (default task id), ``seed`` (0);
+            ``openvla``: ``model`` (checkpoint directory, required), ``unnorm_key``,
+            ``control_period_steps`` (4), ``device`` (``"cpu"``), ``torch_dtype`` (``"auto"``).
+            A ``None`` for a key the kind does not have is ignored.
 
     Raises:
-        ValueError: an unknown backend, or ``openvla`` without ``model``.
+        ValueError: an unknown backend, ``openvla`` without ``model``, an unknown task; a
+            :class:`~robot_rl.config.ConfigError` (a ``ValueError``) naming a key the kind does not have.
     """
+    from .config import backend_config
+
+    check_backend_args(backend, kwargs.get("model"))
+    return backend_from_config(backend_config(backend, **kwargs))
+
+
+def backend_from_config(cfg) -> Teacher:
+    """The teacher of a validated backend section (:data:`robot_rl.teachers.config.BackendConfig`)."""
     from . import make_teacher
 
-    check_backend_args(backend, model)
-    if backend == "scripted":
-        return make_teacher("scripted", control_period_steps=control_period_steps, task=task, seed=seed)
-    return make_teacher("openvla", model_path=model, unnorm_key=unnorm_key, control_period_steps=control_period_steps)
+    if cfg.kind == "scripted":
+        return make_teacher("scripted", control_period_steps=cfg.control_period_steps, task=cfg.task, seed=cfg.seed)
+    return make_teacher("openvla", model_path=cfg.model, unnorm_key=cfg.unnorm_key,
+                        control_period_steps=cfg.control_period_steps, device=cfg.device, torch_dtype=cfg.torch_dtype)
 
 
 def check_backend_args(backend: str, model: str | None = None) -> None:
@@ -551,7 +617,8 @@ def _exit_with_parent(server, parent_pid: int, period_s: float = 0.5) -> None:
 def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,
           batch_wait_ms: float = 5.0, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
           parent_pid: int | None = None, log_level: str = "info", **backend_kwargs: Any) -> None:
-    """Serve ``backend`` with uvicorn until interrupted (blocks). Arguments as ``robot-rl teacher serve``."""
+    """Serve ``backend`` with uvicorn until interrupted (blocks). Arguments as ``robot-rl teacher serve``;
+    ``backend_kwargs`` as :func:`build_backend`."""
     import uvicorn
 
     teacher = build_backend(backend, **backend_kwargs)
@@ -560,56 +627,22 @@ def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 800
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False))
     if parent_pid is not None:
         _exit_with_parent(server, parent_pid)
-    log.info("serving %s (%s) on http://%s:%d", backend, info.metadata()["model_id"], host, port)
+    log.info("serving %s (%s) on http://%s:%d", backend, teacher.spec.model_id, host, port)
     server.run()
 
 
-class ServerThread:
-    """Run an app with uvicorn in a background thread (tests, benchmarks, notebooks).
+def serve_config(cfg, *, api_key: str | None = None, parent_pid: int | None = None) -> None:
+    """Serve a :class:`~robot_rl.teachers.config.TeacherServeConfig` (``robot-rl teacher serve --config``):
+    with uvicorn (:func:`serve`), or on Ray Serve when ``cfg.ray.enabled``
+    (:func:`robot_rl.teachers.ray_serve.serve_ray`; ``parent_pid`` is not watched there). Blocks."""
+    backend_kwargs = cfg.backend.model_dump(exclude={"kind"})
+    common = dict(host=cfg.server.host, port=cfg.server.port, max_batch=cfg.server.max_batch,
+                  batch_wait_ms=cfg.server.batch_wait_ms, api_key=api_key,
+                  max_body_bytes=int(cfg.server.max_body_mb * 1024 * 1024))
+    if cfg.ray.enabled:
+        from .ray_serve import serve_ray
 
-    Example::
-
-        with ServerThread(create_app(ServerInfo("scripted", teacher, 16, 5.0))) as url:
-            RemoteTeacher(url).act(request)
-
-    Args:
-        app: the ASGI app.
-        port: TCP port on 127.0.0.1 (default: a free one).
-        startup_timeout_s: how long to wait for uvicorn to start (s).
-
-    Raises:
-        RuntimeError: uvicorn did not start (e.g. the port is taken).
-    """
-
-    def __init__(self, app, port: int | None = None, startup_timeout_s: float = 10.0):
-        import threading
-
-        import uvicorn
-
-        from .remote import free_port
-
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    access_log=False))
-        self._thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
-        self._startup_timeout_s = startup_timeout_s
-
-    def start(self) -> str:
-        self._thread.start()
-        deadline = time.monotonic() + self._startup_timeout_s
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start on port {self.port}")
-            time.sleep(0.01)
-        return self.url
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(10)
-
-    def __enter__(self) -> str:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        serve_ray(cfg.backend.kind, replicas=cfg.ray.replicas, address=cfg.ray.address, num_cpus=cfg.ray.num_cpus,
+                  num_gpus=cfg.ray.num_gpus, **common, **backend_kwargs)
+    else:
+        serve(cfg.backend.kind, parent_pid=parent_pid, log_level=cfg.server.log_level, **common, **backend_kwargs)

@@ -9,9 +9,10 @@ Two routes, two action conventions:
   ``{"image": uint8 (H, W, 3), "instruction": str, "unnorm_key": str | None}`` and a json-numpy
   array of 7 floats back, in **OpenVLA's convention**: ``[dx, dy, dz]`` in metres,
   ``[droll, dpitch, dyaw]`` in radians (robot-base frame), gripper in ``[0 (closed), 1 (open)]``.
-- ``POST /act/batch`` is ours: ``B`` rows in, ``(B, 7)`` actions back in the **env convention**
-  of :mod:`robot_rl.teachers.base` (normalized ``pd_ee_delta_pose`` over the teacher period,
-  gripper ``[-1 (closed), +1 (open)]``), plus the server-side latency and the model id.
+- ``POST /act/batch`` is ours: ``B`` rows in (with optional per-row ``obs_steps`` / ``obs_times_s``),
+  ``(B, 7)`` actions back in the **env convention** of :mod:`robot_rl.teachers.base` (normalized
+  ``pd_ee_delta_pose`` over the teacher period, gripper ``[-1 (closed), +1 (open)]``), plus the
+  server-side latency (per request and per row), the per-row notes and the model id.
 
 Arrays travel as json-numpy objects ``{"__numpy__": base64, "dtype": str, "shape": list}``;
 no pickle anywhere (object dtypes are refused).
@@ -101,8 +102,25 @@ def check_array(value: Any, field: str, *, dtype_kind: str | None = None, ndim: 
     return value
 
 
-def encode_batch_request(request: TeacherRequest) -> dict:
-    """The ``POST /act/batch`` body for ``request`` (json-numpy arrays stay numpy until dumped)."""
+def nested_latency(total_s: float, inner_s: np.ndarray | None, n: int) -> np.ndarray:
+    """Per-row latency of ``n`` rows answered inside one span of ``total_s`` seconds.
+
+    ``inner_s`` ``(n,)`` are the rows' own latencies as the inner layer measured them (the backend's
+    for the server, the server's for the client); the time of the span not spent inside
+    (``total_s - max(inner_s)``, at least 0: queueing, batching, network) is added to each. Without
+    ``inner_s`` every row took ``total_s``. Returns ``(n,) float64``.
+    """
+    if inner_s is None or len(inner_s) != n or n == 0:
+        return np.full(n, float(total_s))
+    inner = np.asarray(inner_s, dtype=np.float64)
+    return inner + max(float(total_s) - float(inner.max()), 0.0)
+
+
+def encode_batch_request(request: TeacherRequest, stamps: bool = True) -> dict:
+    """The ``POST /act/batch`` body for ``request`` (json-numpy arrays stay numpy until dumped).
+
+    ``stamps=False`` leaves out ``obs_steps`` and ``obs_times_s`` (a protocol-1 server refuses them).
+    """
     body: dict[str, Any] = {"instructions": list(request.instructions)}
     if request.images is not None:
         body["images"] = np.ascontiguousarray(request.images, dtype=np.uint8)
@@ -114,4 +132,8 @@ def encode_batch_request(request: TeacherRequest) -> dict:
         body["scratchpads"] = list(request.scratchpads)
     if request.unnorm_key is not None:
         body["unnorm_key"] = request.unnorm_key
+    if stamps and request.obs_steps is not None:
+        body["obs_steps"] = np.ascontiguousarray(request.obs_steps, dtype=np.int64)
+    if stamps and request.obs_times_s is not None:
+        body["obs_times_s"] = np.ascontiguousarray(request.obs_times_s, dtype=np.float64)
     return body

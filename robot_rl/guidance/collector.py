@@ -51,7 +51,7 @@ class Guidance:
     def __init__(self, teacher: Teacher, scheduler: QueryScheduler, num_envs: int, requery_active: bool = False):
         self.teacher = teacher
         self.scheduler = scheduler
-        self.period = int(teacher.control_period_steps)
+        self.period = int(teacher.spec.control_period_steps)
         self.tracker = TargetTracker(num_envs, self.period)
         self.requery_active = requery_active
         self.stats = GuidanceStats()
@@ -75,7 +75,7 @@ class Guidance:
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             return
-        view = venv.teacher_view(idx.tolist(), with_image=bool(self.teacher.needs_image))
+        view = venv.teacher_view(idx.tolist(), with_image=bool(self.teacher.spec.needs_image))
         request = TeacherRequest(
             instructions=view.instructions, images=view.images, states=view.states, task_ids=view.task_ids
         )

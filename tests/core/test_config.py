@@ -1,9 +1,25 @@
 """Config validation: unknown keys and bad values are rejected with the key named."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from robot_rl.cli import DEFAULT_CONFIG
-from robot_rl.config import ConfigError, build_config, describe, dump_config, load_config, parse_override
+from robot_rl.config import (
+    TEACHER_CONFIGS,
+    ConfigError,
+    RemoteTeacherConfig,
+    ScriptedTeacherConfig,
+    SpawnTeacherConfig,
+    build_config,
+    describe,
+    dump_config,
+    load_config,
+    parse_override,
+)
+
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def test_default_config_file_is_the_main_job():
@@ -71,3 +87,89 @@ def test_roundtrip_and_describe(tmp_path):
     lines = describe()
     assert any(line.startswith("ppo.n_steps") for line in lines)
     assert all(": " in line and not line.endswith(": None") for line in lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# teacher.kind: a union of kinds, each with only its own keys
+
+
+def test_teacher_kinds_by_override_and_default():
+    assert isinstance(build_config({}).teacher, ScriptedTeacherConfig)
+    cfg = load_config(DEFAULT_CONFIG, ["teacher.kind=remote", "teacher.url=http://h:8000"])
+    assert isinstance(cfg.teacher, RemoteTeacherConfig) and cfg.teacher.url == "http://h:8000"
+    assert cfg.teacher.control_period_steps == 4  # the file's key every kind has is kept
+    cfg = build_config({"teacher": {"control_period_steps": 2}})  # no kind: scripted
+    assert cfg.teacher.kind == "scripted" and cfg.teacher.control_period_steps == 2
+    cfg = build_config({}, ["teacher.kind=spawn", "teacher.backend=openvla", "teacher.model=/ckpt"])
+    assert isinstance(cfg.teacher, SpawnTeacherConfig) and cfg.teacher.model == "/ckpt"
+
+
+@pytest.mark.parametrize("overrides, key, kind, owner", [
+    (["teacher.kind=remote", "teacher.direction_noise_deg=30"], "teacher.direction_noise_deg", "remote", "scripted"),
+    (["teacher.kind=spawn", "teacher.wrong_fraction=0.5"], "teacher.wrong_fraction", "spawn", "scripted"),
+    (["teacher.kind=remote", "teacher.latency_s=0.2"], "teacher.latency_s", "remote", "scripted"),
+    (["teacher.kind=remote", "teacher.model=/ckpt"], "teacher.model", "remote", "spawn"),
+    (["teacher.url=http://h:8000"], "teacher.url", "scripted", "remote"),
+    (["teacher.timeout_s=2"], "teacher.timeout_s", "scripted", "remote / spawn"),
+])
+def test_a_key_of_another_kind_is_refused_and_named(overrides, key, kind, owner):
+    with pytest.raises(ConfigError) as e:
+        build_config({}, overrides)
+    msg = str(e.value)
+    assert f"unknown key '{key}' for teacher.kind={kind}" in msg and f"it is a key of teacher.kind={owner}" in msg
+
+
+def test_teacher_bad_values_and_kinds_name_the_key():
+    with pytest.raises(ConfigError, match="'teacher.kind'.*'scripted', 'remote', 'spawn'"):
+        build_config({}, ["teacher.kind=openvla"])
+    with pytest.raises(ConfigError, match="'teacher.timeout_s'"):
+        build_config({}, ["teacher.kind=remote", "teacher.timeout_s=0"])
+    with pytest.raises(ConfigError, match="teacher.model"):
+        build_config({}, ["teacher.kind=spawn", "teacher.backend=openvla"])
+    with pytest.raises(ConfigError, match="unknown key 'teacher.nope'"):
+        build_config({}, ["teacher.kind=remote", "teacher.nope=1"])
+
+
+def test_a_key_of_another_kind_at_its_default_is_dropped():
+    """What lets a file's kind be switched by an override: the other kind's keys at their defaults do not count."""
+    cfg = build_config({"teacher": {"kind": "scripted", "direction_noise_deg": 0.0, "latency_s": 0}}, ["teacher.kind=remote"])
+    assert cfg.teacher.kind == "remote" and "direction_noise_deg" not in cfg.teacher.model_dump()
+    with pytest.raises(ConfigError, match="teacher.direction_noise_deg"):  # a knob that is on is not dropped
+        build_config({"teacher": {"direction_noise_deg": 30.0}}, ["teacher.kind=remote"])
+
+
+def test_run_configs_from_before_the_union_still_load(tmp_path):
+    legacy = yaml.safe_load((DATA / "legacy_run_config.yaml").read_text())
+    assert set(legacy["teacher"]) == {"kind", "control_period_steps", "direction_noise_deg", "bias_rotation_deg",
+                                      "wrong_fraction", "latency_s", "url", "timeout_s", "retries", "backoff_s",
+                                      "backend", "model", "unnorm_key"}
+    cfg = load_config(DATA / "legacy_run_config.yaml")
+    assert cfg.teacher == ScriptedTeacherConfig(control_period_steps=4) and cfg.task == "RRL-PickCube-Sparse-v1"
+    remote = load_config(DATA / "legacy_run_config.yaml", ["teacher.kind=remote"])  # resume against a server
+    assert isinstance(remote.teacher, RemoteTeacherConfig) and remote.teacher.timeout_s == 5.0
+    # the flat section ignored the keys of other kinds whatever their value: so does loading it
+    legacy["teacher"]["url"] = "http://ignored:1"
+    assert build_config(legacy).teacher == cfg.teacher
+    # a resolved config now holds its kind's keys only, and loads back equal
+    dump_config(cfg, tmp_path / "c.yaml")
+    assert set(yaml.safe_load((tmp_path / "c.yaml").read_text())["teacher"]) == set(ScriptedTeacherConfig.model_fields)
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("kind", sorted(TEACHER_CONFIGS))
+def test_every_kind_round_trips(tmp_path, kind):
+    extra = ["teacher.backend=openvla", "teacher.model=/ckpt"] if kind == "spawn" else []
+    cfg = build_config({}, [f"teacher.kind={kind}", *extra])
+    dump_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg and type(cfg.teacher) is TEACHER_CONFIGS[kind]
+
+
+def test_describe_lists_every_key_of_every_kind():
+    lines = describe()
+    keys = {line.split(" ", 1)[0] for line in lines}
+    for model in TEACHER_CONFIGS.values():
+        assert {f"teacher.{k}" for k in model.model_fields} <= keys
+    kind_line = next(line for line in lines if line.startswith("teacher.kind "))
+    assert "scripted | remote | spawn" in kind_line
+    assert any(line.startswith("teacher.url (default 'http://127.0.0.1:8000'; kind remote)") for line in lines)
+    assert len(keys) == len(lines)  # each key once

@@ -46,10 +46,10 @@ def exported(run):
     return export_policy(run.path)
 
 
-def real_observations(task: str, n: int, seed: int) -> np.ndarray:
-    """``(n, D) float32`` observations of ``task`` under random actions (episodes restart when they end)."""
+def real_observations(task: str, n: int, seed: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n, D) float32`` observations of ``task`` (env seed ``seed``) under random actions from ``rng``
+    (episodes restart when they end)."""
     env = make_env(task, seed=seed)
-    rng = np.random.default_rng(seed)
     real = [env.reset()[0]]
     while len(real) < n:
         obs, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 7).astype(np.float32))
@@ -62,8 +62,8 @@ def real_observations(task: str, n: int, seed: int) -> np.ndarray:
 def observations() -> np.ndarray:
     """1000 observations ``(1000, 35) float32``: 300 from the env under random actions, and random ones,
     including huge values whose normalized value hits VecNormalize's clip."""
-    real = real_observations(TASK, 300, 7)
     rng = np.random.default_rng(0)
+    real = real_observations(TASK, 300, 7, rng)
     spread = real.std(axis=0) + 0.05
     near = real[rng.integers(0, len(real), 300)] + rng.normal(0, 3, (300, OBS_DIM)) * spread
     wide = rng.uniform(-5, 5, (200, OBS_DIM))
@@ -309,6 +309,6 @@ def test_a_grasping_task_exports_with_parity(task, tmp_path):
     out = export_policy(run.path)
     policy = OnnxPolicy(out, expected_task=task)
     assert policy.schema == run.schema() and policy.schema.size == 54
-    obs = real_observations(task, 200, 1)
+    obs = real_observations(task, 200, 1, np.random.default_rng(1))
     ref, _ = _sb3_actions(run.path, obs)
     assert np.max(np.abs(policy(obs) - ref)) < PARITY_ATOL

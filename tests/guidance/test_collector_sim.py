@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from robot_rl.config import build_config
+from robot_rl.teachers import TeacherSpec
 from robot_rl.trainer import build_env, build_guidance
 
 pytestmark = pytest.mark.slow
@@ -33,8 +34,10 @@ def test_following_the_targets_solves_pushcube(mode, period):
 
 def test_invalid_answers_are_dropped_and_counted():
     class NaNTeacher:
-        needs_image = False
-        control_period_steps = 2
+        spec = TeacherSpec(model_id="nan", control_period_steps=2)
+
+        def check_request(self, request):
+            pass
 
         def act(self, request):
             from robot_rl.teachers import TeacherResponse

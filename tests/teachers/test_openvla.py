@@ -30,7 +30,7 @@ from robot_rl.teachers.openvla import (
     resolve_unnorm_key,
     unnormalize,
 )
-from robot_rl.teachers.tiny_vla import (
+from robot_rl.testing.tiny_vla import (
     N_ACTION_BINS,
     TINY_NORM_STATS,
     save_tiny_vla,
@@ -182,17 +182,18 @@ def test_append_empty_token_keeps_rows_right_aligned():
 
 def test_checkpoint_and_metadata(ckpt, teacher):
     assert isinstance(teacher, Teacher)
-    assert teacher.needs_image is True and teacher.control_period_steps == 4
-    assert teacher.model_id == "openvla:tiny"
-    assert teacher.unnorm_keys == ["bridge_orig", "fractal20220817_data"]
-    assert teacher.image_size == (224, 224)
+    spec = teacher.spec
+    assert spec.needs_image is True and spec.needs_state is False and spec.control_period_steps == 4
+    assert spec.model_id == "openvla:tiny" and spec.state_dim is None and spec.writes_notes is False
+    assert spec.unnorm_keys == ("bridge_orig", "fractal20220817_data")
+    assert spec.image_size == (224, 224)
     assert teacher.image_token == "<image>"
     # Not Llama-2's vocabulary: no token 29871 appended; action tokens are the last 256 ids.
     assert teacher.vocab_size == len(teacher.tokenizer) and teacher.append_empty_token is False
     assert teacher.tokenizer.convert_ids_to_tokens(teacher.vocab_size - 1) == "<act_000>"
     assert teacher.tokenizer.convert_ids_to_tokens(teacher.vocab_size - N_ACTION_BINS) == "<act_255>"
     config = json.loads((ckpt / "config.json").read_text())
-    assert sorted(config["norm_stats"]) == teacher.unnorm_keys
+    assert tuple(sorted(config["norm_stats"])) == teacher.spec.unnorm_keys
     expected_prompt = "<image>In: What action should the robot take to push the cube?\nOut:"
     assert teacher.build_prompt("Push the Cube") == expected_prompt
 
@@ -208,7 +209,8 @@ def test_whole_path_runs(teacher, images):
     response = teacher.act(TeacherRequest(instructions=INSTRUCTIONS, images=images, unnorm_key="bridge_orig"))
     assert response.actions.shape == (len(INSTRUCTIONS), 7) and response.actions.dtype == np.float32
     assert np.isfinite(response.actions).all()
-    assert response.model_id == "openvla:tiny" and response.latency_s > 0
+    assert response.model_id == "openvla:tiny" and response.latency_s.shape == (len(INSTRUCTIONS),)
+    assert (response.latency_s > 0).all() and response.notes is None
     np.testing.assert_array_equal(response.extras["raw_actions"], raw)  # greedy: deterministic
     np.testing.assert_allclose(response.actions, openvla_to_env(raw))
     assert ((response.actions[:, 6] >= -1) & (response.actions[:, 6] <= 1)).all()
@@ -362,7 +364,7 @@ def test_default_unnorm_key_and_single_key(ckpt, tmp_path, images):
     (one / "dataset_statistics.json").write_text(json.dumps({"only": TINY_NORM_STATS["bridge_orig"]}))
     assert list(load_norm_stats(one)) == ["only"]
     single = OpenVLATeacher(one)
-    assert single.unnorm_keys == ["only"]
+    assert single.spec.unnorm_keys == ("only",)
     assert single.predict_raw(images[:1], INSTRUCTIONS[:1]).shape == (1, 7)
 
     # Neither source: no statistics at all.

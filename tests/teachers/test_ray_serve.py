@@ -179,6 +179,7 @@ def test_routes_and_errors_match_the_uvicorn_server(server):
     meta = requests.get(f"{server}/metadata", headers=HEADERS, timeout=HTTP_TIMEOUT_S).json()
     assert meta["backend"] == "scripted" and meta["needs_state"] is True and meta["max_batch"] == MAX_BATCH
     assert meta["server"] == "ray-serve" and meta["replica_id"]
+    assert {k: meta[k] for k in reference().spec.to_metadata()} == reference().spec.to_metadata()
 
     # wrong image dtype: 422 naming the field
     bad = batch_body(states, tasks, images=np.zeros((3, 8, 8, 3), np.float32))

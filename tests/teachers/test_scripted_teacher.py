@@ -55,20 +55,22 @@ def angle_between(a, b):
 def test_protocol_and_shapes():
     t = ScriptedTeacher()
     assert isinstance(t, Teacher)
-    assert t.needs_image is False and t.control_period_steps == 1
+    assert t.spec.needs_image is False and t.spec.needs_state is True and t.spec.control_period_steps == 1
+    assert t.spec.state_dim == 38 and t.spec.unnorm_keys == () and t.spec.writes_notes is False
     resp = t.act(request(random_states(5, np.random.default_rng(0))))
     assert isinstance(resp, TeacherResponse)
     assert resp.actions.shape == (5, 7) and resp.actions.dtype == np.float32
     assert np.all(np.abs(resp.actions[:, :3]) <= 1.0 + 1e-6)
     assert np.all(np.linalg.norm(resp.actions[:, 3:6], axis=-1) <= 1.0 + 1e-6)
     assert set(np.unique(resp.actions[:, 6])) <= {-1.0, 1.0}
-    assert resp.model_id == "scripted" and resp.latency_s >= 0
+    assert resp.model_id == "scripted" and resp.latency_s.shape == (5,) and (resp.latency_s >= 0).all()
+    assert resp.notes is None
     assert len(resp.extras["phases"]) == 5
 
 
 def test_make_teacher():
     t = make_teacher("scripted", control_period_steps=4, seed=3, model_id="scripted-x")
-    assert isinstance(t, ScriptedTeacher) and t.control_period_steps == 4 and t.model_id == "scripted-x"
+    assert isinstance(t, ScriptedTeacher) and t.spec.control_period_steps == 4 and t.spec.model_id == "scripted-x"
     with pytest.raises(ValueError, match="scripted"):
         make_teacher("nope")
 
@@ -336,8 +338,8 @@ def test_latency_measured():
     t0 = time.perf_counter()
     resp = t.act(request(make_state()))
     wall = time.perf_counter() - t0
-    assert 0.05 <= resp.latency_s <= wall + 1e-6
-    assert ScriptedTeacher().act(request(make_state())).latency_s < 0.05
+    assert resp.latency_s.shape == (1,) and 0.05 <= resp.latency_s[0] <= wall + 1e-6
+    assert ScriptedTeacher().act(request(make_state())).latency_s[0] < 0.05
 
 
 def test_seeded_and_global_rng_untouched():

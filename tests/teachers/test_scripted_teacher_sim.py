@@ -153,7 +153,7 @@ def test_recovers_from_arbitrary_states(task):
                 else:
                     state = envs.privileged_state(env.unwrapped)
                     a = teacher.act(TeacherRequest([""], states=state, task_ids=[task])).actions[0]
-                    a[:6] /= teacher.control_period_steps
+                    a[:6] /= teacher.spec.control_period_steps
                 _, _, terminated, truncated, info = env.step(a)
                 if info["success"]:
                     solved += 1

@@ -17,10 +17,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from test_scripted_teacher import PUSH, random_states
 
-from robot_rl.teachers import ScriptedTeacher, TeacherRequest, TeacherResponse
+from robot_rl.teachers import ScriptedTeacher, TeacherRequest, TeacherRequestError, TeacherResponse
 from robot_rl.teachers.remote import PendingAnswer, RemoteTeacher, SpawnedServer, TeacherServerError, free_port
-from robot_rl.teachers.server import DynamicBatcher, ServerInfo, ServerThread, create_app, run_batched
+from robot_rl.teachers.server import PROTOCOL_VERSION, DynamicBatcher, ServerInfo, create_app, run_batched
 from robot_rl.teachers.wire import env_to_openvla, openvla_to_env
+from robot_rl.testing.server import ServerThread
+from robot_rl.testing.teachers import NotesTeacher
 
 RNG = np.random.default_rng(0)
 
@@ -95,11 +97,17 @@ def test_healthz_metadata_and_batch_route(server):
     meta = requests.get(f"{url}/metadata").json()
     assert meta["backend"] == "scripted" and meta["control_period_steps"] == 4 and meta["needs_image"] is False
     assert meta["needs_state"] is True and "/act" in meta["action_convention"]
+    assert meta["protocol_version"] == PROTOCOL_VERSION == 2
+    spec = scripted().spec
+    assert {k: meta[k] for k in spec.to_metadata()} == spec.to_metadata()  # /metadata is built from the spec
     states = random_states(5, RNG)
     r = requests.post(f"{url}/act/batch", data=batch_body(states))
     assert r.status_code == 200
     out = json_numpy.loads(r.text)
     assert out["actions"].shape == (5, 7) and out["model_id"] == "scripted" and out["latency_s"] > 0
+    assert out["latencies_s"].shape == (5,) and out["latencies_s"].dtype == np.float64 and out["notes"] is None
+    np.testing.assert_allclose(out["latencies_s"], out["latency_s"])  # one backend call: every row waited as long
+    assert 0 < out["backend_latency_s"] <= out["latency_s"]
     np.testing.assert_allclose(out["actions"], expected(states), atol=1e-6)
 
 
@@ -236,7 +244,7 @@ def test_client_disconnect_mid_batch_does_not_break_the_batch():
 def vla_server(tmp_path_factory):
     """The openvla backend on the tiny random-weight checkpoint (two statistics keys)."""
     from robot_rl.teachers.openvla import OpenVLATeacher
-    from robot_rl.teachers.tiny_vla import save_tiny_vla
+    from robot_rl.testing.tiny_vla import save_tiny_vla
 
     path = save_tiny_vla(tmp_path_factory.mktemp("tiny_vla"), image_size=64)
     teacher = OpenVLATeacher(path)
@@ -285,7 +293,7 @@ def test_openvla_backend_bad_input(vla_server, body, field):
 def test_remote_teacher_against_openvla_backend_batches(vla_server):
     url, teacher = vla_server
     remote = RemoteTeacher(url, unnorm_key="fractal20220817_data")
-    assert remote.needs_image and not remote.openvla_only
+    assert remote.spec.needs_image and not remote.openvla_only and remote.spec == teacher.spec
     assert requests.get(f"{url}/metadata").json()["unnorm_keys"] == ["bridge_orig", "fractal20220817_data"]
     images = RNG.integers(0, 255, (3, 48, 48, 3), dtype=np.uint8)
     req = TeacherRequest(["push the cube", "pick up the cube", "push"], images=images)
@@ -306,15 +314,19 @@ def _request(n, images=False):
 def test_remote_teacher_matches_in_process_and_submits_async(server):
     url, _ = server
     teacher = RemoteTeacher(url)
-    assert teacher.control_period_steps == 4 and teacher.needs_image is False and not teacher.openvla_only
+    assert teacher.spec.control_period_steps == 4 and teacher.spec.needs_image is False and not teacher.openvla_only
+    assert teacher.spec == scripted().spec and teacher.protocol_version == 2
     req = _request(6)
     np.testing.assert_allclose(teacher.act(req).actions, expected(req.states), atol=1e-6)
-    t_obs = time.monotonic()
+    t_obs = time.time() - 0.25  # the observation is a quarter second old when the query leaves
     pending = teacher.submit(req, obs_time=t_obs)
-    assert isinstance(pending, PendingAnswer) and pending.obs_time == t_obs
+    assert isinstance(pending, PendingAnswer) and (pending.obs_times_s == t_obs).all()
     response = pending.result(timeout=10)
-    assert pending.done() and pending.answer_time >= t_obs and pending.age_s() > 0
+    assert pending.done() and (pending.answer_times_s >= t_obs + 0.25).all() and (pending.age_s() >= 0.25).all()
     np.testing.assert_allclose(response.actions, expected(req.states), atol=1e-6)
+    np.testing.assert_array_equal(response.obs_times_s, pending.obs_times_s)
+    np.testing.assert_array_equal(response.answer_times_s, pending.answer_times_s)
+    assert (response.latency_s > 0).all() and (response.latency_s < pending.age_s()).all()
 
 
 def test_remote_teacher_against_an_openvla_only_reference_server():
@@ -335,14 +347,17 @@ def test_remote_teacher_against_an_openvla_only_reference_server():
 
     with ServerThread(app) as url:
         teacher = RemoteTeacher(url, unnorm_key="bridge_orig", control_period_steps=4)
-        assert teacher.openvla_only and teacher.needs_image
+        assert teacher.openvla_only and teacher.spec.needs_image and teacher.protocol_version == 0
         images = np.stack([np.full((16, 16, 3), v, np.uint8) for v in (0, 255, 51)])
         out = teacher.act(TeacherRequest(["push"] * 3, images=images))
         levels = np.array([0.0, 1.0, 0.2])
         raw = np.stack([[0.01 * v, -0.02, 0, 0, 0, 0.05, v] for v in levels])
         np.testing.assert_allclose(out.actions, openvla_to_env(raw), atol=1e-6)
-        with pytest.raises(TeacherServerError, match="needs images"):
+        assert out.latency_s.shape == (3,) and (out.latency_s > 0).all() and out.notes is None
+        assert out.answer_times_s.shape == (3,) and (out.answer_times_s >= out.obs_times_s).all()
+        with pytest.raises(TeacherRequestError, match="needs images") as e:  # refused before anything is sent
             teacher.act(TeacherRequest(["push"]))
+        assert e.value.field == "images"
 
 
 def test_dead_server_gives_no_guidance_then_reconnects():
@@ -358,6 +373,7 @@ def test_dead_server_gives_no_guidance_then_reconnects():
     t0 = time.perf_counter()
     down = teacher.act(req)
     assert np.isnan(down.actions).all() and "error" in down.extras and teacher.stats.failures == 1
+    assert down.latency_s.shape == (3,) and (down.answer_times_s >= down.obs_times_s).all()  # stamped all the same
     assert np.isnan(teacher.act(req).actions).all() and teacher.stats.skipped == 1  # back-off: not even tried
     assert time.perf_counter() - t0 < 1.9  # refused at once: waiting out the timeout (1 s x 2 tries) takes >= 2 s
 
@@ -378,10 +394,166 @@ def test_spawned_server_subprocess_serves_and_stops(tmp_path):
     log = tmp_path / "server.log"
     with SpawnedServer("scripted", control_period_steps=4, task=PUSH, log_path=str(log)) as server:
         teacher = RemoteTeacher(server.url)
-        assert teacher.control_period_steps == 4
+        assert teacher.spec.control_period_steps == 4
         req = _request(2)
         np.testing.assert_allclose(teacher.act(req).actions, expected(req.states), atol=1e-6)
         proc = server.proc
     assert proc.poll() is not None
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{server.url}/healthz", timeout=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# the timed protocol over HTTP: stamps in, notes and per-row latencies out
+
+
+@pytest.fixture(scope="module")
+def notes_server():
+    """A NotesTeacher (no image, no state) behind a server; rows report 10/20/30... ms of their own."""
+    teacher = NotesTeacher(row_latency_s=0.01)
+    with ServerThread(create_app(ServerInfo("notes", teacher, 16, 1.0))) as url:
+        yield url, teacher
+
+
+def test_batch_route_round_trips_stamps_notes_and_per_row_latency(notes_server):
+    url, teacher = notes_server
+    body = {"instructions": ["push", "quiet", "lift"], "scratchpads": ["p0", "p1", "p2"],
+            "obs_steps": [0, 4, 12], "obs_times_s": np.array([100.0, 100.2, 100.6])}  # a JSON list and a json-numpy array
+    r = requests.post(f"{url}/act/batch", data=json_numpy.dumps(body))
+    assert r.status_code == 200, r.text
+    out = json_numpy.loads(r.text)
+    assert out["notes"] == ["push | step=0 t=100.0 | p0", "", "lift | step=12 t=100.6 | p2"]
+    got = teacher.requests[-1]
+    assert got.obs_steps.tolist() == [0, 4, 12] and got.obs_steps.dtype == np.int64
+    assert got.obs_times_s.tolist() == [100.0, 100.2, 100.6]
+    lat = out["latencies_s"]
+    assert lat.shape == (3,) and lat.dtype == np.float64
+    np.testing.assert_allclose(np.diff(lat), [0.01, 0.01])  # each row's own time, plus the shared server time
+    assert lat.max() == pytest.approx(out["latency_s"]) and out["backend_latency_s"] == pytest.approx(0.03)
+    meta = requests.get(f"{url}/metadata").json()
+    assert meta["writes_notes"] is True and meta["model_id"] == "notes" and meta["needs_image"] is False
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"obs_steps": [1, 2]}, "body"),  # 2 rows for 1 instruction
+    ({"obs_steps": [1.5]}, "body.obs_steps"),
+    ({"obs_steps": [-1]}, "body.obs_steps"),
+    ({"obs_steps": "now"}, "body.obs_steps"),
+    ({"obs_times_s": [float("nan")]}, "body.obs_times_s"),
+    ({"obs_times_s": np.zeros((1, 1))}, "body.obs_times_s"),
+])
+def test_bad_stamps_get_422_naming_the_field(notes_server, extra, field):
+    url, _ = notes_server
+    body = json_numpy.dumps({"instructions": ["push"], **extra})
+    r = requests.post(f"{url}/act/batch", data=body)
+    assert r.status_code == 422, r.text
+    assert any(f.startswith(field) for f in _field(r)), r.text
+
+
+def test_remote_teacher_returns_notes_stamps_and_per_row_latencies(notes_server):
+    url, _ = notes_server
+    teacher = RemoteTeacher(url)
+    assert teacher.spec.writes_notes and teacher.protocol_version == 2
+    t = time.time()
+    req = TeacherRequest(["push", "lift"], obs_steps=[3, 7], obs_times_s=[t - 0.5, t - 0.25])
+    t0 = time.perf_counter()
+    resp = teacher.act(req)
+    wall = time.perf_counter() - t0
+    assert resp.notes == [f"push | step=3 t={t - 0.5!r} | -", f"lift | step=7 t={t - 0.25!r} | -"]
+    assert resp.obs_steps.tolist() == [3, 7] and resp.obs_times_s.tolist() == [t - 0.5, t - 0.25]
+    assert (resp.answer_times_s >= t).all() and (resp.answer_times_s <= time.time()).all()
+    assert resp.latency_s[1] - resp.latency_s[0] == pytest.approx(0.01, abs=1e-6)  # the server's per-row split
+    assert (resp.latency_s >= [0.01, 0.02]).all() and resp.latency_s.max() <= wall and resp.model_id == "notes"
+    pending = teacher.submit(TeacherRequest(["push"]), obs_time=t)  # no obs_times_s in the request: obs_time is used
+    out = pending.result(timeout=10)
+    assert out.obs_times_s.tolist() == [t] and out.obs_steps is None and out.notes == ["push | step=- t=- | -"]
+    np.testing.assert_array_equal(pending.answer_times_s, out.answer_times_s)
+
+
+def test_a_backend_that_needs_no_image_is_never_sent_one(notes_server):
+    url, teacher = notes_server
+    image = np.full((16, 16, 3), 7, np.uint8)
+    states = random_states(2, RNG)
+    r = requests.post(f"{url}/act/batch", data=json_numpy.dumps({"instructions": ["a", "b"], "images": np.stack([image] * 2),
+                                                                   "states": states}))
+    assert r.status_code == 200, r.text
+    assert teacher.requests[-1].images is None and teacher.requests[-1].states is None  # the server dropped both
+    r = requests.post(f"{url}/act", data=json_numpy.dumps({"image": image, "instruction": "push"}))  # OpenVLA's route too
+    assert r.status_code == 200 and len(json_numpy.loads(r.text)) == 7
+    assert teacher.requests[-1].images is None
+    # and the client does not send them: what reaches the wire, recorded by a stand-in server
+    seen = []
+    with ServerThread(_recording_app(seen, protocol_version=2, needs_image=False)) as fake:
+        RemoteTeacher(fake).act(TeacherRequest(["a"], images=image[None], states=states[:1], obs_steps=[5]))
+    assert "images" not in seen[-1] and "states" not in seen[-1] and seen[-1]["obs_steps"] == [5]
+
+
+def test_requests_refused_by_the_backends_check_get_422_naming_the_field(notes_server):
+    url, _ = notes_server
+    r = requests.post(f"{url}/act/batch", data=json_numpy.dumps({"instructions": ["push", "refuse"]}))
+    assert r.status_code == 422 and _field(r) == ["body.instructions"], r.text
+    r = requests.post(f"{url}/act", data=json_numpy.dumps({"instruction": "refuse"}))  # /act's singular name
+    assert r.status_code == 422 and _field(r) == ["body.instruction"], r.text
+
+
+def test_client_of_a_protocol_1_server_sends_no_stamps():
+    seen = []
+    with ServerThread(_recording_app(seen, protocol_version=1, needs_image=True)) as fake:
+        teacher = RemoteTeacher(fake)
+        out = teacher.act(TeacherRequest(["a"], images=np.zeros((1, 4, 4, 3), np.uint8), obs_steps=[5], obs_times_s=[1.0]))
+    assert teacher.protocol_version == 1 and "obs_steps" not in seen[-1] and "obs_times_s" not in seen[-1]
+    assert "images" in seen[-1] and out.obs_steps.tolist() == [5] and out.notes is None  # stamps kept client-side
+
+
+def _recording_app(seen: list, *, protocol_version: int, needs_image: bool) -> FastAPI:
+    """A stand-in teacher server: ``/metadata`` as given, ``/act/batch`` records its body's keys and answers zeros."""
+    app = FastAPI()
+
+    @app.get("/metadata")
+    async def metadata():
+        return {"protocol_version": protocol_version, "model_id": "fake", "control_period_steps": 4,
+                "needs_image": needs_image, "needs_state": False}
+
+    @app.post("/act/batch")
+    async def act_batch(request: Request):
+        payload = json_numpy.loads(await request.body())
+        seen.append({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in payload.items()})
+        n = len(payload["instructions"])
+        return JSONResponse(json.loads(json_numpy.dumps({"actions": np.zeros((n, 7), np.float32), "model_id": "fake",
+                                                          "latency_s": 0.0})))
+
+    return app
+
+
+def test_run_batched_splits_notes_stamps_and_latencies_per_request():
+    teacher = NotesTeacher(row_latency_s=0.1)
+    reqs = [TeacherRequest(["a", "b"], obs_steps=[1, 2]), TeacherRequest(["c"], obs_steps=[9]),
+            TeacherRequest(["d"])]  # no stamps: another signature, another call
+    out, calls = run_batched(teacher, reqs, max_batch=16)
+    assert calls == 2 and [len(r) for r in teacher.requests] == [3, 1]
+    assert out[0].notes == ["a | step=1 t=- | -", "b | step=2 t=- | -"] and out[1].notes == ["c | step=9 t=- | -"]
+    np.testing.assert_allclose(out[0].latency_s, [0.1, 0.2])
+    np.testing.assert_allclose(out[1].latency_s, [0.3])  # its row was the third of the shared call
+    assert [r.extras["batch_rows"] for r in out] == [3, 3, 1]
+
+
+def test_remote_client_checks_the_servers_spec_locally(vla_server):
+    url, _ = vla_server
+    with pytest.raises(ValueError, match="unnorm_key 'nope' is not one of the server's"):
+        RemoteTeacher(url, unnorm_key="nope")
+    teacher = RemoteTeacher(url)
+    with pytest.raises(TeacherRequestError) as e:
+        teacher.act(TeacherRequest(["push"], images=np.zeros((1, 8, 8, 3), np.uint8), unnorm_key="nope"))
+    assert e.value.field == "unnorm_key" and teacher.stats.requests == 0  # nothing was sent
+
+
+def test_build_teacher_builds_a_remote_teacher_from_the_training_config(server):
+    from robot_rl.config import build_config
+    from robot_rl.trainer import build_teacher
+
+    url, _ = server
+    cfg = build_config({}, ["teacher.kind=remote", f"teacher.url={url}", "teacher.timeout_s=2", "teacher.backoff_s=0.5"])
+    teacher = build_teacher(cfg)
+    assert isinstance(teacher, RemoteTeacher) and teacher.url == url and teacher.timeout_s == 2.0
+    assert teacher.backoff_s == 0.5 and teacher.spec.control_period_steps == 4
+    assert isinstance(build_teacher(build_config({})), ScriptedTeacher)
