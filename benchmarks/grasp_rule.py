@@ -56,7 +56,8 @@ POLICIES: dict[str, dict | None] = {
 
 def collect(task: str, policy: str, episodes: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Roll out ``policy`` (a key of :data:`POLICIES`) and return per observation: ``width, tcp_pos, tcp_quat,
-    obj_pos, is_grasped, t`` (``t``: env steps since the reset)."""
+    obj_pos, is_grasped, t`` (``t``: env steps since the reset).
+    """
     from robot_rl.envs import make_env, observation_slices, privileged_state
     from robot_rl.teachers import ScriptedTeacher, TeacherRequest
 
@@ -111,7 +112,8 @@ def evaluate(data: dict[str, np.ndarray], object_width_m: float = 0.04, obj_nois
              **thresholds) -> dict[str, int]:
     """Confusion matrix of :func:`grasp_flag` against the simulator's flag, skipping the first
     :data:`SKIP_STEPS` observations of each episode; ``obj_noise_m``: Gaussian noise (per axis, m) added to the
-    object position first, as a stand-in for perception error."""
+    object position first, as a stand-in for perception error.
+    """
     keep = data["t"] >= SKIP_STEPS
     obj = data["obj_pos"][keep]
     if obj_noise_m > 0:

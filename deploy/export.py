@@ -105,7 +105,8 @@ def _exported_module(policy, mean: np.ndarray, std: np.ndarray, clip_obs: float 
 
 def _check_policy(policy) -> None:
     """Only the policy class export reproduces exactly: SB3's ActorCriticPolicy with a diagonal Gaussian
-    head, no squashing, flat Box observations and Box actions."""
+    head, no squashing, flat Box observations and Box actions.
+    """
     from gymnasium import spaces
     from stable_baselines3.common.distributions import DiagGaussianDistribution
     from stable_baselines3.common.policies import ActorCriticPolicy
@@ -138,7 +139,8 @@ def _load_vecnormalize(path: Path):
 
 def _env_facts(task_id: str) -> dict[str, Any]:
     """Facts the sidecar reads from a real env of the task: control and sim rates, spaces, the arm and
-    gripper controller configs and the finger joint limits (ManiSkill 3.0.1, Panda)."""
+    gripper controller configs and the finger joint limits (ManiSkill 3.0.1, Panda).
+    """
     from robot_rl.envs import make_env
 
     env = make_env(task_id, seed=0)
@@ -171,7 +173,8 @@ def _env_facts(task_id: str) -> dict[str, Any]:
 
 def _action_section(facts: dict) -> dict:
     """The sidecar's ``action`` section: layout and scaling of one ``pd_ee_delta_pose`` action to
-    physical units (ManiSkill 3.0.1 ``PDEEPoseController``, ``PDJointPosMimicController``)."""
+    physical units (ManiSkill 3.0.1 ``PDEEPoseController``, ``PDJointPosMimicController``).
+    """
     from robot_rl.geometry import CONTROLLER_ROT_SIGN
 
     arm, grip = facts["arm"], facts["gripper"]
@@ -277,8 +280,8 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
     from robot_rl.algos import GuidedPPO
     from robot_rl.envs import get_task
     from robot_rl.envs.obs_layout import ROBOT_BASE_POS_WORLD, ROBOT_BASE_QUAT_WORLD
-    from robot_rl.runs import RunDir
     from robot_rl.observation import schema_from_config
+    from robot_rl.runs import RunDir
 
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     cfg = run.config()  # FileNotFoundError if not a run directory

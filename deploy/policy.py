@@ -35,7 +35,8 @@ def _sha256(path: Path) -> str:
 
 def _sidecar_schema(sc: dict, path: Path):
     """The observation schema of a sidecar: ``observation.schema`` (format 2), or, for a format-1 sidecar, a
-    state-only schema rebuilt from its ``observation.layout`` (all format-1 policies observed the state only)."""
+    state-only schema rebuilt from its ``observation.layout`` (all format-1 policies observed the state only).
+    """
     from robot_rl.observation import ObservationSchema, ObsField, ObsGroup
 
     obs = sc.get("observation", {})

@@ -26,6 +26,7 @@ import numpy as np
 from robot_rl.deploy.grasp import grasp_flag
 from robot_rl.geometry import pose_from_frame
 
+
 def stamp_to_s(stamp: Any) -> float:
     """``builtin_interfaces/Time`` -> seconds (float)."""
     return stamp.sec + stamp.nanosec * 1e-9
@@ -54,7 +55,8 @@ def pose_msg(pos: Sequence[float], quat_wxyz: Sequence[float], frame_id: str, st
 
 def size_msg(half_extents: Sequence[float], frame_id: str, stamp_s: float):
     """``geometry_msgs/Vector3Stamped`` of an entity's half extents along its own axes (m); ``frame_id`` names
-    the entity's frame (the node checks only that the sizes are finite and positive)."""
+    the entity's frame (the node checks only that the sizes are finite and positive).
+    """
     from geometry_msgs.msg import Vector3Stamped
 
     msg = Vector3Stamped()
@@ -280,7 +282,8 @@ class ObservationAssembler:
 
     def update_joint_state(self, msg, now_s: float) -> str:
         """Store a ``JointState``; returns :data:`ACCEPTED`, :data:`REJECTED` (counted with its reason) or
-        :data:`IGNORED` (the observation reads no joints; counted)."""
+        :data:`IGNORED` (the observation reads no joints; counted).
+        """
         if self._unused("joint_states"):
             return IGNORED
         try:
@@ -311,7 +314,8 @@ class ObservationAssembler:
 
     def update_size(self, key: str, msg, now_s: float) -> str:
         """Store a ``Vector3Stamped`` of half extents (m, the entity's own axes) for size input ``key``
-        (:data:`SIZE_INPUTS`); see :meth:`update_joint_state`. Sizes must be finite and > 0."""
+        (:data:`SIZE_INPUTS`); see :meth:`update_joint_state`. Sizes must be finite and > 0.
+        """
         if key not in SIZE_INPUTS:
             raise ValueError(f"unknown size input {key!r} (known: {', '.join(SIZE_INPUTS)})")
         if self._unused(key):
@@ -403,7 +407,8 @@ def _source_size(terms: list[_Term], n_joints: int) -> int:
 def canonical_quat(quat_wxyz: np.ndarray, sign: str) -> np.ndarray:
     """``quat`` or ``-quat`` (the same rotation), whichever has component ``sign`` >= 0 (``"+w"``, ``"+x"``, ...;
     ``""`` keeps it as it is). ManiSkill does not canonicalize, but each pose of a task stays in one hemisphere
-    almost always (measured per field, :mod:`robot_rl.envs.obs_layout`), and the policy learned that sign."""
+    almost always (measured per field, :mod:`robot_rl.envs.obs_layout`), and the policy learned that sign.
+    """
     if not sign:
         return quat_wxyz
     idx = "wxyz".index(sign.lstrip("+"))

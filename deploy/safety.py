@@ -80,9 +80,9 @@ import dataclasses
 import math
 import threading
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np

@@ -138,11 +138,11 @@ class SimBridge:
     """
 
     def __init__(self, task: str, cfg: DeployConfig, seed: int = 0, episodes: int | None = None):
+        from geometry_msgs.msg import PoseStamped, TwistStamped, Vector3Stamped
         from rclpy.node import Node
+        from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64, String
         from std_srvs.srv import SetBool
-        from geometry_msgs.msg import PoseStamped, TwistStamped, Vector3Stamped
-        from sensor_msgs.msg import JointState
 
         from robot_rl.envs import make_env
 

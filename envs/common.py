@@ -122,7 +122,8 @@ def env_kwargs(
 
 def default_render_backend() -> str:
     """``"sapien_cuda"`` with a CUDA device, else ``"sapien_cpu"`` (lavapipe's Vulkan): asking for CUDA
-    rendering without a GPU works too, but ManiSkill then warns once per env process."""
+    rendering without a GPU works too, but ManiSkill then warns once per env process.
+    """
     import torch
 
     return "sapien_cuda" if torch.cuda.is_available() else "sapien_cpu"

@@ -113,7 +113,8 @@ class ManiSkillGPUVecEnv(VecEnv):
         teacher_image_size: tuple[int, int] = (224, 224),
     ) -> "ManiSkillGPUVecEnv":
         """Adapt an already made batched env (``gym.make(env_id, num_envs=N, obs_mode="state", ...)``)
-        of ``task``; ``teacher_image_size`` must match the human-render camera it was made with."""
+        of ``task``; ``teacher_image_size`` must match the human-render camera it was made with.
+        """
         self = cls.__new__(cls)
         spec = get_task(task)
         backend = getattr(getattr(env.unwrapped, "backend", None), "sim_backend", "physx_cuda")

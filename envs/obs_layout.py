@@ -320,7 +320,8 @@ def resolve_task(task_id: str) -> str:
 
 def _resolve(task_id: str) -> str:
     """The env id of ``task_id`` (env id or paper name), via :func:`robot_rl.envs.tasks.get_task`
-    when the name is not a key of :data:`OBS_LAYOUTS` itself; a long-horizon id maps to its sparse task's."""
+    when the name is not a key of :data:`OBS_LAYOUTS` itself; a long-horizon id maps to its sparse task's.
+    """
     if task_id in OBS_LAYOUTS:
         return task_id
     try:

@@ -15,8 +15,6 @@ from typing import Any
 import numpy as np
 import sapien
 import torch
-from transforms3d.euler import euler2quat
-
 from mani_skill.agents.robots import Panda
 from mani_skill.envs.sapien_env import BaseEnv
 from mani_skill.envs.utils import randomization
@@ -27,6 +25,7 @@ from mani_skill.utils.registration import register_env
 from mani_skill.utils.scene_builder.table import TableSceneBuilder
 from mani_skill.utils.structs import Pose
 from mani_skill.utils.structs.types import Array
+from transforms3d.euler import euler2quat
 
 __all__ = ["PickPlaceCubeEnv", "UPSTREAM_ID"]
 
@@ -150,7 +149,8 @@ class PickPlaceCubeEnv(BaseEnv):
 
     def compute_dense_reward(self, obs: Any, action: Array, info: dict):
         """Staged: reach the cube (0..1), grasp (+1), carry it above the region (0..1), lower it into the
-        region (0..1), release it there with the arm still (0..1); 5 on success."""
+        region (0..1), release it there with the arm still (0..1); 5 on success.
+        """
         tcp_to_obj_dist = torch.linalg.norm(self.cube.pose.p - self.agent.tcp.pose.p, dim=1)
         reward = 1 - torch.tanh(5 * tcp_to_obj_dist)
         is_grasped = info["is_grasped"]

@@ -190,7 +190,8 @@ class RRLTaskMixin:
 
     def _privileged_tool(self) -> tuple[Pose, torch.Tensor, torch.Tensor] | None:
         """A second object the gripper uses on the first (PokeCube's peg): its pose ``(num_envs,)``,
-        whether it is grasped ``(num_envs,)`` bool, its half extents ``(num_envs, 3)`` m; ``None`` if none."""
+        whether it is grasped ``(num_envs,)`` bool, its half extents ``(num_envs, 3)`` m; ``None`` if none.
+        """
         return None
 
     def perceived_scene(self) -> dict[str, dict[str, np.ndarray]]:
@@ -406,7 +407,8 @@ class PegInsertionSideSparseEnv(RRLTaskMixin, PegInsertionSideEnv):
     def perceived_scene(self) -> dict[str, dict[str, np.ndarray]]:
         """:meth:`RRLTaskMixin.perceived_scene` plus the box's hole: its pose (``box_hole_pose``: the centre of
         the square hole, mid-depth, the box's orientation) and half extents (the box's half depth along the
-        hole's x, then the hole's half side ``box_hole_radii`` twice)."""
+        hole's x, then the hole's half side ``box_hole_radii`` twice).
+        """
         scene = super().perceived_scene()
         scene["poses"]["hole"] = self.box_hole_pose.raw_pose[0].detach().cpu().numpy().astype(np.float32)
         r = self.box_hole_radii[0]
@@ -456,7 +458,8 @@ LONG_HORIZON_FACTOR = 10
 
 def _register_long_horizon(cls: type) -> type:
     """Register ``cls``'s long-horizon variant: same task, ``LONG_HORIZON_FACTOR`` x the episode length,
-    id ``RRL-<Name>-Sparse-LH-v1``, paper name ``<Name>-v2-LH``."""
+    id ``RRL-<Name>-Sparse-LH-v1``, paper name ``<Name>-v2-LH``.
+    """
     spec = cls.task_spec
     lh = TaskSpec(
         env_id=spec.env_id.replace("-Sparse-v1", "-Sparse-LH-v1"),

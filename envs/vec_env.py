@@ -77,7 +77,8 @@ class RRLEnvWrapper(gym.Wrapper):
 
     def teacher_observation(self, with_image: bool) -> tuple[np.ndarray | None, np.ndarray, str, str]:
         """``(image (H, W, 3) uint8 or None, privileged state (38,) float32 (envs/privileged.py), instruction, env id)``
-        of the current state. The image is rendered only when ``with_image`` is True."""
+        of the current state. The image is rendered only when ``with_image`` is True.
+        """
         base = self.env.unwrapped
         image = render_teacher_images(base)[0] if with_image else None
         return image, privileged_state(base)[0], self.task.instruction, self.task.env_id

@@ -222,7 +222,8 @@ def _fmt(v: Any) -> str:
 
 def grid_cells(spec: BenchSpec) -> list[Cell]:
     """Every cell of ``spec``: task-major, then seed, then mode and variant. Teacher-noise variants are made
-    for ``vlajs`` only (the sweep asks where VLAJS guidance stops helping); ``vary`` applies to every mode."""
+    for ``vlajs`` only (the sweep asks where VLAJS guidance stops helping); ``vary`` applies to every mode.
+    """
     noise = [{}] + [{f"teacher.{k}": v} for k, vs in spec.teacher_noise.items() for v in vs]
     axes = list(spec.vary.items())
     products = [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*[vs for _, vs in axes])]
@@ -321,7 +322,8 @@ def cell_summary(run: RunDir, budget: int, wall_s: float | None = None) -> dict:
     ``eval_closest_m`` (``trainer.evaluate``'s grasp rate and mean closest TCP-object distance, m; None
     for an older eval.json), ``auc``, ``steps_to_50``,
     ``steps_to_90`` (env steps or None), ``queries`` (teacher queries, 0 for ppo), ``wall_s`` (s; from
-    the metrics when the grid did not time it), and the curve (``curve_steps``, ``curve_success``)."""
+    the metrics when the grid did not time it), and the curve (``curve_steps``, ``curve_success``).
+    """
     rows = run.read_metrics()
     steps, success = success_curve(rows)
     out = curve_summary(steps, success, budget)
@@ -374,7 +376,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
     """Aggregate cell records: ``{task: {label: {...}}}`` with mean/std of success at budget, eval success
     and AUC over the label's finished seeds, the per-seed steps to 50%/90%, mean queries, total wall time,
-    and the failed seeds with their errors."""
+    and the failed seeds with their errors.
+    """
     out: dict[str, dict[str, dict]] = {}
     for rec in records:
         row = out.setdefault(rec["task"], {}).setdefault(
@@ -440,7 +443,8 @@ def format_table(summary: dict[str, dict[str, dict]]) -> str:
 
 def plot_task(task: str, records: list[dict], path: Path) -> Path:
     """Success curves of one task: per label the mean over seeds, with a min-max band (seeds share the
-    rollout grid), to ``path`` (PNG)."""
+    rollout grid), to ``path`` (PNG).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -478,7 +482,8 @@ def read_records(out: Path) -> list[dict]:
 
 def write_report(out: Path) -> dict[str, Path]:
     """Write ``results.json``, ``results.md`` and one ``<task>.png`` per task to ``out``, over every cell
-    recorded there (several specs may share one ``out``, e.g. the two CPU grids); returns the paths."""
+    recorded there (several specs may share one ``out``, e.g. the two CPU grids); returns the paths.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records = read_records(out)

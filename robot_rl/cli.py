@@ -197,7 +197,8 @@ SERVE_FLAGS = {
 
 def serve_config_of(args):
     """The :class:`~robot_rl.teachers.config.TeacherServeConfig` of ``robot-rl teacher serve`` arguments: the
-    ``--config`` file, then the ``KEY=VALUE`` overrides, then the flags (:data:`SERVE_FLAGS`) that were given."""
+    ``--config`` file, then the ``KEY=VALUE`` overrides, then the flags (:data:`SERVE_FLAGS`) that were given.
+    """
     from robot_rl.teachers.config import load_serve_config
 
     flags = {key: getattr(args, name) for name, key in SERVE_FLAGS.items() if getattr(args, name) is not None}

@@ -103,7 +103,8 @@ def _holds_default(field: FieldInfo, value: Any) -> bool:
 
 def _members(field: FieldInfo | None) -> dict[str, type[BaseModel]]:
     """The sections a field holds: ``{"": Model}`` for a plain section, ``{kind: Model, ...}`` for a tagged
-    union (``Field(discriminator=...)``), ``{}`` for a value."""
+    union (``Field(discriminator=...)``), ``{}`` for a value.
+    """
     if field is None:
         return {}
     ann = field.annotation
@@ -252,7 +253,8 @@ def _format_error(err: ValidationError, model: type[BaseModel] = TrainConfig) ->
 
 def _walk(loc: tuple, model: type[BaseModel]) -> tuple[list[str], type[BaseModel] | None, dict]:
     """An error location as config key parts (union tags dropped), the section model holding its last
-    key (``None`` if the path leaves the models), and ``{tagged section path: {kind: model}}`` on the way."""
+    key (``None`` if the path leaves the models), and ``{tagged section path: {kind: model}}`` on the way.
+    """
     parts: list[str] = []
     section: type[BaseModel] | None = model
     kinds: dict[str, dict[str, type[BaseModel]]] = {}
@@ -356,7 +358,8 @@ def dump_config(cfg: TrainConfig, path: str | Path) -> None:
 
 def describe(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[str]:
     """One line per key: ``section.key (default): description``. A section that is a union of kinds lists
-    ``kind`` (with every kind) and then every key of every kind, each once, saying which kinds have it."""
+    ``kind`` (with every kind) and then every key of every kind, each once, saying which kinds have it.
+    """
     lines = []
     for name, field in model.model_fields.items():
         members = _members(field)

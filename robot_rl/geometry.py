@@ -112,14 +112,16 @@ def matrix_to_quat(mat: np.ndarray) -> np.ndarray:
 
 def quat_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
     """``(..., 3)`` axis-angle vectors (rad; direction = axis, norm = angle) -> ``(..., 4)`` unit ``wxyz``,
-    ``w >= 0`` for angles up to π; the zero vector gives the identity exactly."""
+    ``w >= 0`` for angles up to π; the zero vector gives the identity exactly.
+    """
     v, lead = _flat(rotvec, 3)
     return Rotation.from_rotvec(v).as_quat(scalar_first=True).reshape(*lead, 4)
 
 
 def quat_to_rotvec(q: np.ndarray) -> np.ndarray:
     """``(..., 4)`` unit ``wxyz`` -> ``(..., 3)`` axis-angle vectors, angle in [0, π] rad (the short way:
-    ``q`` and ``-q`` give the same vector)."""
+    ``q`` and ``-q`` give the same vector).
+    """
     a, lead = _flat(q, 4)
     return Rotation.from_quat(a, scalar_first=True).as_rotvec().reshape(*lead, 3)
 
@@ -142,7 +144,8 @@ def euler_xyz_to_matrix(angles: np.ndarray) -> np.ndarray:
 
 def matrix_to_euler_xyz(mat: np.ndarray) -> np.ndarray:
     """Inverse of :func:`euler_xyz_to_matrix`: ``(..., 3, 3)`` -> ``(..., 3)`` rad, the middle angle in
-    [-π/2, π/2] and the outer two in [-π, π]."""
+    [-π/2, π/2] and the outer two in [-π, π].
+    """
     m, lead = _flat_mat(mat)
     import warnings
 
@@ -186,7 +189,8 @@ def pose_to_frame(pos: np.ndarray, quat: np.ndarray, frame_pos: np.ndarray, fram
 
 def pose_from_frame(pos: np.ndarray, quat: np.ndarray, frame_pos: np.ndarray, frame_quat: np.ndarray):
     """Inverse of :func:`pose_to_frame`: ``(R_f p + p_f, q_f ⊗ q)``; with the identity frame rotation the
-    quaternion is returned unchanged, bit for bit (robot base -> ManiSkill world at the ROS node)."""
+    quaternion is returned unchanged, bit for bit (robot base -> ManiSkill world at the ROS node).
+    """
     p = quat_to_matrix(frame_quat) @ np.asarray(pos, dtype=np.float64) + np.asarray(frame_pos, dtype=np.float64)
     return p, quat_multiply(frame_quat, quat)
 
@@ -227,7 +231,8 @@ def rotation_command_to_delta(command: np.ndarray) -> np.ndarray:
 
 def rotation_delta_to_command(rpy_rad: np.ndarray) -> np.ndarray:
     """Inverse of :func:`rotation_command_to_delta`: ``(..., 3)`` per-step rotation (intrinsic XYZ Euler,
-    rad, robot-base frame) -> ``(..., 3)`` normalized command, ``rpy / (0.1 * -1)``; +0.1 rad -> -1.0."""
+    rad, robot-base frame) -> ``(..., 3)`` normalized command, ``rpy / (0.1 * -1)``; +0.1 rad -> -1.0.
+    """
     return np.asarray(rpy_rad, dtype=np.float64) / (ROT_SCALE_RAD * CONTROLLER_ROT_SIGN)
 
 

@@ -224,7 +224,8 @@ class ObservationSchema:
 
     def rows(self) -> list[dict]:
         """One JSON-ready row per field, in vector order: ``group, name, offset, size, frame, unit,
-        description, components`` (what the sidecar's ``layout`` lists and what errors name)."""
+        description, components`` (what the sidecar's ``layout`` lists and what errors name).
+        """
         out, offset = [], 0
         for g in self.groups:
             for f in g.fields:
@@ -280,7 +281,8 @@ class ObservationSchema:
 
     def differences(self, other: ObservationSchema) -> list[str]:
         """How ``other`` differs from this schema, field by field: ``["state.tcp_pose: size 7 != 6", ...]``
-        (empty when they describe the same vector). Descriptions are not compared."""
+        (empty when they describe the same vector). Descriptions are not compared.
+        """
         out = []
         mine, theirs = {g.name: g for g in self.groups}, {g.name: g for g in other.groups}
         for name in GROUP_ORDER:
@@ -397,5 +399,6 @@ def schema_for(task_id: str, extra_groups: Iterable[ObsGroup] = ()) -> Observati
 def schema_from_config(cfg) -> ObservationSchema:
     """The observation schema of a run with ``cfg`` (a :class:`robot_rl.config.TrainConfig`): the one place a
     run's observation is decided. Today the task's ``state`` group; the delayed interface (issue 12) and the
-    scratchpad (issue 13) add their groups here, from their config sections."""
+    scratchpad (issue 13) add their groups here, from their config sections.
+    """
     return schema_for(cfg.task)

@@ -111,7 +111,8 @@ class RunDir:
 
     def save_checkpoint(self, model, guidance_state: dict) -> None:
         """Write model, observation-normalization stats and guidance state; atomic (tmp dir + rename),
-        so a kill mid-write leaves the previous checkpoint intact."""
+        so a kill mid-write leaves the previous checkpoint intact.
+        """
         tmp = self.checkpoint.with_name("latest.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

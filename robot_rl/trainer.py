@@ -161,7 +161,8 @@ def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None, stack: ExitSta
 def build_model(cfg: TrainConfig, venv: VecEnv, guidance: Guidance | None) -> GuidedPPO:
     """GuidedPPO with ``cfg.ppo``'s hyperparameters on ``venv``; ``aux_loss`` is MSE for ``rpd``, else the
     directional cosine loss with ``ε = cfg.guidance.cos_eps``. Seeds torch, numpy and the action space
-    from ``cfg.seed`` (SB3)."""
+    from ``cfg.seed`` (SB3).
+    """
     p = cfg.ppo
     return GuidedPPO(
         "MlpPolicy",

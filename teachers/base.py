@@ -284,7 +284,8 @@ class TeacherSpec:
 
     def trim(self, request: TeacherRequest) -> TeacherRequest:
         """``request`` without what the backend does not read (images unless ``needs_image``, states
-        unless ``needs_state``); the same object when there is nothing to drop."""
+        unless ``needs_state``); the same object when there is nothing to drop.
+        """
         drop = {}
         if request.images is not None and not self.needs_image:
             drop["images"] = None

@@ -88,7 +88,8 @@ class PendingAnswer:
 
     def result(self, timeout: float | None = None) -> TeacherResponse:
         """The answer; rows are NaN ("no guidance") when the server failed. Raises
-        :class:`TeacherServerError` for a 4xx and ``TimeoutError`` when ``timeout`` passes first."""
+        :class:`TeacherServerError` for a 4xx and ``TimeoutError`` when ``timeout`` passes first.
+        """
         return self._future.result(timeout)
 
 

@@ -76,7 +76,8 @@ def _plan_function(module: str):
 
 def task_family(task_id: str) -> str:
     """The task name inside a task id: ``"RRL-PickCube-Sparse-LH-v1"``, ``"PickCube-v2"``, ``"PickCube-v1"``
-    -> ``"PickCube"``; ``"PickPlaceCube-rrl-v1"`` -> ``"PickPlaceCube"``."""
+    -> ``"PickCube"``; ``"PickPlaceCube-rrl-v1"`` -> ``"PickPlaceCube"``.
+    """
     return str(task_id).removeprefix("RRL-").split("-")[0]
 
 

@@ -370,7 +370,8 @@ class ServerInfo:
         """``{"protocol_version", "backend", "action_convention", "max_batch", "batch_wait_ms"}`` plus the
         backend's spec (:meth:`TeacherSpec.to_metadata <robot_rl.teachers.base.TeacherSpec.to_metadata>`:
         ``model_id``, ``control_period_steps``, ``needs_image``, ``needs_state``, ``state_dim``,
-        ``image_size``, ``unnorm_keys``, ``writes_notes``)."""
+        ``image_size``, ``unnorm_keys``, ``writes_notes``).
+        """
         return {
             "protocol_version": PROTOCOL_VERSION,
             "backend": self.backend,
@@ -618,7 +619,8 @@ def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 800
           batch_wait_ms: float = 5.0, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
           parent_pid: int | None = None, log_level: str = "info", **backend_kwargs: Any) -> None:
     """Serve ``backend`` with uvicorn until interrupted (blocks). Arguments as ``robot-rl teacher serve``;
-    ``backend_kwargs`` as :func:`build_backend`."""
+    ``backend_kwargs`` as :func:`build_backend`.
+    """
     import uvicorn
 
     teacher = build_backend(backend, **backend_kwargs)
@@ -634,7 +636,8 @@ def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 800
 def serve_config(cfg, *, api_key: str | None = None, parent_pid: int | None = None) -> None:
     """Serve a :class:`~robot_rl.teachers.config.TeacherServeConfig` (``robot-rl teacher serve --config``):
     with uvicorn (:func:`serve`), or on Ray Serve when ``cfg.ray.enabled``
-    (:func:`robot_rl.teachers.ray_serve.serve_ray`; ``parent_pid`` is not watched there). Blocks."""
+    (:func:`robot_rl.teachers.ray_serve.serve_ray`; ``parent_pid`` is not watched there). Blocks.
+    """
     backend_kwargs = cfg.backend.model_dump(exclude={"kind"})
     common = dict(host=cfg.server.host, port=cfg.server.port, max_batch=cfg.server.max_batch,
                   batch_wait_ms=cfg.server.batch_wait_ms, api_key=api_key,

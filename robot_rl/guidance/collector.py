@@ -132,7 +132,8 @@ class Guidance:
     def metrics(self) -> dict[str, float]:
         """Metrics to log after each rollout, SB3 logger keys: ``guidance/*`` (queries, invalid answers,
         guided env steps, ``N_calls``, ``Δr̄``, deactivation, next ``λ``, mean teacher latency in s) and,
-        for a teacher that counts its faults (``RemoteTeacher.stats``), ``teacher/*``."""
+        for a teacher that counts its faults (``RemoteTeacher.stats``), ``teacher/*``.
+        """
         s, st = self.scheduler, self.stats
         out = {
             "guidance/queries": st.queries,

@@ -98,7 +98,8 @@ class QueryScheduler:
 
     def begin_rollout(self, mean_return: float | None) -> None:
         """Update ``Δr̄`` from the recent mean episodic return (``None``/NaN: no episode yet) and
-        set this rollout's ``N_calls``."""
+        set this rollout's ``N_calls``.
+        """
         if mean_return is not None and math.isfinite(mean_return):
             if self.baseline_return is None:
                 self.baseline_return = float(mean_return)

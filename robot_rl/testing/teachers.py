@@ -1,5 +1,6 @@
 """Tiny teacher backends for tests: they implement the :class:`~robot_rl.teachers.base.Teacher` protocol
-with no model and no simulator, and record what they are sent."""
+with no model and no simulator, and record what they are sent.
+"""
 
 from __future__ import annotations
 

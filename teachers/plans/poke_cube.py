@@ -61,6 +61,7 @@ mid-carry or cube moved 0.04 m sideways mid-task: recovered in 5/5 each at a 100
 from __future__ import annotations
 
 import numpy as np
+
 from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE, quat_to_matrix
 from robot_rl.teachers.plans.common import (
     GOAL_POS,

@@ -53,7 +53,8 @@ def test_rotvec_and_matrix_round_trips_batched():
 
 def test_frames_by_hand():
     """ManiSkill's world has the Panda base at (-0.615, 0, 0): a point at world x = 0.1 is 0.715 in front of
-    the base; a base rotated by 90 deg about x sees world +z as its -y."""
+    the base; a base rotated by 90 deg about x sees world +z as its -y.
+    """
     base_p, base_q = np.array([-0.615, 0.0, 0.0]), np.array([1.0, 0, 0, 0])
     p, q = G.pose_to_frame(np.array([0.1, 0.2, 0.3]), X90, base_p, base_q)
     np.testing.assert_allclose(p, [0.715, 0.2, 0.3], atol=1e-12)

@@ -1,5 +1,6 @@
 """ONNX export of a real (tiny) training run: parity with SB3's deterministic predict, the sidecar, and
-OnnxPolicy's refusal of tampered or mismatched files."""
+OnnxPolicy's refusal of tampered or mismatched files.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def exported(run):
 
 def real_observations(task: str, n: int, seed: int, rng: np.random.Generator) -> np.ndarray:
     """``(n, D) float32`` observations of ``task`` (env seed ``seed``) under random actions from ``rng``
-    (episodes restart when they end)."""
+    (episodes restart when they end).
+    """
     env = make_env(task, seed=seed)
     real = [env.reset()[0]]
     while len(real) < n:
@@ -61,7 +63,8 @@ def real_observations(task: str, n: int, seed: int, rng: np.random.Generator) ->
 @pytest.fixture(scope="module")
 def observations() -> np.ndarray:
     """1000 observations ``(1000, 35) float32``: 300 from the env under random actions, and random ones,
-    including huge values whose normalized value hits VecNormalize's clip."""
+    including huge values whose normalized value hits VecNormalize's clip.
+    """
     rng = np.random.default_rng(0)
     real = real_observations(TASK, 300, 7, rng)
     spread = real.std(axis=0) + 0.05
@@ -247,7 +250,8 @@ def test_a_malformed_schema_is_refused_naming_the_entry(exported, tmp_path):
 def test_a_policy_exported_before_observation_groups_still_loads():
     """tests/data's PushCube policy is a format-1 export (a flat state layout, no schema, no ROS sources): it is
     read as a state-only schema; its layout is exactly today's PushCube layout, so it gets today's fields,
-    with their ROS sources, and the node can assemble its observation."""
+    with their ROS sources, and the node can assemble its observation.
+    """
     from robot_rl.deploy.controller import PolicyController
 
     old = OLD_POLICY
@@ -299,7 +303,8 @@ def SIM_CONFIG(overrides=()):  # noqa: N802 - reads like the config it loads
 @pytest.mark.parametrize("task", ["RRL-PokeCube-Sparse-v1"])
 def test_a_grasping_task_exports_with_parity(task, tmp_path):
     """A tiny real run of a task with a tool (PokeCube: cube, peg, goal): export, parity with SB3 on real
-    observations, and the run's schema in the sidecar."""
+    observations, and the run's schema in the sidecar.
+    """
     from robot_rl.trainer import train
 
     cfg = load_config(DEFAULT_CONFIG, [f"task={task}", "total_steps=128", "ppo.n_steps=64", "ppo.batch_size=64",

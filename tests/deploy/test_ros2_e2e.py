@@ -252,7 +252,8 @@ def tiny_policies(tmp_path_factory):
 @pytest.mark.parametrize("task", SIX_TASKS)
 def test_the_node_configures_and_commands_for_every_task(task, tiny_policies, tmp_path):
     """The bridge publishes the task's entities (peg, hole, tool, sizes), the node assembles the task's
-    observation from them and commands; inputs the task does not read are ignored, not errors."""
+    observation from them and commands; inputs the task does not read are ignored, not errors.
+    """
     domain = 70 + SIX_TASKS.index(task)
     node = _node(domain, tmp_path / "node.log", policy=tiny_policies[task])
     bridge = _bridge(domain, tmp_path / "bridge.log", task=task)

@@ -65,7 +65,8 @@ def test_state_to_messages_and_back_reproduces_the_observation(task):
     """Sim state -> the messages the bridge publishes -> the node's assembler -> the simulator's own observation,
     bit for bit, for every field but the grasp flag, which a real robot computes from the gripper width and the
     object pose (robot_rl.deploy.grasp) and which must agree with ManiSkill's contact test on all but one step.
-    The scripted teacher drives the episodes (it grasps, lifts, pokes and inserts) after 3 random actions each."""
+    The scripted teacher drives the episodes (it grasps, lifts, pokes and inserts) after 3 random actions each.
+    """
     from robot_rl.teachers import ScriptedTeacher, TeacherRequest
 
     env = make_env(task, seed=None)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+
 class _Scripted:
     """The project's :class:`~robot_rl.teachers.ScriptedTeacher` (``D = 1``) as a controller that reads
-    one privileged state (``(38,)``, ``privileged_state``) and returns one ``pd_ee_delta_pose`` action ``(7,) float32``."""
+    one privileged state (``(38,)``, ``privileged_state``) and returns one ``pd_ee_delta_pose`` action ``(7,) float32``.
+    """
 
     def __init__(self):
         from robot_rl.teachers import ScriptedTeacher, TeacherRequest
@@ -39,7 +41,8 @@ def scripted():
 @pytest.fixture(scope="session")
 def warm_renderer():
     """Keep one rendered env alive for the session: the first teacher image of a process costs
-    4-9 s on lavapipe, and that is paid again whenever every env of the process was closed."""
+    4-9 s on lavapipe, and that is paid again whenever every env of the process was closed.
+    """
     from robot_rl.envs import make_env
 
     env = make_env("PushCube-v2", seed=0, teacher_image_size=(32, 32))

@@ -85,7 +85,8 @@ def test_success_terminates_with_reward_one(scripted):
 def test_seeding_reproducible_and_envs_differ():
     """Same seed -> identical episodes, also after auto-resets (ManiSkill's unseeded resets use
     torch's global RNG, randomly seeded per process, unless enhanced_determinism is on); sub-envs
-    get different episodes."""
+    get different episodes.
+    """
 
     def rollout(seed: int) -> np.ndarray:
         venv = make_vec_env(PUSH, num_envs=2, max_episode_steps=3, seed=seed, in_process=True)
@@ -227,7 +228,8 @@ def test_missing_vulkan_driver_gives_setup_hint():
 
 def test_horizon_longer_than_registered_default():
     """ManiSkill's TimeLimitWrapper picks max_episode_steps out of gym.make's frame (a hack in
-    mani_skill/utils/registration.py); pin that a longer horizon than the registered 50 holds."""
+    mani_skill/utils/registration.py); pin that a longer horizon than the registered 50 holds.
+    """
     env = make_env("PushCube-v2", seed=0, max_episode_steps=60)
     try:
         env.reset()

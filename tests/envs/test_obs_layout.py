@@ -72,7 +72,8 @@ def _box_shapes(actor) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def _hole_from_walls(box) -> tuple[np.ndarray, float]:
     """The square hole of PegInsertionSide's box, from the box's four wall shapes: its centre in the box's
-    frame and its half side (the hole runs along the box's x axis)."""
+    frame and its half side (the hole runs along the box's x axis).
+    """
     walls = _box_shapes(box)
     assert len(walls) == 4
     bounds = []
@@ -88,7 +89,8 @@ def _hole_from_walls(box) -> tuple[np.ndarray, float]:
 
 def _internals(env) -> dict[str, np.ndarray]:
     """Every field's value read from the simulator itself (actors, links, collision shapes), not from the
-    observation code."""
+    observation code.
+    """
     u = env.unwrapped
     tid = u.task_spec.env_id.replace("-Sparse-LH-v1", "-Sparse-v1")
     tcp = u.agent.tcp.pose
@@ -255,7 +257,8 @@ def _check_task_identities(task_id: str, obs: np.ndarray, first: np.ndarray, sli
 @pytest.mark.slow
 def test_poke_cube_peghead_is_not_the_rotated_head():
     """Upstream PokeCube adds the peg head offset along world x: turn the peg by 90 deg about z and
-    peghead_to_cube_pos still points 0.12 m along world x from the peg, not to the real head."""
+    peghead_to_cube_pos still points 0.12 m along world x from the peg, not to the real head.
+    """
     from mani_skill.utils.structs import Pose
 
     env = make_env("RRL-PokeCube-Sparse-v1", seed=0)

@@ -56,7 +56,8 @@ def test_cube_in_the_air_above_region_fails(env):
 @pytest.mark.slow
 def test_cube_in_region_but_grasped_fails_until_released(env):
     """Grasp the cube where it lies, then move the region under it: not success while held (resting, inside);
-    success once the gripper opens."""
+    success once the gripper opens.
+    """
     base = env.unwrapped
     teacher = ScriptedTeacher(task="PickCube-v2")
     for _ in range(40):

@@ -1,6 +1,7 @@
 """The guidance pipeline end to end in real ManiSkill: scheduler -> teacher view -> scripted teacher ->
 validation -> interpolation -> tracker. Following the collector's targets must solve PushCube,
-so a misaligned env index, a stale view or a wrong interpolation shows up as failures."""
+so a misaligned env index, a stale view or a wrong interpolation shows up as failures.
+"""
 
 import numpy as np
 import pytest

@@ -17,7 +17,6 @@ from robot_rl.guidance import (
     validate_teacher_actions,
 )
 
-
 # --- N_calls = max(N_min, floor(N_max * exp(-κ Δr̄))) and λ_t --------------------------------------
 
 def test_n_calls_by_hand():

@@ -1,5 +1,6 @@
 """The timed teacher protocol by hand: TeacherRequest / TeacherResponse fields and their validation,
-TeacherSpec (checks, trimming, metadata), and the Teacher protocol's check_request contract."""
+TeacherSpec (checks, trimming, metadata), and the Teacher protocol's check_request contract.
+"""
 
 import dataclasses
 
@@ -7,7 +8,14 @@ import numpy as np
 import pytest
 from test_scripted_teacher import PUSH, random_states
 
-from robot_rl.teachers import ScriptedTeacher, Teacher, TeacherRequest, TeacherRequestError, TeacherResponse, TeacherSpec
+from robot_rl.teachers import (
+    ScriptedTeacher,
+    Teacher,
+    TeacherRequest,
+    TeacherRequestError,
+    TeacherResponse,
+    TeacherSpec,
+)
 from robot_rl.teachers.wire import encode_batch_request, nested_latency
 from robot_rl.testing.teachers import NotesTeacher
 

@@ -30,13 +30,13 @@ from robot_rl.teachers.openvla import (
     resolve_unnorm_key,
     unnormalize,
 )
+from robot_rl.teachers.wire import openvla_to_env
 from robot_rl.testing.tiny_vla import (
     N_ACTION_BINS,
     TINY_NORM_STATS,
     save_tiny_vla,
     tiny_action_token_id,
 )
-from robot_rl.teachers.wire import openvla_to_env
 
 #: Bin k's center, by hand: edges -1 + 2i/255, center of bin k = -1 + (2k + 1)/255.
 STEP = 2.0 / 255.0

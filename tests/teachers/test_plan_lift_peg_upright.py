@@ -1,14 +1,15 @@
 """The LiftPegUpright planner (robot_rl.teachers.plans.lift_peg_upright): phases and action directions on
-hand-made states, and competence as the policy in the real simulator."""
+hand-made states, and competence as the policy in the real simulator.
+"""
 
 import math
 
 import numpy as np
 import pytest
 
+from robot_rl.geometry import rotation_command_to_delta
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest
 from robot_rl.teachers.plans import lift_peg_upright as P
-from robot_rl.geometry import rotation_command_to_delta
 from robot_rl.teachers.plans.common import STATE_DIM
 
 TASK = "RRL-LiftPegUpright-Sparse-v1"

@@ -1,12 +1,13 @@
 """The PegInsertionSide planner (robot_rl.teachers.plans.peg_insertion_side): phases and action
-directions on hand-made states, and competence as the policy in the simulator."""
+directions on hand-made states, and competence as the policy in the simulator.
+"""
 
 import numpy as np
 import pytest
 
+from robot_rl.geometry import quat_to_matrix
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest
 from robot_rl.teachers.plans import peg_insertion_side as P
-from robot_rl.geometry import quat_to_matrix
 from robot_rl.teachers.plans.common import STATE_DIM, Motion
 
 TASK = "RRL-PegInsertionSide-Sparse-v1"

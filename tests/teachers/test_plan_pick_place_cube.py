@@ -1,5 +1,6 @@
 """The PickPlaceCube planner (robot_rl.teachers.plans.pick_place_cube): phases on hand-made states, and
-competence as the policy in the real simulator."""
+competence as the policy in the real simulator.
+"""
 
 import numpy as np
 import pytest
@@ -92,7 +93,8 @@ def test_cube_dropped_outside_region_is_picked_again():
 
 def test_far_region_aims_inside_the_reach():
     """A region at the edge of the low workspace: the cube is aimed 0.04 m closer to the robot (still
-    inside the 0.05 m radius), so lowering starts there instead of pushing out of reach."""
+    inside the 0.05 m radius), so lowering starts there instead of pushing out of reach.
+    """
     goal = (0.2, 0.0, 0.001)  # 0.815 m from the base
     aim = np.array([-0.615 + 0.815 - ppc.AIM_MAX_PULL, 0.0])  # pulled by the most allowed: 0.775 m, x = 0.16
     cube = np.r_[aim, 0.05]

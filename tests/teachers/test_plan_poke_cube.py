@@ -1,8 +1,10 @@
 """The PokeCube planner (robot_rl.teachers.plans.poke_cube): phases and action directions on hand-made
-states (no simulator), and competence and peg-drop recovery in ManiSkill (slow)."""
+states (no simulator), and competence and peg-drop recovery in ManiSkill (slow).
+"""
 
 import numpy as np
 import pytest
+
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest
 from robot_rl.teachers.plans import poke_cube as P
 from robot_rl.teachers.plans.common import (

@@ -6,6 +6,16 @@ import time
 import numpy as np
 import pytest
 
+from robot_rl.geometry import (
+    euler_xyz_to_matrix,
+    matrix_to_euler_xyz,
+    matrix_to_rotvec,
+    physical_rotation_to_command,
+    quat_to_matrix,
+    rotation_command_to_delta,
+    rotation_delta_to_command,
+    rotvec_to_matrix,
+)
 from robot_rl.teachers import (
     ScriptedTeacher,
     Teacher,
@@ -13,7 +23,6 @@ from robot_rl.teachers import (
     TeacherResponse,
     make_teacher,
 )
-from robot_rl.geometry import euler_xyz_to_matrix, matrix_to_euler_xyz, matrix_to_rotvec, physical_rotation_to_command, quat_to_matrix, rotation_command_to_delta, rotation_delta_to_command, rotvec_to_matrix
 from robot_rl.teachers.plans import pick_cube
 from robot_rl.teachers.plans.common import TRACKING_FRACTION, period_gain
 from robot_rl.teachers.scripted import SUPPORTED_TASKS
@@ -119,7 +128,8 @@ def test_period_gain_by_hand():
 @pytest.mark.parametrize("period", [1, 2, 4])
 def test_position_command_plans_the_motion_of_the_period(period):
     """Held for D steps, the answer asks for period_gain(D) of the error: per-step command = that motion / D /
-    (0.4 x 0.1 m, what one held unit moves the arm per step); the answer is D per-step commands."""
+    (0.4 x 0.1 m, what one held unit moves the arm per step); the answer is D per-step commands.
+    """
     t = ScriptedTeacher(period)
     tcp, target = np.zeros((1, 3)), np.array([[0.01, -0.02, 0.0]])
     per_step = period_gain(period) * np.array([0.01, -0.02, 0.0]) / (period * 0.04)
@@ -202,7 +212,8 @@ def test_pick_phases():
 
 def test_pick_trusts_the_grasp_flag_only_with_a_grasp_geometry():
     """ManiSkill's is_grasped can read 1 on the first step after a reset: an open gripper above the cube,
-    or a cube far from the TCP, is not a grasp (a carry held for D steps would grip nothing)."""
+    or a cube far from the TCP, is not a grasp (a carry held for D steps would grip nothing).
+    """
     t = ScriptedTeacher(4)
     goal = (0.05, 0.05, 0.2)
     stale = [make_state(tcp=(0.0, 0.0, 0.18), obj=(0.05, 0.0, 0.02), goal=goal, grasped=1, width=0.08),
@@ -215,7 +226,8 @@ def test_pick_trusts_the_grasp_flag_only_with_a_grasp_geometry():
 
 def test_pick_descent_corrects_a_drift_instead_of_climbing_back():
     """Going down, the arm's z motion couples a few mm into xy: within 1.5x the descend tolerance the
-    descent goes on (correcting xy); lowered and off by up to pick_cube.NEAR_XY, xy is corrected in place."""
+    descent goes on (correcting xy); lowered and off by up to pick_cube.NEAR_XY, xy is corrected in place.
+    """
     t = ScriptedTeacher(4)
     goal = (0.05, 0.05, 0.2)
     obj = (0.05, 0.0, 0.02)
@@ -234,7 +246,8 @@ def test_pick_descent_corrects_a_drift_instead_of_climbing_back():
 def test_rotation_keeps_gripper_down(period):
     """A TCP tilted by +0.05 rad about world x is turned back: period_gain(D) x 0.05 rad over D steps, each
     step's share over the 0.4 the arm tracks, through the sign flip. D = 1: 0.0625 rad -> +0.625;
-    D = 4: 0.02734 rad per step -> 0.2734 per step, 1.09375 for the period."""
+    D = 4: 0.02734 rad per step -> 0.2734 per step, 1.09375 for the period.
+    """
     tilted = matrix_to_quat(rotvec_to_matrix(np.array([0.05, 0, 0])) @ quat_to_matrix(DOWN_QUAT))
     r = ScriptedTeacher(period).act(request(make_state(tcp_quat=tilted)))
     expected = {1: 0.625, 4: 1.09375}[period]

@@ -3,10 +3,20 @@
 import numpy as np
 import pytest
 
+from robot_rl.geometry import euler_xyz_to_matrix, matrix_to_rotvec, quat_to_matrix, rotation_command_to_delta
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest
 from robot_rl.teachers.evaluate import run_teacher_as_policy
-from robot_rl.geometry import euler_xyz_to_matrix, matrix_to_rotvec, quat_to_matrix, rotation_command_to_delta
-from robot_rl.teachers.plans.common import GOAL_POS, GRIPPER_WIDTH, IS_GRASPED, OBJ_HALF_SIZE, OBJ_POS, OBJ_QUAT, STATE_DIM, TCP_POS, TCP_QUAT
+from robot_rl.teachers.plans.common import (
+    GOAL_POS,
+    GRIPPER_WIDTH,
+    IS_GRASPED,
+    OBJ_HALF_SIZE,
+    OBJ_POS,
+    OBJ_QUAT,
+    STATE_DIM,
+    TCP_POS,
+    TCP_QUAT,
+)
 
 envs = pytest.importorskip("robot_rl.envs")
 
@@ -191,7 +201,8 @@ def test_competence_as_used(task, period, episodes):
 @pytest.mark.parametrize("period", [1, 4])
 def test_held_answer_approaches_a_waypoint_without_overshoot(period):
     """One position answer towards a waypoint 3 cm away along x, held for its period: the TCP covers about
-    period_gain(D) of the way (the tracking model, TRACKING_FRACTION) and never passes the waypoint."""
+    period_gain(D) of the way (the tracking model, TRACKING_FRACTION) and never passes the waypoint.
+    """
     from robot_rl.guidance.targets import interpolate_targets
 
     env = envs.make_env(PICK, seed=0)

@@ -1,5 +1,6 @@
 """The teacher serving config (configs/teacher/*.yaml): validation naming the key, the backend union, the
-CLI's precedence (file < KEY=VALUE < flags), and `robot-rl teacher serve --config` as a real subprocess."""
+CLI's precedence (file < KEY=VALUE < flags), and `robot-rl teacher serve --config` as a real subprocess.
+"""
 
 import os
 import signal
