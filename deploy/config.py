@@ -22,6 +22,8 @@ class _Section(BaseModel):
 
 
 class QoSConfig(_Section):
+    """One DDS QoS profile (KEEP_LAST history of ``depth`` messages)."""
+
     reliability: Literal["reliable", "best_effort"] = Field("reliable", description="DDS reliability")
     durability: Literal["volatile", "transient_local"] = Field("volatile", description="DDS durability")
     depth: int = Field(1, ge=1, description="history depth (keep last N)")
@@ -32,38 +34,57 @@ class QoSConfig(_Section):
 
         return QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=self.depth,
-            reliability=ReliabilityPolicy.RELIABLE if self.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
-            durability=DurabilityPolicy.VOLATILE if self.durability == "volatile" else DurabilityPolicy.TRANSIENT_LOCAL,
+            reliability=(ReliabilityPolicy.RELIABLE if self.reliability == "reliable"
+                         else ReliabilityPolicy.BEST_EFFORT),
+            durability=(DurabilityPolicy.VOLATILE if self.durability == "volatile"
+                        else DurabilityPolicy.TRANSIENT_LOCAL),
         )
 
 
 class TopicsConfig(_Section):
+    """The node's ROS topic names; ``in:`` topics are subscribed, ``out:`` ones published (null: off)."""
+
     joint_states: str = Field("/joint_states", description="in: sensor_msgs/JointState")
-    ee_pose: str = Field("/franka_robot_state_broadcaster/current_pose", description="in: geometry_msgs/PoseStamped, TCP in the base frame")
-    object_pose: str | None = Field("/perception/object_pose", description="in: geometry_msgs/PoseStamped of the manipulated object")
-    goal_pose: str | None = Field("/perception/goal_pose", description="in: geometry_msgs/PoseStamped of the goal (position; "
-                                                                        "orientation where the task has one)")
-    tool_pose: str | None = Field("/perception/tool_pose", description="in: geometry_msgs/PoseStamped of a tool the gripper uses "
-                                                                       "on the object (PokeCube's peg)")
-    hole_pose: str | None = Field("/perception/hole_pose", description="in: geometry_msgs/PoseStamped of a hole (PegInsertionSide's box hole)")
-    object_size: str | None = Field("/perception/object_size", description="in: geometry_msgs/Vector3Stamped, the object's half "
-                                                                           "extents along its own axes (m)")
-    tool_size: str | None = Field("/perception/tool_size", description="in: geometry_msgs/Vector3Stamped, the tool's half extents (m)")
-    hole_size: str | None = Field("/perception/hole_size", description="in: geometry_msgs/Vector3Stamped, the hole's half extents (m)")
+    ee_pose: str = Field("/franka_robot_state_broadcaster/current_pose",
+                         description="in: geometry_msgs/PoseStamped, TCP in the base frame")
+    object_pose: str | None = Field("/perception/object_pose",
+                                    description="in: geometry_msgs/PoseStamped of the manipulated object")
+    goal_pose: str | None = Field("/perception/goal_pose",
+                                  description="in: geometry_msgs/PoseStamped of the goal (position; "
+                                              "orientation where the task has one)")
+    tool_pose: str | None = Field("/perception/tool_pose",
+                                  description="in: geometry_msgs/PoseStamped of a tool the gripper uses "
+                                              "on the object (PokeCube's peg)")
+    hole_pose: str | None = Field("/perception/hole_pose",
+                                  description="in: geometry_msgs/PoseStamped of a hole (PegInsertionSide's box hole)")
+    object_size: str | None = Field("/perception/object_size",
+                                    description="in: geometry_msgs/Vector3Stamped, the object's half "
+                                                "extents along its own axes (m)")
+    tool_size: str | None = Field("/perception/tool_size",
+                                  description="in: geometry_msgs/Vector3Stamped, the tool's half extents (m)")
+    hole_size: str | None = Field("/perception/hole_size",
+                                  description="in: geometry_msgs/Vector3Stamped, the hole's half extents (m)")
     equilibrium_pose: str | None = Field("/cartesian_impedance_controller/equilibrium_pose",
                                          description="out: geometry_msgs/PoseStamped EE target (null: do not publish)")
-    twist: str | None = Field(None, description="out: geometry_msgs/TwistStamped for MoveIt Servo, e.g. /servo_node/delta_twist_cmds (null: off)")
-    gripper: str | None = Field("/robot_rl/gripper_width", description="out: std_msgs/Float64 gripper width (m), relayed to franka_gripper")
+    twist: str | None = Field(None, description="out: geometry_msgs/TwistStamped for MoveIt Servo, "
+                                                "e.g. /servo_node/delta_twist_cmds (null: off)")
+    gripper: str | None = Field("/robot_rl/gripper_width",
+                                description="out: std_msgs/Float64 gripper width (m), relayed to franka_gripper")
     status: str = Field("/robot_rl/status", description="out: std_msgs/String, JSON status every control period")
     diagnostics: str = Field("/diagnostics", description="out: diagnostic_msgs/DiagnosticArray (1 Hz)")
-    estop: str = Field("/robot_rl/estop", description="in: std_msgs/Bool, true = e-stop (also the ~/estop Trigger service)")
+    estop: str = Field("/robot_rl/estop",
+                       description="in: std_msgs/Bool, true = e-stop (also the ~/estop Trigger service)")
 
 
 class FramesConfig(_Section):
+    """TF frame names the node checks its inputs and outputs against."""
+
     base: str = Field("panda_link0", description="frame_id every input pose and output target must carry (robot base)")
 
 
 class QoSSection(_Section):
+    """QoS of the node's inputs (sensors) and outputs (commands)."""
+
     sensors: QoSConfig = Field(default_factory=lambda: QoSConfig(reliability="best_effort", depth=1),
                                description="QoS of the inputs (franka_ros2 publishes current_pose best effort)")
     commands: QoSConfig = Field(default_factory=QoSConfig, description="QoS of the outputs")
@@ -80,14 +101,16 @@ class DeployConfig(_Section):
         "input", description="input: step when a new EE pose arrives, at most at rate_hz (freshest state); "
                              "timer: step on the control timer only")
     input_gather_s: float = Field(
-        0.005, ge=0, description="trigger input: longest a step waits for the other inputs to be as new as the EE pose (s); "
-                                 "0 for inputs on their own clocks (a camera), so the step never waits")
-    joint_names: list[str] = Field(list(PANDA_JOINT_NAMES), min_length=1,
-                                   description="JointState names in the policy's qpos/qvel order (extra joints are ignored)")
+        0.005, ge=0, description="trigger input: longest a step waits for the other inputs to be as new as the EE "
+                                 "pose (s); 0 for inputs on their own clocks (a camera), so the step never waits")
+    joint_names: list[str] = Field(
+        list(PANDA_JOINT_NAMES), min_length=1,
+        description="JointState names in the policy's qpos/qvel order (extra joints are ignored)")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     frames: FramesConfig = Field(default_factory=FramesConfig)
     qos: QoSSection = Field(default_factory=QoSSection)
-    safety: dict[str, Any] = Field(default_factory=dict, description="robot_rl.deploy.safety.SafetyLimits keys (m, rad, s)")
+    safety: dict[str, Any] = Field(default_factory=dict,
+                                   description="robot_rl.deploy.safety.SafetyLimits keys (m, rad, s)")
     diagnostics_period_s: float = Field(1.0, gt=0, description="diagnostics publishing period (s)")
 
     @field_validator("safety")
@@ -105,6 +128,7 @@ class DeployConfig(_Section):
         return self
 
     def safety_limits(self):
+        """The ``safety`` section as :class:`~robot_rl.deploy.safety.SafetyLimits` (all its keys are required)."""
         from robot_rl.deploy.safety import SafetyLimits
 
         return SafetyLimits.from_dict(self.safety)

@@ -60,8 +60,8 @@ class PolicyController:
         theirs = ObservationSchema(self.task, (schema.group("state"),))
         if side["format_version"] == 1 and expected.differences(theirs):
             strip = _without_sources(expected).differences(_without_sources(theirs))
-            raise ValueError(f"the policy in {self.policy.dir} was exported before observation groups (sidecar format 1) "
-                             f"and its layout is not this version's layout of {self.task} "
+            raise ValueError(f"the policy in {self.policy.dir} was exported before observation groups "
+                             f"(sidecar format 1) and its layout is not this version's layout of {self.task} "
                              f"({strip[0] if strip else 'the fields have no ROS sources'}): re-export it with "
                              f"`robot-rl export {side.get('source', {}).get('run_dir', 'RUN_DIR')}`")
         expected.check_matches(theirs, f"the policy's sidecar ({self.policy.dir})")

@@ -116,7 +116,8 @@ def _check_policy(policy) -> None:
     if not isinstance(policy, ActorCriticPolicy):
         problems.append(f"policy class {type(policy).__name__} is not an SB3 ActorCriticPolicy")
     elif type(policy.action_dist) is not DiagGaussianDistribution:
-        problems.append(f"action distribution {type(policy.action_dist).__name__} (only DiagGaussianDistribution; no gSDE)")
+        problems.append(f"action distribution {type(policy.action_dist).__name__} "
+                        "(only DiagGaussianDistribution; no gSDE)")
     if getattr(policy, "squash_output", False):
         problems.append("squash_output=True")
     if not isinstance(policy.observation_space, spaces.Box) or len(policy.observation_space.shape) != 1:
@@ -204,9 +205,10 @@ def _action_section(facts: dict) -> dict:
                 "unit": "rad", "scale_per_unit": arm["rot_upper"], "sign": rot_sign,
                 "representation": "euler_xyz", "frame": "robot_base_axes_about_tcp",
                 "norm_clip": 1.0,
-                "description": "if |a| > 1 then a = a / |a|; delta = a * scale_per_unit * sign (rad, XYZ Euler angles); "
-                               "target orientation = R(delta) * current TCP orientation (rotation about the robot base "
-                               "axes, about the TCP; ManiSkill frame 'root_aligned_body_rotation'). sign = -1: a +1 "
+                "description": "if |a| > 1 then a = a / |a|; delta = a * scale_per_unit * sign (rad, XYZ Euler "
+                               "angles); target orientation = R(delta) * current TCP orientation (rotation about the "
+                               "robot base axes, about the TCP; ManiSkill frame 'root_aligned_body_rotation'). "
+                               "sign = -1: a +1 "
                                "command turns the TCP by -0.1 rad (ManiSkill issue #1469)",
             },
             {
@@ -217,10 +219,11 @@ def _action_section(facts: dict) -> dict:
                 "finger_joint_limits_m": lim,
                 "width_limits_m": [lim[0][0] + lim[1][0], lim[0][1] + lim[1][1]],
                 "description": f"absolute command: each finger joint's position target = {g_lo} + (a + 1) / 2 * "
-                               f"{g_hi - g_lo:g} m (both fingers, mimic), a clipped to [-1, 1]; the gripper width target "
-                               f"is twice that. -1 targets {g_lo} m per finger, below the joint limit {lim[0][0]} m, "
-                               "so a closed gripper keeps squeezing (ManiSkill: 'a trick to have force when the "
-                               f"object is thin'); +1 targets {g_hi} m per finger ({2 * g_hi:g} m width, fully open)",
+                               f"{g_hi - g_lo:g} m (both fingers, mimic), a clipped to [-1, 1]; the gripper width "
+                               f"target is twice that. -1 targets {g_lo} m per finger, below the joint limit "
+                               f"{lim[0][0]} m, so a closed gripper keeps squeezing (ManiSkill: 'a trick to have "
+                               f"force when the object is thin'); +1 targets {g_hi} m per finger "
+                               f"({2 * g_hi:g} m width, fully open)",
             },
         ],
         "controller": {
@@ -321,7 +324,8 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
     _export_onnx(module, obs_dim, onnx_path)
     proto = onnx.load(str(onnx_path))
     proto.producer_name = "robot_rl"
-    proto.doc_string = f"robot_rl policy for {spec.env_id}: obs (B, {obs_dim}) raw -> actions (B, {act_dim}); see {SIDECAR_FILE}"
+    proto.doc_string = (f"robot_rl policy for {spec.env_id}: obs (B, {obs_dim}) raw -> actions (B, {act_dim}); "
+                        f"see {SIDECAR_FILE}")
     for key, value in (("task_id", spec.env_id), ("obs_dim", str(obs_dim)), ("sidecar", SIDECAR_FILE)):
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
@@ -340,7 +344,8 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "task": {"id": spec.env_id, "paper_name": spec.paper_name, "upstream_id": spec.upstream_id,
-                 "instruction": spec.instruction, "max_episode_steps": int(cfg.env.max_episode_steps or spec.max_episode_steps)},
+                 "instruction": spec.instruction,
+                 "max_episode_steps": int(cfg.env.max_episode_steps or spec.max_episode_steps)},
         "obs_dim": obs_dim,
         "action_dim": act_dim,
         "control_rate_hz": facts["control_freq"],

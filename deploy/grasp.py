@@ -7,7 +7,8 @@ computes one from what it does know: the gripper width (the two finger joint pos
 summed) and the object's position from perception relative to the TCP pose (robot state). franka_gripper's
 ``grasp`` action reports success by a width test too (its ``epsilon``).
 
-The rule (thresholds: the named constants below; the simulator numbers are from ``benchmarks/grasp_rule.py``'s default run):
+The rule (thresholds: the named constants below; the simulator numbers are from
+``benchmarks/grasp_rule.py``'s default run):
 
 1. **The gripper is closed on something of the object's width.** The Panda's finger joints read 0 .. 0.04 m
    each, so the width is 0.08 m open and ~0.007 m closed beside the cube. Held, the 0.04 m cube is squeezed to
@@ -107,7 +108,11 @@ def grasp_flag(
         tcp_quat_wxyz: ``(N, 4)`` TCP orientation, quaternion (w, x, y, z), either sign.
         obj_pos: ``(N, 3)`` object centre, m, in the same frame as ``tcp_pos`` (robot base or world).
         object_width_m: scalar or ``(N,)``: the object's width across the fingers, m (cube edge 0.04).
-        width_squeeze_m, width_margin_m, centre_*: the thresholds (module constants by default).
+        width_squeeze_m: narrowest width counted as closed on the object, below ``object_width_m``, m.
+        width_margin_m: widest width counted as closed on the object, below ``object_width_m``, m.
+        centre_y_tol_m: largest offset of the object centre from the closing midpoint along TCP y, m.
+        centre_x_tol_m: largest offset of the object centre from the pads' centre along TCP x, m.
+        centre_z_tol_m: largest offset of the object centre from the pads' centre along TCP z, m.
 
     Returns:
         ``(N,)`` bool.
@@ -116,5 +121,6 @@ def grasp_flag(
     ow = np.asarray(object_width_m, dtype=np.float64)
     closed_on_it = (width >= ow - width_squeeze_m) & (width <= ow - width_margin_m)
     c = object_in_tcp_frame(tcp_pos, tcp_quat_wxyz, obj_pos)
-    between = (np.abs(c[:, 1]) <= centre_y_tol_m) & (np.abs(c[:, 0]) <= centre_x_tol_m) & (np.abs(c[:, 2]) <= centre_z_tol_m)
+    between = ((np.abs(c[:, 1]) <= centre_y_tol_m) & (np.abs(c[:, 0]) <= centre_x_tol_m)
+               & (np.abs(c[:, 2]) <= centre_z_tol_m))
     return closed_on_it & between

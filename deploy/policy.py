@@ -96,14 +96,16 @@ class OnnxPolicy:
         path = Path(path)
         sidecar_path = path if path.is_file() else path / _SIDECAR
         if not sidecar_path.exists():
-            raise FileNotFoundError(f"{sidecar_path} not found: export the run first (robot_rl.deploy.export.export_policy)")
+            raise FileNotFoundError(f"{sidecar_path} not found: export the run first "
+                                    "(robot_rl.deploy.export.export_policy)")
         self.dir = sidecar_path.parent
         try:
             sc: dict[str, Any] = json.loads(sidecar_path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{sidecar_path} is not valid JSON: {err}") from None
         if sc.get("format") != _FORMAT:
-            raise ValueError(f"{sidecar_path} is not a robot_rl policy sidecar (format {sc.get('format')!r}, expected {_FORMAT!r})")
+            raise ValueError(f"{sidecar_path} is not a robot_rl policy sidecar "
+                             f"(format {sc.get('format')!r}, expected {_FORMAT!r})")
         if sc.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
             raise ValueError(f"{sidecar_path}: format_version {sc.get('format_version')!r} not supported "
                              f"(this loader reads {SUPPORTED_FORMAT_VERSIONS})")
@@ -150,7 +152,8 @@ class OnnxPolicy:
             raise ValueError(f"ONNX inputs {[i.name for i in ins]} do not match the sidecar's input {want_in!r}")
         if [o.name for o in outs] != [want_out]:
             raise ValueError(f"ONNX outputs {[o.name for o in outs]} do not match the sidecar's output {want_out!r}")
-        for what, node, size, key in (("input", ins[0], self.obs_dim, "obs_dim"), ("output", outs[0], self.action_dim, "action_dim")):
+        for what, node, size, key in (("input", ins[0], self.obs_dim, "obs_dim"),
+                                      ("output", outs[0], self.action_dim, "action_dim")):
             shape = list(node.shape)
             if len(shape) != 2 or shape[1] != size:
                 raise ValueError(f"ONNX {what} {node.name!r} has shape {shape}, but the sidecar's {key} is {size} "
@@ -178,7 +181,8 @@ class OnnxPolicy:
         if single:
             x = x[None]
         if x.ndim != 2 or x.shape[1] != self.obs_dim:
-            raise ValueError(f"obs must be ({self.obs_dim},) or (B, {self.obs_dim}) for {self.task_id}, got shape {np.shape(obs)}")
+            raise ValueError(f"obs must be ({self.obs_dim},) or (B, {self.obs_dim}) for {self.task_id}, "
+                             f"got shape {np.shape(obs)}")
         if not np.all(np.isfinite(x)):
             bad = sorted({self.schema.field_at(int(j)) for j in np.flatnonzero(~np.isfinite(x).all(axis=0))})
             raise ValueError(f"obs has NaN or inf in field(s) {bad}")

@@ -191,6 +191,7 @@ class BagRecorder:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` has run (later writes are refused)."""
         return self._closed
 
     def write(self, topic: str, msg: Any, t_ns: int) -> None:
@@ -438,8 +439,10 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
         policy_dir: the exported policy (``policy.onnx`` + ``policy.json``) to replay.
         cfg: the :class:`~robot_rl.deploy.config.DeployConfig` the bag was recorded with (topics,
             frames, safety limits; other limits replay "what would this config have done").
-        pos_tol_m, angle_tol_rad, twist_tol, gripper_tol_m: largest differences counted as
-            reproduced (m, rad, m/s or rad/s, m).
+        pos_tol_m: largest target position difference counted as reproduced, m.
+        angle_tol_rad: largest target orientation difference counted as reproduced, rad.
+        twist_tol: largest twist component difference counted as reproduced, m/s or rad/s.
+        gripper_tol_m: largest gripper width difference counted as reproduced, m.
         use_status: step on the recorded status messages when there are any.
 
     Returns:
@@ -577,12 +580,14 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
         if recorded is None:
             if isinstance(d, Command):
                 report.n_extra += 1
-                report.first_mismatch = report.first_mismatch or f"t={step.t_s:.6f}: the replay commanded, the node did not"
+                report.first_mismatch = (report.first_mismatch
+                                         or f"t={step.t_s:.6f}: the replay commanded, the node did not")
             continue
         if not isinstance(d, Command):
             report.n_held += 1
             report.replay_hold_reasons[d.reason] = report.replay_hold_reasons.get(d.reason, 0) + 1
-            report.first_mismatch = report.first_mismatch or f"t={step.t_s:.6f}: the replay held ({d.reason}: {d.detail})"
+            report.first_mismatch = (report.first_mismatch
+                                     or f"t={step.t_s:.6f}: the replay held ({d.reason}: {d.detail})")
             continue
         report.n_compared += 1
         bad = []

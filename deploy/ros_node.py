@@ -240,7 +240,8 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                 return
             wait = self._due_s - TRIGGER_SLACK_S - now
             stamps = self.controller.assembler.stamps()
-            gathered = all(stamps.get(k, -np.inf) >= self._fresh_stamp_s for k in self.controller.assembler.required_inputs)
+            gathered = all(stamps.get(k, -np.inf) >= self._fresh_stamp_s
+                           for k in self.controller.assembler.required_inputs)
             if not gathered:
                 wait = max(wait, self._fresh_at_s + self.cfg.input_gather_s - now)
             if wait <= 0:

@@ -15,10 +15,12 @@ franka_ros2 and a perception stack would:
 Commands: an EE target ``PoseStamped`` (``equilibrium_pose``) becomes the delta from the current
 TCP pose over one step (position / 0.1 m, rotation ``log(R_target R^T)`` through the controller's
 sign), a ``TwistStamped`` becomes ``twist * period``; a gripper width (m) maps linearly from
-[0, 0.08] m onto the gripper command [-1, 1] (:data:`GRIPPER_WIDTH_RANGE_M`). A command is used for one tick; with none, the last pose target is held (as an
-impedance controller does). The first episode starts when the first command arrives (until then the
-bridge only publishes the initial state), so a policy node that starts later does not lose it. ``~/pause`` (``std_srvs/SetBool``) stops stepping and publishing, which
-looks like a dead robot driver to the policy node (its watchdog must hold).
+[0, 0.08] m onto the gripper command [-1, 1] (:data:`GRIPPER_WIDTH_RANGE_M`). A command is used for
+one tick; with none, the last pose target is held (as an impedance controller does). The first
+episode starts when the first command arrives (until then the bridge only publishes the initial
+state), so a policy node that starts later does not lose it. ``~/pause`` (``std_srvs/SetBool``)
+stops stepping and publishing, which looks like a dead robot driver to the policy node (its
+watchdog must hold).
 """
 
 from __future__ import annotations
@@ -237,6 +239,7 @@ class SimBridge:
         self.pub_poses["tcp"].publish(pose_msg(*st["poses"]["tcp"], base, now))
 
     def done(self) -> bool:
+        """Whether the requested number of ``episodes`` has finished (never, when it is ``None``)."""
         return self.episodes is not None and self.episode >= self.episodes
 
     def _tick(self) -> None:
@@ -263,6 +266,7 @@ class SimBridge:
             self._publish()
 
     def destroy(self) -> None:
+        """Stop the control timer, destroy the ROS node and close the env."""
         self.timer.cancel()
         self.node.destroy_node()
         self.env.close()
@@ -292,9 +296,10 @@ class OnnxActor:
         self.policy = policy
 
     def reset(self) -> None:
-        pass
+        """Nothing to reset: the exported policy is stateless."""
 
     def act(self, obs: np.ndarray, view) -> np.ndarray:
+        """``(1, D)`` raw observation -> ``(1, 7)`` deterministic action in ``[-1, 1]``; ``view`` is unused."""
         return self.policy(obs)
 
 
@@ -322,4 +327,5 @@ def evaluate_direct(policy_dir, task: str, seed: int = 0, episodes: int = 10) ->
         result = rollout(venv, OnnxActor(policy), episodes, seed)
     finally:
         venv.close()
-    return [{"episode": k, "seed": e.seed, "success": e.success, "steps": e.length} for k, e in enumerate(result.episodes)]
+    return [{"episode": k, "seed": e.seed, "success": e.success, "steps": e.length}
+            for k, e in enumerate(result.episodes)]
