@@ -150,6 +150,7 @@ class ManiSkillGPUVecEnv(VecEnv):
             return self._base.reset(**kwargs)
 
     def reset(self) -> VecEnvObs:
+        """Reset every env (seeded by ``seed()`` if it was called); ``(num_envs, D) float32``."""
         seeds = self._seeds
         if all(s is not None for s in seeds):
             self._reset_rng = np.random.default_rng([int(s) for s in seeds])
@@ -163,12 +164,14 @@ class ManiSkillGPUVecEnv(VecEnv):
         return _to_numpy(obs).astype(np.float32, copy=False)
 
     def step_async(self, actions: np.ndarray) -> None:
+        """Store ``(num_envs, 7)`` actions (numpy or torch) for :meth:`step_wait`."""
         if not isinstance(actions, torch.Tensor):
             actions = np.asarray(actions)
         act = torch.as_tensor(actions, dtype=torch.float32, device=self._device)
         self._actions = act.reshape(self.num_envs, -1)
 
     def step_wait(self) -> VecEnvStepReturn:
+        """Step the batch; done envs are reset in place and their infos carry ``terminal_observation``."""
         assert self._actions is not None, "step_async must be called before step_wait"
         obs, reward, terminated, _, info = self._base.step(self._actions)
         self._actions = None
@@ -213,6 +216,7 @@ class ManiSkillGPUVecEnv(VecEnv):
         return out
 
     def close(self) -> None:
+        """Close the batched ManiSkill env."""
         self._env.close()
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
@@ -230,6 +234,7 @@ class ManiSkillGPUVecEnv(VecEnv):
         return [result for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        """Always False: the one batched env has no per-env gymnasium wrappers."""
         return [False for _ in self._get_indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:

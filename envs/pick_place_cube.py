@@ -40,9 +40,12 @@ class PickPlaceCubeEnv(BaseEnv):
     Pick up a red cube and place it on a red/white target region marked on the table, then let go.
 
     **Randomizations:**
-    - the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]. It is placed flat on the table
+    - the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]. It is
+      placed flat on the table
     - the cube's z-axis rotation is randomized to a random angle
-    - the target region (radius `goal_radius` = 0.05 m) is placed on the table at a distance uniform in [0.12, 0.2] m from the cube in a uniformly random direction; its centre is clipped to [-0.2, 0.2] x [-0.2, 0.2]
+    - the target region (radius `goal_radius` = 0.05 m) is placed on the table at a distance uniform in
+      [0.12, 0.2] m from the cube in a uniformly random direction; its centre is clipped to [-0.2, 0.2] x
+      [-0.2, 0.2]
     - the robot's initial joint positions get Gaussian noise (std 0.02 rad)
 
     **Success Conditions:**
@@ -138,7 +141,8 @@ class PickPlaceCubeEnv(BaseEnv):
         }
 
     def _get_obs_extra(self, info: dict):
-        obs = dict(is_grasped=info["is_grasped"], tcp_pose=self.agent.tcp.pose.raw_pose, goal_pos=self.goal_region.pose.p)
+        obs = dict(is_grasped=info["is_grasped"], tcp_pose=self.agent.tcp.pose.raw_pose,
+                   goal_pos=self.goal_region.pose.p)
         if self.obs_mode_struct.use_state:
             obs.update(
                 obj_pose=self.cube.pose.raw_pose,
@@ -171,4 +175,5 @@ class PickPlaceCubeEnv(BaseEnv):
         return reward
 
     def compute_normalized_dense_reward(self, obs: Any, action: Array, info: dict):
+        """:meth:`compute_dense_reward` scaled to [0, 1] (its maximum, on success, is 5)."""
         return self.compute_dense_reward(obs=obs, action=action, info=info) / 5.0

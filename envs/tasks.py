@@ -236,12 +236,14 @@ class PushCubeSparseEnv(RRLTaskMixin, PushCubeEnv):
     the goal region and 0.0 otherwise; the episode terminates on success.
 
     **Randomizations:**
-    - the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]. It is placed flat on the table
+    - the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]. It is
+      placed flat on the table
     - the goal region (red/white target) is fixed at the cube's xy position + [0.1 + goal_radius, 0]
     - the robot's initial joint positions get Gaussian noise (std 0.02 rad)
 
     **Success Conditions:**
-    - the cube's xy position is within goal_radius (0.1 m) of the target's xy position by euclidean distance and the cube is still on the table.
+    - the cube's xy position is within goal_radius (0.1 m) of the target's xy position by euclidean distance
+      and the cube is still on the table.
     """
 
     privileged_obj_attr = "obj"
@@ -265,9 +267,12 @@ class PickCubeSparseEnv(RRLTaskMixin, PickCubeEnv):
     episode terminates on success.
 
     **Randomizations:**
-    - the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]. It is placed flat on the table
+    - the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]. It is
+      placed flat on the table
     - the cube's z-axis rotation is randomized to a random angle
-    - the goal position (green sphere, hidden from sensor cameras but shown in teacher views) has its xy position randomized in the region [0.1, 0.1] x [-0.1, -0.1] and z randomized in [0, 0.3] above the cube's resting height
+    - the goal position (green sphere, hidden from sensor cameras but shown in teacher views) has its xy
+      position randomized in the region [0.1, 0.1] x [-0.1, -0.1] and z randomized in [0, 0.3] above the
+      cube's resting height
 
     **Success Conditions:**
     - the cube position is within `goal_thresh` (0.025 m) euclidean distance of the goal position
@@ -311,11 +316,14 @@ class PickPlaceCubeSparseEnv(RRLTaskMixin, PickPlaceCubeEnv):
     terminates on success.
 
     **Randomizations:**
-    - the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]; its z rotation is random
-    - the target region (radius 0.05 m) lies 0.12..0.2 m from the cube in a random direction, centre clipped to [-0.2, 0.2]^2
+    - the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]; its z
+      rotation is random
+    - the target region (radius 0.05 m) lies 0.12..0.2 m from the cube in a random direction, centre clipped
+      to [-0.2, 0.2]^2
 
     **Success Conditions:**
-    - the cube's xy position is within 0.05 m of the region's centre, it rests on the table (z within 5 mm of 0.02, speed < 0.05 m/s), and it is not grasped
+    - the cube's xy position is within 0.05 m of the region's centre, it rests on the table (z within 5 mm of
+      0.02, speed < 0.05 m/s), and it is not grasped
     """
 
     privileged_obj_attr = "cube"
@@ -339,10 +347,12 @@ class LiftPegUprightSparseEnv(_PegMixin, RRLTaskMixin, LiftPegUprightEnv):
     table. Reward 1.0 on success, else 0.0; the episode terminates on success.
 
     **Randomizations:**
-    - the peg's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]. It lies flat, along world x
+    - the peg's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]. It lies
+      flat, along world x
 
     **Success Conditions:**
-    - the absolute value of the peg's z Euler angle (XYZ) is within 0.08 rad of pi/2 and its centre's z is within 5 mm of its half length (0.12 m)
+    - the absolute value of the peg's z Euler angle (XYZ) is within 0.08 rad of pi/2 and its centre's z is
+      within 5 mm of its half length (0.12 m)
 
     Privileged state: the object is the peg; ``goal_pos`` is where its centre is when it stands upright on
     its current xy, ``goal_quat`` an upright orientation (its long axis along world z).
@@ -378,12 +388,14 @@ class PegInsertionSideSparseEnv(RRLTaskMixin, PegInsertionSideEnv):
     Reward 1.0 on success, else 0.0; the episode terminates on success.
 
     **Randomizations:**
-    - peg half length in [0.085, 0.125] m (the box's too), peg half width in [0.015, 0.025] m, hole clearance 3 mm (at reconfiguration; with one env per process every reset reconfigures)
+    - peg half length in [0.085, 0.125] m (the box's too), peg half width in [0.015, 0.025] m, hole clearance
+      3 mm (at reconfiguration; with one env per process every reset reconfigures)
     - the peg lies flat with its xy position in [-0.1, 0.1] x [-0.3, 0] and its z rotation in pi/2 +- pi/3
     - the box lies with its xy position in [-0.05, 0.05] x [0.2, 0.4] and its z rotation in pi/2 +- pi/8
 
     **Success Conditions:**
-    - the peg's head (orange end) is within 0.015 m of the hole's centre along the hole axis and inside its radius (inserted mid way)
+    - the peg's head (orange end) is within 0.015 m of the hole's centre along the hole axis and inside its
+      radius (inserted mid way)
 
     Privileged state: the object is the peg (``obj_half_size`` its half width, ``obj_half_extents``
     (half length, half width, half width)); ``goal_pos``/``goal_quat`` is the peg pose with its head at
@@ -412,7 +424,8 @@ class PegInsertionSideSparseEnv(RRLTaskMixin, PegInsertionSideEnv):
         scene = super().perceived_scene()
         scene["poses"]["hole"] = self.box_hole_pose.raw_pose[0].detach().cpu().numpy().astype(np.float32)
         r = self.box_hole_radii[0]
-        scene["sizes"]["hole"] = torch.stack([self.peg_half_sizes[0, 0], r, r]).detach().cpu().numpy().astype(np.float32)
+        scene["sizes"]["hole"] = (torch.stack([self.peg_half_sizes[0, 0], r, r])
+                                  .detach().cpu().numpy().astype(np.float32))
         return scene
 
 
@@ -433,7 +446,8 @@ class PokeCubeSparseEnv(RRLTaskMixin, PokeCubeEnv):
     terminates on success.
 
     **Randomizations:**
-    - the peg's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]; it lies flat along world x
+    - the peg's xy position is randomized on top of a table in the region [0.1, 0.1] x [-0.1, -0.1]; it lies
+      flat along world x
     - the cube's x is the peg's x + 0.22 m, its y is random in [-0.1, 0.1], its z rotation in [-pi/6, pi/6]
     - the goal region (radius 0.05 m) is at the cube's xy + [0.1, 0]
 

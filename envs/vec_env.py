@@ -57,6 +57,7 @@ class RRLEnvWrapper(gym.Wrapper):
             self.action_space.seed(seed)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Gymnasium ``reset``; the first call without a seed uses the construction ``seed``."""
         if seed is None and self._pending_seed is not None:
             seed = self._pending_seed
         self._pending_seed = None
@@ -65,6 +66,7 @@ class RRLEnvWrapper(gym.Wrapper):
         return obs, info
 
     def step(self, action):
+        """Gymnasium ``step`` with python scalars and ``info["success"]`` (and ``is_success``) a bool."""
         obs, reward, terminated, truncated, info = self.env.step(action)
         info["success"] = info["is_success"] = bool(info.get("success", False))
         return obs, float(reward), bool(terminated), bool(truncated), info
@@ -100,7 +102,8 @@ def make_env(
             episode seeds from ManiSkill's main RNG, so a run is reproducible); None = unseeded.
         render: ``render_mode="rgb_array"``: ``env.render()`` returns ``(H, W, 3) uint8`` from the
             teacher camera. (``teacher_observation(True)`` renders either way.)
-        reward_mode, max_episode_steps: None = the TaskSpec's default.
+        reward_mode: one of :data:`~robot_rl.envs.tasks.REWARD_MODES`; None = the TaskSpec's default.
+        max_episode_steps: episode length, env steps; None = the TaskSpec's default.
         teacher_image_size: ``(H, W)`` pixels of the teacher camera.
 
     Returns:
@@ -216,7 +219,8 @@ class CPUSubprocVecEnv(_TeacherViewMixin, SubprocVecEnv):
     ``info["terminal_observation"]`` then an automatic reset.
     """
 
-    def __init__(self, env_fns: list[Callable[[], gym.Env]], task: TaskSpec, teacher_image_size: tuple[int, int], start_method: str):
+    def __init__(self, env_fns: list[Callable[[], gym.Env]], task: TaskSpec, teacher_image_size: tuple[int, int],
+                 start_method: str):
         self.task = task
         self.teacher_image_size = tuple(teacher_image_size)
         try:
@@ -265,7 +269,8 @@ def make_vec_env(
             one torch thread each) or all in this process with ``in_process=True`` (or
             ``num_envs=1``). ``"physx_cuda"``: :class:`ManiSkillGPUVecEnv`, all envs batched in
             one GPU sim (needs an NVIDIA GPU).
-        reward_mode, max_episode_steps: None = the TaskSpec's default (sparse, 50).
+        reward_mode: one of :data:`~robot_rl.envs.tasks.REWARD_MODES`; None = the TaskSpec's default (sparse).
+        max_episode_steps: episode length, env steps; None = the TaskSpec's default (50 for most tasks).
         seed: base seed.
         teacher_image_size: ``(H, W)`` pixels of the teacher camera for ``teacher_view``.
         in_process: CPU only: ``DummyVecEnv`` in this process instead of worker processes.
