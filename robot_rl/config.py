@@ -33,26 +33,34 @@ class _Section(BaseModel):
 
 
 class EnvConfig(_Section):
+    """``env``: how many envs, on which ManiSkill backend, and the episode's horizon and reward."""
+
     num_envs: int = Field(2, ge=1, description="parallel envs (CPU: one worker process each; GPU: one batched sim)")
     sim_backend: Literal["physx_cpu", "physx_cuda"] = Field("physx_cpu", description="ManiSkill sim backend")
-    max_episode_steps: int | None = Field(None, ge=1, description="episode horizon in env steps (null: the task's default)")
+    max_episode_steps: int | None = Field(None, ge=1,
+                                          description="episode horizon in env steps (null: the task's default)")
     reward_mode: Literal["sparse", "dense", "normalized_dense"] | None = Field(
         None, description="ManiSkill reward mode (null: the task's default, sparse for the RRL-*-Sparse tasks)")
 
 
 class PPOConfig(_Section):
+    """``ppo``: SB3 PPO's hyperparameters, the policy network and observation normalization."""
+
     n_steps: int = Field(256, ge=1, description="env steps per env per rollout")
     batch_size: int = Field(256, ge=2, description="minibatch size (env steps)")
     n_epochs: int = Field(8, ge=1, description="passes over each rollout")
     learning_rate: float = Field(3e-4, gt=0, description="Adam learning rate")
-    gamma: float = Field(0.95, gt=0, le=1, description="discount per env step (sparse reward: 0.95; FACTS.md's PPO runs used 0.8)")
+    gamma: float = Field(0.95, gt=0, le=1,
+                         description="discount per env step (sparse reward: 0.95; FACTS.md's PPO runs used 0.8)")
     gae_lambda: float = Field(0.9, ge=0, le=1, description="GAE λ")
     clip_range: float = Field(0.2, gt=0, description="PPO ratio clip")
     ent_coef: float = Field(0.0, ge=0, description="entropy bonus coefficient")
     vf_coef: float = Field(0.5, ge=0, description="value loss coefficient")
     max_grad_norm: float = Field(0.5, gt=0, description="gradient norm clip")
-    target_kl: float | None = Field(None, gt=0, description="early-stop an update past this approximate KL (null: never)")
-    net_arch: list[int] = Field([256, 256], min_length=1, description="hidden layer sizes of the policy and value MLPs")
+    target_kl: float | None = Field(None, gt=0,
+                                    description="early-stop an update past this approximate KL (null: never)")
+    net_arch: list[int] = Field([256, 256], min_length=1,
+                                description="hidden layer sizes of the policy and value MLPs")
     log_std_init: float = Field(-0.5, description="initial log std of the Gaussian policy")
     normalize_obs: bool = Field(True, description="running mean/std observation normalization (baked into export)")
     device: str = Field("cpu", description="torch device for the policy (an MLP policy is fastest on cpu)")
@@ -123,7 +131,8 @@ def _members(field: FieldInfo | None) -> dict[str, type[BaseModel]]:
 
 class _TeacherBase(_Section):
     kind: str = Field(description="the teacher's kind")
-    control_period_steps: int = Field(4, ge=1, description="D: env steps one teacher answer spans (20 Hz env, 5 Hz teacher: 4)")
+    control_period_steps: int = Field(4, ge=1,
+                                      description="D: env steps one teacher answer spans (20 Hz env, 5 Hz teacher: 4)")
 
 
 class ScriptedTeacherConfig(_TeacherBase):
@@ -131,8 +140,10 @@ class ScriptedTeacherConfig(_TeacherBase):
 
     kind: Literal["scripted"] = Field("scripted", description="scripted: the in-process privileged-state planner")
     direction_noise_deg: float = Field(0.0, ge=0, description="weak teacher: std of the direction noise (deg)")
-    bias_rotation_deg: float = Field(0.0, description="weak teacher: constant rotation of the direction about world z (deg)")
-    wrong_fraction: float = Field(0.0, ge=0, le=1, description="weak teacher: fraction of answers with a random direction")
+    bias_rotation_deg: float = Field(0.0,
+                                     description="weak teacher: constant rotation of the direction about world z (deg)")
+    wrong_fraction: float = Field(0.0, ge=0, le=1,
+                                  description="weak teacher: fraction of answers with a random direction")
     latency_s: float = Field(0.0, ge=0, description="weak teacher: added latency per query batch (s)")
 
 
@@ -147,7 +158,8 @@ class RemoteTeacherConfig(_ServedTeacherBase):
     """``teacher.kind: remote``: a teacher server at ``url`` (``robot-rl teacher serve`` or OpenVLA's own)."""
 
     kind: Literal["remote"] = Field("remote", description="remote: a teacher server at `url`")
-    url: str = Field("http://127.0.0.1:8000", description="teacher server base URL (API key from $ROBOT_RL_TEACHER_API_KEY)")
+    url: str = Field("http://127.0.0.1:8000",
+                     description="teacher server base URL (API key from $ROBOT_RL_TEACHER_API_KEY)")
 
 
 class SpawnTeacherConfig(_ServedTeacherBase):
@@ -180,6 +192,8 @@ LEGACY_TEACHER_KEYS = frozenset({
 
 
 class GuidanceConfig(_Section):
+    """``guidance``: the query budget and its annealing, and the auxiliary loss's weight (VLAJS)."""
+
     budget_fraction: float = Field(0.2, ge=0, le=1, description="query budget: max queries per env step (VLAJS: 0.2)")
     n_min: int = Field(0, ge=0, description="N_min: floor on queries per rollout while guidance is active")
     kappa: float = Field(2.0, ge=0, description="κ: annealing rate of N_calls and λ_t per unit of return improvement")
@@ -187,12 +201,15 @@ class GuidanceConfig(_Section):
         0.9, description="Δr̄ (return over the run's start) that switches guidance off for good (null: never); "
                          "the paper's 3 is on a dense-reward scale, a sparse return is 0 or 1")
     lambda_0: float = Field(1.0, ge=0, description="λ_0: initial weight of the auxiliary loss")
-    cos_eps: float = Field(0.1, gt=0, description="ε in the directional loss's denominator (action units²); ~0 only turns "
-                                                   "the policy mean, 0.1 also lengthens a short one (losses.py)")
-    image_size: tuple[int, int] = Field((224, 224), description="teacher view (H, W) in pixels, rendered only for querying envs")
+    cos_eps: float = Field(0.1, gt=0, description="ε in the directional loss's denominator (action units²); ~0 only "
+                                                   "turns the policy mean, 0.1 also lengthens a short one (losses.py)")
+    image_size: tuple[int, int] = Field((224, 224),
+                                        description="teacher view (H, W) in pixels, rendered only for querying envs")
 
 
 class RunConfig(_Section):
+    """``run``: where the run directory goes, checkpoints, the final evaluation and the progress bar."""
+
     out_dir: str = Field("runs", description="parent directory of run directories")
     name: str | None = Field(None, description="run directory name (null: <task>-<mode>-s<seed>-<timestamp>)")
     checkpoint_every_steps: int = Field(10_000, ge=1, description="env steps between checkpoints")
@@ -201,8 +218,11 @@ class RunConfig(_Section):
 
 
 class TrainConfig(_Section):
+    """A training run's whole config (``configs/train/*.yaml``): task, mode, seed, budget and the sections."""
+
     task: str = Field("RRL-PushCube-Sparse-v1", description="task id (robot-rl tasks lists them)")
-    mode: Literal["ppo", "rpd", "vlajs"] = Field("vlajs", description="ppo: no teacher; rpd: MSE every step; vlajs: sparse directional, annealed")
+    mode: Literal["ppo", "rpd", "vlajs"] = Field(
+        "vlajs", description="ppo: no teacher; rpd: MSE every step; vlajs: sparse directional, annealed")
     seed: int = Field(0, ge=0, description="seed of envs, policy and scheduler")
     total_steps: int = Field(100_000, ge=1, description="training budget in env steps")
     env: EnvConfig = Field(default_factory=EnvConfig)
