@@ -207,6 +207,7 @@ class Cell(BaseModel):
 
     @property
     def name(self) -> str:
+        """The cell's run directory name under ``OUT/<task>``: ``<label>-s<seed>``."""
         return f"{self.label}-s{self.seed}"
 
     def overrides(self, out: Path, common: list[str]) -> list[str]:
@@ -312,7 +313,8 @@ def run_cell(cell: Cell, spec: BenchSpec, *, train_fn: Callable | None = None, r
             return record
         wall += time.time() - t0
     summary = cell_summary(run, cell.steps, wall or None)
-    record = {**base, "status": "done", "wall_s": summary["wall_s"], "error": None, "traceback": None, "summary": summary}
+    record = {**base, "status": "done", "wall_s": summary["wall_s"], "error": None, "traceback": None,
+              "summary": summary}
     _write_record(run, record)
     return record
 
@@ -381,12 +383,14 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {}
     for rec in records:
         row = out.setdefault(rec["task"], {}).setdefault(
-            rec["label"], {"mode": rec["mode"], "variant": rec["variant"], "steps": rec["steps"], "seeds": [], "failed": []}
+            rec["label"],
+            {"mode": rec["mode"], "variant": rec["variant"], "steps": rec["steps"], "seeds": [], "failed": []},
         )
         if rec["status"] != "done":
             row["failed"].append({"seed": rec["seed"], "error": rec["error"]})
             continue
-        row["seeds"].append({"seed": rec["seed"], **{k: v for k, v in rec["summary"].items() if not k.startswith("curve_")}})
+        row["seeds"].append({"seed": rec["seed"],
+                             **{k: v for k, v in rec["summary"].items() if not k.startswith("curve_")}})
     for labels in out.values():
         for row in labels.values():
             s = row["seeds"]
@@ -430,13 +434,15 @@ def format_table(summary: dict[str, dict[str, dict]]) -> str:
                 f"{r['eval_grasp_rate']:.2f}, {100 * r['eval_closest_m']:.1f} cm")
             lines.append(
                 f"| {label} | {n}{fail} | {r['success'][0]:.2f} ± {r['success'][1]:.2f} | "
-                f"{r['eval_success'][0]:.2f} ± {r['eval_success'][1]:.2f} | {grasp} | {r['auc'][0]:.3f} ± {r['auc'][1]:.3f} | "
+                f"{r['eval_success'][0]:.2f} ± {r['eval_success'][1]:.2f} | {grasp} | "
+                f"{r['auc'][0]:.3f} ± {r['auc'][1]:.3f} | "
                 f"{', '.join(_k(x) for x in r['steps_to_50'])} | {', '.join(_k(x) for x in r['steps_to_90'])} | "
                 f"{r['queries']:.0f} | {wall} |"
             )
         if task in PAPER_RESULTS:
             steps, vlajs, ppo = PAPER_RESULTS[task]
-            lines += ["", f"Paper (Moroncelli et al. 2026) at {steps / 1e6:.1f}M env steps: vlajs {vlajs:.3f}, ppo {ppo:.3f}."]
+            lines += ["", f"Paper (Moroncelli et al. 2026) at {steps / 1e6:.1f}M env steps: "
+                          f"vlajs {vlajs:.3f}, ppo {ppo:.3f}."]
         lines.append("")
     return "\n".join(lines)
 

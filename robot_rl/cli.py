@@ -1,4 +1,4 @@
-"""``robot-rl``: train, resume, evaluate and inspect guided PPO runs.
+r"""``robot-rl``: train, resume, evaluate and inspect guided PPO runs.
 
 Examples::
 
@@ -13,7 +13,8 @@ Examples::
     robot-rl bench configs/bench/cpu.yaml                 # the CPU-budget grid; resumes a partly done one
     robot-rl bench --tasks PushCube-v2 --modes vlajs --teacher-noise direction_noise_deg=15,30,60
     robot-rl teacher serve --config configs/teacher/scripted.yaml --port 8001
-    robot-rl teacher serve --config configs/teacher/openvla.yaml backend.model=/ckpt/openvla-7b backend.unnorm_key=bridge_orig
+    robot-rl teacher serve --config configs/teacher/openvla.yaml \
+        backend.model=/ckpt/openvla-7b backend.unnorm_key=bridge_orig
     robot-rl teacher serve --backend scripted --port 8000           # no file: the built-in defaults
     robot-rl export runs/<run>                        # policy.onnx + policy.json in runs/<run>/export
     robot-rl deploy sim-bridge --task RRL-PushCube-Sparse-v1 --config configs/deploy/sim.yaml
@@ -36,19 +37,24 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train" / 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="robot-rl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="robot-rl", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a policy (or resume a run)", formatter_class=argparse.RawDescriptionHelpFormatter,
+    t = sub.add_parser("train", help="train a policy (or resume a run)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train PPO in ManiSkill3 with teacher guidance. Config keys and their units: "
                                    "`robot-rl config`.")
     t.add_argument("--config", type=Path, default=None,
-                   help=f"YAML config (default: {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[2])} when it exists, else built-in defaults)")
+                   help=f"YAML config (default: {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[2])} when it "
+                        "exists, else built-in defaults)")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
-    t.add_argument("--mode", choices=("ppo", "rpd", "vlajs"), help="ppo: no teacher; rpd: MSE on every step; vlajs: sparse directional hints")
+    t.add_argument("--mode", choices=("ppo", "rpd", "vlajs"),
+                   help="ppo: no teacher; rpd: MSE on every step; vlajs: sparse directional hints")
     t.add_argument("--seed", type=int, help="seed of envs, policy and query scheduler")
     t.add_argument("--total-steps", type=int, help="training budget in env steps")
-    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any config key, e.g. ppo.n_steps=128 env.num_envs=4")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="any config key, e.g. ppo.n_steps=128 env.num_envs=4")
 
     e = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
     e.add_argument("run_dir", type=Path)
@@ -64,13 +70,15 @@ def _parser() -> argparse.ArgumentParser:
         help="serve a teacher backend (OpenVLA-compatible POST /act, plus POST /act/batch, /healthz, /metadata)",
         description="Serve a teacher on HTTP. POST /act speaks OpenVLA's protocol (json-numpy image + instruction "
                     "-> 7 floats), POST /act/batch answers B rows in the env's pd_ee_delta_pose convention; "
-                    "concurrent requests are batched. Point training at it with teacher.kind=remote teacher.url=URL.\n\n"
+                    "concurrent requests are batched. Point training at it with teacher.kind=remote "
+                    "teacher.url=URL.\n\n"
                     "Settings come from --config (configs/teacher/*.yaml; keys: `robot-rl config teacher`), then "
                     "KEY=VALUE overrides, then the flags below (a flag beats the file). Without --config: the "
                     "built-in defaults (scripted backend on 127.0.0.1:8000).")
     s.add_argument("--config", type=Path, default=None, help="teacher serving YAML (configs/teacher/*.yaml)")
     s.add_argument("--backend", choices=("scripted", "openvla"), default=None,
-                   help="backend.kind: scripted (privileged-state planner, needs states) or openvla (a local checkpoint)")
+                   help="backend.kind: scripted (privileged-state planner, needs states) or openvla "
+                        "(a local checkpoint)")
     s.add_argument("--model", metavar="PATH", help="backend.model: checkpoint directory (openvla)")
     s.add_argument("--unnorm-key", metavar="KEY", help="backend.unnorm_key: default dataset-statistics key (openvla)")
     s.add_argument("--control-period-steps", type=int, metavar="D",
@@ -102,10 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     r = dsub.add_parser("ros2", help="the policy as a ROS 2 lifecycle node (configure, activate, e-stop)")
     r.add_argument("--policy", type=Path, required=True, metavar="DIR", help="directory of policy.onnx + policy.json")
     r.add_argument("--config", type=Path, default=None, help="deploy YAML (topics, frames, QoS, safety limits)")
-    r.add_argument("--record", type=Path, default=None, metavar="FILE.mcap", help="record every input and output to an MCAP rosbag2")
+    r.add_argument("--record", type=Path, default=None, metavar="FILE.mcap",
+                   help="record every input and output to an MCAP rosbag2")
     r.add_argument("--no-autostart", action="store_true",
-                   help="stay unconfigured; drive the lifecycle with `ros2 lifecycle set` or the ~/change_state service")
-    r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any deploy config key, e.g. safety.max_step_translation_m=0.005")
+                   help="stay unconfigured; drive the lifecycle with `ros2 lifecycle set` or the ~/change_state "
+                        "service")
+    r.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="any deploy config key, e.g. safety.max_step_translation_m=0.005")
     b = dsub.add_parser("sim-bridge", help="a ManiSkill env behind the same ROS 2 topics as a real Franka")
     b.add_argument("--task", default="RRL-PushCube-Sparse-v1", help="task id (robot-rl tasks)")
     b.add_argument("--config", type=Path, default=None, help="deploy YAML whose topics and frames the bridge uses")
@@ -124,7 +135,8 @@ def _parser() -> argparse.ArgumentParser:
                     "interrupted ones resume from their checkpoint, failed ones are retried. Writes OUT/results.md "
                     "(success at budget, AUC, env steps to 50%%/90%%, queries, wall time), OUT/results.json and "
                     "OUT/<task>.png. Flags override the spec file's keys.")
-    bn.add_argument("spec", nargs="?", type=Path, help="bench spec YAML (configs/bench/*.yaml); flags override its keys")
+    bn.add_argument("spec", nargs="?", type=Path,
+                    help="bench spec YAML (configs/bench/*.yaml); flags override its keys")
     bn.add_argument("--tasks", help="comma-separated task ids or paper names (robot-rl tasks)")
     bn.add_argument("--modes", help="comma-separated modes: ppo, rpd, vlajs (default all three)")
     bn.add_argument("--seeds", type=int, help="seeds per cell, 0..N-1 (default 2)")
@@ -138,14 +150,16 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--vary", action="append", metavar="KEY=V1,V2",
                     help="sweep any config key, full product (e.g. guidance.deactivate_threshold=0.9,null; repeatable)")
     bn.add_argument("--out", type=Path, help="grid directory (default bench_out/bench)")
-    bn.add_argument("--report-only", action="store_true", help="rewrite the table, JSON and plots from finished cells; run nothing")
+    bn.add_argument("--report-only", action="store_true",
+                    help="rewrite the table, JSON and plots from finished cells; run nothing")
     bn.add_argument("--no-progress", action="store_true", help="no per-run progress bar")
     bn.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every cell")
 
     sub.add_parser("tasks", help="list the task ids and their names in the VLAJS paper")
     c = sub.add_parser("config", help="list every config key with its default, unit and meaning")
     c.add_argument("which", nargs="?", choices=("train", "teacher"), default="train",
-                   help="train: the training config (default); teacher: the teacher serving config (configs/teacher/*.yaml)")
+                   help="train: the training config (default); teacher: the teacher serving config "
+                        "(configs/teacher/*.yaml)")
     return p
 
 
@@ -258,7 +272,10 @@ def _bench(args) -> int:
         overrides.append(f"env.sim_backend={args.sim_backend}")
     if args.num_envs:
         overrides.append(f"env.num_envs={args.num_envs}")
-    split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)
+
+    def split(v: str | None) -> list[str] | None:
+        return [x.strip() for x in v.split(",") if x.strip()] if v else None
+
     noise = bench.parse_sweep(args.teacher_noise)
     if args.spec is None and args.tasks is None:
         raise ConfigError("give --tasks (robot-rl tasks lists them) or a spec file (configs/bench/*.yaml)")
@@ -278,7 +295,8 @@ def _bench(args) -> int:
     print(f"wrote {spec.out / 'results.md'}, {spec.out / 'results.json'} and one PNG per task in {spec.out}")
     failed = [r for r in records if r["status"] != "done"]
     if failed:
-        print(f"{len(failed)} cell(s) failed: " + "; ".join(f"{r['task']} {r['label']}-s{r['seed']}: {r['error']}" for r in failed),
+        print(f"{len(failed)} cell(s) failed: "
+              + "; ".join(f"{r['task']} {r['label']}-s{r['seed']}: {r['error']}" for r in failed),
               file=sys.stderr)
     return 1 if failed else 0
 
@@ -292,11 +310,13 @@ def _tasks() -> int:
 
     print(f"{'task id':34} {'paper name':23} {'upstream':21} horizon  instruction")
     for spec in TASKS.values():
-        print(f"{spec.env_id:34} {spec.paper_name:23} {spec.upstream_id:21} {spec.max_episode_steps:7}  {spec.instruction}")
+        print(f"{spec.env_id:34} {spec.paper_name:23} {spec.upstream_id:21} {spec.max_episode_steps:7}  "
+              f"{spec.instruction}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``robot-rl`` entry point: run one subcommand; returns the exit status (2: a config or input error)."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "train":
@@ -326,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         if args.command == "train":
-            print("\ninterrupted: resume with `robot-rl train --resume RUN_DIR` from the last checkpoint", file=sys.stderr)
+            print("\ninterrupted: resume with `robot-rl train --resume RUN_DIR` from the last checkpoint",
+                  file=sys.stderr)
         if args.command == "bench":
             print("\ninterrupted: run the same command again to resume the grid", file=sys.stderr)
         return 130

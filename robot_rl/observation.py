@@ -101,11 +101,13 @@ class ObsField:
             raise ValueError(f"ObsField {self.name}: {len(self.components)} components for size {self.size}")
 
     def to_dict(self) -> dict:
+        """JSON-ready mapping of every attribute; :meth:`from_dict` reads it back."""
         return {"name": self.name, "size": int(self.size), "frame": self.frame, "unit": self.unit,
                 "description": self.description, "components": list(self.components), "source": self.source}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ObsField:
+        """Inverse of :meth:`to_dict`; only ``name`` and ``size`` are required (``KeyError`` otherwise)."""
         return cls(str(d["name"]), int(d["size"]), str(d.get("frame", "none")), str(d.get("unit", "")),
                    str(d.get("description", "")), tuple(d.get("components", ()) or ()), str(d.get("source", "")))
 
@@ -153,11 +155,13 @@ class ObsGroup:
         return out
 
     def to_dict(self) -> dict:
+        """JSON-ready mapping with the group's ``size`` and its fields' :meth:`ObsField.to_dict`."""
         return {"name": self.name, "description": self.description, "required": bool(self.required),
                 "size": self.size, "fields": [f.to_dict() for f in self.fields]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ObsGroup:
+        """Inverse of :meth:`to_dict`; ``required`` defaults to whether the group is in ``REQUIRED_GROUPS``."""
         return cls(str(d["name"]), tuple(ObsField.from_dict(f) for f in d["fields"]), str(d.get("description", "")),
                    bool(d.get("required", d["name"] in REQUIRED_GROUPS)))
 
@@ -196,6 +200,7 @@ class ObservationSchema:
 
     @property
     def group_names(self) -> tuple[str, ...]:
+        """The groups' names, in observation order."""
         return tuple(g.name for g in self.groups)
 
     def group(self, name: str) -> ObsGroup:
@@ -299,10 +304,12 @@ class ObservationSchema:
                 fb = b.fields[i] if i < len(b.fields) else None
                 if fa is None or fb is None:
                     f = fa or fb
-                    out.append(f"{name}.{f.name}: field {i} is only in the {'first' if fb is None else 'second'} schema")
+                    out.append(f"{name}.{f.name}: field {i} is only in the "
+                               f"{'first' if fb is None else 'second'} schema")
                     continue
                 if fa.name != fb.name:
-                    out.append(f"{name}.{fa.name}: field {i} is {fa.name!r} in the first schema, {fb.name!r} in the second")
+                    out.append(f"{name}.{fa.name}: field {i} is {fa.name!r} in the first schema, "
+                               f"{fb.name!r} in the second")
                     continue
                 for attr in ("size", "frame", "unit", "components", "source"):
                     va, vb = getattr(fa, attr), getattr(fb, attr)
@@ -339,7 +346,8 @@ class ObservationSchema:
         """
         version = d.get("version")
         if version != SCHEMA_VERSION:
-            raise ValueError(f"observation schema version {version!r} is not supported (this code reads {SCHEMA_VERSION})")
+            raise ValueError(f"observation schema version {version!r} is not supported "
+                             f"(this code reads {SCHEMA_VERSION})")
         try:
             schema = cls(str(d["task"]), tuple(ObsGroup.from_dict(g) for g in d["groups"]), int(version))
         except (KeyError, TypeError) as err:
@@ -349,6 +357,7 @@ class ObservationSchema:
         return schema
 
     def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` to ``path`` as indented JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod

@@ -36,9 +36,11 @@ class Actor(Protocol):
     when the loop renders one) and returns a ``(1, 7)`` action in ``[-1, 1]``.
     """
 
-    def reset(self) -> None: ...
+    def reset(self) -> None:
+        """Called at the start of every episode."""
 
-    def act(self, obs: np.ndarray, view) -> np.ndarray: ...
+    def act(self, obs: np.ndarray, view) -> np.ndarray:
+        """``(1, D) float32`` observation and the step's teacher view -> ``(1, 7)`` action in ``[-1, 1]``."""
 
 
 @dataclass
@@ -72,6 +74,7 @@ class RolloutResult:
 
     @property
     def success_rate(self) -> float:
+        """Fraction of the episodes that ended in success."""
         return float(np.mean([e.success for e in self.episodes]))
 
     def summary(self) -> dict:
@@ -87,6 +90,7 @@ class RolloutResult:
         }
 
     def per_episode(self) -> list[dict]:
+        """One dict of :class:`EpisodeResult`'s fields per episode."""
         return [asdict(e) for e in self.episodes]
 
 

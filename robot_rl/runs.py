@@ -56,7 +56,8 @@ class RunDir:
         run = cls(Path(cfg.run.out_dir) / name)
         run.recover_checkpoint()
         if run.has_checkpoint():
-            raise FileExistsError(f"{run.path} already holds a run: resume it with `robot-rl train --resume {run.path}`")
+            raise FileExistsError(f"{run.path} already holds a run: resume it with "
+                                  f"`robot-rl train --resume {run.path}`")
         run.path.mkdir(parents=True, exist_ok=True)
         run.metrics.unlink(missing_ok=True)
         dump_config(cfg, run.path / CONFIG)
@@ -96,17 +97,21 @@ class RunDir:
 
     @property
     def metrics(self) -> Path:
+        """The run's metrics, one JSON object per line (``metrics.jsonl``)."""
         return self.path / METRICS
 
     @property
     def tb(self) -> Path:
+        """The run's TensorBoard log directory."""
         return self.path / TB
 
     @property
     def checkpoint(self) -> Path:
+        """The latest checkpoint's directory (``model.zip``, ``vecnormalize.pkl``, ``guidance.json``)."""
         return self.path / CKPT
 
     def has_checkpoint(self) -> bool:
+        """Whether the latest checkpoint has a saved model."""
         return (self.checkpoint / "model.zip").exists()
 
     def save_checkpoint(self, model, guidance_state: dict) -> None:
@@ -136,6 +141,7 @@ class RunDir:
             os.replace(old, self.checkpoint)
 
     def checkpoint_state(self) -> dict:
+        """The latest checkpoint's ``guidance.json``: ``num_timesteps`` and the guidance state."""
         return json.loads((self.checkpoint / "guidance.json").read_text())
 
     def read_metrics(self) -> list[dict]:
@@ -156,6 +162,7 @@ class RunDir:
         self.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def write_eval(self, result: dict) -> None:
+        """Write the final evaluation's result as ``eval.json``."""
         (self.path / EVAL).write_text(json.dumps(result, indent=2))
 
     def plot_success_curve(self) -> Path | None:
@@ -192,8 +199,10 @@ def curve_summary(steps: np.ndarray, success: np.ndarray, budget: int, threshold
     """Area under the success curve and env steps to reach each threshold.
 
     Args:
-        steps, success: the curve, ``(K,)`` each; before the first point the success rate counts as 0.
+        steps: ``(K,)`` env steps of the curve's points, increasing.
+        success: ``(K,)`` success rate at each point; before the first point the success rate counts as 0.
         budget: env steps the run was given; the area is normalized by it (so 1.0 = always succeeding).
+        thresholds: success rates in ``[0, 1]``; each gives a ``steps_to_<percent>`` key.
 
     Returns:
         ``{"auc": float in [0, 1], "final_success": float, "steps_to_50": int | None, ...}``

@@ -28,7 +28,8 @@ from robot_rl.runs import RunDir
 EVAL_SEED_OFFSET = 10_000
 
 
-def build_env(cfg: TrainConfig, num_envs: int | None = None, seed: int | None = None, in_process: bool = False) -> VecEnv:
+def build_env(cfg: TrainConfig, num_envs: int | None = None, seed: int | None = None,
+              in_process: bool = False) -> VecEnv:
     """The task's vec env with episode statistics (``VecMonitor``); normalization is added by the caller.
 
     With ``physx_cpu`` worker processes, the trainer's own torch threads are cut to the cores the
@@ -55,8 +56,9 @@ def build_env(cfg: TrainConfig, num_envs: int | None = None, seed: int | None = 
     return VecMonitor(venv)
 
 
-def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: int | None = None, seed: int | None = None,
-                    in_process: bool = False, training: bool = True) -> tuple[VecEnv, ObservationSchema]:
+def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: int | None = None,
+                    seed: int | None = None, in_process: bool = False,
+                    training: bool = True) -> tuple[VecEnv, ObservationSchema]:
     """The env stack of a run: the task's vec env with episode statistics, checked against the run's
     observation schema, inside observation normalization.
 
@@ -66,7 +68,9 @@ def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: in
     Args:
         cfg: the run's config.
         run: the run directory (its checkpoint's ``vecnormalize.pkl``, if any, is loaded).
-        num_envs, seed, in_process: as :func:`build_env` (defaults from ``cfg``).
+        num_envs: parallel envs (``None``: ``cfg.env.num_envs``).
+        seed: seed of the envs (``None``: ``cfg.seed``).
+        in_process: CPU only: all envs in this process instead of worker processes.
         training: whether the normalization statistics keep updating.
 
     Returns:
@@ -80,7 +84,8 @@ def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: in
     size = int(np.prod(venv.observation_space.shape))
     if size != schema.size:
         venv.close()
-        raise SchemaMismatch(f"{cfg.task}'s env observes {size} values but its observation schema has {schema.describe_sizes()}")
+        raise SchemaMismatch(f"{cfg.task}'s env observes {size} values but its observation schema has "
+                             f"{schema.describe_sizes()}")
     stats = run.checkpoint / "vecnormalize.pkl" if run is not None else None
     if stats is not None and stats.exists():
         venv = VecNormalize.load(str(stats), venv)
@@ -243,6 +248,7 @@ class RunCallback(BaseCallback):
             self.bar.close()
 
     def save(self) -> None:
+        """Checkpoint the model, its normalization statistics and the guidance state into the run."""
         self.run.save_checkpoint(self.model, self.guidance.state_dict() if self.guidance is not None else {})
 
 
@@ -321,9 +327,10 @@ class PolicyActor:
         self.model = model
 
     def reset(self) -> None:
-        pass
+        """Nothing to reset: the MLP policy is stateless."""
 
     def act(self, obs: np.ndarray, view) -> np.ndarray:
+        """The policy's mean action ``(1, 7)`` for a normalized observation ``(1, D)``; ``view`` is unused."""
         action, _ = self.model.predict(obs, deterministic=True)
         return action
 

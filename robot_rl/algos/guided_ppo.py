@@ -53,7 +53,7 @@ class GuidedRolloutBufferSamples(NamedTuple):
 
 
 class GuidedRolloutBuffer(RolloutBuffer):
-    """A ``RolloutBuffer`` with two named fields per env step:
+    """A ``RolloutBuffer`` with two named fields per env step.
 
     * ``teacher_targets``: ``(n_steps, n_envs, action_dim) float32`` per-step teacher targets ``ã_t``;
     * ``teacher_valid``: ``(n_steps, n_envs) float32`` 1 where ``ã_t`` is valid.
@@ -63,6 +63,7 @@ class GuidedRolloutBuffer(RolloutBuffer):
     """
 
     def reset(self) -> None:
+        """SB3's reset, plus zeroed ``teacher_targets`` and ``teacher_valid`` (no valid target)."""
         super().reset()
         self.teacher_targets = np.zeros((self.buffer_size, self.n_envs, self.action_dim), dtype=np.float32)
         self.teacher_valid = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
@@ -73,6 +74,7 @@ class GuidedRolloutBuffer(RolloutBuffer):
         self.teacher_valid[self.pos] = valid
 
     def get(self, batch_size: int | None = None) -> Generator[GuidedRolloutBufferSamples, None, None]:
+        """SB3's minibatches (same permutation), each with its rows' teacher targets and validity."""
         if not self.generator_ready:
             self.teacher_targets = self.swap_and_flatten(self.teacher_targets)
             self.teacher_valid = self.swap_and_flatten(self.teacher_valid)
@@ -109,7 +111,7 @@ class _GuidanceCallback(BaseCallback):
 
 
 class GuidedPPO(PPO):
-    """PPO with teacher guidance. All of SB3 ``PPO``'s arguments, plus:
+    """PPO with teacher guidance. All of SB3 ``PPO``'s arguments, plus the three below.
 
     Args:
         guidance: the rollout-time collector, or ``None`` for plain PPO (mode ``ppo``).

@@ -34,7 +34,8 @@ def _masked_mean(per_row: th.Tensor, valid: th.Tensor) -> th.Tensor:
     return (per_row * valid).sum() / valid.sum().clamp_min(1.0)
 
 
-def component_cosines(mean: th.Tensor, target: th.Tensor, eps: float = COS_EPS) -> dict[str, tuple[th.Tensor, th.Tensor]]:
+def component_cosines(mean: th.Tensor, target: th.Tensor,
+                      eps: float = COS_EPS) -> dict[str, tuple[th.Tensor, th.Tensor]]:
     """Per component ``c`` in {pos, rot}: ``(cos (N,), has_direction (N,) bool)`` between ``μ^c`` and ``ã^c``."""
     out = {}
     for name, sl in (("pos", POS_SLICE), ("rot", ROT_SLICE)):
@@ -66,6 +67,11 @@ def mse_loss(mean: th.Tensor, target: th.Tensor, valid: th.Tensor) -> th.Tensor:
     """Masked MSE of the RPD baseline: mean over valid rows of ``‖μ - ã‖²`` (sum over 7 components).
 
     Args:
-        mean: ``(N, 7)``; target: ``(N, 7)``; valid: ``(N,)``.
+        mean: ``(N, 7)`` policy mean ``μ_θ(s_t)``.
+        target: ``(N, 7)`` per-step teacher targets ``ã_t``.
+        valid: ``(N,)`` bool or 0/1 validity mask.
+
+    Returns:
+        scalar tensor; 0 when no row is valid.
     """
     return _masked_mean(((mean - target) ** 2).sum(dim=1), valid)

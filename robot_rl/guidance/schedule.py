@@ -150,6 +150,7 @@ class QueryScheduler:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved."""
         self.baseline_return = state["baseline_return"]
         self.delta_r = state["delta_r"]
         self.deactivated = state["deactivated"]

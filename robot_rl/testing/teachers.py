@@ -50,6 +50,7 @@ class NotesTeacher:
             raise TeacherRequestError("instructions", "NotesTeacher refuses the instruction 'refuse'")
 
     def act(self, request: TeacherRequest) -> TeacherResponse:
+        """Zero actions but ``x = row / 10`` and an open gripper, with one note per row (class docstring)."""
         t0 = time.perf_counter()
         self.check_request(request)
         with self._lock:
