@@ -9,8 +9,9 @@ Action convention of a response (``TeacherResponse.actions``, shape ``(B, 7)``):
 ``pd_ee_delta_pose`` layout ``[dx, dy, dz, droll, dpitch, dyaw, gripper]`` in *normalized* units,
 where 1.0 on a position component is 0.1 m and 1.0 on a rotation component is 0.1 rad of
 commanded motion *in the controller's sign convention* (FACTS.md: a +1 rotation command turns the
-end effector by -0.1 rad, ManiSkill issue #1469; :mod:`robot_rl.geometry`). The position and rotation parts are the teacher's
-delta over its whole control period of ``control_period_steps`` (``D``) env steps, so each may reach
+end effector by -0.1 rad, ManiSkill issue #1469; :mod:`robot_rl.geometry`). The position and rotation
+parts are the teacher's delta over its whole control period of ``control_period_steps`` (``D``) env
+steps, so each may reach
 ``D`` in magnitude; :func:`robot_rl.guidance.targets.interpolate_targets` spreads it linearly into
 ``D`` per-step targets in [-1, 1]. The gripper is an absolute command in [-1 (closed), +1 (open)].
 
@@ -183,7 +184,8 @@ class TeacherResponse:
         try:
             actions = np.asarray(self.actions, dtype=np.float32)
         except (TypeError, ValueError):
-            raise ValueError(f"actions must be a (B, {ACTION_DIM}) float array, got {type(self.actions).__name__}") from None
+            raise ValueError(f"actions must be a (B, {ACTION_DIM}) float array, "
+                             f"got {type(self.actions).__name__}") from None
         if actions.ndim != 2 or actions.shape[1] != ACTION_DIM:
             raise ValueError(f"actions must be (B, {ACTION_DIM}), got shape {actions.shape}")
         self.actions = actions

@@ -38,17 +38,23 @@ class _Section(BaseModel):
 class ScriptedBackendConfig(_Section):
     """``backend.kind: scripted``: the privileged-state planner (:class:`~robot_rl.teachers.ScriptedTeacher`)."""
 
-    kind: Literal["scripted"] = Field("scripted", description="scripted: the privileged-state planner (requests carry states)")
+    kind: Literal["scripted"] = Field("scripted",
+                                      description="scripted: the privileged-state planner (requests carry states)")
     control_period_steps: int = Field(4, ge=1, description="D: env steps one answer spans, reported in /metadata")
-    task: str | None = Field(None, description="default task id for requests that carry none (null: requests must name theirs)")
+    task: str | None = Field(
+        None, description="default task id for requests that carry none (null: requests must name theirs)")
     seed: int | None = Field(0, description="seed of the planner's own RNG (null: fresh entropy)")
 
 
 class OpenVLABackendConfig(_Section):
-    """``backend.kind: openvla``: a local transformers-native checkpoint (:class:`~robot_rl.teachers.openvla.OpenVLATeacher`)."""
+    """``backend.kind: openvla``: a local transformers-native checkpoint.
+
+    :class:`~robot_rl.teachers.openvla.OpenVLATeacher` loads it.
+    """
 
     kind: Literal["openvla"] = Field("openvla", description="openvla: a local VLA checkpoint (requests carry images)")
-    model: str = Field(description="checkpoint directory (AutoModelForImageTextToText + AutoProcessor layout, norm_stats)")
+    model: str = Field(
+        description="checkpoint directory (AutoModelForImageTextToText + AutoProcessor layout, norm_stats)")
     unnorm_key: str | None = Field(None, description="default dataset-statistics key (null: the checkpoint's only one)")
     control_period_steps: int = Field(4, ge=1, description="D: env steps one answer spans, reported in /metadata")
     device: str = Field("cpu", description="torch device of the model (cpu, cuda, cuda:0, ...)")
@@ -70,7 +76,8 @@ class ServerConfig(_Section):
     max_batch: int = Field(16, ge=1, description="most rows per backend call")
     batch_wait_ms: float = Field(5.0, ge=0, description="longest a request waits for a batch to fill (ms)")
     max_body_mb: float = Field(64.0, gt=0, description="largest request body (MiB); larger gets 413")
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="uvicorn's log level")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info",
+                                                                                description="uvicorn's log level")
 
 
 class RayConfig(_Section):
@@ -81,7 +88,8 @@ class RayConfig(_Section):
     num_cpus: float = Field(REPLICA_NUM_CPUS, gt=0, description="CPUs each replica reserves in Ray")
     num_gpus: float | None = Field(
         None, ge=0, description="GPUs each replica reserves (null: 1 for openvla when the cluster has one, else 0)")
-    address: str | None = Field(None, description="Ray cluster to join (null: $RAY_ADDRESS, else a private local instance)")
+    address: str | None = Field(
+        None, description="Ray cluster to join (null: $RAY_ADDRESS, else a private local instance)")
 
 
 class TeacherServeConfig(_Section):

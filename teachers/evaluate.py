@@ -52,10 +52,12 @@ class TeacherActor:
         self._started = False
 
     def reset(self) -> None:
+        """A new episode: drop the queued targets, so the first step queries."""
         self.tracker.advance(np.ones(1, dtype=bool))  # a new episode: nothing queued
         self._started = False
 
     def act(self, obs: np.ndarray, view) -> np.ndarray:
+        """The current per-step target ``(1, 7)``, querying the teacher when none is queued; ``obs`` is unused."""
         from robot_rl.guidance.targets import interpolate_targets, validate_teacher_actions
 
         if self._started:
@@ -73,7 +75,8 @@ class TeacherActor:
             self.queries += 1
             valid = validate_teacher_actions(resp.actions, 1, self.period)
             self.invalid += int(not valid[0])
-            answer = np.nan_to_num(np.asarray(resp.actions, dtype=np.float32)) if valid[0] else np.zeros((1, ACTION_DIM), np.float32)
+            answer = (np.nan_to_num(np.asarray(resp.actions, dtype=np.float32)) if valid[0]
+                      else np.zeros((1, ACTION_DIM), np.float32))
             targets, mask = interpolate_targets(answer, self.period, valid)
             n = self.tracker.period_steps
             self.tracker.set(np.zeros(1, dtype=np.int64), targets[:, :n], mask[:, :n])
@@ -179,8 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
     teacher = make_teacher(args.kind, **kwargs)
     t0 = time.perf_counter()
     result = run_teacher_as_policy(teacher, spec.env_id, args.episodes, args.seed, hold=args.hold)
-    result.update(task=args.task, episodes=args.episodes, seed=args.seed, kind=args.kind, teacher_args=kwargs, hold=args.hold,
-                  wall_s=round(time.perf_counter() - t0, 2))
+    result.update(task=args.task, episodes=args.episodes, seed=args.seed, kind=args.kind, teacher_args=kwargs,
+                  hold=args.hold, wall_s=round(time.perf_counter() - t0, 2))
     print(json.dumps(result))
     return result
 

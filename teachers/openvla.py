@@ -1,4 +1,4 @@
-"""OpenVLA teacher backend: a local vision-language-action checkpoint behind the :class:`Teacher` protocol.
+r"""OpenVLA teacher backend: a local vision-language-action checkpoint behind the :class:`Teacher` protocol.
 
 Pipeline per batch (one ``generate`` call for all ``B`` rows):
 image + instruction -> prompt (:func:`robot_rl.teachers.wire.openvla_prompt`) -> processor
@@ -26,7 +26,7 @@ Mapping decisions (each pinned by ``tests/teachers/test_openvla.py``):
 - Image placeholder: Prismatic inserts the image patch embeddings right after ``<s>`` (BOS) in
   its own ``forward``; a native processor instead needs a placeholder token in the text. When the
   processor has an ``image_token`` (Llava's ``<image>``), it is prepended to the prompt, so the
-  sequence is ``<s> <image>... In: What action ...?\\nOut:`` -- the same order as OpenVLA's.
+  sequence is ``<s> <image>... In: What action ...?\nOut:`` -- the same order as OpenVLA's.
 - Token 29871: OpenVLA appends Llama-2's empty token ``"▁"`` (id 29871) when the prompt does not
   already end with it, because it followed ``Out:`` at training time. This is done here only when
   the tokenizer's base vocabulary is Llama-2's (``tokenizer.vocab_size == 32000``); for other

@@ -1,4 +1,4 @@
-"""The teacher server on Ray Serve: the same routes as :mod:`robot_rl.teachers.server`, over N replicas.
+r"""The teacher server on Ray Serve: the same routes as :mod:`robot_rl.teachers.server`, over N replicas.
 
 ``robot-rl teacher serve --ray --replicas N`` runs :func:`serve_ray`. Every replica builds its own
 backend (:func:`~robot_rl.teachers.server.build_backend`) and its own FastAPI app with
@@ -26,7 +26,7 @@ Running on a GPU fleet::
     # machine A (head), machines B, C, ... (workers), same venv with robot_rl installed on each:
     A$ ray start --head --port 6379
     B$ ray start --address A:6379
-    A$ RAY_ADDRESS=auto robot-rl teacher serve --ray --backend openvla --model /ckpt/openvla-7b \\
+    A$ RAY_ADDRESS=auto robot-rl teacher serve --ray --backend openvla --model /ckpt/openvla-7b \
           --replicas 8 --host 0.0.0.0 --max-batch 16 --api-key "$KEY"
 
 With ``RAY_ADDRESS`` set (or ``address=``), :func:`serve_ray` joins that cluster instead of starting a
@@ -119,6 +119,7 @@ class RayServerInfo(ServerInfo):
     replica_id: str = ""
 
     def metadata(self) -> dict:
+        """The uvicorn server's ``/metadata``, plus ``"server": "ray-serve"`` and this ``"replica_id"``."""
         return {**super().metadata(), "server": "ray-serve", "replica_id": self.replica_id}
 
 
@@ -196,7 +197,8 @@ def _check_args(backend: str, replicas: int, max_batch: int, batch_wait_ms: floa
         raise RuntimeError(f"ray {ray.__version__} lacks @serve.ingress() without an app (__serve_build_asgi_app__), "
                            "which --ray needs; upgrade ray[serve] or serve without --ray")
     if replicas < 1 or max_batch < 1 or batch_wait_ms < 0:
-        raise ValueError(f"replicas and max_batch must be >= 1 and batch_wait_ms >= 0, got {replicas}, {max_batch}, {batch_wait_ms}")
+        raise ValueError(f"replicas and max_batch must be >= 1 and batch_wait_ms >= 0, "
+                         f"got {replicas}, {max_batch}, {batch_wait_ms}")
     check_backend_args(backend, backend_kwargs.get("model"))
     if backend == "scripted":
         build_backend(backend, **backend_kwargs)  # cheap: surfaces a bad --task here, not in a replica log
@@ -266,13 +268,16 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
     return True
 
 
-def start_app(app, *, host: str = "127.0.0.1", port: int = 8000, name: str = APP_NAME, route_prefix: str = "/") -> None:
+def start_app(app, *, host: str = "127.0.0.1", port: int = 8000, name: str = APP_NAME,
+              route_prefix: str = "/") -> None:
     """Start Serve's HTTP proxy on ``host:port`` and deploy ``app``; blocks until its replicas are up.
 
     Args:
         app: a bound application (:func:`build_deployment`).
-        host, port: where the proxy listens (cluster-wide; fixed by the first ``serve.start``).
-        name, route_prefix: the Serve application's name and URL prefix.
+        host: the address the proxy listens on (cluster-wide; fixed by the first ``serve.start``).
+        port: the proxy's TCP port (likewise fixed by the first ``serve.start``).
+        name: the Serve application's name.
+        route_prefix: the Serve application's URL prefix.
 
     Raises:
         RuntimeError: the deployment failed (e.g. a replica's constructor raised); the message
@@ -293,7 +298,8 @@ def _deployment_errors(name: str, max_chars: int = 4000) -> str:
         return ""
     if app_status is None:
         return ""
-    return "\n".join(f"deployment {dep}: {d.message[-max_chars:]}" for dep, d in app_status.deployments.items() if d.message)
+    return "\n".join(f"deployment {dep}: {d.message[-max_chars:]}"
+                     for dep, d in app_status.deployments.items() if d.message)
 
 
 def _gpu_default(backend: str) -> float:
@@ -347,11 +353,21 @@ def serve_ray(backend: str = "scripted", *, replicas: int = 1, host: str = "127.
               num_cpus: float = REPLICA_NUM_CPUS, num_gpus: float | None = None, **backend_kwargs: Any) -> None:
     """Serve ``backend`` on Ray Serve with ``replicas`` replicas until Ctrl-C / SIGTERM (blocks).
 
-    Arguments as :func:`build_deployment` and ``robot-rl teacher serve``, plus:
+    Arguments as :func:`build_deployment` and ``robot-rl teacher serve``.
 
     Args:
+        backend: ``"scripted"`` or ``"openvla"``.
+        replicas: number of replicas (each builds its own backend).
+        host: the address Serve's HTTP proxy listens on.
+        port: the proxy's TCP port.
+        max_batch: most requests per batch and most rows per backend call.
+        batch_wait_ms: longest a request waits for a batch to fill, milliseconds.
+        api_key: ``X-API-Key`` value every route but ``/healthz`` requires (``None``: no key).
+        max_body_bytes: request body limit in bytes (413 beyond).
         address: Ray cluster to join (default ``$RAY_ADDRESS``; unset: a private local instance).
+        num_cpus: CPUs each replica reserves in Ray.
         num_gpus: GPUs per replica; ``None``: 1 for ``openvla`` when the cluster has a GPU, else 0.
+        backend_kwargs: the keys of the kind's backend section, as :func:`build_deployment`.
 
     On exit, Serve and a Ray instance this call started are shut down; on a joined cluster only
     this application is deleted.

@@ -79,6 +79,7 @@ class PendingAnswer:
             self.answer_times_s = np.full(self.obs_times_s.shape, self._clock())
 
     def done(self) -> bool:
+        """Whether the answer (or its failure) has arrived."""
         return self._future.done()
 
     def age_s(self) -> np.ndarray:
@@ -161,7 +162,8 @@ class RemoteTeacher:
         else:
             self.spec = TeacherSpec.from_metadata(meta, control_period_steps=d)
         if unnorm_key is not None and self.spec.unnorm_keys and unnorm_key not in self.spec.unnorm_keys:
-            raise ValueError(f"unnorm_key {unnorm_key!r} is not one of the server's: {', '.join(self.spec.unnorm_keys)}")
+            raise ValueError(f"unnorm_key {unnorm_key!r} is not one of the server's: "
+                             f"{', '.join(self.spec.unnorm_keys)}")
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -281,11 +283,13 @@ class RemoteTeacher:
             else:
                 out = self._post("/act/batch", encode_batch_request(wire, stamps=self.protocol_version >= 2))
                 done = np.full(len(request), time.perf_counter())
-                actions, notes, model_id = np.asarray(out["actions"], dtype=np.float32), out.get("notes"), str(out["model_id"])
+                actions, notes, model_id = (np.asarray(out["actions"], dtype=np.float32), out.get("notes"),
+                                            str(out["model_id"]))
                 if actions.shape != (len(request), ACTION_DIM):
                     raise ValueError(f"the server answered actions of shape {actions.shape} for {len(request)} rows")
                 server_rows = out.get("latencies_s")
-                latency = nested_latency(done[0] - t0, None if server_rows is None else np.asarray(server_rows), len(request))
+                latency = nested_latency(done[0] - t0, None if server_rows is None else np.asarray(server_rows),
+                                         len(request))
             now_clock, now = self._clock(), time.perf_counter()
             response = TeacherResponse(actions, latency, model_id, notes=notes, obs_steps=request.obs_steps,
                                        obs_times_s=obs_times_s, answer_times_s=now_clock - (now - done))
@@ -337,6 +341,7 @@ class RemoteTeacher:
                                extras={"error": error})
 
     def close(self) -> None:
+        """Stop the query threads; queries not yet started are cancelled."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -136,6 +136,7 @@ class ActBody(BaseModel):
     task_id: str | None = None
 
     def to_request(self) -> TeacherRequest:
+        """The body as a one-row :class:`TeacherRequest` (``B = 1``)."""
         return TeacherRequest(
             instructions=[self.instruction],
             images=None if self.image is None else self.image[None],
@@ -216,7 +217,8 @@ def _concat(reqs: list[TeacherRequest]) -> TeacherRequest:
     )
 
 
-def run_batched(teacher: Teacher, requests: list[TeacherRequest], max_batch: int) -> tuple[list[TeacherResponse | Exception], int]:
+def run_batched(teacher: Teacher, requests: list[TeacherRequest],
+                max_batch: int) -> tuple[list[TeacherResponse | Exception], int]:
     """Answer several requests with as few backend calls as possible.
 
     Compatible requests (same image size, state width, optional fields and ``unnorm_key``) are
@@ -304,6 +306,7 @@ class DynamicBatcher:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Cancel the gathering task and shut the backend's thread down (pending calls are cancelled)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -409,7 +412,8 @@ def _request_error(exc: ValueError, fields: dict[str, str] | None = None) -> Req
     return _field_error((fields or {}).get(field, field), str(exc))
 
 
-def check_against_backend(info: ServerInfo, request: TeacherRequest, fields: dict[str, str] | None = None) -> TeacherRequest:
+def check_against_backend(info: ServerInfo, request: TeacherRequest,
+                          fields: dict[str, str] | None = None) -> TeacherRequest:
     """The request the backend is given: without what its spec does not read, checked by its
     :meth:`~robot_rl.teachers.base.Teacher.check_request`.
 
@@ -544,7 +548,8 @@ async def _read_json(request: Request, max_body_bytes: int) -> Any:
     try:
         return json.loads(b"".join(chunks))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": f"malformed JSON: {exc}"}]) from None
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": f"malformed JSON: {exc}"}]) from None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -130,7 +130,9 @@ def _align(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _cap_pitch(mats: np.ndarray, max_pitch: float) -> np.ndarray:
-    """Turn hand orientations ``(N, 3, 3)`` minimally so the approach axis (z) is within ``max_pitch`` of straight down."""
+    """Turn hand orientations ``(N, 3, 3)`` minimally so the approach axis (z) is within ``max_pitch`` (rad) of
+    straight down.
+    """
     app = mats[:, :, 2]
     pitch = np.arccos(np.clip(-app[:, 2], -1.0, 1.0))
     k = _unit(np.cross(app, np.broadcast_to(-Z_UP, app.shape)), X_AXIS)

@@ -44,16 +44,16 @@ steps (longest 69); as used (one answer per D steps, replayed open loop), 49/50 
 actions (seeds 100..109, D = 4, queried every step, 120-step horizon) 10/10 recover; a peg dropped
 mid-transport is re-grasped (6/6). Most of the time goes into turning the hand (about 0.04 rad per step
 at full command, up to ~60 degrees before the grasp and ~80 after it). Before the answers were planned
-for their period (:meth:`~robot_rl.teachers.plans.common.Motion.position`), the precision phases overshot when an answer was held:
-D = 4 solved 1/10. The gains below multiply the period gain. What made the difference while tuning:
-(1) the held peg sags the arm below its
-target (about 6 mm per kg at gain 1; the peg weighs 0.15..0.6 kg at density 1000), which a plain
-P-command leaves as a 1.5..3 mm steady-state error, larger than the hole's tolerance, so the fine
-phases use a higher gain plus a z feed-forward ``SAG_M_PER_KG * mass``; gains of 4 oscillate (the arm
-lags ~1 step); (2) a discrete "aligned -> insert, else back to pre-insert" switch limit-cycles,
-because every axial step disturbs the lateral error by 1..4 mm; the continuous funnel does not;
-(3) "in the hole" must mean the head's *centre* within the 3 mm clearance of the axis, not within
-the hole's half width, or a peg pressed on the rim counts as inserted and jams.
+for their period (:meth:`~robot_rl.teachers.plans.common.Motion.position`), the precision phases
+overshot when an answer was held: D = 4 solved 1/10. The gains below multiply the period gain. What
+made the difference while tuning: (1) the held peg sags the arm below its target (about 6 mm per kg at
+gain 1; the peg weighs 0.15..0.6 kg at density 1000), which a plain P-command leaves as a 1.5..3 mm
+steady-state error, larger than the hole's tolerance, so the fine phases use a higher gain plus a z
+feed-forward ``SAG_M_PER_KG * mass``; gains of 4 oscillate (the arm lags ~1 step); (2) a discrete
+"aligned -> insert, else back to pre-insert" switch limit-cycles, because every axial step disturbs the
+lateral error by 1..4 mm; the continuous funnel does not; (3) "in the hole" must mean the head's
+*centre* within the 3 mm clearance of the axis, not within the hole's half width, or a peg pressed on
+the rim counts as inserted and jams.
 """
 
 from __future__ import annotations

@@ -52,8 +52,8 @@ mid-carry or cube moved 0.04 m sideways mid-task: recovered in 5/5 each at a 100
 * A full-speed poke flings the cube (~0.8 m/s; it slides several cm), and an IK freeze mid-poke can
   then make the robot static while the cube passes through the goal: a lucky success. The capped,
   P-controlled poke and the hold avoid relying on this.
-* Each answer is planned for its control period (:meth:`~robot_rl.teachers.plans.common.Motion.position`): queried once per
-  ``D`` env steps and replayed open loop, as ``vlajs`` training uses it, the plan solves 50/50 at
+* Each answer is planned for its control period (:meth:`~robot_rl.teachers.plans.common.Motion.position`):
+  queried once per ``D`` env steps and replayed open loop, as ``vlajs`` training uses it, the plan solves 50/50 at
   D = 2 and 48/50 at D = 4 (mean 36.7 steps; ``benchmarks/teacher_competence.py``). As a per-step
   P-controller held for D = 4 it overshot its waypoints: 0.4 on 30 episodes.
 """
