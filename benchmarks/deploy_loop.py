@@ -160,7 +160,8 @@ def main(argv=None) -> int:
         print(f"sim bridge tick jitter (its EE pose stamps): p50 {b['p50']:.2f} ms  p99 {b['p99']:.2f} ms")
         print(f"observation-to-command latency: p50 {lat['p50']:.2f} ms  p99 {lat['p99']:.2f} ms  "
               f"(target p99 < 10 ms: {'met' if lat['p99'] < 10 else 'NOT met'})")
-        for key, label in (("obs_to_step_ms", "input stamp -> node step"), ("step_to_publish_ms", "node step -> command"),
+        for key, label in (("obs_to_step_ms", "input stamp -> node step"),
+                           ("step_to_publish_ms", "node step -> command"),
                            ("dds_delivery_ms", "command -> received here")):
             print(f"  {label}: p50 {loop[key]['p50']:.2f} ms  p99 {loop[key]['p99']:.2f} ms")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,8 @@ def evaluate(data: dict[str, np.ndarray], object_width_m: float = 0.04, obj_nois
     obj = data["obj_pos"][keep]
     if obj_noise_m > 0:
         obj = obj + np.random.default_rng(seed).normal(0.0, obj_noise_m, obj.shape)
-    rule = grasp_flag(data["width"][keep], data["tcp_pos"][keep], data["tcp_quat"][keep], obj, object_width_m, **thresholds)
+    rule = grasp_flag(data["width"][keep], data["tcp_pos"][keep], data["tcp_quat"][keep], obj, object_width_m,
+                      **thresholds)
     return confusion(rule, data["is_grasped"][keep])
 
 
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
         g, t = allk["is_grasped"], allk["t"]
         print(f"{task:28s} sim is_grasped = 1 at the reset observation in {int(g[t == 0].sum())} of "
               f"{int((t == 0).sum())} episodes, after the first step in {int(g[t == 1].sum())}; "
-              f"held widths {allk['width'][g & (t >= SKIP_STEPS)].min():.4f} .. {allk['width'][g & (t >= SKIP_STEPS)].max():.4f} m")
+              f"held widths {allk['width'][g & (t >= SKIP_STEPS)].min():.4f} .. "
+              f"{allk['width'][g & (t >= SKIP_STEPS)].max():.4f} m")
         for k, v in allk.items():
             saved[f"{task}/{k}"] = v
     if args.save:

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
             for kind, q in [*((k, per_policy[k][field]) for k in per_policy), ("both", both)]:
                 s = summarize(q)
                 results[(task, field, kind)] = s
-                comps = " ".join(f"{c}>=0 {100 * s['ge0'][i]:5.1f}% (>0 {100 * s['gt0'][i]:5.1f}%)" for i, c in enumerate(COMPONENTS))
+                comps = " ".join(f"{c}>=0 {100 * s['ge0'][i]:5.1f}% (>0 {100 * s['gt0'][i]:5.1f}%)"
+                                 for i, c in enumerate(COMPONENTS))
                 print(f"{task:20s} {field:14s} {kind:8s} n={s['steps']:4d}  {comps}  -> {s['best']} >= 0 on "
                       f"{100 * s['best_ge0']:.1f}%, |{s['best']}| < {NEAR_ZERO} on {100 * s['best_near0']:.1f}%, "
                       f"min |{s['best']}| {s['best_min_abs']:.3f}")

@@ -65,7 +65,8 @@ def _cell(r: dict) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default=",".join(TARGETS), help="comma-separated task ids or paper names")
-    p.add_argument("--periods", default="4", help="comma-separated control periods D (env steps) for the as-used columns")
+    p.add_argument("--periods", default="4",
+                   help="comma-separated control periods D (env steps) for the as-used columns")
     p.add_argument("--episodes", type=int, default=50, help="seeded episodes per cell (seeds SEED..SEED+N-1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     p.add_argument("--out", type=Path, default=Path("bench_out/teacher_competence.json"), help="JSON rows")

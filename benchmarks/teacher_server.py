@@ -125,7 +125,8 @@ def main(argv=None) -> int:
 
     base = in_process(args.requests, rng)
     results["scripted"]["in_process"] = base
-    print(f"scripted in-process: p50 {base['p50_ms']:.2f} ms  p99 {base['p99_ms']:.2f} ms  {base['throughput_rps']:.0f} req/s")
+    print(f"scripted in-process: p50 {base['p50_ms']:.2f} ms  p99 {base['p99_ms']:.2f} ms  "
+          f"{base['throughput_rps']:.0f} req/s")
     with SpawnedServer("scripted", task=TASK, max_batch=32, batch_wait_ms=0.0) as server:
         r = over_http(server.url, 1, args.requests, rng)
         results["scripted"]["http_1_clients_wait_0ms"] = r
@@ -140,7 +141,8 @@ def main(argv=None) -> int:
             r = over_http(server.url, c, args.requests, rng)
             results["scripted"][f"http_{c}_clients"] = r
             print(f"scripted HTTP, {c:2d} clients, --batch-wait-ms {DEFAULT_WAIT_MS:g}: p50 {r['p50_ms']:.2f} ms  "
-                  f"p99 {r['p99_ms']:.2f} ms  {r['throughput_rps']:.0f} req/s  mean batch {r['mean_batch_rows']:.1f} rows")
+                  f"p99 {r['p99_ms']:.2f} ms  {r['throughput_rps']:.0f} req/s  "
+                  f"mean batch {r['mean_batch_rows']:.1f} rows")
     overhead = results["scripted"]["http_1_clients_wait_0ms"]["p50_ms"] - base["p50_ms"]
     results["scripted"]["http_overhead_p50_ms"] = overhead
     print(f"HTTP overhead p50 (1 client, no batching window): {overhead:.2f} ms  "
@@ -156,8 +158,10 @@ def main(argv=None) -> int:
                 r = over_http(server.url, 32, args.requests, rng, with_state=False)
             results["openvla_tiny"][label] = r
             print(f"tiny VLA, 32 clients, {label:9s} (max-batch {max_batch:2d}): p50 {r['p50_ms']:.0f} ms  "
-                  f"p99 {r['p99_ms']:.0f} ms  {r['throughput_rps']:.1f} req/s  mean batch {r['mean_batch_rows']:.1f} rows")
-    speedup = results["openvla_tiny"]["batched"]["throughput_rps"] / results["openvla_tiny"]["unbatched"]["throughput_rps"]
+                  f"p99 {r['p99_ms']:.0f} ms  {r['throughput_rps']:.1f} req/s  "
+                  f"mean batch {r['mean_batch_rows']:.1f} rows")
+    speedup = (results["openvla_tiny"]["batched"]["throughput_rps"]
+               / results["openvla_tiny"]["unbatched"]["throughput_rps"])
     results["openvla_tiny"]["batching_speedup"] = speedup
     print(f"batching speed-up: {speedup:.1f}x  (target >= 3x: {'met' if speedup >= 3 else 'NOT met'})")
 
