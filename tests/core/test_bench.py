@@ -16,7 +16,8 @@ SMALL = ["ppo.n_steps=64", "ppo.batch_size=64", "ppo.n_epochs=1", "run.eval_epis
 
 
 def spec(tmp_path, **kw) -> BenchSpec:
-    return load_spec(None, **{"tasks": ["PushCube-v2"], "seeds": 1, "steps": 256, "out": tmp_path, "overrides": SMALL, **kw})
+    return load_spec(None, **{"tasks": ["PushCube-v2"], "seeds": 1, "steps": 256, "out": tmp_path,
+                              "overrides": SMALL, **kw})
 
 
 # -- grid construction and bad input (no simulator) ------------------------------------------------
@@ -27,7 +28,8 @@ def test_unknown_task_or_mode_lists_the_valid_ones(tmp_path):
         spec(tmp_path, tasks=["Nope-v2"])
     with pytest.raises(ConfigError, match=r"unknown mode\(s\) \['dagger'\]; valid modes: ppo, rpd, vlajs"):
         spec(tmp_path, modes=["ppo", "dagger"])
-    with pytest.raises(ConfigError, match="teacher_noise.*valid: direction_noise_deg, bias_rotation_deg, wrong_fraction"):
+    with pytest.raises(ConfigError,
+                       match="teacher_noise.*valid: direction_noise_deg, bias_rotation_deg, wrong_fraction"):
         spec(tmp_path, teacher_noise={"noise": [1]})
     with pytest.raises(ConfigError, match=r"unknown key 'budgets' \(allowed: config, tasks, modes"):
         spec(tmp_path, budgets=3)

@@ -31,7 +31,8 @@ def test_default_config_file_is_the_main_job():
 
 
 def test_overrides_are_typed():
-    cfg = build_config({}, ["ppo.n_steps=128", "teacher.direction_noise_deg=30", "mode=rpd", "guidance.deactivate_threshold=null"])
+    cfg = build_config({}, ["ppo.n_steps=128", "teacher.direction_noise_deg=30", "mode=rpd",
+                            "guidance.deactivate_threshold=null"])
     assert cfg.ppo.n_steps == 128 and cfg.teacher.direction_noise_deg == 30.0 and cfg.mode == "rpd"
     assert cfg.guidance.deactivate_threshold is None
 
@@ -132,7 +133,8 @@ def test_teacher_bad_values_and_kinds_name_the_key():
 
 def test_a_key_of_another_kind_at_its_default_is_dropped():
     """What lets a file's kind be switched by an override: the other kind's keys at their defaults do not count."""
-    cfg = build_config({"teacher": {"kind": "scripted", "direction_noise_deg": 0.0, "latency_s": 0}}, ["teacher.kind=remote"])
+    cfg = build_config({"teacher": {"kind": "scripted", "direction_noise_deg": 0.0, "latency_s": 0}},
+                       ["teacher.kind=remote"])
     assert cfg.teacher.kind == "remote" and "direction_noise_deg" not in cfg.teacher.model_dump()
     with pytest.raises(ConfigError, match="teacher.direction_noise_deg"):  # a knob that is on is not dropped
         build_config({"teacher": {"direction_noise_deg": 30.0}}, ["teacher.kind=remote"])

@@ -36,7 +36,8 @@ def _wait(predicate, proc, timeout_s: float, what: str):
         if value:
             return value
         if proc.poll() is not None:
-            raise AssertionError(f"trainer exited ({proc.returncode}) before {what}:\n{proc.stderr.read().decode()[-3000:]}")
+            raise AssertionError(f"trainer exited ({proc.returncode}) before {what}:\n"
+                                 f"{proc.stderr.read().decode()[-3000:]}")
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -65,7 +66,8 @@ def test_server_killed_mid_training_then_restarted(tmp_path):
         server = SpawnedServer("scripted", port=port, control_period_steps=4)  # back on the same port
         restarted = _last(run)
         after = _wait(lambda: (r := _last(run)).get("teacher/reconnects", 0) >= 1
-                      and r["guidance/guided_steps"] > restarted["guidance/guided_steps"] and r, proc, 120, "guidance again")
+                      and r["guidance/guided_steps"] > restarted["guidance/guided_steps"] and r,
+                      proc, 120, "guidance again")
         assert after["time/total_timesteps"] > down["time/total_timesteps"]  # training never stopped
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -82,7 +84,8 @@ def _server_pids_of(parent: int) -> list[int]:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"serve" in argv and b"--parent-pid" in argv and argv[argv.index(b"--parent-pid") + 1] == str(parent).encode():
+            if (b"serve" in argv and b"--parent-pid" in argv
+                    and argv[argv.index(b"--parent-pid") + 1] == str(parent).encode()):
                 pids.append(int(entry.name))
     return pids
 

@@ -22,7 +22,8 @@ SMALL = ["ppo.n_steps=64", "ppo.batch_size=64", "ppo.n_epochs=2", "run.eval_epis
 
 @pytest.mark.parametrize("mode", ["ppo", "rpd", "vlajs"])
 def test_smoke_run_each_mode(tmp_path, mode):
-    cfg = load_config(DEFAULT_CONFIG, [*SMALL, f"mode={mode}", "total_steps=384", f"run.out_dir={tmp_path}", "run.name=r"])
+    cfg = load_config(DEFAULT_CONFIG, [*SMALL, f"mode={mode}", "total_steps=384", f"run.out_dir={tmp_path}",
+                                       "run.name=r"])
     run = train(cfg)
     for name in ("config.yaml", "metrics.jsonl", "eval.json", "success_curve.png", "checkpoints/latest/model.zip",
                  "checkpoints/latest/vecnormalize.pkl", "checkpoints/latest/guidance.json"):

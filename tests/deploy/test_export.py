@@ -193,7 +193,8 @@ def test_tampered_sidecar_obs_dim_is_refused(exported, tmp_path):
         last["components"].append("extra")
 
     _edit_sidecar(d, grow)
-    with pytest.raises(ValueError, match=r"ONNX input 'obs' has shape \['batch', 35\], but the sidecar's obs_dim is 36"):
+    with pytest.raises(ValueError,
+                       match=r"ONNX input 'obs' has shape \['batch', 35\], but the sidecar's obs_dim is 36"):
         OnnxPolicy(d)
 
 
@@ -207,7 +208,8 @@ def test_tampered_sidecar_names_are_refused(exported, tmp_path):
 def test_expected_task_and_obs_dim(exported):
     assert OnnxPolicy(exported, expected_task=TASK, expected_obs_dim=OBS_DIM).task_id == TASK
     assert OnnxPolicy(exported / "policy.json", expected_task="PushCube-v2").obs_dim == OBS_DIM  # paper name
-    with pytest.raises(ValueError, match="policy is for task 'RRL-PushCube-Sparse-v1', expected task 'RRL-PickCube-Sparse-v1'"):
+    with pytest.raises(ValueError,
+                       match="policy is for task 'RRL-PushCube-Sparse-v1', expected task 'RRL-PickCube-Sparse-v1'"):
         OnnxPolicy(exported, expected_task="RRL-PickCube-Sparse-v1")
     with pytest.raises(ValueError, match="size 35 .* expected obs size 42"):
         OnnxPolicy(exported, expected_obs_dim=42)
@@ -258,7 +260,8 @@ def test_a_policy_exported_before_observation_groups_still_loads():
     assert json.loads((old / "policy.json").read_text())["format_version"] == 1
     policy = OnnxPolicy(old)
     assert policy.schema.group_names == ("state",) and policy.schema.size == OBS_DIM
-    assert not policy.schema.differences(schema_for(TASK)) and all(f.source for f in policy.schema.group("state").fields)
+    assert not policy.schema.differences(schema_for(TASK))
+    assert all(f.source for f in policy.schema.group("state").fields)
     assert PolicyController(old, SIM_CONFIG()).assembler.required_inputs == (
         "joint_states", "ee_pose", "object_pose", "goal_pose")
 
@@ -275,7 +278,8 @@ def test_an_old_policy_with_another_layout_is_refused_with_how_to_re_export(tmp_
 
     _edit_sidecar(d, swap)
     with pytest.raises(ValueError, match=r"exported before observation groups .*state\.goal_pos: field 3 is 'goal_pos' "
-                                         r"in the first schema, 'obj_pose' in the second\): re-export it with `robot-rl export"):
+                                         r"in the first schema, 'obj_pose' in the second\): "
+                                         r"re-export it with `robot-rl export"):
         PolicyController(d, SIM_CONFIG())
 
 
@@ -284,8 +288,8 @@ def test_sidecar_schema_that_does_not_match_the_node_is_refused_naming_group_and
 
     d = _copy(exported, tmp_path)
     _edit_sidecar(d, lambda sc: sc["observation"]["schema"]["groups"][0]["fields"][3].update(frame="robot_base"))
-    with pytest.raises(ValueError, match=r"sidecar .* does not match the expected observation of RRL-PushCube-Sparse-v1: "
-                                         r"state\.goal_pos: frame 'world' != 'robot_base'"):
+    with pytest.raises(ValueError, match=r"sidecar .* does not match the expected observation of "
+                                         r"RRL-PushCube-Sparse-v1: state\.goal_pos: frame 'world' != 'robot_base'"):
         PolicyController(d, SIM_CONFIG())
     with pytest.raises(ValueError, match="policy is for task 'RRL-PushCube-Sparse-v1', expected task 'PickCube-v2'"):
         PolicyController(exported, SIM_CONFIG(["task=PickCube-v2"]))

@@ -81,10 +81,13 @@ class Probe:
         self.status: list[tuple[float, dict]] = []
         self.targets: list[float] = []
         self.diagnostics: list[dict] = []
-        self.node.create_subscription(String, CFG.topics.status, lambda m: self.status.append((time.monotonic(), json.loads(m.data))), 50)
-        self.node.create_subscription(PoseStamped, CFG.topics.equilibrium_pose, lambda m: self.targets.append(time.monotonic()), 50)
+        self.node.create_subscription(String, CFG.topics.status,
+                                      lambda m: self.status.append((time.monotonic(), json.loads(m.data))), 50)
+        self.node.create_subscription(PoseStamped, CFG.topics.equilibrium_pose,
+                                      lambda m: self.targets.append(time.monotonic()), 50)
         self.node.create_subscription(DiagnosticArray, CFG.topics.diagnostics,
-                                      lambda m: self.diagnostics.append({kv.key: kv.value for kv in m.status[0].values}), 10)
+                                      lambda m: self.diagnostics.append(
+                                          {kv.key: kv.value for kv in m.status[0].values}), 10)
 
     def spin_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds

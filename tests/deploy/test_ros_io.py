@@ -45,7 +45,8 @@ def _feed(a: ObservationAssembler, st: dict, t: float) -> None:
     for entity, pose in st["poses"].items():
         key = ENTITY_POSE_INPUTS[entity]
         if entity != "tcp":
-            assert a.update_pose(key, pose_msg(*pose, BASE, t), t) == (ACCEPTED if key in a.required_inputs else IGNORED)
+            assert (a.update_pose(key, pose_msg(*pose, BASE, t), t)
+                    == (ACCEPTED if key in a.required_inputs else IGNORED))
     assert a.update_pose("ee_pose", pose_msg(*st["poses"]["tcp"], BASE, t), t) == ACCEPTED
 
 
@@ -143,8 +144,9 @@ def test_pose_target_round_trip_reproduces_the_action():
         env.close()
 
 
-_LOOSE = dict(workspace_min=[-2, -2, -2], workspace_max=[2, 2, 2], max_step_translation_m=1.0, max_step_rotation_rad=1.0,
-              max_linear_velocity_m_s=100.0, max_angular_velocity_rad_s=100.0, max_input_age_s=10.0,
+_LOOSE = dict(workspace_min=[-2, -2, -2], workspace_max=[2, 2, 2], max_step_translation_m=1.0,
+              max_step_rotation_rad=1.0, max_linear_velocity_m_s=100.0, max_angular_velocity_rad_s=100.0,
+              max_input_age_s=10.0,
               first_command_max_translation_m=1.0, first_command_max_rotation_rad=1.0,
               gripper_min_width_m=0.0, gripper_max_width_m=0.08)
 
@@ -214,7 +216,8 @@ def test_a_field_or_group_without_a_ros_source_is_refused_naming_it():
         ObservationAssembler(ObservationSchema(TASK, (state, teacher)), JOINTS, BASE)
     wrong_size = ObsField("goal_pos", 2, "world", "m", "goal", source="position(goal)")
     with pytest.raises(ValueError, match=r"state\.goal_pos has size 2 but its source"):
-        ObservationAssembler(ObservationSchema(TASK, (ObsGroup("state", (*state.fields[:3], wrong_size)),)), JOINTS, BASE)
+        ObservationAssembler(ObservationSchema(TASK, (ObsGroup("state", (*state.fields[:3], wrong_size)),)),
+                             JOINTS, BASE)
 
 
 def test_source_language_by_hand():

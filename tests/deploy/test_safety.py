@@ -213,7 +213,7 @@ def test_clamp_angular_velocity_uses_elapsed_dt():
 
 
 def test_late_tick_gives_no_larger_step():
-    """dt is clamped to the nominal period: 1 s late still allows only one period's motion."""
+    """The tick's ``dt`` is clamped to the nominal period: 1 s late still allows only one period's motion."""
     limits = dataclasses.replace(LIMITS, max_linear_velocity_m_s=0.4)  # 0.02 m per period
     f = active_filter(limits)
     f.step(act(), (HOME, IDENTITY), 0.0, stamps(0.0))

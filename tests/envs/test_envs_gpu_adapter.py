@@ -18,7 +18,8 @@ PUSH = "RRL-PushCube-Sparse-v1"
 
 @pytest.fixture(scope="module")
 def gpu5():
-    venv = ManiSkillGPUVecEnv(PUSH, num_envs=1, sim_backend="physx_cpu", max_episode_steps=5, teacher_image_size=(40, 56))
+    venv = ManiSkillGPUVecEnv(PUSH, num_envs=1, sim_backend="physx_cpu", max_episode_steps=5,
+                              teacher_image_size=(40, 56))
     yield venv
     venv.close()
 
@@ -154,7 +155,8 @@ class _FakeBatchedEnv:
         self.reset_calls.append([int(i) for i in idx])
         self.elapsed_steps[idx] = 0
         self.episode[idx] += 1
-        return self._obs(), {"elapsed_steps": self.elapsed_steps.clone(), "success": torch.zeros(self.num_envs, dtype=torch.bool)}
+        return self._obs(), {"elapsed_steps": self.elapsed_steps.clone(),
+                             "success": torch.zeros(self.num_envs, dtype=torch.bool)}
 
     def step(self, actions):
         assert tuple(actions.shape) == (self.num_envs, 7) and actions.dtype == torch.float32

@@ -67,7 +67,8 @@ def _box_shapes(actor) -> list[tuple[np.ndarray, np.ndarray]]:
     import sapien
 
     comp = actor._objs[0].find_component_by_type(sapien.physx.PhysxRigidBaseComponent)
-    return [(np.asarray(s.get_local_pose().p, np.float64), np.asarray(s.half_size, np.float64)) for s in comp.get_collision_shapes()]
+    return [(np.asarray(s.get_local_pose().p, np.float64), np.asarray(s.half_size, np.float64))
+            for s in comp.get_collision_shapes()]
 
 
 def _hole_from_walls(box) -> tuple[np.ndarray, float]:
@@ -155,7 +156,8 @@ def test_layout_table_is_consistent():
     # paper names resolve too
     assert observation_layout("PushCube-v2") == observation_layout("RRL-PushCube-Sparse-v1")
     # long-horizon variants observe exactly what their sparse task does
-    assert observation_layout("PickCube-v2-LH") == observation_layout("RRL-PickCube-Sparse-LH-v1") == observation_layout("PickCube-v2")
+    assert (observation_layout("PickCube-v2-LH") == observation_layout("RRL-PickCube-Sparse-LH-v1")
+            == observation_layout("PickCube-v2"))
 
 
 @pytest.mark.parametrize("task_id", TASK_IDS)
@@ -273,7 +275,8 @@ def test_poke_cube_peghead_is_not_the_rotated_head():
         true_head = _np(u.peg_head_pose.p)  # peg pose * (0.12, 0, 0): along world y now
         cube = obs[sl["cube_pose"]][:3]
         np.testing.assert_allclose(obs[sl["peghead_to_cube_pos"]], _np(p) + np.array([0.12, 0, 0]) - cube, atol=1e-6)
-        assert np.linalg.norm(obs[sl["peghead_to_cube_pos"]] - (true_head - cube)) == pytest.approx(0.12 * np.sqrt(2), abs=1e-4)
+        assert (np.linalg.norm(obs[sl["peghead_to_cube_pos"]] - (true_head - cube))
+                == pytest.approx(0.12 * np.sqrt(2), abs=1e-4))
     finally:
         env.close()
 

@@ -126,7 +126,8 @@ def test_spec_check_names_the_field():
             spec.check(req)
         assert e.value.field == field and str(e.value).startswith(f"{field}: ") and isinstance(e.value, ValueError)
     vla.check(TeacherRequest(["x"], images=images, unnorm_key="bridge_orig"))
-    planner.check(TeacherRequest(["x"], states=np.zeros((1, 20), np.float32), unnorm_key="anything"))  # no statistics: ignored
+    # no statistics: ignored
+    planner.check(TeacherRequest(["x"], states=np.zeros((1, 20), np.float32), unnorm_key="anything"))
 
 
 def test_spec_trim_drops_what_the_backend_does_not_read():

@@ -15,11 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from robot_rl.teachers.base import Teacher, TeacherRequest
+from robot_rl.teachers.wire import openvla_to_env
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from robot_rl.teachers.base import Teacher, TeacherRequest
-from robot_rl.teachers.openvla import (
+# The backend under test and its tiny checkpoint, imported only once their dependencies are known present.
+from robot_rl.teachers.openvla import (  # noqa: E402 -- after the importorskip guards above
     BIN_CENTERS,
     LLAMA2_EMPTY_TOKEN_ID,
     OpenVLATeacher,
@@ -30,8 +33,7 @@ from robot_rl.teachers.openvla import (
     resolve_unnorm_key,
     unnormalize,
 )
-from robot_rl.teachers.wire import openvla_to_env
-from robot_rl.testing.tiny_vla import (
+from robot_rl.testing.tiny_vla import (  # noqa: E402 -- after the importorskip guards above
     N_ACTION_BINS,
     TINY_NORM_STATS,
     save_tiny_vla,

@@ -18,12 +18,12 @@ Y = np.array([0.0, 1.0, 0.0])
 
 
 def yaw_quat(yaw):
-    """wxyz of a rotation about world z (the peg / goal lying flat)."""
+    """The wxyz quaternion of a rotation about world z (the peg / goal lying flat)."""
     return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
 
 
 def down_quat(yaw):
-    """wxyz of the TCP pointing down with its x axis at ``yaw``: Rz(yaw) Rx(pi)."""
+    """The wxyz quaternion of the TCP pointing down with its x axis at ``yaw``: Rz(yaw) Rx(pi)."""
     return np.array([0.0, np.cos(yaw / 2), np.sin(yaw / 2), 0.0])
 
 

@@ -22,21 +22,22 @@ import pytest
 import requests
 from test_scripted_teacher import PICK, PUSH, random_states
 
+from robot_rl.teachers import TeacherRequest
+from robot_rl.teachers.server import API_KEY_HEADER, build_backend
+from robot_rl.teachers.wire import env_to_openvla
+
 pytestmark = pytest.mark.slow
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
-from robot_rl.teachers import TeacherRequest
-from robot_rl.teachers.ray_serve import (
+from robot_rl.teachers.ray_serve import (  # noqa: E402 -- imports ray: after the importorskip guards above
     REPLICA_HEADER,
     TeacherDeployment,
     build_deployment,
     init_ray,
     start_app,
 )
-from robot_rl.teachers.server import API_KEY_HEADER, build_backend
-from robot_rl.teachers.wire import env_to_openvla
 
 REPLICAS = 2
 MAX_BATCH = 16
@@ -67,7 +68,8 @@ def reference():
 
 
 def batch_body(states: np.ndarray, tasks: list[str], **extra) -> str:
-    return json_numpy.dumps({"instructions": ["do the task"] * len(states), "states": states, "task_ids": tasks} | extra)
+    return json_numpy.dumps({"instructions": ["do the task"] * len(states), "states": states, "task_ids": tasks}
+                            | extra)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +144,8 @@ def test_concurrent_clients_are_batched_over_both_replicas(server):
         with requests.Session() as session:
             start.wait()
             for states, tasks in jobs[i]:
-                r = session.post(f"{server}/act/batch", data=batch_body(states, tasks), headers=HEADERS, timeout=HTTP_TIMEOUT_S)
+                r = session.post(f"{server}/act/batch", data=batch_body(states, tasks), headers=HEADERS,
+                                 timeout=HTTP_TIMEOUT_S)
                 answers[i].append((r.status_code, r.text, r.headers.get(REPLICA_HEADER)))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(N_CLIENTS)]
@@ -187,10 +190,12 @@ def test_routes_and_errors_match_the_uvicorn_server(server):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "images"], r.text
     assert "uint8" in r.json()["detail"][0]["msg"]
     # unknown field: 422 naming it
-    r = requests.post(f"{server}/act/batch", data=batch_body(states, tasks, stat=[1.0]), headers=HEADERS, timeout=HTTP_TIMEOUT_S)
+    r = requests.post(f"{server}/act/batch", data=batch_body(states, tasks, stat=[1.0]), headers=HEADERS,
+                      timeout=HTTP_TIMEOUT_S)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "stat"], r.text
     # unsupported task (the backend's own check): 422, and the message lists the supported tasks
-    r = requests.post(f"{server}/act/batch", data=batch_body(states, ["StackCube-v1"] * 3), headers=HEADERS, timeout=HTTP_TIMEOUT_S)
+    r = requests.post(f"{server}/act/batch", data=batch_body(states, ["StackCube-v1"] * 3), headers=HEADERS,
+                      timeout=HTTP_TIMEOUT_S)
     assert r.status_code == 422 and PUSH in r.text, r.text
     # body over the limit: 413
     big = b"{" + b" " * (MAX_BODY_BYTES + 1) + b"}"

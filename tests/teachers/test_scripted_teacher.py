@@ -257,7 +257,8 @@ def test_rotation_keeps_gripper_down(period):
 def matrix_to_quat(m):
     w = math.sqrt(max(0.0, 1 + np.trace(m))) / 2
     if w > 1e-3:
-        return np.array([w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w)])
+        return np.array([w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w),
+                         (m[1, 0] - m[0, 1]) / (4 * w)])
     x = math.sqrt(max(0.0, 1 + m[0, 0] - m[1, 1] - m[2, 2])) / 2
     return np.array([(m[2, 1] - m[1, 2]) / (4 * x), x, (m[0, 1] + m[1, 0]) / (4 * x), (m[0, 2] + m[2, 0]) / (4 * x)])
 

@@ -175,7 +175,8 @@ def test_recovers_from_arbitrary_states(task):
     assert solved >= 8, solved
 
 
-ALL_TASKS = ["PushCube-v2", "PickCube-v2", "PickPlaceCube-v2", "LiftPegUpright-v2", "PegInsertionSide-v2", "PokeCube-v2"]
+ALL_TASKS = ["PushCube-v2", "PickCube-v2", "PickPlaceCube-v2", "LiftPegUpright-v2", "PegInsertionSide-v2",
+             "PokeCube-v2"]
 
 
 @pytest.mark.slow

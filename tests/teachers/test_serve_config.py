@@ -81,7 +81,8 @@ def test_cli_flags_override_the_file_and_key_value_pairs():
     assert cfg == load_serve_config(CONFIGS / "scripted.yaml")
     cfg = serve_config_of(_args("--config", str(CONFIGS / "scripted.yaml"), "--port", "8001", "server.port=9000",
                                 "server.max_batch=4", "backend.task=PushCube-v2"))
-    assert cfg.server.port == 8001 and cfg.server.max_batch == 4 and cfg.backend.task == "PushCube-v2"  # flag > K=V > file
+    # flag > K=V > file
+    assert cfg.server.port == 8001 and cfg.server.max_batch == 4 and cfg.backend.task == "PushCube-v2"
     cfg = serve_config_of(_args("--config", str(CONFIGS / "openvla.yaml"), "--model", "/mine", "--unnorm-key", "on",
                                 "--ray", "--replicas", "3", "--control-period-steps", "2"))
     # a flag's value is typed by argparse, not parsed as YAML: "on" stays a string
@@ -113,7 +114,8 @@ def test_describe_lists_every_serving_key():
 
 def test_build_backend_validates_through_the_config():
     teacher = build_backend("scripted", control_period_steps=3, task="PushCube-v2", model=None, unnorm_key=None)
-    assert isinstance(teacher, ScriptedTeacher) and teacher.spec.control_period_steps == 3 and teacher.task == "PushCube-v2"
+    assert isinstance(teacher, ScriptedTeacher)
+    assert teacher.spec.control_period_steps == 3 and teacher.task == "PushCube-v2"
     with pytest.raises(ConfigError, match="unknown key 'model'"):
         build_backend("scripted", model="/ckpt")
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
@@ -159,4 +161,5 @@ def test_serve_subprocess_from_the_config_file(tmp_path):
         proc.wait(20)
         log.close()
     # uvicorn shuts down gracefully, then re-raises SIGTERM to exit with it
-    assert proc.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in (tmp_path / "serve.log").read_text()
+    assert proc.returncode in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in (tmp_path / "serve.log").read_text()

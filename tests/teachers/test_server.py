@@ -37,7 +37,8 @@ def batch_body(states, **extra):
 
 
 def expected(states):
-    return scripted().act(TeacherRequest(instructions=[""] * len(states), states=states, task_ids=[PUSH] * len(states))).actions
+    request = TeacherRequest(instructions=[""] * len(states), states=states, task_ids=[PUSH] * len(states))
+    return scripted().act(request).actions
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +165,10 @@ def _field(r):
     ("/act/batch", {"instructions": ["a", "b"], "states": np.zeros((3, 20), np.float32)}, 422, "body"),
     ("/act/batch", {"instructions": ["a"], "states": np.zeros((1, 20), np.float32), "extra": 1}, 422, "body.extra"),
     ("/act/batch", {"instructions": [], "states": np.zeros((0, 20), np.float32)}, 422, "body.instructions"),
-    ("/act/batch", {"instructions": ["a"], "states": np.zeros((1, 5), np.float32), "task_ids": [PUSH]}, 422, "body.states"),
-    ("/act/batch", {"instructions": ["a"], "states": np.zeros((1, 20), np.float32), "task_ids": ["Nope-v0"]}, 422, "body.task_ids"),
+    ("/act/batch", {"instructions": ["a"], "states": np.zeros((1, 5), np.float32), "task_ids": [PUSH]},
+     422, "body.states"),
+    ("/act/batch", {"instructions": ["a"], "states": np.zeros((1, 20), np.float32), "task_ids": ["Nope-v0"]},
+     422, "body.task_ids"),
 ])
 def test_bad_input_gets_4xx_naming_the_field(server, route, body, status, field):
     url, _ = server
@@ -418,7 +421,8 @@ def notes_server():
 def test_batch_route_round_trips_stamps_notes_and_per_row_latency(notes_server):
     url, teacher = notes_server
     body = {"instructions": ["push", "quiet", "lift"], "scratchpads": ["p0", "p1", "p2"],
-            "obs_steps": [0, 4, 12], "obs_times_s": np.array([100.0, 100.2, 100.6])}  # a JSON list and a json-numpy array
+            # a JSON list and a json-numpy array
+            "obs_steps": [0, 4, 12], "obs_times_s": np.array([100.0, 100.2, 100.6])}
     r = requests.post(f"{url}/act/batch", data=json_numpy.dumps(body))
     assert r.status_code == 200, r.text
     out = json_numpy.loads(r.text)
@@ -474,11 +478,13 @@ def test_a_backend_that_needs_no_image_is_never_sent_one(notes_server):
     url, teacher = notes_server
     image = np.full((16, 16, 3), 7, np.uint8)
     states = random_states(2, RNG)
-    r = requests.post(f"{url}/act/batch", data=json_numpy.dumps({"instructions": ["a", "b"], "images": np.stack([image] * 2),
+    r = requests.post(f"{url}/act/batch", data=json_numpy.dumps({"instructions": ["a", "b"],
+                                                                   "images": np.stack([image] * 2),
                                                                    "states": states}))
     assert r.status_code == 200, r.text
     assert teacher.requests[-1].images is None and teacher.requests[-1].states is None  # the server dropped both
-    r = requests.post(f"{url}/act", data=json_numpy.dumps({"image": image, "instruction": "push"}))  # OpenVLA's route too
+    # OpenVLA's route too
+    r = requests.post(f"{url}/act", data=json_numpy.dumps({"image": image, "instruction": "push"}))
     assert r.status_code == 200 and len(json_numpy.loads(r.text)) == 7
     assert teacher.requests[-1].images is None
     # and the client does not send them: what reaches the wire, recorded by a stand-in server
@@ -500,7 +506,8 @@ def test_client_of_a_protocol_1_server_sends_no_stamps():
     seen = []
     with ServerThread(_recording_app(seen, protocol_version=1, needs_image=True)) as fake:
         teacher = RemoteTeacher(fake)
-        out = teacher.act(TeacherRequest(["a"], images=np.zeros((1, 4, 4, 3), np.uint8), obs_steps=[5], obs_times_s=[1.0]))
+        out = teacher.act(TeacherRequest(["a"], images=np.zeros((1, 4, 4, 3), np.uint8), obs_steps=[5],
+                                         obs_times_s=[1.0]))
     assert teacher.protocol_version == 1 and "obs_steps" not in seen[-1] and "obs_times_s" not in seen[-1]
     assert "images" in seen[-1] and out.obs_steps.tolist() == [5] and out.notes is None  # stamps kept client-side
 
@@ -552,7 +559,8 @@ def test_build_teacher_builds_a_remote_teacher_from_the_training_config(server):
     from robot_rl.trainer import build_teacher
 
     url, _ = server
-    cfg = build_config({}, ["teacher.kind=remote", f"teacher.url={url}", "teacher.timeout_s=2", "teacher.backoff_s=0.5"])
+    cfg = build_config({}, ["teacher.kind=remote", f"teacher.url={url}", "teacher.timeout_s=2",
+                            "teacher.backoff_s=0.5"])
     teacher = build_teacher(cfg)
     assert isinstance(teacher, RemoteTeacher) and teacher.url == url and teacher.timeout_s == 2.0
     assert teacher.backoff_s == 0.5 and teacher.spec.control_period_steps == 4
