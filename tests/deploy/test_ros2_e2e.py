@@ -19,20 +19,21 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("rclpy")
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rclpy.executors import SingleThreadedExecutor
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from robot_rl.deploy.config import load_deploy_config
+from robot_rl.deploy.sim_bridge import evaluate_direct
+
 pytestmark = pytest.mark.slow
-
-rclpy = pytest.importorskip("rclpy")
-
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import PoseStamped  # noqa: E402
-from lifecycle_msgs.msg import State, Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
-from std_srvs.srv import SetBool, Trigger  # noqa: E402
-
-from robot_rl.deploy.config import load_deploy_config  # noqa: E402
-from robot_rl.deploy.sim_bridge import evaluate_direct  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "tests" / "data" / "pushcube_vlajs_policy"

@@ -18,11 +18,13 @@ import pytest
 from robot_rl.teachers.base import Teacher, TeacherRequest
 from robot_rl.teachers.wire import openvla_to_env
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-# The backend under test and its tiny checkpoint, imported only once their dependencies are known present.
-from robot_rl.teachers.openvla import (  # noqa: E402 -- after the importorskip guards above
+# Imported only once the optional dependencies are known present.
+import torch
+
+from robot_rl.teachers.openvla import (
     BIN_CENTERS,
     LLAMA2_EMPTY_TOKEN_ID,
     OpenVLATeacher,
@@ -33,7 +35,7 @@ from robot_rl.teachers.openvla import (  # noqa: E402 -- after the importorskip 
     resolve_unnorm_key,
     unnormalize,
 )
-from robot_rl.testing.tiny_vla import (  # noqa: E402 -- after the importorskip guards above
+from robot_rl.testing.tiny_vla import (
     N_ACTION_BINS,
     TINY_NORM_STATS,
     save_tiny_vla,

@@ -26,18 +26,21 @@ from robot_rl.teachers import TeacherRequest
 from robot_rl.teachers.server import API_KEY_HEADER, build_backend
 from robot_rl.teachers.wire import env_to_openvla
 
-pytestmark = pytest.mark.slow
+pytest.importorskip("ray")
+pytest.importorskip("ray.serve")
 
-ray = pytest.importorskip("ray")
-serve = pytest.importorskip("ray.serve")
+import ray
+from ray import serve
 
-from robot_rl.teachers.ray_serve import (  # noqa: E402 -- imports ray: after the importorskip guards above
+from robot_rl.teachers.ray_serve import (
     REPLICA_HEADER,
     TeacherDeployment,
     build_deployment,
     init_ray,
     start_app,
 )
+
+pytestmark = pytest.mark.slow
 
 REPLICAS = 2
 MAX_BATCH = 16

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import robot_rl.teachers.plans.common as C
 from robot_rl.geometry import euler_xyz_to_matrix, matrix_to_rotvec, quat_to_matrix, rotation_command_to_delta
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest
 from robot_rl.teachers.evaluate import run_teacher_as_policy
@@ -23,9 +24,6 @@ envs = pytest.importorskip("robot_rl.envs")
 PUSH = "RRL-PushCube-Sparse-v1"
 PICK = "RRL-PickCube-Sparse-v1"
 GRIPPER_OPEN = 1.0
-
-
-import robot_rl.teachers.plans.common as C  # noqa: E402
 
 
 def tcp_rotation(env):
