@@ -10,7 +10,7 @@ Examples::
     robot-rl tasks
     robot-rl config                                   # training config keys (robot-rl config teacher: serving keys)
     robot-rl bench --tasks PushCube-v2 --modes ppo,rpd,vlajs --seeds 2 --steps 100000
-    robot-rl bench configs/bench/cpu.yaml                 # the CPU-budget grid; resumes a partly done one
+    robot-rl bench configs/bench/cpu_pushcube.yaml        # a CPU-budget grid; resumes a partly done one
     robot-rl bench --tasks PushCube-v2 --modes vlajs --teacher-noise direction_noise_deg=15,30,60
     robot-rl teacher serve --config configs/teacher/scripted.yaml --port 8001
     robot-rl teacher serve --config configs/teacher/openvla.yaml \
