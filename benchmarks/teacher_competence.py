@@ -45,8 +45,7 @@ def measure(task: str, period: int, hold: bool, episodes: int, seed: int) -> dic
     """One cell: the scripted teacher with control period ``period`` run as the policy on ``task``."""
     spec = get_task(task)
     t0 = time.perf_counter()
-    r = run_teacher_as_policy(ScriptedTeacher(control_period_steps=period), spec.env_id, episodes, seed,
-                              instruction=spec.instruction, hold=hold)
+    r = run_teacher_as_policy(ScriptedTeacher(control_period_steps=period), spec.env_id, episodes, seed, hold=hold)
     lengths = np.array(r["episode_lengths"])[np.array(r["successes"], dtype=bool)]
     return dict(task=spec.env_id, paper_name=spec.paper_name, horizon=spec.max_episode_steps, period=period,
                 hold=hold, episodes=episodes, seed=seed, success_rate=r["success_rate"],

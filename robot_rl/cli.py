@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--video", nargs="?", const=True, default=None, metavar="PATH.mp4",
                    help="write an MP4 of the episodes (default path RUN_DIR/eval.mp4)")
     e.add_argument("--seed", type=int, default=None, help="env seed (default: training seed + 10000)")
+    e.add_argument("--delay-steps", type=int, default=None, metavar="K",
+                   help="a policy with a teacher observation group: its teacher's answers arrive K env steps "
+                        "(K x 0.05 s) late (default: the run's own delay model)")
 
     th = sub.add_parser("teacher", help="serve a teacher model over HTTP")
     tsub = th.add_subparsers(dest="teacher_command", required=True)
@@ -192,7 +195,7 @@ def _eval(args) -> int:
     video = None
     if args.video is not None:
         video = args.run_dir / "eval.mp4" if args.video is True else Path(args.video)
-    result = evaluate(args.run_dir, args.episodes, video=video, seed=args.seed)
+    result = evaluate(args.run_dir, args.episodes, video=video, seed=args.seed, delay_steps=args.delay_steps)
     print(json.dumps(result, indent=2))
     if video is not None:
         print(f"video: {video}")

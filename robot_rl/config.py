@@ -207,6 +207,89 @@ class GuidanceConfig(_Section):
                                         description="teacher view (H, W) in pixels, rendered only for querying envs")
 
 
+# ----------------------------------------------------------------------------------------------
+# The delayed semantic interface (TIC-VLA, Huang et al. 2026; DESIGN.md "Delayed semantic interface")
+
+
+class _DelayBase(_Section):
+    kind: str = Field(description="the delay model")
+
+
+class NoDelayConfig(_DelayBase):
+    """``interface.delay.kind: none``: an answer is delivered at the step it was asked for (d = 0)."""
+
+    kind: Literal["none"] = Field("none", description="none: answers arrive at once (d = 0)")
+
+
+class FixedDelayConfig(_DelayBase):
+    """``interface.delay.kind: fixed``: every answer arrives ``steps`` env steps after its query."""
+
+    kind: Literal["fixed"] = Field("fixed", description="fixed: every answer d = steps env steps late")
+    steps: int = Field(10, ge=0, description="d, env steps (0.05 s each)")
+
+
+class UniformDelayConfig(_DelayBase):
+    """``interface.delay.kind: uniform``: each answer ``d ~ U{min_steps, ..., max_steps}`` env steps late."""
+
+    kind: Literal["uniform"] = Field("uniform", description="uniform: d drawn per query from min_steps..max_steps")
+    min_steps: int = Field(0, ge=0, description="smallest d, env steps")
+    max_steps: int = Field(20, ge=0, description="largest d, env steps (20 = 1 s)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "UniformDelayConfig":
+        if self.max_steps < self.min_steps:
+            raise ValueError(f"interface.delay.max_steps ({self.max_steps}) < min_steps ({self.min_steps})")
+        return self
+
+
+class MeasuredDelayConfig(_DelayBase):
+    """``interface.delay.kind: measured``: the real wall-clock latency of an asynchronous teacher (a served one,
+    or the scripted teacher in a worker thread), rounded up to env steps of 0.05 s.
+    """
+
+    kind: Literal["measured"] = Field("measured", description="measured: the asynchronous teacher's own latency")
+
+
+#: The delay models, ``interface.delay.kind`` -> its section.
+DELAY_CONFIGS: dict[str, type[_DelayBase]] = {
+    "none": NoDelayConfig, "fixed": FixedDelayConfig, "uniform": UniformDelayConfig, "measured": MeasuredDelayConfig,
+}
+DelayConfig = Annotated[
+    Union[NoDelayConfig, FixedDelayConfig, UniformDelayConfig, MeasuredDelayConfig], Field(discriminator="kind")
+]
+#: Features of the ``teacher`` observation group, in vector order (robot_rl/interface).
+INTERFACE_FEATURES = ("hint", "hint_valid", "dt", "dp")
+
+
+class InterfaceConfig(_Section):
+    """``interface``: the delayed semantic interface, stale teacher answers as policy inputs (issue 12)."""
+
+    delay: DelayConfig = Field(default_factory=NoDelayConfig, description="delay model of teacher answers, by kind")
+    features: list[Literal["hint", "hint_valid", "dt", "dp"]] = Field(
+        [], description="the teacher observation group: hint (7, the last answer), hint_valid (1), dt (1, s), "
+                        "dp (7: TCP translation m, rotation rad, gripper width m since the answer's observation); "
+                        "[] = no teacher group")
+    compensate_targets: bool = Field(
+        False, description="guidance targets of a late answer are the displacement still remaining (ego-motion "
+                           "compensated) instead of the answer as it was")
+
+    @field_validator("delay", mode="before")
+    @classmethod
+    def _delay_kind(cls, value: Any) -> Any:
+        return tagged_section(value, DELAY_CONFIGS, default="none")
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"features appear twice: {value}")
+        if "dp" in value and "hint" not in value:
+            raise ValueError("dp (the motion since the answer's observation) needs hint: add hint to the features")
+        if any(f in value for f in ("hint_valid", "dt")) and "hint" not in value:
+            raise ValueError(f"{[f for f in value if f != 'hint']} describe the hint: add hint to the features")
+        return [f for f in INTERFACE_FEATURES if f in value]  # vector order
+
+
 class RunConfig(_Section):
     """``run``: where the run directory goes, checkpoints, the final evaluation and the progress bar."""
 
@@ -229,6 +312,7 @@ class TrainConfig(_Section):
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     teacher: TeacherConfig = Field(default_factory=ScriptedTeacherConfig, description="the teacher, by kind")
     guidance: GuidanceConfig = Field(default_factory=GuidanceConfig)
+    interface: InterfaceConfig = Field(default_factory=InterfaceConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     @field_validator("teacher", mode="before")
@@ -243,6 +327,16 @@ class TrainConfig(_Section):
 
         get_task(task)  # raises ValueError listing the known ids
         return task
+
+    @model_validator(mode="after")
+    def _interface_needs_a_teacher(self) -> TrainConfig:
+        i = self.interface
+        if self.mode == "ppo" and (i.features or i.delay.kind != "none"):
+            key = "interface.features" if i.features else "interface.delay.kind"
+            raise ValueError(f"{key}: mode ppo has no teacher; the delayed interface needs mode vlajs or rpd")
+        if self.mode == "rpd" and i.delay.kind != "none":
+            raise ValueError("interface.delay.kind: rpd asks the teacher at every env step; delays are for vlajs")
+        return self
 
     @model_validator(mode="after")
     def _batch_fits_rollout(self) -> TrainConfig:

@@ -33,7 +33,8 @@ __all__ = [
     # frames
     "pose_to_frame", "pose_from_frame",
     # the pd_ee_delta_pose action
-    "ACTION_DIM", "POS_SLICE", "ROT_SLICE", "GRIPPER_INDEX", "POS_SCALE_M", "ROT_SCALE_RAD", "CONTROLLER_ROT_SIGN",
+    "CONTROL_PERIOD_S", "ACTION_DIM", "POS_SLICE", "ROT_SLICE", "GRIPPER_INDEX", "POS_SCALE_M", "ROT_SCALE_RAD",
+    "CONTROLLER_ROT_SIGN",
     "rotation_command_to_delta", "rotation_delta_to_command", "physical_rotation_to_command",
 ]
 
@@ -198,6 +199,8 @@ def pose_from_frame(pos: np.ndarray, quat: np.ndarray, frame_pos: np.ndarray, fr
 # ----------------------------------------------------------------------------------------------
 # The pd_ee_delta_pose action (ManiSkill 3.0.1, Panda; FACTS.md)
 
+#: One action per env step, at ManiSkill's tabletop control rate of 20 Hz (s).
+CONTROL_PERIOD_S = 0.05
 #: Layout of one ``pd_ee_delta_pose`` action: ``[dx, dy, dz, droll, dpitch, dyaw, gripper]``.
 ACTION_DIM = 7
 POS_SLICE = slice(0, 3)

@@ -407,7 +407,13 @@ def schema_for(task_id: str, extra_groups: Iterable[ObsGroup] = ()) -> Observati
 
 def schema_from_config(cfg) -> ObservationSchema:
     """The observation schema of a run with ``cfg`` (a :class:`robot_rl.config.TrainConfig`): the one place a
-    run's observation is decided. Today the task's ``state`` group; the delayed interface (issue 12) and the
-    scratchpad (issue 13) add their groups here, from their config sections.
+    run's observation is decided: the task's ``state`` group, then the ``teacher`` group of
+    ``interface.features`` (the delayed interface, :func:`robot_rl.interface.teacher_group`) when any are set;
+    the scratchpad (issue 13) adds its group here too.
     """
-    return schema_for(cfg.task)
+    extra = []
+    if cfg.interface.features:
+        from robot_rl.interface.delayed import teacher_group
+
+        extra.append(teacher_group(cfg.interface.features))
+    return schema_for(cfg.task, extra)

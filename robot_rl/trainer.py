@@ -57,10 +57,11 @@ def build_env(cfg: TrainConfig, num_envs: int | None = None, seed: int | None = 
 
 
 def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: int | None = None,
-                    seed: int | None = None, in_process: bool = False,
-                    training: bool = True) -> tuple[VecEnv, ObservationSchema]:
-    """The env stack of a run: the task's vec env with episode statistics, checked against the run's
-    observation schema, inside observation normalization.
+                    seed: int | None = None, in_process: bool = False, training: bool = True,
+                    guidance: Guidance | None = None, drive_queries: bool = False) -> tuple[VecEnv, ObservationSchema]:
+    """The env stack of a run: the task's vec env with episode statistics, guidance moved on at every env step
+    and the ``teacher`` observation group appended (:class:`~robot_rl.interface.TeacherGroupVecEnv`, when there is
+    guidance), checked against the run's observation schema, inside observation normalization.
 
     Normalization: a run that has a checkpoint restores its ``VecNormalize`` statistics (resume, evaluate);
     a new run starts them when ``ppo.normalize_obs`` is on. ``training=False`` freezes them (evaluation).
@@ -72,6 +73,9 @@ def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: in
         seed: seed of the envs (``None``: ``cfg.seed``).
         in_process: CPU only: all envs in this process instead of worker processes.
         training: whether the normalization statistics keep updating.
+        guidance: the run's guidance (``None`` for ``ppo``): the wrapper delivers its answers and appends its
+            ``teacher`` group.
+        drive_queries: the wrapper also asks guidance to query at every step (evaluation: no GuidedPPO callback).
 
     Returns:
         ``(venv, schema)``.
@@ -81,6 +85,10 @@ def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: in
     """
     schema = schema_from_config(cfg)
     venv = build_env(cfg, num_envs=num_envs, seed=seed, in_process=in_process)
+    if guidance is not None:
+        from robot_rl.interface import TeacherGroupVecEnv
+
+        venv = TeacherGroupVecEnv(venv, guidance, drive_queries=drive_queries)
     size = int(np.prod(venv.observation_space.shape))
     if size != schema.size:
         venv.close()
@@ -138,29 +146,46 @@ def build_teacher(cfg: TrainConfig, stack: ExitStack | None = None, log_dir: Pat
 
 
 def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None, stack: ExitStack | None = None,
-                   log_dir: Path | None = None) -> Guidance | None:
-    """The rollout-time collector for ``cfg.mode`` (``None`` for ``ppo``); ``teacher`` defaults to
+                   log_dir: Path | None = None, *, evaluation: bool = False,
+                   delay_steps: int | None = None) -> Guidance | None:
+    """The rollout-time guidance component for ``cfg.mode`` (``None`` for ``ppo``); ``teacher`` defaults to
     :func:`build_teacher` (``stack`` and ``log_dir`` are passed on to it).
 
     * ``rpd``: the teacher answers at every env step (budget 1.0), constant ``λ = λ_0``, MSE loss.
     * ``vlajs``: the configured query budget, annealed ``N_calls`` and ``λ_t``, deactivation.
+    * with ``cfg.interface``: answers delayed by the configured delay model (seeded from ``cfg.seed``), the
+      ``teacher`` observation group of ``interface.features``, compensated targets if asked.
+    * ``evaluation=True`` (a policy that observes the ``teacher`` group, run without learning; ``None`` for a
+      run without one): every env queries whenever nothing is in flight and its last answer has played out over
+      the teacher's period, no budget, no annealing; ``delay_steps`` (env steps) replaces the delay model by a
+      fixed delay.
     """
-    if cfg.mode == "ppo":
+    from robot_rl.guidance.delay import DelayModel, make_delay_model
+
+    if cfg.mode == "ppo" or (evaluation and not cfg.interface.features):
         return None
-    g = cfg.guidance
+    g, i = cfg.guidance, cfg.interface
     rpd = cfg.mode == "rpd"
-    scheduler = QueryScheduler(
-        n_steps=cfg.ppo.n_steps,
-        num_envs=num_envs,
-        budget_fraction=1.0 if rpd else g.budget_fraction,
-        n_min=g.n_min,
-        kappa=g.kappa,
-        deactivate_threshold=g.deactivate_threshold,
-        lambda_0=g.lambda_0,
-        anneal=not rpd,
-        seed=cfg.seed,
-    )
-    return Guidance(teacher or build_teacher(cfg, stack, log_dir), scheduler, num_envs, requery_active=rpd)
+    if evaluation:
+        scheduler = QueryScheduler(n_steps=10**9, num_envs=num_envs, budget_fraction=1.0, anneal=False,
+                                   deactivate_threshold=None, seed=cfg.seed + 1)
+        scheduler.begin_rollout(None)
+    else:
+        scheduler = QueryScheduler(
+            n_steps=cfg.ppo.n_steps,
+            num_envs=num_envs,
+            budget_fraction=1.0 if rpd else g.budget_fraction,
+            n_min=g.n_min,
+            kappa=g.kappa,
+            deactivate_threshold=g.deactivate_threshold,
+            lambda_0=g.lambda_0,
+            anneal=not rpd,
+            seed=cfg.seed,
+        )
+    delay = (DelayModel("fixed", steps=int(delay_steps)) if delay_steps is not None
+             else make_delay_model(i.delay, seed=cfg.seed + 2))
+    return Guidance(teacher or build_teacher(cfg, stack, log_dir), scheduler, num_envs, requery_active=rpd,
+                    delay=delay, features=i.features, compensate_targets=i.compensate_targets)
 
 
 def build_model(cfg: TrainConfig, venv: VecEnv, guidance: Guidance | None) -> GuidedPPO:
@@ -280,7 +305,7 @@ def train(cfg: TrainConfig) -> RunDir:
     run = RunDir.create(cfg)
     with ExitStack() as stack:  # owns a spawned teacher server: stopped on return, error or Ctrl-C
         guidance = build_guidance(cfg, cfg.env.num_envs, stack=stack, log_dir=run.path)
-        venv, schema = build_env_stack(cfg)
+        venv, schema = build_env_stack(cfg, guidance=guidance)
         run.save_schema(schema)
         model = build_model(cfg, venv, guidance)
         _fit(run, cfg, model, guidance, resumed=False)
@@ -305,7 +330,7 @@ def resume(path: str | Path, overrides: list[str] | tuple = ()) -> RunDir:
     run.truncate_metrics(state["num_timesteps"])
     with ExitStack() as stack:
         guidance = build_guidance(cfg, cfg.env.num_envs, stack=stack, log_dir=run.path)
-        venv, schema = build_env_stack(cfg, run)
+        venv, schema = build_env_stack(cfg, run, guidance=guidance)
         run.check_schema(schema)
         if guidance is not None and "scheduler" in state:
             guidance.load_state_dict(state)
@@ -335,48 +360,66 @@ class PolicyActor:
         return action
 
 
-def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None = None, seed: int | None = None) -> dict:
+def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None = None, seed: int | None = None,
+             delay_steps: int | None = None) -> dict:
     """Run the run's latest policy deterministically for ``episodes`` episodes in one in-process env
     (:func:`robot_rl.rollout.rollout`: episode ``k`` resets with seed ``seed + k``).
+
+    A policy that observes the ``teacher`` group is run with its teacher: queried whenever nothing is in flight
+    and its last answer has played out, its answers delivered ``delay_steps`` env steps late (default: the
+    run's own delay model), as at deployment.
 
     Args:
         run: the run directory.
         episodes: number of episodes (>= 1).
         video: optional ``.mp4`` path; frames are the teacher camera's RGB view.
         seed: env seed (default: training seed + 10000, episodes unseen in training).
+        delay_steps: a fixed delay of the teacher's answers, env steps (0.05 s each); only for a run with a
+            ``teacher`` group.
 
     Returns:
         ``{"success_rate", "mean_return", "mean_length", "episodes", "num_timesteps", "seed",
-        "grasp_rate", "mean_closest_approach_m"}``: besides success, two diagnostics of a grasping task
+        "grasp_rate", "mean_closest_approach_m", "delay_steps"}``: besides success, two diagnostics of a grasping task
         from the privileged state (``envs.PRIVILEGED_STATE_LAYOUT``) at every step but an episode's first:
         the fraction of episodes in which the gripper held the task's object (``is_grasped``; the
         first step is skipped because ManiSkill can carry the flag over from the previous episode), and
         the mean over episodes of the closest TCP-object distance (m).
 
     Raises:
-        FileNotFoundError: no checkpoint. ValueError: ``episodes < 1``. SchemaMismatch: the run's saved
-        observation schema differs from what its config gives now.
+        FileNotFoundError: no checkpoint. ValueError: ``episodes < 1``, or ``delay_steps`` for a run without a
+        ``teacher`` group. SchemaMismatch: the run's saved observation schema differs from what its config
+        gives now.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if delay_steps is not None and delay_steps < 0:
+        raise ValueError(f"delay_steps must be >= 0, got {delay_steps}")
     run = run if isinstance(run, RunDir) else RunDir(run)
     cfg = run.config()
     run.recover_checkpoint()
     if not run.has_checkpoint():
         raise FileNotFoundError(f"{run.path} has no checkpoint to evaluate")
+    if delay_steps is not None and not cfg.interface.features:
+        raise ValueError(f"--delay-steps: {run.path} observes no teacher group (interface.features is empty); "
+                         "its teacher is not part of its evaluation")
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
-    venv, schema = build_env_stack(cfg, run, num_envs=1, seed=seed, in_process=True, training=False)
-    run.check_schema(schema)
-    model = GuidedPPO.load(run.checkpoint / "model.zip", device=cfg.ppo.device, custom_objects={"guidance": None})
     from robot_rl.rollout import rollout
 
-    try:
-        result = rollout(venv, PolicyActor(model), episodes, seed, video=video is not None)
-    finally:
-        venv.close()
+    with ExitStack() as stack:  # a spawned teacher server of a policy with a teacher group
+        guidance = build_guidance(cfg, 1, stack=stack, log_dir=run.path, evaluation=True, delay_steps=delay_steps)
+        venv, schema = build_env_stack(cfg, run, num_envs=1, seed=seed, in_process=True, training=False,
+                                       guidance=guidance, drive_queries=True)
+        run.check_schema(schema)
+        model = GuidedPPO.load(run.checkpoint / "model.zip", device=cfg.ppo.device, custom_objects={"guidance": None})
+        try:
+            result = rollout(venv, PolicyActor(model), episodes, seed, video=video is not None)
+        finally:
+            venv.close()
     if video is not None:
         import imageio
 
         Path(video).parent.mkdir(parents=True, exist_ok=True)
         imageio.mimsave(str(video), result.frames, fps=20)
-    return {**result.summary(), "episodes": episodes, "num_timesteps": int(model.num_timesteps), "seed": seed}
+    used_delay = delay_steps if delay_steps is not None else (None if guidance is None else guidance.delay.mean_steps)
+    return {**result.summary(), "episodes": episodes, "num_timesteps": int(model.num_timesteps), "seed": seed,
+            "delay_steps": used_delay}

@@ -1,14 +1,19 @@
 """Run a teacher as the policy (no learning) to measure how competent it is.
 
 Used by the teacher tests and benchmarks: a teacher that cannot solve a task itself gives PPO
-little to learn from. One in-process env (``physx_cpu``). Two ways of querying it:
+little to learn from. One in-process env (``physx_cpu``), run by the project's one rollout loop
+(:func:`robot_rl.rollout.rollout`), the teacher queried through the trainer's own guidance component
+(:class:`robot_rl.guidance.Guidance`: validation, interpolation, target queue, delays). Two ways of querying it:
 
 * ``hold=False``: the teacher is asked on every env step and only the first ``1/D`` of its period
   delta is executed (a 20 Hz teacher);
 * ``hold=True`` ("as used"): the teacher is asked once per control period of ``D`` env steps and its
-  answer is replayed open loop for those ``D`` steps, spread into per-step targets by the trainer's
-  own :func:`robot_rl.guidance.targets.interpolate_targets` and :class:`~robot_rl.guidance.targets.TargetTracker`.
-  This is exactly what the policy learns from in ``vlajs`` mode (issue 10).
+  answer is replayed open loop for those ``D`` steps, spread into per-step targets by
+  :func:`robot_rl.guidance.targets.interpolate_targets`. This is exactly what the policy learns from in
+  ``vlajs`` mode (issue 10).
+
+``delay_steps`` delivers each answer that many env steps after the observation it was asked about (the delayed
+interface's ``fixed`` delay model, issue 12): the teacher's competence when its answers are stale.
 """
 
 from __future__ import annotations
@@ -18,70 +23,41 @@ from typing import Any
 import numpy as np
 
 from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX
-from robot_rl.teachers.base import Teacher, TeacherRequest
+from robot_rl.teachers.base import Teacher
 
 
 class TeacherActor:
-    """A teacher as a :class:`robot_rl.rollout.Actor`: queried on the view's privileged state (and image, if
-    it needs one), its answers spread over ``D`` per-step targets by the trainer's own
-    :func:`~robot_rl.guidance.targets.interpolate_targets` and played by a
-    :class:`~robot_rl.guidance.targets.TargetTracker`.
-
-    Args:
-        teacher: any :class:`~robot_rl.teachers.base.Teacher`.
-        hold: True: one query per ``D`` env steps, its targets replayed open loop (as ``vlajs`` uses it);
-            False: a query every env step, of which the first per-step target is used.
-        instruction: language instruction sent with each query (default: the view's, the task's own).
-
-    Attributes:
-        queries: queries sent. invalid: answers dropped as invalid (NaN, wrong shape, out of range); such
-            an answer gives zero motion with the gripper open for its period.
-        latencies_s: the teacher's reported latency of every query (s).
+    """A teacher as a :class:`robot_rl.rollout.Actor`: the action is guidance's per-step target of the current
+    step (:meth:`robot_rl.guidance.Guidance.row`), or standing still with the gripper open when there is none
+    (before the first answer, after an invalid one).
     """
 
-    def __init__(self, teacher: Teacher, hold: bool, instruction: str | None = None):
-        from robot_rl.guidance.targets import TargetTracker
-
-        self.teacher, self.hold, self.instruction = teacher, bool(hold), instruction
-        self.period = int(teacher.spec.control_period_steps)
-        self.tracker = TargetTracker(1, self.period if hold else 1)
-        self.idle = np.zeros(ACTION_DIM, dtype=np.float32)
-        self.idle[GRIPPER_INDEX] = 1.0  # no usable answer: stand still, gripper open
-        self.queries = self.invalid = 0
-        self.latencies_s: list[float] = []
-        self._started = False
+    def __init__(self, guidance):
+        self.guidance = guidance
+        self.idle = np.zeros((1, ACTION_DIM), dtype=np.float32)
+        self.idle[0, GRIPPER_INDEX] = 1.0
 
     def reset(self) -> None:
-        """A new episode: drop the queued targets, so the first step queries."""
-        self.tracker.advance(np.ones(1, dtype=bool))  # a new episode: nothing queued
-        self._started = False
+        """Nothing to reset: guidance resets with the env (its wrapper)."""
 
     def act(self, obs: np.ndarray, view) -> np.ndarray:
-        """The current per-step target ``(1, 7)``, querying the teacher when none is queued; ``obs`` is unused."""
-        from robot_rl.guidance.targets import interpolate_targets, validate_teacher_actions
+        """The current per-step target ``(1, 7)`` (``obs`` and ``view`` are unused: guidance queried already)."""
+        targets, valid = self.guidance.row()
+        return np.where(valid[:, None], targets, self.idle)
 
-        if self._started:
-            self.tracker.advance(np.zeros(1, dtype=bool))
-        self._started = True
-        if not self.tracker.active[0]:
-            needs_image = self.teacher.spec.needs_image
-            images = view.images if needs_image else None
-            if images is None and needs_image:
-                raise ValueError("the teacher needs an image: run the rollout with video=True")
-            instruction = view.instructions[0] if self.instruction is None else self.instruction
-            resp = self.teacher.act(TeacherRequest(instructions=[instruction], images=images, states=view.states,
-                                                   task_ids=list(view.task_ids)))
-            self.latencies_s.append(float(np.mean(resp.latency_s)))
-            self.queries += 1
-            valid = validate_teacher_actions(resp.actions, 1, self.period)
-            self.invalid += int(not valid[0])
-            answer = (np.nan_to_num(np.asarray(resp.actions, dtype=np.float32)) if valid[0]
-                      else np.zeros((1, ACTION_DIM), np.float32))
-            targets, mask = interpolate_targets(answer, self.period, valid)
-            n = self.tracker.period_steps
-            self.tracker.set(np.zeros(1, dtype=np.int64), targets[:, :n], mask[:, :n])
-        target, ok = self.tracker.current()
-        return (target[0] if ok[0] else self.idle)[None]
+
+def teacher_guidance(teacher: Teacher, hold: bool, delay_steps: int = 0, seed: int = 0):
+    """The guidance component that runs a teacher as the policy of one env: no budget, no annealing; a query
+    whenever nothing is in flight and (``hold``) the last answer has played out; answers ``delay_steps`` late.
+    """
+    from robot_rl.guidance import Guidance, QueryScheduler
+    from robot_rl.guidance.delay import DelayModel
+
+    scheduler = QueryScheduler(n_steps=10**9, num_envs=1, budget_fraction=1.0, anneal=False,
+                               deactivate_threshold=None, seed=seed)
+    scheduler.begin_rollout(None)
+    delay = DelayModel("fixed", steps=int(delay_steps)) if delay_steps else DelayModel("none")
+    return Guidance(teacher, scheduler, 1, requery_active=not hold, delay=delay)
 
 
 def run_teacher_as_policy(
@@ -90,27 +66,29 @@ def run_teacher_as_policy(
     episodes: int,
     seed: int = 0,
     *,
-    instruction: str | None = None,
     max_episode_steps: int | None = None,
     hold: bool = False,
+    delay_steps: int = 0,
 ) -> dict:
     """Roll out ``teacher`` as the policy for ``episodes`` episodes of ``task`` (:func:`robot_rl.rollout.rollout`).
 
-    The teacher is asked (``TeacherRequest`` with the privileged state, the image only if
-    ``teacher.spec.needs_image``) on every env step, or with ``hold=True`` once every
-    ``teacher.spec.control_period_steps`` (``D``) env steps (:class:`TeacherActor`). Episode ``i`` resets with
-    seed ``seed + i``. An episode ends on success (ManiSkill terminates on ``info["success"]``) or at the
-    task's horizon (``max_episode_steps`` overrides it).
+    The teacher is asked (``TeacherRequest`` with the privileged state and the task's instruction, the image
+    only if ``teacher.spec.needs_image``) on every env step, or with ``hold=True`` once every
+    ``teacher.spec.control_period_steps`` (``D``) env steps; with ``delay_steps`` its answers arrive that many env
+    steps late (and a new query waits for the one in flight). An invalid answer (NaN, wrong shape, out of range)
+    gives zero motion with the gripper open for its period. Episode ``i`` resets with seed ``seed + i``. An
+    episode ends on success (ManiSkill terminates on ``info["success"]``) or at the task's horizon
+    (``max_episode_steps`` overrides it).
 
     Args:
         teacher: any :class:`~robot_rl.teachers.base.Teacher`.
         task: env id or paper name, e.g. ``"RRL-PushCube-Sparse-v1"``.
         episodes: number of episodes (>= 1).
         seed: seed of the first episode's reset.
-        instruction: language instruction sent with each query (default: the task's).
         max_episode_steps: horizon override in env steps.
         hold: False queries every env step; True queries once per ``D`` env steps and replays the
             answer open loop (the teacher as ``vlajs`` training uses it).
+        delay_steps: env steps from a query's observation to its answer (0: at once).
 
     Returns:
         ``{"success_rate": float in [0, 1], "mean_return": float (mean undiscounted episode return),
@@ -118,28 +96,32 @@ def run_teacher_as_policy(
         "queries": int, "invalid_answers": int, "grasp_rate", "mean_closest_approach_m"}``.
 
     Raises:
-        ValueError: ``episodes < 1`` or an unknown task.
+        ValueError: ``episodes < 1``, ``delay_steps < 0`` or an unknown task.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if delay_steps < 0:
+        raise ValueError(f"delay_steps must be >= 0, got {delay_steps}")
     from robot_rl.envs import make_vec_env
+    from robot_rl.interface import TeacherGroupVecEnv
     from robot_rl.rollout import rollout
 
-    actor = TeacherActor(teacher, hold, instruction)
-    venv = make_vec_env(task, num_envs=1, max_episode_steps=max_episode_steps, seed=seed, in_process=True)
+    guidance = teacher_guidance(teacher, hold, delay_steps, seed)
+    venv = TeacherGroupVecEnv(make_vec_env(task, num_envs=1, max_episode_steps=max_episode_steps, seed=seed,
+                                           in_process=True), guidance, drive_queries=True)
     try:
-        result = rollout(venv, actor, episodes, seed, video=teacher.spec.needs_image)
+        result = rollout(venv, TeacherActor(guidance), episodes, seed, video=teacher.spec.needs_image)
     finally:
         venv.close()
-    summary = result.summary()
+    summary, st = result.summary(), guidance.stats
     return {
         "success_rate": summary["success_rate"],
         "mean_return": summary["mean_return"],
         "episode_lengths": [e.length for e in result.episodes],
         "successes": [e.success for e in result.episodes],
-        "mean_teacher_latency_s": float(np.mean(actor.latencies_s)) if actor.latencies_s else 0.0,
-        "queries": actor.queries,
-        "invalid_answers": actor.invalid,
+        "mean_teacher_latency_s": st.teacher_time_s / max(st.teacher_calls, 1),
+        "queries": st.queries,
+        "invalid_answers": st.invalid,
         "grasp_rate": summary["grasp_rate"],
         "mean_closest_approach_m": summary["mean_closest_approach_m"],
     }
@@ -168,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--kind", default="scripted")
     p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--hold", action="store_true", help="query once per control period and replay the answer (as used)")
+    p.add_argument("--delay-steps", type=int, default=0, help="answers arrive this many env steps late (0.05 s each)")
     args = p.parse_args(argv)
     kwargs: dict[str, Any] = {}
     for item in args.arg:
@@ -181,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
     spec = get_task(args.task)  # a paper name works too; a VLA needs the task's instruction
     teacher = make_teacher(args.kind, **kwargs)
     t0 = time.perf_counter()
-    result = run_teacher_as_policy(teacher, spec.env_id, args.episodes, args.seed, hold=args.hold)
+    result = run_teacher_as_policy(teacher, spec.env_id, args.episodes, args.seed, hold=args.hold,
+                                   delay_steps=args.delay_steps)
     result.update(task=args.task, episodes=args.episodes, seed=args.seed, kind=args.kind, teacher_args=kwargs,
                   hold=args.hold, wall_s=round(time.perf_counter() - t0, 2))
     print(json.dumps(result))

@@ -101,10 +101,11 @@ class _GuidanceCallback(BaseCallback):
         self.collector.prepare(self.training_env)
 
     def _on_step(self) -> bool:
-        # Called after env.step() and before rollout_buffer.add() of the same row.
-        targets, valid = self.collector.current()
+        # Called after env.step() and before rollout_buffer.add() of the same row. The env step itself moved
+        # guidance on (TeacherGroupVecEnv.step_wait: deliveries due before the new observation); the row's
+        # targets were fixed when the step's observation was prepared.
+        targets, valid = self.collector.row()
         self.model.rollout_buffer.set_teacher_row(targets, valid)
-        self.collector.advance(self.locals["dones"])
         if self.locals["n_steps"] + 1 < self.n_rollout_steps:  # the next rollout's first query waits for its N_calls
             self.collector.prepare(self.training_env)
         return True
@@ -139,6 +140,15 @@ class GuidedPPO(PPO):
     def _init_callback(self, callback, progress_bar: bool = False):
         # Put the guidance callback first, so each step's target is stored before other callbacks run.
         if self.guidance is not None:
+            from stable_baselines3.common.vec_env import unwrap_vec_wrapper
+
+            from robot_rl.interface.vec_env import TeacherGroupVecEnv
+
+            wrapper = unwrap_vec_wrapper(self.env, TeacherGroupVecEnv)
+            if wrapper is None or wrapper.guidance is not self.guidance:
+                raise ValueError("GuidedPPO with guidance needs its env wrapped in TeacherGroupVecEnv(venv, guidance) "
+                                 "with the same guidance (it moves guidance on at every env step; "
+                                 "robot_rl.trainer.build_env_stack builds it)")
             others = callback if isinstance(callback, list) else [] if callback is None else [callback]
             callback = [_GuidanceCallback(self.guidance, self.n_steps), *others]
         return super()._init_callback(callback, progress_bar)

@@ -7,6 +7,7 @@ from stable_baselines3 import PPO
 
 from robot_rl.algos import GuidedPPO, GuidedRolloutBuffer
 from robot_rl.config import build_config
+from robot_rl.interface import TeacherGroupVecEnv
 from robot_rl.trainer import build_env, build_guidance
 
 pytestmark = pytest.mark.slow
@@ -33,8 +34,8 @@ def _train(model, steps=128):
 def test_lambda_zero_reproduces_plain_ppo_exactly():
     cfg = _cfg("vlajs", lambda_0=0.0)
     plain = _train(PPO("MlpPolicy", build_env(cfg, in_process=True), **PPO_KWARGS))
-    venv = build_env(cfg, in_process=True)
-    guidance = build_guidance(cfg, venv.num_envs)
+    guidance = build_guidance(cfg, cfg.env.num_envs)
+    venv = TeacherGroupVecEnv(build_env(cfg, in_process=True), guidance)  # moves guidance on, observations unchanged
     guided = GuidedPPO("MlpPolicy", venv, guidance=guidance, **PPO_KWARGS)
     guided_params = _train(guided)
     # The teacher was really queried and its targets were in the buffer: the test can fail.
@@ -47,8 +48,8 @@ def test_lambda_zero_reproduces_plain_ppo_exactly():
 def test_positive_lambda_changes_the_update_and_buffer_holds_targets():
     cfg = _cfg("vlajs", lambda_0=1.0)
     plain = _train(PPO("MlpPolicy", build_env(cfg, in_process=True), **PPO_KWARGS))
-    venv = build_env(cfg, in_process=True)
-    guidance = build_guidance(cfg, venv.num_envs)
+    guidance = build_guidance(cfg, cfg.env.num_envs)
+    venv = TeacherGroupVecEnv(build_env(cfg, in_process=True), guidance)  # moves guidance on, observations unchanged
     guided = GuidedPPO("MlpPolicy", venv, guidance=guidance, **PPO_KWARGS)
     params = _train(guided)
     assert any(not th.equal(a, b) for a, b in zip(plain, params))
@@ -59,6 +60,17 @@ def test_positive_lambda_changes_the_update_and_buffer_holds_targets():
     # Valid targets are per-step deltas within [-1, 1]; invalid rows are zero.
     assert np.abs(targets[valid]).max() <= 1.0 + 1e-6
     assert not targets[~valid].any()
+
+
+def test_guidance_without_its_wrapper_is_refused():
+    cfg = _cfg("vlajs", lambda_0=1.0)
+    guidance = build_guidance(cfg, cfg.env.num_envs)
+    venv = build_env(cfg, in_process=True)
+    try:
+        with pytest.raises(ValueError, match="TeacherGroupVecEnv"):
+            GuidedPPO("MlpPolicy", venv, guidance=guidance, **PPO_KWARGS).learn(64)
+    finally:
+        venv.close()
 
 
 def test_unknown_aux_loss_is_rejected():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from robot_rl.config import build_config
+from robot_rl.interface import TeacherGroupVecEnv
 from robot_rl.teachers import TeacherSpec
 from robot_rl.trainer import build_env, build_guidance
 
@@ -17,17 +18,16 @@ pytestmark = pytest.mark.slow
 def test_following_the_targets_solves_pushcube(mode, period):
     cfg = build_config({"mode": mode, "seed": 5, "env": {"num_envs": 2}, "ppo": {"n_steps": 150, "batch_size": 64},
                         "teacher": {"control_period_steps": period}, "guidance": {"budget_fraction": 1.0}})
-    venv = build_env(cfg, in_process=True)
-    guidance = build_guidance(cfg, venv.num_envs)
+    guidance = build_guidance(cfg, cfg.env.num_envs)
+    venv = TeacherGroupVecEnv(build_env(cfg, in_process=True), guidance)  # each env step moves guidance on
     guidance.begin_rollout(None)
     venv.reset()
     successes = []
     for _ in range(150):
         guidance.prepare(venv)
-        targets, valid = guidance.current()
+        targets, valid = guidance.row()
         _, _, dones, infos = venv.step(np.where(valid[:, None], targets, 0.0))
         successes += [infos[i]["success"] for i in np.flatnonzero(dones)]
-        guidance.advance(dones)
     venv.close()
     assert len(successes) >= 6 and np.mean(successes) >= 0.9
     assert guidance.stats.invalid == 0 and guidance.stats.queries > 0
@@ -48,15 +48,14 @@ def test_invalid_answers_are_dropped_and_counted():
             return TeacherResponse(actions=actions)
 
     cfg = build_config({"mode": "rpd", "env": {"num_envs": 2}, "ppo": {"n_steps": 10, "batch_size": 10}})
-    venv = build_env(cfg, in_process=True)
-    guidance = build_guidance(cfg, venv.num_envs, teacher=NaNTeacher())
+    guidance = build_guidance(cfg, cfg.env.num_envs, teacher=NaNTeacher())
+    venv = TeacherGroupVecEnv(build_env(cfg, in_process=True), guidance)
     guidance.begin_rollout(None)
     venv.reset()
     for _ in range(10):
         guidance.prepare(venv)
-        _, valid = guidance.current()
+        _, valid = guidance.row()
         assert valid.tolist() == [False, True]
         venv.step(np.zeros((2, 7), dtype=np.float32))
-        guidance.advance(np.zeros(2, dtype=bool))
     venv.close()
     assert guidance.stats.queries == 20 and guidance.stats.invalid == 10
