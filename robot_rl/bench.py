@@ -20,6 +20,13 @@ wall time (summed over seeds).
 
 Paper figures (DESIGN.md; Moroncelli et al. 2026, success at budget, VLAJS vs PPO) are in
 :data:`PAPER_RESULTS`; ``results.md`` prints them beside ours where the budget matches.
+
+Success against latency (the delayed interface, issue 12; ``configs/bench/latency.yaml``): named ``arms`` (each a
+set of config keys, a ``vlajs+<arm>`` label) and ``eval_delays``: every finished cell is also evaluated with its
+teacher's answers delivered ``k`` env steps late for each ``k`` (``robot-rl eval RUN --delay-steps k``;
+``eval_delay_<k>.json`` in the cell, resumable). With ``teacher_competence`` the scripted teacher itself is run as
+the policy at each delay (its answers held for ``D`` and ``k`` steps late; ``OUT/<task>/teacher_competence.json``).
+``results.md`` then gains a success-against-latency table and ``<task>_latency.png`` a curve per arm.
 """
 
 from __future__ import annotations
@@ -89,6 +96,10 @@ class BenchSpec(BaseModel):
             and a ``...=30`` variant of ``vlajs``, next to the clean teacher.
         vary: full-product sweep of any config keys (``{guidance.deactivate_threshold: [0.9, null]}``).
             Keys under ``teacher.`` / ``guidance.`` do not multiply ``ppo`` cells.
+        arms: named variants of ``vlajs``, each a mapping of config keys (``{d_hint_dt_dp: {interface.features:
+            [hint, dt, dp]}}``): a ``vlajs+<name>`` cell per arm instead of the plain one.
+        eval_delays: evaluate every finished cell at these fixed delays of its teacher's answers (env steps).
+        teacher_competence: also run the scripted teacher as the policy at each of ``eval_delays``.
         out: the grid's directory.
     """
 
@@ -102,7 +113,17 @@ class BenchSpec(BaseModel):
     overrides: list[str] = Field(default_factory=list)
     teacher_noise: dict[str, list[float]] = Field(default_factory=dict)
     vary: dict[str, list[Any]] = Field(default_factory=dict)
+    arms: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    eval_delays: list[int] = Field(default_factory=list)
+    teacher_competence: bool = False
     out: Path = Path("bench_out/bench")
+
+    @field_validator("eval_delays")
+    @classmethod
+    def _delays(cls, delays: list[int]) -> list[int]:
+        if any(d < 0 for d in delays):
+            raise ValueError(f"eval_delays: env steps must be >= 0, got {delays}")
+        return sorted(set(delays))
 
     @field_validator("tasks")
     @classmethod
@@ -199,11 +220,13 @@ class Cell(BaseModel):
     steps: int
     variant: dict[str, Any] = Field(default_factory=dict)
 
+    arm: str | None = None
+
     @property
     def label(self) -> str:
-        """``mode`` or ``mode+key=value+...`` (``teacher.`` dropped from keys)."""
-        parts = [f"{k.removeprefix('teacher.')}={_fmt(v)}" for k, v in self.variant.items()]
-        return "+".join([self.mode, *parts])
+        """``mode``, ``mode+<arm>`` or ``mode+key=value+...`` (``teacher.`` dropped from keys)."""
+        parts = [f"{k.removeprefix('teacher.')}={_fmt(v)}" for k, v in self.variant.items() if self.arm is None]
+        return "+".join([self.mode, *([self.arm] if self.arm else []), *parts])
 
     @property
     def name(self) -> str:
@@ -232,6 +255,11 @@ def grid_cells(spec: BenchSpec) -> list[Cell]:
     for task in spec.tasks:
         for seed in range(spec.seeds):  # seed-major: a grid cut short still has every label's first seed
             for mode in spec.modes:
+                if spec.arms and mode == "vlajs":
+                    for arm, keys in spec.arms.items():
+                        cells.append(Cell(task=task, mode=mode, seed=seed, steps=spec.steps_for(task),
+                                          variant=dict(keys), arm=arm))
+                    continue
                 variants: list[dict[str, Any]] = []
                 for n, p in itertools.product(noise, products):
                     if n and mode != "vlajs":
@@ -272,7 +300,7 @@ def _write_record(run: RunDir, record: dict) -> None:
 
 
 def run_cell(cell: Cell, spec: BenchSpec, *, train_fn: Callable | None = None, resume_fn: Callable | None = None,
-             progress_bar: bool = True) -> dict:
+             progress_bar: bool = True, evaluate_delays: bool = True) -> dict:
     """Run (or resume, or read) one cell; returns its record.
 
     Record: ``{"status": "done" | "failed", "label", "task", "mode", "seed", "steps", "variant", "wall_s",
@@ -312,11 +340,65 @@ def run_cell(cell: Cell, spec: BenchSpec, *, train_fn: Callable | None = None, r
             _write_record(run, record)
             return record
         wall += time.time() - t0
+    if evaluate_delays:
+        evaluate_at_delays(run, spec.eval_delays)
     summary = cell_summary(run, cell.steps, wall or None)
     record = {**base, "status": "done", "wall_s": summary["wall_s"], "error": None, "traceback": None,
               "summary": summary}
     _write_record(run, record)
     return record
+
+
+def delay_eval_path(run: RunDir, delay_steps: int) -> Path:
+    """Where a cell keeps its evaluation at a fixed delay of its teacher's answers."""
+    return run.path / f"eval_delay_{int(delay_steps)}.json"
+
+
+def evaluate_at_delays(run: RunDir, delays: list[int]) -> None:
+    """Evaluate a finished run at each fixed delay (env steps) of its teacher's answers that it has not been
+    evaluated at (``eval_delay_<k>.json``; resumable). A run whose policy observes no ``teacher`` group does not
+    see its teacher at evaluation: its ``eval.json`` (same seeds) stands for every delay.
+    """
+    from robot_rl.trainer import evaluate
+
+    if not delays:
+        return
+    cfg = run.config()
+    for k in delays:
+        path = delay_eval_path(run, k)
+        if path.exists():
+            continue
+        if cfg.interface.features:
+            result = evaluate(run.path, max(cfg.run.eval_episodes, 1), delay_steps=k)
+        else:
+            result = {**json.loads((run.path / EVAL).read_text()), "delay_steps": k, "no_teacher_group": True}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(path)
+
+
+def teacher_competence_at_delays(task: str, spec: BenchSpec) -> dict[int, float]:
+    """The scripted teacher run as the policy of ``task`` at each of ``spec.eval_delays``: its answers held for
+    its period ``D`` (the base config's ``teacher.control_period_steps``) and delivered ``k`` env steps late;
+    ``{k: success rate}`` over the run config's ``eval_episodes`` episodes from seed 10000. Cached in
+    ``OUT/<task>/teacher_competence.json``.
+    """
+    from robot_rl.teachers import ScriptedTeacher
+    from robot_rl.teachers.evaluate import run_teacher_as_policy
+    from robot_rl.trainer import EVAL_SEED_OFFSET
+
+    path = spec.out / task / "teacher_competence.json"
+    have = {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+    cfg = load_config(spec.config, [*spec.overrides, f"task={task}"])
+    episodes = max(cfg.run.eval_episodes, 1)
+    for k in spec.eval_delays:
+        if k not in have:
+            r = run_teacher_as_policy(ScriptedTeacher(control_period_steps=cfg.teacher.control_period_steps), task,
+                                      episodes, EVAL_SEED_OFFSET, hold=True, delay_steps=k)
+            have[k] = r["success_rate"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({str(d): v for d, v in sorted(have.items())}, indent=2))
+    return have
 
 
 def cell_summary(run: RunDir, budget: int, wall_s: float | None = None) -> dict:
@@ -342,6 +424,10 @@ def cell_summary(run: RunDir, budget: int, wall_s: float | None = None) -> dict:
     out["env_steps"] = int(steps[-1]) if len(steps) else int(max((r.get(STEP_KEY, 0) for r in rows), default=0))
     out["curve_steps"] = steps.tolist()
     out["curve_success"] = success.tolist()
+    by_delay = {}
+    for path in run.path.glob("eval_delay_*.json"):
+        by_delay[int(path.stem.removeprefix("eval_delay_"))] = float(json.loads(path.read_text())["success_rate"])
+    out["eval_by_delay"] = {str(k): by_delay[k] for k in sorted(by_delay)}
     return out
 
 
@@ -367,6 +453,11 @@ def run_grid(spec: BenchSpec, *, progress_bar: bool = True, log: Callable[[str],
         if rec["status"] == "failed":
             log(f"  FAILED: {rec['error']} (traceback in {run_path / CELL_RECORD}); going on")
         records.append(rec)
+        write_report(spec.out)
+    if spec.teacher_competence and spec.eval_delays:
+        for task in spec.tasks:
+            log(f"{task}: the scripted teacher as the policy at delays {spec.eval_delays} env steps")
+            teacher_competence_at_delays(task, spec)
         write_report(spec.out)
     return records
 
@@ -402,6 +493,9 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
                 known = [x[key] for x in s if x.get(key) is not None]
                 row[key] = float(np.mean(known)) if known else None
             row["auc"] = _mean_std([x["auc"] for x in s])
+            delays = sorted({int(k) for x in s for k in x.get("eval_by_delay", {})})
+            row["eval_by_delay"] = {str(k): _mean_std([x["eval_by_delay"][str(k)] for x in s
+                                                       if str(k) in x.get("eval_by_delay", {})]) for k in delays}
             row["steps_to_50"] = [x["steps_to_50"] for x in s]
             row["steps_to_90"] = [x["steps_to_90"] for x in s]
             row["queries"] = float(np.mean([x["queries"] for x in s]))
@@ -414,8 +508,70 @@ def _k(steps: int | None) -> str:
     return "-" if steps is None else f"{steps / 1000:.1f}k"
 
 
-def format_table(summary: dict[str, dict[str, dict]]) -> str:
-    """The results table as Markdown, one section per task."""
+def format_latency_table(task: str, labels: dict[str, dict], teacher: dict[int, float] | None) -> list[str]:
+    """Markdown lines: eval success (mean ± std over seeds) of each label at each evaluated delay, and the
+    scripted teacher's own success at that delay; empty when nothing was evaluated at a delay.
+    """
+    delays = sorted({int(k) for r in labels.values() for k in r.get("eval_by_delay", {})} | set(teacher or {}))
+    if not delays:
+        return []
+    head = " | ".join(f"{k} steps ({k * 0.05:g} s)" for k in delays)
+    lines = [f"Success against latency, {task} (deterministic policy, `robot-rl eval RUN --delay-steps K`):", "",
+             f"| arm | seeds | {head} |", "|---|---|" + "---|" * len(delays)]
+    for label, r in labels.items():
+        by = r.get("eval_by_delay", {})
+        if not by:
+            continue
+        cells = [f"{by[str(k)][0]:.2f} ± {by[str(k)][1]:.2f}" if str(k) in by else "-" for k in delays]
+        lines.append(f"| {label} | {len(r['seeds'])} | {' | '.join(cells)} |")
+    if teacher:
+        cells = [f"{teacher[k]:.2f}" if k in teacher else "-" for k in delays]
+        lines.append(f"| scripted teacher as the policy (held for D, answers K steps late) | - | "
+                     f"{' | '.join(cells)} |")
+    return [*lines, ""]
+
+
+def plot_latency(task: str, labels: dict[str, dict], teacher: dict[int, float] | None, path: Path) -> Path | None:
+    """Success against latency (s), one curve per label (mean over seeds, min-max band), and the scripted
+    teacher's own success as a dashed line; ``None`` when nothing was evaluated at a delay.
+    """
+    rows = {label: r["eval_by_delay"] for label, r in labels.items() if r.get("eval_by_delay")}
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, by) in enumerate(rows.items()):
+        ks = sorted(int(k) for k in by)
+        mean = np.array([by[str(k)][0] for k in ks])
+        std = np.array([by[str(k)][1] for k in ks])
+        x = np.array(ks) * 0.05
+        ax.plot(x, mean, marker="o", color=f"C{i % 10}", label=f"{label} ({len(labels[label]['seeds'])} seeds)")
+        ax.fill_between(x, mean - std, mean + std, color=f"C{i % 10}", alpha=0.15)
+    if teacher:
+        ks = sorted(teacher)
+        ax.plot(np.array(ks) * 0.05, [teacher[k] for k in ks], "k--", marker="x",
+                label="scripted teacher as the policy")
+    ax.set(xlabel="teacher latency (s)", ylabel="eval success rate", ylim=(-0.02, 1.02),
+           title=f"{task}: success against latency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _teacher_competence(out: Path, task: str) -> dict[int, float] | None:
+    path = Path(out) / task / "teacher_competence.json"
+    return {int(k): float(v) for k, v in json.loads(path.read_text()).items()} if path.exists() else None
+
+
+def format_table(summary: dict[str, dict[str, dict]], teacher: dict[str, dict[int, float]] | None = None) -> str:
+    """The results table as Markdown, one section per task (with its success-against-latency table, if any)."""
     lines = []
     for task, labels in summary.items():
         budget = max(r["steps"] for r in labels.values())
@@ -444,6 +600,7 @@ def format_table(summary: dict[str, dict[str, dict]]) -> str:
             lines += ["", f"Paper (Moroncelli et al. 2026) at {steps / 1e6:.1f}M env steps: "
                           f"vlajs {vlajs:.3f}, ppo {ppo:.3f}."]
         lines.append("")
+        lines += format_latency_table(task, labels, (teacher or {}).get(task))
     return "\n".join(lines)
 
 
@@ -495,9 +652,14 @@ def write_report(out: Path) -> dict[str, Path]:
     records = read_records(out)
     summary = summarize(records)
     paths = {"json": out / "results.json", "table": out / "results.md"}
-    payload = {"summary": summary, "cells": records, "paper": PAPER_RESULTS}
+    teacher = {task: t for task in summary if (t := _teacher_competence(out, task)) is not None}
+    payload = {"summary": summary, "cells": records, "paper": PAPER_RESULTS,
+               "teacher_competence_by_delay": {k: {str(d): v for d, v in t.items()} for k, t in teacher.items()}}
     paths["json"].write_text(json.dumps(payload, indent=2))
-    paths["table"].write_text(format_table(summary))
+    paths["table"].write_text(format_table(summary, teacher))
     for task in summary:
         paths[task] = plot_task(task, records, out / f"{task}.png")
+        latency = plot_latency(task, summary[task], teacher.get(task), out / f"{task}_latency.png")
+        if latency is not None:
+            paths[f"{task}_latency"] = latency
     return paths

@@ -152,6 +152,8 @@ def _parser() -> argparse.ArgumentParser:
                          "bias_rotation_deg or wrong_fraction (repeatable)")
     bn.add_argument("--vary", action="append", metavar="KEY=V1,V2",
                     help="sweep any config key, full product (e.g. guidance.deactivate_threshold=0.9,null; repeatable)")
+    bn.add_argument("--eval-delays", metavar="K1,K2",
+                    help="also evaluate every finished cell with its teacher's answers K env steps late (0.05 s each)")
     bn.add_argument("--out", type=Path, help="grid directory (default bench_out/bench)")
     bn.add_argument("--report-only", action="store_true",
                     help="rewrite the table, JSON and plots from finished cells; run nothing")
@@ -287,14 +289,15 @@ def _bench(args) -> int:
         config=args.config, out=args.out, overrides=overrides or None,
         teacher_noise=None if noise is None else {k.removeprefix("teacher."): v for k, v in noise.items()},
         vary=bench.parse_sweep(args.vary),
+        eval_delays=None if args.eval_delays is None else [int(k) for k in split(args.eval_delays)],
     )
     if args.report_only:
-        records = [bench.run_cell(c, spec, train_fn=_not_run, resume_fn=_not_run) for c in bench.grid_cells(spec)
-                   if (spec.out / c.task / c.name / "eval.json").exists()]
+        records = [bench.run_cell(c, spec, train_fn=_not_run, resume_fn=_not_run, evaluate_delays=False)
+                   for c in bench.grid_cells(spec) if (spec.out / c.task / c.name / "eval.json").exists()]
         bench.write_report(spec.out)
     else:
         records = bench.run_grid(spec, progress_bar=not args.no_progress)
-    print(bench.format_table(bench.summarize(bench.read_records(spec.out))))
+    print((spec.out / "results.md").read_text())
     print(f"wrote {spec.out / 'results.md'}, {spec.out / 'results.json'} and one PNG per task in {spec.out}")
     failed = [r for r in records if r["status"] != "done"]
     if failed:

@@ -127,3 +127,36 @@ def test_tiny_grid_writes_table_json_plot_resumes_and_records_a_crash(tmp_path, 
     assert main(["bench", "--tasks", "PushCube-v2", "--modes", "ppo,vlajs", "--seeds", "1", "--steps", "256",
                  "--out", str(tmp_path), "--no-progress", *SMALL]) == 0
     assert "| ppo | 1 |" in capsys.readouterr().out
+
+
+def test_arms_give_one_labelled_cell_each(tmp_path):
+    s = spec(tmp_path, modes=["ppo", "vlajs"], arms={"b_hint": {"interface.features": ["hint"]},
+                                                      "f_unaware": {"interface.delay.kind": "none"}})
+    assert [c.name for c in grid_cells(s)] == ["ppo-s0", "vlajs+b_hint-s0", "vlajs+f_unaware-s0"]
+    assert 'interface.features=["hint"]' in grid_cells(s)[1].overrides(tmp_path, [])
+    with pytest.raises(ConfigError, match="eval_delays"):
+        spec(tmp_path, eval_delays=[-1])
+
+
+@pytest.mark.slow
+def test_a_tiny_latency_grid_evaluates_at_every_delay_and_reports(tmp_path):
+    """Two arms (no interface; hint + dt), evaluations at 0 and 5 env steps of delay, the scripted teacher's own
+    success at each delay; the table gets a success-against-latency section and the task a latency plot.
+    """
+    s = spec(tmp_path, modes=["vlajs"], steps=128, eval_delays=[5, 0], teacher_competence=True,
+             overrides=[*SMALL, "run.eval_episodes=1", "interface.delay.kind=uniform", "interface.delay.max_steps=6"],
+             arms={"a_none": {"interface.features": []}, "c_hint_dt": {"interface.features": ["hint", "dt"]}})
+    run_grid(s, progress_bar=False, log=lambda _: None)
+    task_dir = tmp_path / "RRL-PushCube-Sparse-v1"
+    for cell in ("vlajs+a_none-s0", "vlajs+c_hint_dt-s0"):
+        for k in (0, 5):
+            assert json.loads((task_dir / cell / f"eval_delay_{k}.json").read_text())["delay_steps"] == k
+    assert json.loads((task_dir / "vlajs+a_none-s0" / "eval_delay_5.json").read_text())["no_teacher_group"]
+    competence = json.loads((task_dir / "teacher_competence.json").read_text())
+    assert set(competence) == {"0", "5"} and all(0.0 <= v <= 1.0 for v in competence.values())
+    table = (tmp_path / "results.md").read_text()
+    assert "Success against latency" in table and "| 0 steps (0 s) | 5 steps (0.25 s) |" in table
+    assert "| vlajs+c_hint_dt | 1 |" in table and "scripted teacher as the policy" in table
+    assert (tmp_path / "RRL-PushCube-Sparse-v1_latency.png").exists()
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert set(summary["summary"]["RRL-PushCube-Sparse-v1"]["vlajs+c_hint_dt"]["eval_by_delay"]) == {"0", "5"}
