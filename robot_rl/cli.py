@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-batch", type=int, help="server.max_batch: most rows per backend call (default 16)")
     s.add_argument("--batch-wait-ms", type=float,
                    help="server.batch_wait_ms: longest a request waits for a batch to fill, ms (default 5)")
+    s.add_argument("--latency-ms", type=float,
+                   help="server.latency_ms: hold every answer this long before sending it, ms (a slow VLA for tests "
+                        "and benchmarks; default 0)")
     s.add_argument("--max-body-mb", type=float,
                    help="server.max_body_mb: largest request body, MiB (default 64); larger gets 413")
     s.add_argument("--ray", action="store_true", default=None,
@@ -209,7 +212,7 @@ SERVE_FLAGS = {
     "backend": "backend.kind", "model": "backend.model", "unnorm_key": "backend.unnorm_key",
     "control_period_steps": "backend.control_period_steps", "task": "backend.task",
     "host": "server.host", "port": "server.port", "max_batch": "server.max_batch",
-    "batch_wait_ms": "server.batch_wait_ms", "max_body_mb": "server.max_body_mb",
+    "batch_wait_ms": "server.batch_wait_ms", "max_body_mb": "server.max_body_mb", "latency_ms": "server.latency_ms",
     "ray": "ray.enabled", "replicas": "ray.replicas",
 }
 

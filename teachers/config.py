@@ -76,6 +76,8 @@ class ServerConfig(_Section):
     max_batch: int = Field(16, ge=1, description="most rows per backend call")
     batch_wait_ms: float = Field(5.0, ge=0, description="longest a request waits for a batch to fill (ms)")
     max_body_mb: float = Field(64.0, gt=0, description="largest request body (MiB); larger gets 413")
+    latency_ms: float = Field(0.0, ge=0, description="hold every answer this long (ms) before sending it: a slow VLA "
+                                                     "for tests and benchmarks (uvicorn only)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info",
                                                                                 description="uvicorn's log level")
 

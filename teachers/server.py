@@ -430,7 +430,7 @@ def check_against_backend(info: ServerInfo, request: TeacherRequest,
 
 
 def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: str | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, added_latency_ms: float = 0.0) -> FastAPI:
     """Build the FastAPI app.
 
     Args:
@@ -440,7 +440,11 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
             deployment passes its ``@serve.batch`` method instead).
         api_key: when set, every route but ``/healthz`` requires header ``X-API-Key: <key>``.
         max_body_bytes: larger request bodies get 413 (before they are read, when their length is declared).
+        added_latency_ms: every answer is held this long after the backend answered (ms), without blocking other
+            requests (``asyncio.sleep``): a slow VLA for tests and benchmarks of the delayed interface.
     """
+    if added_latency_ms < 0:
+        raise ValueError(f"server.latency_ms: must be >= 0, got {added_latency_ms}")
     batcher = None
     if dispatch is None:
         batcher = DynamicBatcher(info.teacher, info.max_batch, info.batch_wait_ms / 1000.0)
@@ -476,6 +480,8 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         except Exception as exc:
             log.exception("backend failed")
             raise HTTPException(status_code=500, detail=f"backend error: {type(exc).__name__}: {exc}") from None
+        if added_latency_ms:
+            await asyncio.sleep(added_latency_ms / 1000.0)
         response.extras["server_latency_s"] = time.perf_counter() - t0
         return response
 
@@ -622,7 +628,8 @@ def _exit_with_parent(server, parent_pid: int, period_s: float = 0.5) -> None:
 
 def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,
           batch_wait_ms: float = 5.0, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-          parent_pid: int | None = None, log_level: str = "info", **backend_kwargs: Any) -> None:
+          parent_pid: int | None = None, log_level: str = "info", latency_ms: float = 0.0,
+          **backend_kwargs: Any) -> None:
     """Serve ``backend`` with uvicorn until interrupted (blocks). Arguments as ``robot-rl teacher serve``;
     ``backend_kwargs`` as :func:`build_backend`.
     """
@@ -630,7 +637,7 @@ def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 800
 
     teacher = build_backend(backend, **backend_kwargs)
     info = ServerInfo(backend, teacher, max_batch, batch_wait_ms)
-    app = create_app(info, api_key=api_key, max_body_bytes=max_body_bytes)
+    app = create_app(info, api_key=api_key, max_body_bytes=max_body_bytes, added_latency_ms=latency_ms)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False))
     if parent_pid is not None:
         _exit_with_parent(server, parent_pid)
@@ -653,4 +660,5 @@ def serve_config(cfg, *, api_key: str | None = None, parent_pid: int | None = No
         serve_ray(cfg.backend.kind, replicas=cfg.ray.replicas, address=cfg.ray.address, num_cpus=cfg.ray.num_cpus,
                   num_gpus=cfg.ray.num_gpus, **common, **backend_kwargs)
     else:
-        serve(cfg.backend.kind, parent_pid=parent_pid, log_level=cfg.server.log_level, **common, **backend_kwargs)
+        serve(cfg.backend.kind, parent_pid=parent_pid, log_level=cfg.server.log_level, latency_ms=cfg.server.latency_ms,
+              **common, **backend_kwargs)

@@ -565,3 +565,27 @@ def test_build_teacher_builds_a_remote_teacher_from_the_training_config(server):
     assert isinstance(teacher, RemoteTeacher) and teacher.url == url and teacher.timeout_s == 2.0
     assert teacher.backoff_s == 0.5 and teacher.spec.control_period_steps == 4
     assert isinstance(build_teacher(build_config({})), ScriptedTeacher)
+
+
+def test_added_latency_holds_each_answer_without_blocking_others():
+    """``--latency-ms 300``: each answer comes >= 0.3 s after its request, and 4 concurrent requests still take
+    about 0.3 s in all (asyncio.sleep), not 1.2 s: a slow VLA that the trainer's queries in flight overlap.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    teacher = ScriptedTeacher(task=PUSH)
+    with ServerThread(create_app(ServerInfo("scripted", teacher, 16, 1.0), added_latency_ms=300)) as url:
+        client = RemoteTeacher(url, timeout_s=5.0)
+        states = random_states(1, RNG)
+        req = TeacherRequest(["push the cube"], states=states, task_ids=[PUSH])
+        t0 = time.perf_counter()
+        r = client.act(req)
+        one = time.perf_counter() - t0
+        assert one >= 0.3 and r.latency_s[0] >= 0.3 and np.isfinite(r.actions).all()
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: client.act(req), range(4)))
+        assert time.perf_counter() - t0 < 0.3 * 3 and all(np.isfinite(x.actions).all() for x in results)
+        client.close()
+    with pytest.raises(ValueError, match="server.latency_ms"):
+        create_app(ServerInfo("scripted", teacher, 16, 1.0), added_latency_ms=-1)
