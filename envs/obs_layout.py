@@ -20,7 +20,9 @@ column, all concatenated with ``torch.hstack``, so booleans become 0.0 / 1.0).
   ``tcp_pose, peg_pose, peg_half_size, box_hole_pose, box_hole_radius``; ``PokeCubeEnv``: ``tcp_pose,
   cube_pose, peg_pose, goal_pos, tcp_to_peg_pos, peg_to_cube_pos, cube_to_goal_pos, peghead_to_cube_pos``.
   Sizes: PushCube 35, PickCube 42, PickPlaceCube 42, LiftPegUpright 32, PegInsertionSide 43, PokeCube 54;
-  a long-horizon (``-LH-``) variant observes exactly what its sparse task does.
+  a long-horizon (``-LH-``) variant observes exactly what its sparse task does. The hidden-goal variants
+  (``envs/tasks.py``, issue 12) drop the goal's keys in ``_get_obs_extra``: PushCube-HiddenGoal has no
+  ``goal_pos`` (32), PickPlaceCube-HiddenGoal neither ``goal_pos`` nor ``obj_to_goal_pos`` (36).
 
 Upstream quirks a deployment must reproduce (each field's description says more):
 
@@ -301,6 +303,11 @@ OBS_LAYOUTS: dict[str, tuple[ObsField, ...]] = {
         _QPOS, _QVEL, _TCP_POSE, _POKE_CUBE, _POKE_PEG, _POKE_GOAL, _TCP_TO_PEG, _PEG_TO_CUBE, _CUBE_TO_GOAL,
         _PEGHEAD_TO_CUBE,
     ),
+    # The hidden-goal variants (envs/tasks.py, issue 12): the sparse task's fields without the goal's.
+    # PushCube without goal_pos (32-D).
+    "RRL-PushCube-HiddenGoal-v1": (_QPOS, _QVEL, _TCP_POSE, _PUSH_OBJ),
+    # PickPlaceCube without goal_pos and obj_to_goal_pos (36-D).
+    "RRL-PickPlaceCube-HiddenGoal-v1": (_QPOS, _QVEL, _IS_GRASPED, _TCP_POSE, _PICK_OBJ, _TCP_TO_OBJ),
 }
 
 
@@ -348,7 +355,8 @@ def observation_layout(task_id: str) -> list[ObsField]:
 
     Returns:
         list of :class:`ObsField`; sizes sum to the observation size (PushCube 35, PickCube 42,
-        PickPlaceCube 42, LiftPegUpright 32, PegInsertionSide 43, PokeCube 54).
+        PickPlaceCube 42, LiftPegUpright 32, PegInsertionSide 43, PokeCube 54; PushCube-HiddenGoal 32,
+        PickPlaceCube-HiddenGoal 36).
 
     Raises:
         ValueError: unknown task; the message lists the tasks that have a layout.

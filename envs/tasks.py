@@ -15,6 +15,10 @@ task only needs a subclass and a new spec, e.g. the paper's long-horizon (10x lo
     class PushCubeSparseLongEnv(PushCubeSparseEnv):
         '''Task Description / Randomizations / Success Conditions, as ManiSkill.'''
 
+The hidden-goal variants (``RRL-PushCube-HiddenGoal-v1``, ``RRL-PickPlaceCube-HiddenGoal-v1``, issue 12) are
+the sparse tasks with the goal removed from the policy's observation (``_get_obs_extra``); the teacher still
+sees it, in its image and in the privileged state.
+
 Privileged state (:data:`PRIVILEGED_STATE_LAYOUT`, :func:`privileged_state`) is a fixed 38-D vector
 that scripted teachers (``robot_rl.teachers``) consume; its layout is a contract, keep it exact.
 """
@@ -50,6 +54,8 @@ __all__ = [
     "LiftPegUprightSparseEnv",
     "PegInsertionSideSparseEnv",
     "PokeCubeSparseEnv",
+    "PushCubeHiddenGoalEnv",
+    "PickPlaceCubeHiddenGoalEnv",
     "LONG_HORIZON_FACTOR",
     "PRIVILEGED_STATE_LAYOUT",
     "PRIVILEGED_STATE_DIM",
@@ -503,6 +509,99 @@ for _cls in (
     PokeCubeSparseEnv,
 ):
     _register_long_horizon(_cls)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hidden-goal variants (issue 12: the delayed semantic interface)
+# ----------------------------------------------------------------------------------------------
+
+
+class _HiddenGoalMixin:
+    """Remove the goal from the policy's ``state`` observation through ManiSkill's ``_get_obs_extra`` hook: the
+    keys in :attr:`hidden_obs_keys` are dropped from the task's extras.
+
+    Only the observation changes. The scene (the goal region is still drawn, so the teacher camera shows it),
+    the randomization, reward, success and horizon are the sparse task's, and so is the privileged state
+    (:func:`privileged_state` still carries ``goal_pos``: the scripted teachers plan with it). These tasks have
+    no long-horizon variant.
+    """
+
+    #: ``_get_obs_extra`` keys that carry the goal (its position, or a vector computed from it).
+    hidden_obs_keys: tuple[str, ...] = ()
+
+    def _get_obs_extra(self, info: dict) -> dict:
+        obs = super()._get_obs_extra(info)
+        for key in self.hidden_obs_keys:
+            obs.pop(key, None)  # absent in ManiSkill's non-state obs modes
+        return obs
+
+
+@rrl_task(
+    TaskSpec(
+        env_id="RRL-PushCube-HiddenGoal-v1",
+        paper_name="PushCube-v2-HiddenGoal",
+        upstream_id="PushCube-v1",
+        instruction=PushCubeSparseEnv.task_spec.instruction,
+        max_episode_steps=PushCubeSparseEnv.task_spec.max_episode_steps,
+    )
+)
+class PushCubeHiddenGoalEnv(_HiddenGoalMixin, PushCubeSparseEnv):
+    """
+    **Task Description:**
+    :class:`PushCubeSparseEnv` (the paper's PushCube-v2, sparse reward) with the goal hidden from the policy:
+    push the cube to the goal region. The policy's ``state`` observation has no ``goal_pos`` (32-D: qpos, qvel,
+    tcp_pose, obj_pose); the goal region is still in the scene, so the teacher camera shows it, and the
+    privileged state still carries ``goal_pos`` for scripted teachers. Without the teacher's hints (the delayed
+    semantic interface, issue 12) the policy does not see where the goal is.
+
+    **Randomizations:**
+    - as PushCube-v2: the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x
+      [-0.1, -0.1], placed flat on the table
+    - the goal region is at the cube's start xy + [0.1 + goal_radius, 0] = + [0.2, 0] m: not randomized
+      relative to the cube, so the goal's *direction* (+x from the cube's start) is the same in every episode;
+      only its position in the world is hidden
+    - the robot's initial joint positions get Gaussian noise (std 0.02 rad)
+
+    **Success Conditions:**
+    - as PushCube-v2: the cube's xy position is within goal_radius (0.1 m) of the target's xy position and the
+      cube is still on the table
+    """
+
+    hidden_obs_keys = ("goal_pos",)
+
+
+@rrl_task(
+    TaskSpec(
+        env_id="RRL-PickPlaceCube-HiddenGoal-v1",
+        paper_name="PickPlaceCube-v2-HiddenGoal",
+        upstream_id=PICK_PLACE_UPSTREAM_ID,
+        instruction=PickPlaceCubeSparseEnv.task_spec.instruction,
+        max_episode_steps=PickPlaceCubeSparseEnv.task_spec.max_episode_steps,
+    )
+)
+class PickPlaceCubeHiddenGoalEnv(_HiddenGoalMixin, PickPlaceCubeSparseEnv):
+    """
+    **Task Description:**
+    :class:`PickPlaceCubeSparseEnv` (the paper's PickPlaceCube-v2, sparse reward) with the goal hidden from the
+    policy: pick up the cube, place it on the target region and let go. The policy's ``state`` observation has
+    neither ``goal_pos`` (the region's centre) nor ``obj_to_goal_pos`` (computed from it) (36-D: qpos, qvel,
+    is_grasped, tcp_pose, obj_pose, tcp_to_obj_pos); the region's red/white marker is still on the table, so
+    the teacher camera shows it, and the privileged state still carries ``goal_pos`` for scripted teachers.
+    Without the teacher's hints (the delayed semantic interface, issue 12) the policy can only guess where
+    to place the cube.
+
+    **Randomizations:**
+    - as PickPlaceCube-v2: the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x
+      [-0.1, -0.1]; its z rotation is random
+    - the target region (radius 0.05 m) lies 0.12..0.2 m from the cube in a uniformly random direction, centre
+      clipped to [-0.2, 0.2]^2: neither its distance nor its direction can be read from the policy's state
+
+    **Success Conditions:**
+    - as PickPlaceCube-v2: the cube's xy position is within 0.05 m of the region's centre, it rests on the table
+      (z within 5 mm of 0.02, speed < 0.05 m/s), and it is not grasped
+    """
+
+    hidden_obs_keys = ("goal_pos", "obj_to_goal_pos")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -317,9 +317,11 @@ def _not_run(*_args, **_kwargs):
 def _tasks() -> int:
     from robot_rl.envs import TASKS
 
-    print(f"{'task id':34} {'paper name':23} {'upstream':21} horizon  instruction")
-    for spec in TASKS.values():
-        print(f"{spec.env_id:34} {spec.paper_name:23} {spec.upstream_id:21} {spec.max_episode_steps:7}  "
+    specs = list(TASKS.values())
+    w_id, w_paper, w_up = (1 + max(len(getattr(s, a)) for s in specs) for a in ("env_id", "paper_name", "upstream_id"))
+    print(f"{'task id':{w_id}} {'paper name':{w_paper}} {'upstream':{w_up}} horizon  instruction")
+    for spec in specs:
+        print(f"{spec.env_id:{w_id}} {spec.paper_name:{w_paper}} {spec.upstream_id:{w_up}} {spec.max_episode_steps:7}  "
               f"{spec.instruction}")
     return 0
 

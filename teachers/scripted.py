@@ -55,9 +55,10 @@ from robot_rl.teachers.base import TeacherRequest, TeacherRequestError, TeacherR
 from robot_rl.teachers.plans.common import Motion, scale_clip
 
 #: Planner of each task family (the task name inside its id: ``"RRL-PokeCube-Sparse-LH-v1"``,
-#: ``"PokeCube-v2"`` and ``"PokeCube-v1"`` are all ``"PokeCube"``): the module in
-#: :mod:`robot_rl.teachers.plans` whose ``plan(motion, states (N, S) float64) -> (actions (N, 7), phases)``
-#: answers it (imported on first use), and the privileged-state width it reads.
+#: ``"PokeCube-v2"`` and ``"PokeCube-v1"`` are all ``"PokeCube"``, ``"RRL-PushCube-HiddenGoal-v1"`` is
+#: ``"PushCube"``): the module in :mod:`robot_rl.teachers.plans` whose
+#: ``plan(motion, states (N, S) float64) -> (actions (N, 7), phases)`` answers it (imported on first use), and
+#: the privileged-state width it reads.
 PLANNERS: dict[str, tuple[str, int]] = {
     "PushCube": ("robot_rl.teachers.plans.push_cube", CUBE_STATE_DIM),
     "PickCube": ("robot_rl.teachers.plans.pick_cube", CUBE_STATE_DIM),
@@ -81,12 +82,21 @@ def task_family(task_id: str) -> str:
     return str(task_id).removeprefix("RRL-").split("-")[0]
 
 
+#: Families with a hidden-goal variant (``RRL-<family>-HiddenGoal-v1``, ``<family>-v2-HiddenGoal``; issue 12):
+#: the goal is gone from the policy's observation only, the privileged state still carries it, so the
+#: family's planner serves the variant unchanged.
+HIDDEN_GOAL_FAMILIES = ("PushCube", "PickPlaceCube")
+
+
 def _task_ids(family: str) -> tuple[str, ...]:
-    return (f"RRL-{family}-Sparse-v1", f"RRL-{family}-Sparse-LH-v1", f"{family}-v2", f"{family}-v2-LH", f"{family}-v1")
+    ids = (f"RRL-{family}-Sparse-v1", f"RRL-{family}-Sparse-LH-v1", f"{family}-v2", f"{family}-v2-LH", f"{family}-v1")
+    if family in HIDDEN_GOAL_FAMILIES:
+        ids += (f"RRL-{family}-HiddenGoal-v1", f"{family}-v2-HiddenGoal")
+    return ids
 
 
-#: Task ids each cube planner serves: the repo's sparse and long-horizon variants (env id and paper
-#: name, see robot_rl.envs.TASKS) and the upstream ManiSkill tasks they subclass (same scene and state).
+#: Task ids each cube planner serves: the repo's sparse, long-horizon and hidden-goal variants (env id and
+#: paper name, see robot_rl.envs.TASKS) and the upstream ManiSkill tasks they subclass (same scene and state).
 PUSH_TASKS = _task_ids("PushCube")
 PICK_TASKS = _task_ids("PickCube")
 #: Every task id the teacher accepts (any id whose :func:`task_family` is in :data:`PLANNERS` works).
@@ -273,4 +283,5 @@ class ScriptedTeacher:
         return np.where(live[:, None], out, pos)
 
 
-__all__ = ["ScriptedTeacher", "SUPPORTED_TASKS", "PUSH_TASKS", "PICK_TASKS", "PLANNERS", "task_family"]
+__all__ = ["ScriptedTeacher", "SUPPORTED_TASKS", "PUSH_TASKS", "PICK_TASKS", "PLANNERS", "HIDDEN_GOAL_FAMILIES",
+           "task_family"]

@@ -304,10 +304,12 @@ def SIM_CONFIG(overrides=()):  # noqa: N802 - reads like the config it loads
     return load_deploy_config(Path(__file__).resolve().parents[2] / "configs" / "deploy" / "sim.yaml", overrides)
 
 
-@pytest.mark.parametrize("task", ["RRL-PokeCube-Sparse-v1"])
-def test_a_grasping_task_exports_with_parity(task, tmp_path):
-    """A tiny real run of a task with a tool (PokeCube: cube, peg, goal): export, parity with SB3 on real
-    observations, and the run's schema in the sidecar.
+@pytest.mark.parametrize("task, size", [("RRL-PokeCube-Sparse-v1", 54), ("RRL-PushCube-HiddenGoal-v1", 32),
+                                        ("RRL-PickPlaceCube-HiddenGoal-v1", 36)])
+def test_a_grasping_task_exports_with_parity(task, size, tmp_path):
+    """A tiny real run of a task with a tool (PokeCube: cube, peg, goal), and of the hidden-goal tasks (no goal
+    in the policy's observation): export, parity with SB3 on real observations, and the run's schema in the
+    sidecar.
     """
     from robot_rl.trainer import train
 
@@ -317,7 +319,9 @@ def test_a_grasping_task_exports_with_parity(task, tmp_path):
     run = train(cfg)
     out = export_policy(run.path)
     policy = OnnxPolicy(out, expected_task=task)
-    assert policy.schema == run.schema() and policy.schema.size == 54
+    assert policy.schema == run.schema() and policy.schema.size == size == policy.obs_dim
+    if "HiddenGoal" in task:  # the node will read no goal for it
+        assert not any("goal" in f.name or "goal" in f.source for f in policy.schema.group("state").fields)
     obs = real_observations(task, 200, 1, np.random.default_rng(1))
     ref, _ = _sb3_actions(run.path, obs)
     assert np.max(np.abs(policy(obs) - ref)) < PARITY_ATOL

@@ -231,8 +231,10 @@ def test_lifecycle_transitions_and_configure_refuses_a_tampered_policy(tmp_path)
     assert "does not match" in (tmp_path / "bad.log").read_text()
 
 
-SIX_TASKS = ["RRL-PushCube-Sparse-v1", "RRL-PickCube-Sparse-v1", "RRL-PickPlaceCube-Sparse-v1",
-             "RRL-LiftPegUpright-Sparse-v1", "RRL-PegInsertionSide-Sparse-v1", "RRL-PokeCube-Sparse-v1"]
+#: The six sparse tasks and the two hidden-goal ones (whose node reads no goal, though the bridge publishes it).
+E2E_TASKS = ["RRL-PushCube-Sparse-v1", "RRL-PickCube-Sparse-v1", "RRL-PickPlaceCube-Sparse-v1",
+         "RRL-LiftPegUpright-Sparse-v1", "RRL-PegInsertionSide-Sparse-v1", "RRL-PokeCube-Sparse-v1",
+         "RRL-PushCube-HiddenGoal-v1", "RRL-PickPlaceCube-HiddenGoal-v1"]
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +247,7 @@ def tiny_policies(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tiny")
     policies = {}
-    for task in SIX_TASKS:
+    for task in E2E_TASKS:
         cfg = load_config(DEFAULT_CONFIG, [f"task={task}", "total_steps=64", "ppo.n_steps=64", "ppo.batch_size=64",
                                            "ppo.n_epochs=1", "env.num_envs=1", "mode=ppo", "run.eval_episodes=0",
                                            "run.progress_bar=false", f"run.out_dir={out}", f"run.name={task}"])
@@ -253,12 +255,12 @@ def tiny_policies(tmp_path_factory):
     return policies
 
 
-@pytest.mark.parametrize("task", SIX_TASKS)
+@pytest.mark.parametrize("task", E2E_TASKS)
 def test_the_node_configures_and_commands_for_every_task(task, tiny_policies, tmp_path):
     """The bridge publishes the task's entities (peg, hole, tool, sizes), the node assembles the task's
     observation from them and commands; inputs the task does not read are ignored, not errors.
     """
-    domain = 70 + SIX_TASKS.index(task)
+    domain = 70 + E2E_TASKS.index(task)
     node = _node(domain, tmp_path / "node.log", policy=tiny_policies[task])
     bridge = _bridge(domain, tmp_path / "bridge.log", task=task)
     try:

@@ -27,9 +27,10 @@ from robot_rl.observation import ObservationSchema, ObsField, ObsGroup, schema_f
 TASK = "RRL-PushCube-Sparse-v1"
 BASE = "panda_link0"
 JOINTS = DeployConfig().joint_names
-#: Every registered task: the sparse and the long-horizon variant of the six.
+#: Every registered task: the sparse and the long-horizon variant of the six, and the two hidden-goal tasks.
 ALL_TASKS = [f"RRL-{name}-Sparse{lh}-v1" for name in ("PushCube", "PickCube", "PickPlaceCube", "LiftPegUpright",
-                                                     "PegInsertionSide", "PokeCube") for lh in ("", "-LH")]
+                                                     "PegInsertionSide", "PokeCube") for lh in ("", "-LH")] + [
+    "RRL-PushCube-HiddenGoal-v1", "RRL-PickPlaceCube-HiddenGoal-v1"]
 
 
 def _assembler(task=TASK):

@@ -16,7 +16,7 @@ def test_tasks_registered_with_maniskill_and_gymnasium():
     from mani_skill.utils.registration import REGISTERED_ENVS
 
     assert set(TASKS) >= {"RRL-PushCube-Sparse-v1", "RRL-PickCube-Sparse-v1"}
-    assert len(TASKS) == 12  # six tasks, sparse and long-horizon
+    assert len(TASKS) == 14  # six tasks, sparse and long-horizon, and two hidden-goal variants (issue 12)
     for env_id, spec in TASKS.items():
         assert spec.env_id == env_id
         assert env_id in REGISTERED_ENVS
