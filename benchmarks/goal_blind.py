@@ -7,14 +7,16 @@ guesses depends on how the task draws its goal. This script plays the scripted t
 every env step) with the privileged goal replaced by a guess made without it, and prints success and mean
 episode length per guess, next to the real goal's:
 
-- PushCube-HiddenGoal: the goal is always 0.2 m along +x from the cube's start (ManiSkill's PushCube-v1), so
-  "0.2 m ahead of the cube along +x, always" (a memoryless rule, which an MLP policy can represent) is a
-  complete solution: the goal's position is hidden, its direction is not.
+- PushCube-HiddenGoal: the goal is 0.2 m from the cube's start in a random direction (within the arm's reach).
+  ManiSkill's PushCube-v1 puts it always 0.2 m along +x: with that goal, "push along +x" (a memoryless rule an
+  MLP policy can represent) solved 20 of 20 episodes goal-blind, which is why the hidden-goal task draws its
+  direction.
 - PickPlaceCube-HiddenGoal: the region is 0.12-0.2 m from the cube in a uniformly random direction; a fixed
   guess succeeds only when the region happens to lie there.
 
-Measured 2026-12-01 (20 episodes, seeds 0-19): PushCube-HiddenGoal real goal 1.00 (9.8 steps), "+x ahead"
-1.00 (9.8); PickPlaceCube-HiddenGoal real goal 1.00 (19.1), "start + (0.16, 0)" 0.05, "table centre" 0.05.
+Measured 2026-12-01 (20 episodes, seeds 0-19): PushCube-HiddenGoal real goal 1.00 (9.6 steps), "start + (0.2, 0)"
+0.00, "start + (0, 0.2)" 0.35, "start - (0.2, 0)" 0.15; PickPlaceCube-HiddenGoal real goal 1.00 (19.1),
+"start + (0.16, 0)" 0.05, "table centre" 0.05.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ def _on_table(xy) -> np.ndarray:
 GUESSES: dict[str, dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray] | None]] = {
     "RRL-PushCube-HiddenGoal-v1": {
         "real goal": None,
-        "0.2 m ahead of the cube along +x (memoryless)": lambda s, s0: _on_table(s[OBJ][:2] + (0.2, 0.0)),
+        "cube start + (0.2, 0): PushCube-v1's goal": lambda s, s0: _on_table(s0[OBJ][:2] + (0.2, 0.0)),
+        "cube start + (0, 0.2)": lambda s, s0: _on_table(s0[OBJ][:2] + (0.0, 0.2)),
+        "cube start - (0.2, 0): towards the robot": lambda s, s0: _on_table(s0[OBJ][:2] - (0.2, 0.0)),
     },
     "RRL-PickPlaceCube-HiddenGoal-v1": {
         "real goal": None,

@@ -37,6 +37,7 @@ from mani_skill.envs.tasks.tabletop.poke_cube import PokeCubeEnv
 from mani_skill.envs.tasks.tabletop.push_cube import PushCubeEnv
 from mani_skill.utils.registration import register_env
 from mani_skill.utils.structs import Pose
+from transforms3d.euler import euler2quat
 
 from .pick_place_cube import UPSTREAM_ID as PICK_PLACE_UPSTREAM_ID
 from .pick_place_cube import PickPlaceCubeEnv
@@ -557,9 +558,11 @@ class PushCubeHiddenGoalEnv(_HiddenGoalMixin, PushCubeSparseEnv):
     **Randomizations:**
     - as PushCube-v2: the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x
       [-0.1, -0.1], placed flat on the table
-    - the goal region is at the cube's start xy + [0.1 + goal_radius, 0] = + [0.2, 0] m: not randomized
-      relative to the cube, so the goal's *direction* (+x from the cube's start) is the same in every episode;
-      only its position in the world is hidden
+    - unlike PushCube-v2, the goal region's *direction* is random: it lies :attr:`GOAL_DISTANCE` (0.2 m, PushCube's
+      0.1 + goal_radius) from the cube's start in a uniformly random direction, among those that keep the goal
+      and the point behind the cube a push starts from within :attr:`MAX_RADIAL` of the Panda base (a low push
+      beyond that is out of the arm's reach). PushCube-v2's goal is always 0.2 m along +x: hiding only its
+      position hid nothing (a goal-blind "push +x" solved 20/20 episodes, ``benchmarks/goal_blind.py``)
     - the robot's initial joint positions get Gaussian noise (std 0.02 rad)
 
     **Success Conditions:**
@@ -568,6 +571,32 @@ class PushCubeHiddenGoalEnv(_HiddenGoalMixin, PushCubeSparseEnv):
     """
 
     hidden_obs_keys = ("goal_pos",)
+    #: The goal's distance from the cube's start, m (PushCube-v1: 0.1 + goal_radius).
+    GOAL_DISTANCE = 0.2
+    #: Largest horizontal distance of the goal, and of the point a push starts from, to the Panda base, m.
+    MAX_RADIAL = 0.72
+    #: Candidate directions drawn per reset; the first within reach is taken (else: towards the robot, -x).
+    CANDIDATES = 16
+
+    def _initialize_episode(self, env_idx: torch.Tensor, options: dict) -> None:
+        super()._initialize_episode(env_idx, options)
+        with torch.device(self.device):
+            b = len(env_idx)
+            cube = self.obj.pose.p[env_idx, :2] if self.num_envs > 1 else self.obj.pose.p[:, :2]
+            angle = torch.rand((b, self.CANDIDATES)) * (2 * np.pi)
+            u = torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)  # (b, K, 2)
+            goal = cube[:, None, :] + self.GOAL_DISTANCE * u
+            start = cube[:, None, :] - 0.045 * u  # behind the cube, where the push starts
+            base = torch.tensor([-0.615, 0.0])
+            ok = (torch.linalg.norm(goal - base, dim=-1) <= self.MAX_RADIAL) & (
+                torch.linalg.norm(start - base, dim=-1) <= self.MAX_RADIAL)
+            first = torch.where(ok.any(dim=1), ok.float().argmax(dim=1), torch.full((b,), -1, dtype=torch.long))
+            pick = torch.where(first[:, None] >= 0, goal[torch.arange(b), first.clamp(min=0)],
+                               cube + torch.tensor([-self.GOAL_DISTANCE, 0.0]))
+            xyz = torch.zeros((b, 3))
+            xyz[:, :2] = pick
+            xyz[:, 2] = 1e-3
+            self.goal_region.set_pose(Pose.create_from_pq(p=xyz, q=euler2quat(0, np.pi / 2, 0)))
 
 
 @rrl_task(
