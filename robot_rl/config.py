@@ -168,6 +168,8 @@ class SpawnTeacherConfig(_ServedTeacherBase):
     kind: Literal["spawn"] = Field("spawn", description="spawn: start a local `robot-rl teacher serve` for the run")
     backend: Literal["scripted", "openvla"] = Field("scripted", description="the server's backend")
     model: str | None = Field(None, description="backend openvla: local checkpoint directory")
+    latency_ms: float = Field(0.0, ge=0, description="the server holds every answer this long (ms; `teacher serve "
+                                                     "--latency-ms`): a slow VLA for benchmarks of the interface")
 
     @model_validator(mode="after")
     def _openvla_needs_model(self) -> "SpawnTeacherConfig":

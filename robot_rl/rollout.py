@@ -17,6 +17,7 @@ TCP-object distance.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
@@ -95,7 +96,8 @@ class RolloutResult:
 
 
 def rollout(venv, actor: Actor, episodes: int, seed: int, *, video: bool = False,
-            on_episode: Callable[[EpisodeResult], None] | None = None) -> RolloutResult:
+            on_episode: Callable[[EpisodeResult], None] | None = None,
+            realtime_period_s: float | None = None) -> RolloutResult:
     """Run ``actor`` for ``episodes`` episodes in a one-env vec env.
 
     Args:
@@ -106,6 +108,9 @@ def rollout(venv, actor: Actor, episodes: int, seed: int, *, video: bool = False
         seed: episode ``k`` is reset with seed ``seed + k``.
         video: keep the teacher camera's RGB frame of every step (``RolloutResult.frames``).
         on_episode: called with each finished episode (a progress bar, a log line).
+        realtime_period_s: step no faster than one env step per this many wall-clock seconds (the control
+            period, 0.05 s), so an asynchronous teacher's wall-clock latency is as many env steps as on the robot;
+            ``None``: as fast as the simulator goes.
 
     Returns:
         :class:`RolloutResult`.
@@ -119,6 +124,7 @@ def rollout(venv, actor: Actor, episodes: int, seed: int, *, video: bool = False
         raise ValueError(f"rollout runs a vec env of 1 env, got {venv.num_envs}")
     grasp_col, tcp, obj = _LAYOUT["is_grasped"].start, _LAYOUT["tcp_pos"], _LAYOUT["obj_pos"]
     out = RolloutResult([])
+    next_step_s = time.monotonic()
     for k in range(episodes):
         venv.seed(seed + k)
         obs = venv.reset()
@@ -133,6 +139,9 @@ def rollout(venv, actor: Actor, episodes: int, seed: int, *, video: bool = False
                 grasped = grasped or bool(state[grasp_col] > 0.5)
                 closest = min(closest, float(np.linalg.norm(state[tcp] - state[obj])))
             action = np.asarray(actor.act(obs, view), dtype=np.float32).reshape(1, -1)
+            if realtime_period_s is not None:
+                next_step_s = max(next_step_s + realtime_period_s, time.monotonic())
+                time.sleep(max(next_step_s - time.monotonic(), 0.0))
             obs, reward, dones, infos = venv.step(action)
             ret += float(reward[0])
             length += 1

@@ -20,6 +20,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from robot_rl.algos import GuidedPPO
 from robot_rl.config import TrainConfig
+from robot_rl.geometry import CONTROL_PERIOD_S
 from robot_rl.guidance import Guidance, QueryScheduler
 from robot_rl.observation import ObservationSchema, SchemaMismatch, schema_from_config
 from robot_rl.runs import RunDir
@@ -134,7 +135,8 @@ def build_teacher(cfg: TrainConfig, stack: ExitStack | None = None, log_dir: Pat
             raise ValueError("teacher.kind=spawn needs an ExitStack that owns the server")
         log_path = str(log_dir / "teacher_server.log") if log_dir is not None else None
         server = stack.enter_context(SpawnedServer(t.backend, model=t.model, unnorm_key=t.unnorm_key,
-                                                   control_period_steps=t.control_period_steps, log_path=log_path))
+                                                   control_period_steps=t.control_period_steps, log_path=log_path,
+                                                   latency_ms=t.latency_ms))
         url = server.url
     else:
         url = t.url
@@ -367,7 +369,9 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
 
     A policy that observes the ``teacher`` group is run with its teacher: queried whenever nothing is in flight
     and its last answer has played out, its answers delivered ``delay_steps`` env steps late (default: the
-    run's own delay model), as at deployment.
+    run's own delay model), as at deployment. With the ``measured`` delay model (and no ``delay_steps``) the env
+    steps at its control rate in wall-clock time (20 Hz), so the teacher's real latency is as many env steps
+    late as on the robot; as fast as it goes, one env would see a 1 s answer ~100 env steps late.
 
     Args:
         run: the run directory.
@@ -412,7 +416,9 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
         run.check_schema(schema)
         model = GuidedPPO.load(run.checkpoint / "model.zip", device=cfg.ppo.device, custom_objects={"guidance": None})
         try:
-            result = rollout(venv, PolicyActor(model), episodes, seed, video=video is not None)
+            realtime = delay_steps is None and guidance is not None and guidance.delay.measured
+            result = rollout(venv, PolicyActor(model), episodes, seed, video=video is not None,
+                             realtime_period_s=CONTROL_PERIOD_S if realtime else None)
         finally:
             venv.close()
     if video is not None:

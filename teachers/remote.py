@@ -365,8 +365,8 @@ class SpawnedServer:
 
     Args:
         backend: ``"scripted"`` or ``"openvla"``.
-        model, unnorm_key, control_period_steps, task, max_batch, batch_wait_ms: passed to
-            ``robot-rl teacher serve``.
+        model, unnorm_key, control_period_steps, task, max_batch, batch_wait_ms, latency_ms: passed to
+            ``robot-rl teacher serve`` (``latency_ms``: every answer is held this long, ms).
         port: TCP port (default: a free one).
         startup_timeout_s: how long to wait for ``/healthz`` (s); a VLA checkpoint takes a while to load.
 
@@ -377,14 +377,15 @@ class SpawnedServer:
     def __init__(self, backend: str = "scripted", *, model: str | None = None, unnorm_key: str | None = None,
                  control_period_steps: int = 4, task: str | None = None, port: int | None = None,
                  max_batch: int = 16, batch_wait_ms: float = 5.0, startup_timeout_s: float = 300.0,
-                 stop_timeout_s: float = 10.0, log_path: str | None = None):
+                 stop_timeout_s: float = 10.0, log_path: str | None = None, latency_ms: float = 0.0):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stop_timeout_s = stop_timeout_s
         cmd = [sys.executable, "-m", "robot_rl.cli", "teacher", "serve", "--backend", backend,
                "--host", "127.0.0.1", "--port", str(self.port), "--control-period-steps", str(control_period_steps),
                "--max-batch", str(max_batch), "--batch-wait-ms", str(batch_wait_ms), "--parent-pid", str(os.getpid())]
-        for flag, value in (("--model", model), ("--unnorm-key", unnorm_key), ("--task", task)):
+        for flag, value in (("--model", model), ("--unnorm-key", unnorm_key), ("--task", task),
+                            ("--latency-ms", latency_ms or None)):
             if value is not None:
                 cmd += [flag, str(value)]
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
