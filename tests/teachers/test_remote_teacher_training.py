@@ -47,12 +47,21 @@ def _last(run: RunDir) -> dict:
     return rows[-1] if rows else {}
 
 
-def test_server_killed_mid_training_then_restarted(tmp_path):
+#: The delayed interface with answers delivered when the served teacher's asynchronous query returns.
+ASYNC = ("interface.delay.kind=measured", "interface.features=[hint,hint_valid,dt,dp]")
+
+
+@pytest.mark.parametrize("interface", [(), ASYNC], ids=["blocking", "async_interface"])
+def test_server_killed_mid_training_then_restarted(tmp_path, interface):
+    """Blocking queries, and asynchronous ones feeding the teacher observation group: while the server is down
+    the queries fail (no guidance), training goes on; once it is back on the same port guidance (and, with the
+    interface, delivered hints) resume.
+    """
     port = free_port()
     server = SpawnedServer("scripted", port=port, control_period_steps=4)
     proc = subprocess.Popen(_train_cmd(tmp_path, "total_steps=100000", "teacher.kind=remote",
                                        f"teacher.url=http://127.0.0.1:{port}", "teacher.timeout_s=1",
-                                       "teacher.backoff_s=0.2"),
+                                       "teacher.backoff_s=0.2", *interface),
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     run = RunDir(tmp_path / "r")
     try:
@@ -69,6 +78,9 @@ def test_server_killed_mid_training_then_restarted(tmp_path):
                       and r["guidance/guided_steps"] > restarted["guidance/guided_steps"] and r,
                       proc, 120, "guidance again")
         assert after["time/total_timesteps"] > down["time/total_timesteps"]  # training never stopped
+        if interface:
+            assert before["interface/delivered"] > 0 and after["interface/delivered"] > down["interface/delivered"]
+            assert after["interface/hint_fraction"] > 0
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
