@@ -347,8 +347,8 @@ def evaluate_direct(policy_dir, task: str, seed: int = 0, episodes: int = 10, de
     interface) is run with the scripted teacher, its answers delivered ``delay_steps`` env steps after the
     observation they were computed from, queried whenever none is in flight and the last answer has played out
     over the period ``D`` of the sidecar's ``teacher`` section: the trainer's evaluation guidance
-    (:func:`robot_rl.trainer.evaluate_with_teacher`), which is where the scripted teacher is built (``deploy/``
-    imports nothing from the teachers).
+    (:func:`robot_rl.trainer.evaluate_with_teacher`), which is where the scripted teacher is built (this package
+    imports no teacher code).
 
     Args:
         policy_dir: the export directory.

@@ -160,11 +160,17 @@ def test_the_teacher_dies_mid_run_the_node_keeps_commanding_and_answers_resume(h
         failures_3s = teach[-1]["failures"]
         assert failures_3s <= 6  # back-off 0.5, 1, 2, 2 s: a handful of attempts, not one per step
 
+        restarted = time.monotonic()
         server = serve_teacher(port, tmp_path / "server2.log")
         wait_healthy(url, proc=server)
         back = time.monotonic()
         p.wait_for(lambda: (t := p.teacher(after=back)) and t[-1]["answers"] > answers_before + 1, 30,
                    "answers after the teacher server came back")
+        resumed = next(t for t, s in p.status
+                       if t > restarted and s.get("teacher", {}).get("answers", 0) > answers_before)
+        print(f"teacher killed: {len(after)} steps in 3 s, {sum(s['published'] for _, s in after)} commands, "
+              f"{failures_3s} failed queries, hint age up to {max(ages):.2f} s; restarted: up after "
+              f"{back - restarted:.1f} s, answers again after {resumed - restarted:.1f} s; {len(p.images)} images")
         # the camera: rgb8 images of the configured size, stamped as the EE pose of their tick
         assert len(p.images) >= 3
         assert {(e, h, w) for _, e, h, w in p.images} == {("rgb8", 48, 64)}
