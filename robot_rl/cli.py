@@ -115,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="deploy_command", required=True)
     r = dsub.add_parser("ros2", help="the policy as a ROS 2 lifecycle node (configure, activate, e-stop)")
     r.add_argument("--policy", type=Path, required=True, metavar="DIR", help="directory of policy.onnx + policy.json")
-    r.add_argument("--config", type=Path, default=None, help="deploy YAML (topics, frames, QoS, safety limits)")
+    r.add_argument("--config", type=Path, default=None,
+                   help="deploy YAML (topics, frames, QoS, safety limits, teacher)")
     r.add_argument("--record", type=Path, default=None, metavar="FILE.mcap",
                    help="record every input and output to an MCAP rosbag2")
     r.add_argument("--no-autostart", action="store_true",

@@ -12,6 +12,7 @@
 """
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from robot_rl.deploy.teacher import (
 )
 from robot_rl.interface.delayed import teacher_group
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "deploy"
 FEATURES = ("hint", "hint_valid", "dt", "dp")
 PERIOD = 0.05
 D = 4
@@ -265,3 +267,16 @@ def test_client_against_the_scripted_backend_and_a_server_that_is_down():
         assert failed.actions is None and "Connection" in failed.error and time.monotonic() - t0 < 2.0
     finally:
         down.close()
+
+
+def test_the_teacher_config_refuses_naming_the_key():
+    from robot_rl.config import ConfigError
+    from robot_rl.deploy.config import load_deploy_config
+
+    for override, key in (("teacher.timeout_s=0", "teacher.timeout_s"), ("teacher.urll=x", "teacher.urll"),
+                          ("teacher.url=gpu-box:8000", "teacher.url"), ("teacher.max_backoff_s=0.1", "max_backoff_s"),
+                          ("teacher.period_steps=0", "teacher.period_steps"), ("topics.imag=/cam", "topics.imag")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_deploy_config(CONFIGS / "sim.yaml", [override])
+    cfg = load_deploy_config(CONFIGS / "franka.yaml")
+    assert cfg.teacher.url is None and cfg.topics.episode is None and cfg.topics.image is None

@@ -10,6 +10,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from robot_rl.testing.hint_policy import HINT_FEATURES, HINT_TASK
 
 pytestmark = pytest.mark.slow
 
-SIM = "configs/deploy/sim.yaml"
+SIM = Path(__file__).resolve().parents[2] / "configs" / "deploy" / "sim.yaml"
 HOLD = 6.0
 
 
