@@ -123,6 +123,7 @@ class PolicyController:
         self.teacher_link = teacher_link
         self.image: tuple[float, np.ndarray] | None = None  #: latest camera image: (header stamp s, (H, W, 3) uint8)
         self.image_rejected = 0
+        self.images_received = 0
         if features:
             period = cfg.teacher.period_steps or side.get("teacher", {}).get("control_period_steps")
             if period is None:
@@ -157,6 +158,7 @@ class PolicyController:
 
         try:
             self.image = (stamp_to_s(msg.header.stamp), image_from_msg(msg))
+            self.images_received += 1
         except ValueError as exc:
             self.image_rejected += 1
             self.assembler.last_rejection = f"image: {exc}"
@@ -229,12 +231,13 @@ class PolicyController:
 
     def diagnostics(self) -> dict:
         """Safety counters plus input counters (``rejected.<input: reason>``, ``ignored.<input>``) and, with a
-        teacher group, the teacher's (``teacher.<counter>``, ``rejected.image``).
+        teacher group, the teacher's (``teacher.<counter>``, ``teacher.images`` received, ``rejected.image``).
         """
         out = {**self.safety.diagnostics(), **self.assembler.diagnostics()}
         if self.teacher is not None:
             out.update(self.teacher.diagnostics())
             out["rejected.image"] = self.image_rejected
+            out["teacher.images"] = self.images_received
         return out
 
 

@@ -24,6 +24,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
@@ -101,6 +102,9 @@ class _Probe:
                                       lambda m: self.status.append((time.monotonic(), json.loads(m.data))), 50)
         self.node.create_subscription(Image, CFG.topics.image, self._on_image, qos)
         self.node.create_subscription(PoseStamped, CFG.topics.ee_pose, self._on_pose, qos)
+        self.diagnostics: list[dict] = []
+        self.node.create_subscription(DiagnosticArray, CFG.topics.diagnostics, lambda m: self.diagnostics.append(
+            {kv.key: kv.value for kv in m.status[0].values}), 10)
 
     def _on_image(self, m):
         self.images.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, m.encoding, m.height, m.width))
@@ -176,6 +180,10 @@ def test_the_teacher_dies_mid_run_the_node_keeps_commanding_and_answers_resume(h
         assert {(e, h, w) for _, e, h, w in p.images} == {("rgb8", 48, 64)}
         # (the probe's best-effort, depth-1 subscription may miss a pose on a loaded machine: most must match)
         assert sum(s in p.pose_stamps for s, *_ in p.images) >= 0.8 * len(p.images)
+        # the node keeps the images for a teacher that reads them; its diagnostics count the teacher's faults
+        diag = p.wait_for(lambda: p.diagnostics and p.diagnostics[-1], 5, "diagnostics")
+        assert int(diag["teacher.images"]) >= 3 and diag["rejected.image"] == "0", diag
+        assert int(diag["teacher.failures"]) >= failures_3s and int(diag["hold.stale_input"]) == 0, diag
     finally:
         probe.close()
         stop(*[x for x in (bridge, node, server) if x is not None])
