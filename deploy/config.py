@@ -74,6 +74,14 @@ class TopicsConfig(_Section):
     diagnostics: str = Field("/diagnostics", description="out: diagnostic_msgs/DiagnosticArray (1 Hz)")
     estop: str = Field("/robot_rl/estop",
                        description="in: std_msgs/Bool, true = e-stop (also the ~/estop Trigger service)")
+    image: str | None = Field(None, description="in: sensor_msgs/Image rgb8, the teacher's camera (sent to a served "
+                                                "teacher that reads images; null: no camera)")
+    episode: str | None = Field(None, description="in: std_msgs/String, any message = a new episode starts (the "
+                                                  "sim bridge's /robot_rl/sim/episode): the teacher group is reset; "
+                                                  "null on a real robot, where activate starts an episode")
+    teacher_answers: str = Field("/robot_rl/teacher_answers",
+                                 description="out: std_msgs/String, one JSON line per teacher answer the node got "
+                                             "(recorded with --record; replay feeds them back)")
 
 
 class FramesConfig(_Section):
@@ -88,6 +96,42 @@ class QoSSection(_Section):
     sensors: QoSConfig = Field(default_factory=lambda: QoSConfig(reliability="best_effort", depth=1),
                                description="QoS of the inputs (franka_ros2 publishes current_pose best effort)")
     commands: QoSConfig = Field(default_factory=QoSConfig, description="QoS of the outputs")
+
+
+class TeacherConfig(_Section):
+    """``teacher``: the served teacher a policy with a ``teacher`` observation group is given hints by
+    (``robot-rl teacher serve``; the node queries it asynchronously, :mod:`robot_rl.deploy.teacher`).
+    """
+
+    url: str | None = Field(None, description="teacher server base URL, e.g. http://gpu-box:8000 (null: none; a "
+                                              "policy that observes the teacher group then refuses to configure)")
+    api_key_env: str = Field("ROBOT_RL_TEACHER_API_KEY",
+                             description="environment variable holding the server's API key (sent as X-API-Key "
+                                         "when set; the key itself is never a config value)")
+    timeout_s: float = Field(2.0, gt=0, description="HTTP timeout of one query (s); a slower answer is a failure")
+    connect_timeout_s: float = Field(1.0, gt=0, description="HTTP timeout of GET /metadata (s)")
+    period_steps: int | None = Field(None, ge=1, description="D, control periods one answer covers: a query is made "
+                                                             "when none is in flight and the last answer has played "
+                                                             "out over D periods (null: the policy sidecar's "
+                                                             "teacher.control_period_steps)")
+    backoff_s: float = Field(0.5, ge=0, description="after a failed query wait this long before the next (s); "
+                                                    "doubles on each further failure")
+    max_backoff_s: float = Field(5.0, ge=0, description="longest wait between queries to a failing server (s)")
+    history_s: float = Field(2.0, gt=0, description="EE poses and gripper widths kept to measure dp from a "
+                                                    "query's stamp (s of header stamps)")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> "TeacherConfig":
+        if self.max_backoff_s < self.backoff_s:
+            raise ValueError(f"teacher.max_backoff_s ({self.max_backoff_s}) < teacher.backoff_s ({self.backoff_s})")
+        return self
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"teacher.url must start with http:// or https://, got {value!r}")
+        return value.rstrip("/") if value else value
 
 
 class DeployConfig(_Section):
@@ -111,6 +155,8 @@ class DeployConfig(_Section):
     qos: QoSSection = Field(default_factory=QoSSection)
     safety: dict[str, Any] = Field(default_factory=dict,
                                    description="robot_rl.deploy.safety.SafetyLimits keys (m, rad, s)")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig,
+                                   description="the served teacher of a policy with a teacher observation group")
     diagnostics_period_s: float = Field(1.0, gt=0, description="diagnostics publishing period (s)")
 
     @field_validator("safety")

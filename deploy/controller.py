@@ -5,12 +5,18 @@ the bag replay (:mod:`robot_rl.deploy.record`) both run, so a replay re-runs exa
 decisions. One control step: assemble the observation from the latest valid messages
 (:class:`~robot_rl.deploy.ros_io.ObservationAssembler`), run the ONNX policy, and pass the action
 through the :class:`~robot_rl.deploy.safety.SafetyFilter`, the only path to a command.
+
+A policy with a ``teacher`` observation group (the delayed semantic interface) gets it from a
+:class:`~robot_rl.deploy.teacher.TeacherChannel`: at each step the answers that have arrived (from the node's
+:class:`~robot_rl.deploy.teacher.TeacherClient`, or a recording's in a replay) are handled first, the group is
+appended to the state, and when a query is due it is submitted (never waited for). The teacher group is optional:
+it ages, it never trips the watchdog.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +24,8 @@ import numpy as np
 from robot_rl.deploy.config import DeployConfig
 from robot_rl.deploy.policy import OnnxPolicy
 from robot_rl.deploy.ros_io import ObservationAssembler, ObservationUnavailable
-from robot_rl.deploy.safety import Decision, SafetyFilter
+from robot_rl.deploy.safety import Decision, FilterState, SafetyFilter
+from robot_rl.deploy.teacher import TeacherChannel
 
 
 @dataclass
@@ -29,6 +36,11 @@ class StepResult:
     action: np.ndarray | None = None  #: ``(7,)`` raw policy action, ``None`` when no observation
     inference_s: float = 0.0  #: wall time of the ONNX call (s)
     obs_stamp_s: float | None = None  #: header stamp of the newest input used (s)
+    #: teacher answers handled at this step: ``(TeacherAnswer, outcome, TeacherQuery or None)``, the outcome what
+    #: became of it (``"delivered"``, ``"failed"``, ...), the query the one it answers
+    teacher_answers: list = field(default_factory=list)
+    query: object = None  #: the :class:`~robot_rl.deploy.teacher.TeacherQuery` submitted at this step, if any
+    teacher: dict | None = None  #: the teacher channel's status after the step (None without a teacher group)
 
 
 class PolicyController:
@@ -36,17 +48,26 @@ class PolicyController:
 
     Args:
         policy_dir: directory with ``policy.onnx`` and ``policy.json`` (``robot-rl export``).
-        cfg: the deployment config (frames, joint names, safety limits, rate).
+        cfg: the deployment config (frames, joint names, safety limits, rate, teacher).
+        teacher_link: where queries go and answers come from, for a policy with a ``teacher`` group: the node's
+            :class:`~robot_rl.deploy.teacher.TeacherClient`, a replay's
+            :class:`~robot_rl.deploy.teacher.RecordedAnswers`, or None (no queries: the hint never arrives).
+
+    Attributes:
+        teacher: the :class:`~robot_rl.deploy.teacher.TeacherChannel`, or None (a state-only policy).
 
     Raises:
         ValueError: the sidecar does not match the ONNX file; its observation schema differs from the one this
             node builds for the configured task (:attr:`DeployConfig.task`, default the sidecar's): a
             :class:`~robot_rl.observation.SchemaMismatch` naming the group and the field; the schema has a
-            group or a field the ROS inputs cannot provide (named); or the task differs from the config's.
+            group or a field the ROS inputs cannot provide (named); the task differs from the config's; or the
+            policy observes the ``teacher`` group and ``teacher.url`` is not set (without a ``teacher_link``) or
+            its period is known neither from the sidecar nor from ``teacher.period_steps``.
         FileNotFoundError: a file of the policy is missing.
     """
 
-    def __init__(self, policy_dir: str | Path, cfg: DeployConfig):
+    def __init__(self, policy_dir: str | Path, cfg: DeployConfig, teacher_link=None):
+        from robot_rl.interface.delayed import features_of_group, teacher_group
         from robot_rl.observation import ObservationSchema, state_group
 
         self.cfg = cfg
@@ -54,10 +75,17 @@ class PolicyController:
         side = self.policy.sidecar
         self.task = side["task"]["id"]
         schema = self.policy.schema
+        for g in schema.groups:
+            if g.name not in ("state", "teacher"):
+                raise ValueError(f"the policy observes the {g.name!r} group (first field {g.fields[0].name!r}), "
+                                 "which this node does not assemble")
+        features = features_of_group(schema.group("teacher")) if "teacher" in schema.group_names else None
         # The node's own view of the task's observation: its state group from this version's layouts (with the
-        # ROS source of every field); a policy that observes anything else is refused here, not at run time.
-        expected = ObservationSchema(self.task, (state_group(self.task),))
-        theirs = ObservationSchema(self.task, (schema.group("state"),))
+        # ROS source of every field) and this version's teacher group; a policy that observes anything else is
+        # refused here, not at run time.
+        groups = (state_group(self.task),) + ((teacher_group(features),) if features else ())
+        expected = ObservationSchema(self.task, groups)
+        theirs = ObservationSchema(self.task, tuple(schema.group(g.name) for g in groups))
         if side["format_version"] == 1 and expected.differences(theirs):
             strip = _without_sources(expected).differences(_without_sources(theirs))
             raise ValueError(f"the policy in {self.policy.dir} was exported before observation groups "
@@ -66,9 +94,23 @@ class PolicyController:
                              f"`robot-rl export {side.get('source', {}).get('run_dir', 'RUN_DIR')}`")
         expected.check_matches(theirs, f"the policy's sidecar ({self.policy.dir})")
         base = side["observation"].get("robot_base_pose_world", {})
+        privileged = None
+        self.privileged_note = ""  #: why the node assembles no privileged state (empty when it does)
+        if features:
+            if cfg.teacher.url is None and teacher_link is None:
+                raise ValueError(f"the policy in {self.policy.dir} observes the teacher group ({', '.join(features)}) "
+                                 "but teacher.url is not set in the deploy config (the teacher server, robot-rl "
+                                 "teacher serve)")
+            from robot_rl.envs.privileged import privileged_fields
+
+            try:
+                privileged = privileged_fields(self.task)
+            except ValueError as exc:  # only a teacher that reads the privileged state needs it
+                self.privileged_note = str(exc)
         self.assembler = ObservationAssembler(
             schema, cfg.joint_names, cfg.frames.base,
             (base.get("position_m", (0, 0, 0)), base.get("quaternion_wxyz", (1, 0, 0, 0))),
+            privileged=privileged, history_s=cfg.teacher.history_s if features else None,
         )
         missing = [k for k in self.assembler.required_inputs if getattr(cfg.topics, k, None) is None]
         if missing:
@@ -77,16 +119,82 @@ class PolicyController:
         self.rate_hz = float(cfg.rate_hz or side["control_rate_hz"])
         self.period_s = 1.0 / self.rate_hz
         self.safety = SafetyFilter(cfg.safety_limits(), self.period_s, required_inputs=self.assembler.required_inputs)
+        self.teacher: TeacherChannel | None = None
+        self.teacher_link = teacher_link
+        self.image: tuple[float, np.ndarray] | None = None  #: latest camera image: (header stamp s, (H, W, 3) uint8)
+        self.image_rejected = 0
+        self.images_received = 0
+        if features:
+            period = cfg.teacher.period_steps or side.get("teacher", {}).get("control_period_steps")
+            if period is None:
+                raise ValueError(f"the policy's sidecar ({self.policy.dir}) has no teacher section (exported before "
+                                 "it was written): set teacher.period_steps in the deploy config to the D it was "
+                                 "trained with, or re-export it")
+            t = cfg.teacher
+            self.teacher = TeacherChannel(features, int(period), self.period_s, self.policy.instruction, self.task,
+                                          backoff_s=t.backoff_s, max_backoff_s=t.max_backoff_s)
+
+    # -- episodes and inputs the teacher reads -------------------------------------------------------
+
+    def activate(self) -> None:
+        """Arm the safety filter with the current EE pose (bounded first command) and start a new teacher episode.
+
+        Raises:
+            ObservationUnavailable: no EE pose yet. RuntimeError / ValueError: the filter refuses (e-stopped).
+        """
+        self.safety.activate(self.assembler.ee_pose())
+        self.new_episode()
+
+    def new_episode(self) -> None:
+        """A new episode (activate, or the episode topic): the teacher group is reset, answers in flight dropped."""
+        if self.teacher is not None:
+            self.teacher.reset()
+
+    def update_image(self, msg) -> bool:
+        """Keep a camera image (``sensor_msgs/Image``, ``rgb8``/``bgr8``) for the teacher; False (counted in
+        ``rejected.image``) for one that cannot be read.
+        """
+        from robot_rl.deploy.ros_io import image_from_msg, stamp_to_s
+
+        try:
+            self.image = (stamp_to_s(msg.header.stamp), image_from_msg(msg))
+            self.images_received += 1
+        except ValueError as exc:
+            self.image_rejected += 1
+            self.assembler.last_rejection = f"image: {exc}"
+            return False
+        return True
 
     def step(self, now_s: float) -> StepResult:
-        """One control step at time ``now_s`` (the clock of the message stamps)."""
+        """One control step at time ``now_s`` (the clock of the message stamps).
+
+        With a teacher group: the answers that have arrived are handled first (they may become the hint), the
+        group is appended to the state, and when a query is due (:meth:`TeacherChannel.query_due`) and the filter
+        is active on fresh inputs, the step's query is submitted to ``teacher_link`` before the policy runs.
+        """
+        handled, query, teacher = [], None, self.teacher
+        if teacher is not None:
+            teacher.begin_step()
+            if self.teacher_link is not None:
+                for answer in self.teacher_link.poll(now_s):
+                    outcome = teacher.receive(answer, now_s)
+                    handled.append((answer, outcome, teacher.received_query))
         try:
-            obs = self.assembler.observation()
+            vec = None
+            if teacher is not None:
+                vec = teacher.features_now(now_s, self._motion_now())
+            obs = self.assembler.observation(teacher=vec)
             pose = self.assembler.ee_pose()
         except ObservationUnavailable:
             # The filter holds (missing_input, or inactive) and counts it in its diagnostics.
             nan_pose = (np.full(3, np.nan), np.full(4, np.nan))
-            return StepResult(self.safety.step(np.full(7, np.nan), nan_pose, now_s, self.assembler.stamps()))
+            decision = self.safety.step(np.full(7, np.nan), nan_pose, now_s, self.assembler.stamps())
+            return StepResult(decision, teacher_answers=handled,
+                              teacher=None if teacher is None else teacher.status(now_s))
+        if (teacher is not None and self.teacher_link is not None and self.safety.state is FilterState.ACTIVE
+                and not self.inputs_stale(now_s) and teacher.query_due(now_s)):
+            query = self._query(now_s)
+            self.teacher_link.submit(query)
         t0 = time.perf_counter()
         try:
             action = self.policy(obs)
@@ -95,7 +203,24 @@ class PolicyController:
         inference_s = time.perf_counter() - t0
         stamps = self.assembler.stamps()
         decision = self.safety.step(action, pose, now_s, stamps)
-        return StepResult(decision, action, inference_s, max(stamps.values()))
+        return StepResult(decision, action, inference_s, max(stamps.values()), handled, query,
+                          None if teacher is None else teacher.status(now_s))
+
+    def _motion_now(self):
+        try:
+            return self.assembler.motion_now()
+        except ObservationUnavailable:
+            return None
+
+    def _query(self, now_s: float):
+        state = None
+        if self.assembler.privileged is not None:
+            try:
+                state = self.assembler.privileged_state()
+            except ObservationUnavailable:
+                state = None
+        return self.teacher.make_query(now_s, self.assembler.latest["ee_pose"].stamp_s, self.assembler.motion_at,
+                                       image=self.image, state=state)
 
     def inputs_stale(self, now_s: float) -> bool:
         """True when an input is missing or older than the safety limits' ``max_input_age_s``."""
@@ -105,8 +230,15 @@ class PolicyController:
         return any(now_s - t > self.safety.limits.max_input_age_s for t in stamps.values())
 
     def diagnostics(self) -> dict:
-        """Safety counters plus input counters (``rejected.<input: reason>``, ``ignored.<input>``)."""
-        return {**self.safety.diagnostics(), **self.assembler.diagnostics()}
+        """Safety counters plus input counters (``rejected.<input: reason>``, ``ignored.<input>``) and, with a
+        teacher group, the teacher's (``teacher.<counter>``, ``teacher.images`` received, ``rejected.image``).
+        """
+        out = {**self.safety.diagnostics(), **self.assembler.diagnostics()}
+        if self.teacher is not None:
+            out.update(self.teacher.diagnostics())
+            out["rejected.image"] = self.image_rejected
+            out["teacher.images"] = self.images_received
+        return out
 
 
 def _without_sources(schema):

@@ -51,6 +51,8 @@ __all__ = [
 #: Version 2: the observation is described by the run's observation schema (``observation.schema``, groups
 #: of fields; :mod:`robot_rl.observation`). Version 1 listed the ``state`` fields only
 #: (``observation.layout``); :class:`robot_rl.deploy.policy.OnnxPolicy` still reads it as a state-only schema.
+#: A run with a ``teacher`` group adds a ``teacher`` section (still version 2: no reader must change, a reader that
+#: does not know it ignores it; the ROS node asks for ``teacher.period_steps`` when a teacher-group sidecar lacks it).
 FORMAT = "robot_rl.policy"
 FORMAT_VERSION = 2
 ONNX_FILE = "policy.onnx"
@@ -234,6 +236,41 @@ def _action_section(facts: dict) -> dict:
     }
 
 
+def _teacher_section(cfg, spec, facts: dict) -> dict:
+    """The sidecar's ``teacher`` section of a run with the delayed interface: what the ROS node needs to fill the
+    ``teacher`` group as training did (the period ``D``, the features, the query and validity semantics) and what
+    the policy was trained against (the delay model, the teacher's kind).
+    """
+    d = int(cfg.teacher.control_period_steps)
+    period_s = 1.0 / facts["control_freq"]
+    delay = cfg.interface.delay.model_dump()
+    return {
+        "group": "teacher",
+        "features": list(cfg.interface.features),
+        "control_period_steps": d,
+        "control_period_s": d * period_s,
+        "env_control_period_s": period_s,
+        "instruction": spec.instruction,
+        "task_id": spec.env_id,
+        "training_delay": delay,
+        "training_teacher": {"kind": cfg.teacher.kind},
+        "compensate_targets": bool(cfg.interface.compensate_targets),
+        "action_convention": "hint: the teacher's answer in the env's normalized pd_ee_delta_pose units over the "
+                             "teacher's period of control_period_steps env steps (position and rotation may reach D; "
+                             "rotation sign -1, ManiSkill #1469; gripper -1 closed .. +1 open): POST /act/batch's",
+        "query": "query whenever no query is in flight and the last answer has played out over control_period_steps "
+                 "control periods (robot_rl.trainer.build_guidance(evaluation=True)); a failed or invalid answer "
+                 "(NaN, wrong shape, |pos|,|rot| > D, |gripper| > 1) is dropped and the next query waits a back-off",
+        "hint_valid": "1 once an answer has arrived in the current episode (0 before: every teacher feature is then "
+                      "0); an episode starts at activate and at each episode reset, and answers to queries made "
+                      "before it are dropped",
+        "dt": "seconds from the observation the hint was computed from (the camera image's stamp, else the EE "
+              "pose's) to the control step",
+        "dp": "TCP translation (m, robot base axes), rotation rotvec(R_q^T R_t) (rad) and gripper width change (m) "
+              "from that observation to the current one",
+    }
+
+
 def _export_onnx(module, obs_dim: int, path: Path) -> None:
     import torch as th
 
@@ -267,8 +304,10 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
         ``policy.json`` holds ``format``/``format_version``, ``task`` (id, instruction, ...),
         ``obs_dim``, ``action_dim``, ``control_rate_hz``, ``observation`` (layout with offsets,
         frames, units; normalization parameters, baked in), ``action`` (layout and scaling to m, rad
-        and gripper opening), ``onnx`` (file, sha256, opset, input/output names) and ``source`` (run
-        directory, checkpoint, ``num_timesteps``).
+        and gripper opening), ``onnx`` (file, sha256, opset, input/output names), ``source`` (run
+        directory, checkpoint, ``num_timesteps``) and, for a run with the delayed interface, ``teacher``
+        (the teacher's period ``D`` in env steps and seconds, the features, the instruction, the training delay
+        model and teacher kind, and the query, ``hint_valid``, ``dt`` and ``dp`` semantics).
 
     Builds one env of the task (about 1 s) to read the control rate and controller configs.
 
@@ -369,6 +408,7 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
                     "field with its group and offset): normalization is inside the ONNX graph",
         },
         "action": _action_section(facts),
+        **({"teacher": _teacher_section(cfg, spec, facts)} if "teacher" in schema.group_names else {}),
         "deterministic_head": "Gaussian mean (action_net output, no tanh squash), clipped to [low, high] "
                               "as stable_baselines3 BasePolicy.predict(deterministic=True) does",
         "source": {"run_dir": str(run.path.resolve()), "checkpoint": str(run.checkpoint.relative_to(run.path)),

@@ -30,6 +30,14 @@ controller at the node's control steps: if the status topic was recorded (``{"t"
 node's exact step time ``t``, so holds between commands (which re-arm the safety filter's
 first-command bound) and the node's exact ``dt`` are reproduced; otherwise at each recorded command
 (the ``equilibrium_pose`` topic, else ``twist``) at its recorded time.
+
+Teacher. A policy with a ``teacher`` group is replayed without its server: the recorded teacher answers
+(``topics.teacher_answers``, one JSON line per answer with the step ``step_s`` that handled it,
+:meth:`robot_rl.deploy.teacher.TeacherAnswer.to_json`) are fed back at those steps
+(:class:`~robot_rl.deploy.teacher.RecordedAnswers`), the episode topic's messages reset the group where they were
+received and the camera images are fed as the node got them, so the replay's teacher channel makes the same
+queries, shows the same hints and the commands come out the same; the report counts the answers fed and any whose
+fate (delivered, dropped, ...) differs from the node's.
 """
 
 from __future__ import annotations
@@ -323,6 +331,11 @@ class ReplayReport:
         n_extra: steps where the node published no command but the replay commanded (status clock only).
         n_mismatched: compared commands with any difference above the tolerances.
         n_reactivations: times the replay (re-)activated its safety filter.
+        n_teacher_recorded: teacher answers in the bag (a policy with a teacher group).
+        n_teacher_fed: recorded teacher answers fed to the replay's controller.
+        n_teacher_mismatched: fed answers whose fate in the replay (delivered, failed, invalid, dropped at a reset,
+            unknown) differs from the recorded one.
+        n_teacher_queries: queries the replay's teacher channel made.
         replay_hold_reasons: hold reason -> count, over the ``n_held`` steps.
         max_pos_delta_m, mean_pos_delta_m: ``|p_replay - p_recorded|`` of the target position (m).
         max_angle_delta_rad: largest angle between the replayed and recorded target orientations (rad).
@@ -353,6 +366,10 @@ class ReplayReport:
     max_twist_delta: float | None = None
     max_gripper_delta_m: float | None = None
     n_gripper_compared: int = 0
+    n_teacher_recorded: int = 0
+    n_teacher_fed: int = 0
+    n_teacher_mismatched: int = 0
+    n_teacher_queries: int = 0
     first_mismatch: str = ""
     pos_deltas_m: np.ndarray = field(default_factory=lambda: np.zeros(0))
     tolerances: dict = field(default_factory=dict)
@@ -360,7 +377,8 @@ class ReplayReport:
     def ok(self) -> bool:
         """Every recorded command reproduced within the tolerances, and no extra command."""
         return (self.n_recorded > 0 and self.n_compared == self.n_recorded - self.n_unpaired
-                and self.n_held == 0 and self.n_extra == 0 and self.n_mismatched == 0)
+                and self.n_held == 0 and self.n_extra == 0 and self.n_mismatched == 0
+                and self.n_teacher_fed == self.n_teacher_recorded and self.n_teacher_mismatched == 0)
 
     def summary(self) -> str:
         """A few human-readable lines."""
@@ -378,6 +396,9 @@ class ReplayReport:
         ]
         if self.replay_hold_reasons:
             lines.append(f"  replay holds: {dict(self.replay_hold_reasons)}")
+        if self.n_teacher_recorded or self.n_teacher_queries:
+            lines.append(f"  teacher: {self.n_teacher_recorded} recorded answers, {self.n_teacher_fed} fed, "
+                         f"{self.n_teacher_mismatched} handled otherwise; {self.n_teacher_queries} queries replayed")
         if self.n_reactivations > 1:
             lines.append(f"  safety filter (re-)activated {self.n_reactivations} times")
         verdict = "OK: every command reproduced" if self.ok() else (
@@ -409,6 +430,7 @@ class _Step:
     pose: Any = None  #: recorded PoseStamped command
     twist: Any = None  #: recorded TwistStamped
     gripper: Any = None  #: recorded Float64
+    activations: int | None = None  #: the node's activation count from the status message (None: not recorded)
 
 
 def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: float = 1e-6,
@@ -428,9 +450,10 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
     Activation mirrors the node: the safety filter is activated with the current EE pose at the
     first step that has a recorded command (status clock: the first step the node reports
     ``"state": "active"``), deactivated at a step the node reports inactive or e-stopped, and
-    re-activated after a gap of more than :data:`REACTIVATION_GAP_PERIODS` control periods between
-    steps (the node was deactivated and activated again). Limits of the commands clock: a single
-    hold between two commands is not seen (the replay's next command is then not bounded like a
+    re-activated where the status's ``activations`` count changes (the node was deactivated and activated
+    again), or, in a recording without it, after a gap of more than :data:`REACTIVATION_GAP_PERIODS` control
+    periods between steps. Activation also starts a new teacher episode, as the node's does. Limits of the
+    commands clock: a single hold between two commands is not seen (the replay's next command is then not bounded like a
     first command); record the status topic for an exact replay.
 
     Args:
@@ -455,11 +478,26 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
     from robot_rl.deploy.controller import PolicyController
     from robot_rl.deploy.ros_io import ObservationUnavailable
     from robot_rl.deploy.safety import Command, FilterState
+    from robot_rl.deploy.teacher import RecordedAnswers, TeacherAnswer
 
     bag_path = Path(bag_path)
     t = cfg.topics
     in_bag = bag_topics(bag_path)
-    controller = PolicyController(policy_dir, cfg)
+    controller = PolicyController(policy_dir, cfg, teacher_link=RecordedAnswers([]))
+    recorded_fate: dict[int, str] = {}
+    if controller.teacher is not None:
+        deliveries = []
+        if t.teacher_answers in in_bag:
+            for _, _, msg in read_bag(bag_path, [t.teacher_answers]):
+                answer, extra = TeacherAnswer.from_json(msg.data)
+                deliveries.append((float(extra["step_s"]), answer))
+                recorded_fate[answer.query_id] = extra.get("outcome", "")
+        controller.teacher_link = RecordedAnswers(deliveries)
+    teacher_inputs = {}
+    if controller.teacher is not None:
+        teacher_inputs = {getattr(t, k): k for k in ("image", "episode") if getattr(t, k) and getattr(t, k) in in_bag}
+    elif t.episode and t.episode in in_bag:
+        teacher_inputs = {t.episode: "episode"}
     # every configured input in the bag is fed (the node ignores the ones its observation does not read, as it
     # did when recording); the ones it reads must be there
     input_topics = {getattr(t, k): k for k in _INPUT_KEYS if getattr(t, k, None) and getattr(t, k) in in_bag}
@@ -480,6 +518,7 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
     if t.gripper and t.gripper in in_bag:
         outputs[t.gripper] = "gripper"
     status_topic = t.status if (use_status and t.status in in_bag) else None
+    input_topics.update(teacher_inputs)
 
     period_s = controller.period_s
     report = ReplayReport(bag=str(bag_path), command_topic=command_topic,
@@ -501,7 +540,7 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
                     step_t = float(status["t"])
                 except (ValueError, KeyError, TypeError):
                     continue  # not one of the node's step statuses
-                step = _Step(step_t, status.get("state"))
+                step = _Step(step_t, status.get("state"), activations=status.get("activations"))
                 lo = round(step_t * 1e9) - _PAIRING_SLACK_NS
                 for t_out, kind, out in pending:
                     if t_out >= lo:
@@ -546,6 +585,7 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
     pos_deltas: list[float] = []
     max_angle = max_twist = max_grip = None
     last_step_s: float | None = None
+    last_activations: int | None = None
     safety = controller.safety
     for kind, item in events:
         if kind == "input":
@@ -555,13 +595,21 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
                 controller.assembler.update_joint_state(msg, now)
             elif key in _POSE_KEYS:
                 controller.assembler.update_pose(key, msg, now)
+            elif key == "episode":
+                controller.new_episode()
+            elif key == "image":
+                controller.update_image(msg)
             else:
                 controller.assembler.update_size(key, msg, now)
             report.n_inputs += 1
             continue
         step: _Step = item
         node_active = step.state == "active" if status_topic else True
-        gap = last_step_s is not None and step.t_s - last_step_s > REACTIVATION_GAP_PERIODS * period_s
+        if step.activations is not None:  # the node says when it was activated: no guessing from gaps
+            gap = last_activations is not None and step.activations != last_activations
+            last_activations = step.activations
+        else:
+            gap = last_step_s is not None and step.t_s - last_step_s > REACTIVATION_GAP_PERIODS * period_s
         last_step_s = step.t_s
         if not node_active:
             if safety.state is FilterState.ACTIVE:
@@ -569,12 +617,18 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
             continue
         if safety.state is not FilterState.ACTIVE or gap:
             try:
-                safety.activate(controller.assembler.ee_pose())
+                controller.activate()  # as the node's on_activate: the filter, and a new teacher episode
                 report.n_reactivations += 1
-            except (ObservationUnavailable, ValueError):
+            except (ObservationUnavailable, ValueError, RuntimeError):
                 pass  # the step below holds (inactive) and is counted
         result = controller.step(step.t_s)
         report.n_steps += 1
+        for answer, outcome, _ in result.teacher_answers:
+            if recorded_fate.get(answer.query_id) != outcome:
+                report.n_teacher_mismatched += 1
+                report.first_mismatch = report.first_mismatch or (
+                    f"t={step.t_s:.6f}: teacher answer {answer.query_id} was {recorded_fate.get(answer.query_id)!r} "
+                    f"at the node, {outcome!r} in the replay")
         d = result.decision
         recorded = getattr(step, command_kind)
         if recorded is None:
@@ -623,6 +677,11 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
         report.max_pos_delta_m = float(report.pos_deltas_m.max())
         report.mean_pos_delta_m = float(report.pos_deltas_m.mean())
     report.max_angle_delta_rad, report.max_twist_delta, report.max_gripper_delta_m = max_angle, max_twist, max_grip
+    if controller.teacher is not None:
+        link = controller.teacher_link
+        report.n_teacher_recorded = len(recorded_fate)
+        report.n_teacher_fed = link.fed
+        report.n_teacher_queries = len(link.queries)
     return report
 
 

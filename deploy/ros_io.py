@@ -11,13 +11,18 @@ observation schema (:mod:`robot_rl.observation`): each ``state`` field names its
 robot. A message with NaN/inf, wrong joint names or count, or a wrong ``frame_id`` is rejected (counted by
 reason) and the previous good one is kept, so its age grows and the safety filter's watchdog holds; a
 message on an input the observation does not read is ignored and counted.
+
+With the delayed interface the assembler also builds, with the same sources and machinery, the privileged state a
+served teacher may read (:func:`robot_rl.envs.privileged.privileged_fields`; its inputs are the *teacher inputs*,
+which never trip the watchdog), and keeps a short history of EE poses and gripper widths, so the node can tell
+where the TCP was at the stamp of the observation a teacher answer was computed from (``dp``).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -70,6 +75,40 @@ def pose_from_msg(msg) -> tuple[np.ndarray, np.ndarray]:
     """``PoseStamped`` -> ``(pos (3,), quat_wxyz (4,))`` float64."""
     p, q = msg.pose.position, msg.pose.orientation
     return np.array([p.x, p.y, p.z]), np.array([q.w, q.x, q.y, q.z])
+
+
+def image_msg(rgb: np.ndarray, frame_id: str, stamp_s: float):
+    """``sensor_msgs/Image`` (``rgb8``) of an ``(H, W, 3) uint8`` RGB array."""
+    from sensor_msgs.msg import Image
+
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) uint8, got shape {rgb.shape}")
+    msg = Image()
+    msg.header.frame_id = frame_id
+    msg.header.stamp = s_to_stamp(stamp_s)
+    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
+    msg.encoding = "rgb8"
+    msg.is_bigendian = 0
+    msg.step = 3 * msg.width
+    msg.data = rgb.tobytes()
+    return msg
+
+
+def image_from_msg(msg) -> np.ndarray:
+    """``sensor_msgs/Image`` -> ``(H, W, 3) uint8`` RGB (``rgb8``, or ``bgr8`` with the channels swapped).
+
+    Raises:
+        ValueError: another encoding, or a ``step``/``data`` size that does not match ``height x width``.
+    """
+    if msg.encoding not in ("rgb8", "bgr8"):
+        raise ValueError(f"encoding {msg.encoding!r} (rgb8 or bgr8)")
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if step < 3 * w or data.size != h * step or h < 1 or w < 1:
+        raise ValueError(f"{h}x{w} image with step {step} but {data.size} bytes")
+    rgb = data.reshape(h, step)[:, :3 * w].reshape(h, w, 3)
+    return np.ascontiguousarray(rgb[..., ::-1] if msg.encoding == "bgr8" else rgb)
 
 
 def joint_state_msg(names: Sequence[str], position: Sequence[float], velocity: Sequence[float], stamp_s: float):
@@ -142,7 +181,7 @@ class _Term:
     index: int | None
 
     def inputs(self) -> set[str]:
-        if self.func == "joints":
+        if self.func in ("joints", "gripper_width"):
             return {"joint_states"}
         if self.func == "const":
             return set()
@@ -162,10 +201,12 @@ def parse_source(source: str) -> list[_Term]:
     * ``pose(E, +c)``: entity ``E``'s position and ``wxyz`` quaternion (7), the quaternion's sign chosen so
       its component ``c`` (``w``, ``x``, ``y`` or ``z``) is >= 0, the hemisphere the simulator keeps it in;
     * ``position(E)``: ``E``'s position (3);
+    * ``quat(E)`` / ``quat(E, +c)``: ``E``'s ``wxyz`` quaternion (4), as the message carries it or in a hemisphere;
     * ``size(E)``: ``E``'s half extents along its own axes, m (3); ``size(E)[i]`` one of them;
     * ``grasp(E, W)``: 1.0 when the gripper holds ``E``, an object ``W`` m wide across the fingers, else 0.0
       (:func:`robot_rl.deploy.grasp.grasp_flag`);
-    * ``const(x, y, z)``: a constant vector (m).
+    * ``gripper_width``: the sum of the finger joints' positions (1, m; float32, as ManiSkill sums them);
+    * ``const(a, ...)``: a constant vector of any length >= 1.
 
     Entities: :data:`ENTITY_POSE_INPUTS` (``tcp``, ``object``, ``goal``, ``tool``, ``hole``). A field's value is
     evaluated left to right in float32 from the float32 values the messages carry, as the simulator computes
@@ -189,13 +230,21 @@ def parse_source(source: str) -> list[_Term]:
             terms.append(_Term(sign, "joints", None, (m["attr"],), index))
             continue
         if func == "const":
-            if len(args) != 3:
-                raise ValueError(f"observation source {source!r}: const takes 3 numbers, got {text!r}")
+            try:
+                [float(a) for a in args]
+            except ValueError:
+                args = ()
+            if not args:
+                raise ValueError(f"observation source {source!r}: const takes 1 or more numbers, got {text!r}")
             terms.append(_Term(sign, "const", None, args, index))
             continue
-        if func not in ("pose", "position", "size", "grasp") or not args:
+        if func == "gripper_width" and m["args"] is None:
+            terms.append(_Term(sign, "gripper_width", None, (), index))
+            continue
+        if func not in ("pose", "position", "quat", "size", "grasp") or not args:
             raise ValueError(f"observation source {source!r}: unknown term {text!r} (known: joints.position, "
-                             "joints.velocity, pose(E, +c), position(E), size(E), grasp(E, W), const(x, y, z))")
+                             "joints.velocity, pose(E, +c), position(E), quat(E), size(E), grasp(E, W), "
+                             "gripper_width, const(a, ...))")
         entity = args[0]
         table = ENTITY_SIZE_INPUTS if func == "size" else ENTITY_POSE_INPUTS
         if entity not in table:
@@ -210,7 +259,11 @@ class ObservationAssembler:
 
     Each ``state`` field names its ROS source (:attr:`robot_rl.observation.ObsField.source`,
     :func:`parse_source`); the inputs those sources read are the node's *required* inputs (the watchdog
-    guards them). A message on another input is ignored and counted (:attr:`ignored`).
+    guards them). The ``teacher`` group's fields name ``teacher(...)`` sources: the node's teacher channel
+    (:mod:`robot_rl.deploy.teacher`) computes that vector and :meth:`observation` joins it. ``privileged``
+    fields (a served teacher's privileged state) are assembled from their sources by :meth:`privileged_state`;
+    the inputs they read besides the required ones are *teacher inputs*: accepted and kept, never guarded by
+    the watchdog. A message on another input is ignored and counted (:attr:`ignored`).
 
     Args:
         schema: the policy's :class:`~robot_rl.observation.ObservationSchema` (from its sidecar).
@@ -221,51 +274,80 @@ class ObservationAssembler:
             ManiSkill's tabletop tasks put the Panda base at ``(-0.615, 0, 0)``). Poses arrive in the
             base frame, as a real robot reports them, and are moved into the world frame here.
 
+        privileged: fields of a served teacher's privileged state, each with a ROS source
+            (:func:`robot_rl.envs.privileged.privileged_fields`), or None.
+        history_s: keep the EE poses and gripper widths of the last ``history_s`` seconds (header stamps) for
+            :meth:`motion_at`; None keeps none.
+
     Raises:
-        ValueError: a group the node has no source for, or a ``state`` field without a (valid) ROS source,
-            or a source whose size differs from its field's; the message names the group and the field.
+        ValueError: a group the node has no source for, a ``state`` or ``privileged`` field without a (valid) ROS
+            source, a source whose size differs from its field's, or a ``teacher`` group that is not this
+            version's (:func:`robot_rl.interface.delayed.features_of_group`); the message names the group and the
+            field.
     """
 
-    #: Groups this node assembles. ``teacher`` and ``memory`` come with the delayed interface and the
-    #: scratchpad (issues 12 and 13).
-    GROUPS = ("state",)
+    #: Groups this node assembles: ``state`` from its sources, ``teacher`` from the teacher channel (issue 12).
+    #: ``memory`` comes with the scratchpad (issue 13).
+    GROUPS = ("state", "teacher")
 
     def __init__(self, schema, joint_names: Sequence[str], base_frame: str,
-                 base_in_world: tuple[Sequence[float], Sequence[float]] = ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0))):
+                 base_in_world: tuple[Sequence[float], Sequence[float]] = ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0)),
+                 privileged: Sequence[Any] | None = None, history_s: float | None = None):
+        from robot_rl.interface.delayed import features_of_group
+
         self.schema = schema
         for g in schema.groups:
             if g.name not in self.GROUPS:
                 raise ValueError(f"observation group {g.name!r} (first field {g.fields[0].name!r}) has no source in "
                                  f"this node (it assembles: {', '.join(self.GROUPS)})")
+        #: The ``teacher`` group's features (``interface.features``), or None without the group.
+        self.teacher_features: tuple[str, ...] | None = None
+        if "teacher" in schema.group_names:
+            self.teacher_features = features_of_group(schema.group("teacher"))
         self.base_p = np.asarray(base_in_world[0], dtype=np.float64)
         self.base_q = np.asarray(base_in_world[1], dtype=np.float64)
         self.joint_names = list(joint_names)
         self.base_frame = base_frame
         self.obs_dim = schema.size
-        self.fields: list[tuple[str, int, list[_Term]]] = []
-        needed: set[str] = set()
-        for f in schema.group("state").fields:
-            if not f.source:
-                raise ValueError(f"observation field state.{f.name} has no ROS source (re-export the policy with this "
-                                 "version of robot_rl, whose layouts name one for every field)")
-            try:
-                terms = parse_source(f.source)
-            except ValueError as exc:
-                raise ValueError(f"observation field state.{f.name}: {exc}") from None
-            size = _source_size(terms, len(self.joint_names))
-            if size != f.size:
-                raise ValueError(f"observation field state.{f.name} has size {f.size} but its source {f.source!r} "
-                                 f"gives {size} values")
-            self.fields.append((f.name, f.size, terms))
-            for t in terms:
-                needed |= t.inputs()
+        self.fields, needed = self._compile(schema.group("state").fields, "state")
         #: Inputs the observation reads, in :data:`INPUTS` order: the watchdog guards exactly these.
         self.required_inputs: tuple[str, ...] = tuple(k for k in INPUTS if k in needed)
+        self.privileged: list[tuple[str, int, list[_Term]]] | None = None
+        teacher_needed: set[str] = set()
+        if privileged is not None:
+            self.privileged, teacher_needed = self._compile(privileged, "privileged")
+        #: Inputs only the privileged state reads (a served teacher's): kept, never guarded by the watchdog.
+        self.teacher_inputs: tuple[str, ...] = tuple(k for k in INPUTS
+                                                     if k in teacher_needed and k not in self.required_inputs)
         self.latest: dict[str, _Latest] = {}
         self.world: dict[str, tuple[np.ndarray, np.ndarray]] = {}  #: poses moved into the world frame
         self.rejected: Counter = Counter()  #: ``"input: reason"`` -> count
         self.ignored: Counter = Counter()  #: input -> messages on an input the observation does not read
         self.last_rejection = ""
+        self.history_s = None if history_s is None else float(history_s)
+        self._poses: deque = deque()  #: (stamp s, world position (3,), quaternion wxyz (4,)) of ee_pose
+        self._widths: deque = deque()  #: (stamp s, gripper width m) of joint_states
+        self.history_misses = 0  #: :meth:`motion_at` asked for a stamp older than the history
+
+    def _compile(self, fields: Sequence[Any], group: str) -> tuple[list[tuple[str, int, list[_Term]]], set[str]]:
+        """``[(name, size, terms)]`` of ``fields`` and the inputs they read."""
+        out, needed = [], set()
+        for f in fields:
+            if not f.source:
+                raise ValueError(f"observation field {group}.{f.name} has no ROS source (re-export the policy with "
+                                 "this version of robot_rl, whose layouts name one for every field)")
+            try:
+                terms = parse_source(f.source)
+            except ValueError as exc:
+                raise ValueError(f"observation field {group}.{f.name}: {exc}") from None
+            size = _source_size(terms, len(self.joint_names))
+            if size != f.size:
+                raise ValueError(f"observation field {group}.{f.name} has size {f.size} but its source {f.source!r} "
+                                 f"gives {size} values")
+            out.append((f.name, f.size, terms))
+            for t in terms:
+                needed |= t.inputs()
+        return out, needed
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -275,7 +357,7 @@ class ObservationAssembler:
         return REJECTED
 
     def _unused(self, key: str) -> bool:
-        if key in self.required_inputs:
+        if key in self.required_inputs or key in self.teacher_inputs:
             return False
         self.ignored[key] += 1
         return True
@@ -292,7 +374,10 @@ class ObservationAssembler:
             return self._reject("joint_states", str(exc).split(": ", 1)[-1])
         if not (np.isfinite(q).all() and np.isfinite(dq).all()):
             return self._reject("joint_states", "NaN or inf")
-        self.latest["joint_states"] = _Latest((q, dq), stamp_to_s(msg.header.stamp), now_s)
+        stamp = stamp_to_s(msg.header.stamp)
+        self.latest["joint_states"] = _Latest((q, dq), stamp, now_s)
+        if self.history_s is not None:
+            self._remember(self._widths, (stamp, self._width(q)))
         return ACCEPTED
 
     def update_pose(self, key: str, msg, now_s: float) -> str:
@@ -308,9 +393,23 @@ class ObservationAssembler:
             return self._reject(key, "NaN or inf")
         if abs(np.linalg.norm(quat) - 1.0) > 1e-3:
             return self._reject(key, f"quaternion norm {np.linalg.norm(quat):.4f} is not 1")
-        self.latest[key] = _Latest((pos, quat), stamp_to_s(msg.header.stamp), now_s)
+        stamp = stamp_to_s(msg.header.stamp)
+        self.latest[key] = _Latest((pos, quat), stamp, now_s)
         self.world[key] = pose_from_frame(pos, quat, self.base_p, self.base_q)
+        if key == "ee_pose" and self.history_s is not None:
+            self._remember(self._poses, (stamp, *self.world[key]))
         return ACCEPTED
+
+    def _remember(self, history: deque, entry: tuple) -> None:
+        """Append ``entry`` (stamp first) and drop the entries older than ``history_s`` before the newest."""
+        if history and entry[0] < history[-1][0]:  # out of order (a replayed or reordered message): keep sorted
+            items = sorted([*history, entry], key=lambda e: e[0])
+            history.clear()
+            history.extend(items)
+        else:
+            history.append(entry)
+        while len(history) > 1 and history[0][0] < history[-1][0] - self.history_s:
+            history.popleft()
 
     def update_size(self, key: str, msg, now_s: float) -> str:
         """Store a ``Vector3Stamped`` of half extents (m, the entity's own axes) for size input ``key``
@@ -331,20 +430,84 @@ class ObservationAssembler:
     # -- output ----------------------------------------------------------------------------------
 
     def stamps(self) -> dict[str, float]:
-        """Header stamp (s) of the latest valid message of each required input received so far."""
-        return {k: v.stamp_s for k, v in self.latest.items()}
+        """Header stamp (s) of the latest valid message of each required input received so far (what the
+        watchdog checks: the teacher inputs are not in it).
+        """
+        return {k: v.stamp_s for k, v in self.latest.items() if k in self.required_inputs}
 
-    def observation(self) -> np.ndarray:
+    def teacher_stamps(self) -> dict[str, float]:
+        """Header stamp (s) of the latest valid message of each teacher input received so far."""
+        return {k: v.stamp_s for k, v in self.latest.items() if k in self.teacher_inputs}
+
+    @property
+    def gather_inputs(self) -> tuple[str, ...]:
+        """The inputs a step waits for (``input_gather_s``): the required ones and the teacher inputs."""
+        return self.required_inputs + self.teacher_inputs
+
+    def observation(self, teacher: np.ndarray | None = None) -> np.ndarray:
         """``(obs_dim,) float32`` in the schema's order.
+
+        Args:
+            teacher: the ``teacher`` group's vector ``(size,)`` (:mod:`robot_rl.deploy.teacher`), when the schema
+                has the group.
 
         Raises:
             ObservationUnavailable: a required input has not been received (valid) yet.
+            ValueError: the schema has a ``teacher`` group and ``teacher`` is missing or of the wrong size.
         """
         missing = [k for k in self.required_inputs if k not in self.latest]
         if missing:
             raise ObservationUnavailable(f"no valid message yet on {', '.join(missing)}")
-        parts = [self._evaluate(terms).reshape(-1) for _, _, terms in self.fields]
-        return self.schema.join({"state": np.concatenate(parts).astype(np.float32)})
+        parts = {"state": np.concatenate([self._evaluate(terms).reshape(-1) for _, _, terms in self.fields])}
+        if self.teacher_features is not None:
+            if teacher is None:
+                raise ValueError("the observation has a teacher group: pass its vector (teacher=)")
+            parts["teacher"] = np.asarray(teacher, dtype=np.float32).reshape(-1)
+        return self.schema.join(parts)
+
+    def privileged_state(self) -> np.ndarray:
+        """``(S,) float32``: the privileged fields (``privileged``) from the latest valid messages.
+
+        Raises:
+            ObservationUnavailable: no privileged fields were given, or an input they read has not arrived.
+        """
+        if self.privileged is None:
+            raise ObservationUnavailable("this node assembles no privileged state for its task")
+        missing = [k for k in self.gather_inputs if k not in self.latest]
+        if missing:
+            raise ObservationUnavailable(f"no valid message yet on {', '.join(missing)}")
+        return np.concatenate([self._evaluate(terms).reshape(-1) for _, _, terms in self.privileged]).astype(
+            np.float32)
+
+    def motion_now(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(tcp position (3,) m, world frame; quaternion wxyz (4,); gripper width m)`` of the latest valid
+        EE pose and joint state (the current observation's).
+
+        Raises:
+            ObservationUnavailable: no EE pose or joint state yet.
+        """
+        if "ee_pose" not in self.world or "joint_states" not in self.latest:
+            raise ObservationUnavailable("no valid EE pose and joint state yet")
+        pos, quat = self.world["ee_pose"]
+        return pos, quat, self._width(self.latest["joint_states"].value[0])
+
+    def motion_at(self, stamp_s: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """Like :meth:`motion_now`, as the robot reported it at header stamp ``stamp_s``: the newest EE pose and
+        joint state stamped at or before it (the oldest kept, counted in ``history_misses``, when the history
+        does not reach back so far).
+
+        Raises:
+            ObservationUnavailable: no history (``history_s`` None) or nothing in it yet.
+        """
+        if not self._poses or not self._widths:
+            raise ObservationUnavailable("no EE pose and joint state history yet")
+        pose, missed = _at(self._poses, stamp_s)
+        width, missed_w = _at(self._widths, stamp_s)
+        self.history_misses += int(missed or missed_w)
+        return pose[1], pose[2], width[1]
+
+    def _width(self, q: np.ndarray) -> float:
+        return float(_finger_sum(q, self.joint_names))
 
     def ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Latest valid ``(pos (3,), quat_wxyz (4,))`` of the end effector (TCP), in the base frame."""
@@ -358,6 +521,8 @@ class ObservationAssembler:
         out.update({f"ignored.{k}": v for k, v in self.ignored.items()})
         out["rejected_total"] = sum(self.rejected.values())
         out["ignored_total"] = sum(self.ignored.values())
+        if self.history_s is not None:
+            out["history_misses"] = self.history_misses
         out["last_rejection"] = self.last_rejection
         return out
 
@@ -375,6 +540,8 @@ class ObservationAssembler:
             v = q if t.args[0] == "position" else dq
         elif t.func == "const":
             v = np.array([float(a) for a in t.args], dtype=np.float32)
+        elif t.func == "gripper_width":
+            v = np.array([_finger_sum(self.latest["joint_states"].value[0], self.joint_names)], dtype=np.float32)
         elif t.func == "size":
             v = self.latest[ENTITY_SIZE_INPUTS[t.entity]].value
         elif t.func == "grasp":
@@ -385,7 +552,11 @@ class ObservationAssembler:
             v = grasp_flag(width, tcp_p, tcp_q, obj, float(t.args[0])).astype(np.float64)
         else:
             pos, quat = self.world[ENTITY_POSE_INPUTS[t.entity]]
-            v = np.concatenate([pos, canonical_quat(quat, t.args[0] if t.args else "")]) if t.func == "pose" else pos
+            if t.func == "position":
+                v = pos
+            else:
+                q = canonical_quat(quat, t.args[0] if t.args else "")
+                v = np.concatenate([pos, q]) if t.func == "pose" else q
         v = np.asarray(v).reshape(-1)
         return v[t.index:t.index + 1] if t.index is not None else v
 
@@ -394,10 +565,32 @@ def _is_finger(name: str) -> bool:
     return "finger" in name
 
 
+def _finger_sum(q: np.ndarray, names: Sequence[str]) -> np.float32:
+    """The gripper width (m): the finger joints' positions summed in float32, left to right (as ManiSkill's
+    ``qpos[:, fingers].sum(dim=1)`` on float32 does).
+    """
+    total = np.float32(0.0)
+    for i, n in enumerate(names):
+        if _is_finger(n):
+            total = np.float32(total + np.float32(q[i]))
+    return total
+
+
+def _at(history: deque, stamp_s: float) -> tuple[tuple, bool]:
+    """The newest entry of a stamp-sorted history stamped at or before ``stamp_s`` (1 ns of slack), and whether
+    the history did not reach back so far (then its oldest entry).
+    """
+    for entry in reversed(history):  # the stamps asked for are recent: search from the newest
+        if entry[0] <= stamp_s + 1e-9:
+            return entry, False
+    return history[0], True
+
+
 def _source_size(terms: list[_Term], n_joints: int) -> int:
     sizes = set()
     for t in terms:
-        base = {"joints": n_joints, "pose": 7, "position": 3, "const": 3, "size": 3, "grasp": 1}[t.func]
+        base = {"joints": n_joints, "pose": 7, "position": 3, "quat": 4, "const": len(t.args), "size": 3, "grasp": 1,
+                "gripper_width": 1}[t.func]
         sizes.add(1 if t.index is not None else base)
     if len(sizes) != 1:
         raise ValueError(f"terms of different sizes {sorted(sizes)} cannot be added")

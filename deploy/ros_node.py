@@ -27,8 +27,19 @@ nothing (the arm's controller keeps the last safe target). E-stop: the ``~/estop
 ``~/reset_estop`` clears the latch (then activate again). Status: a JSON ``std_msgs/String`` per
 step: ``t`` (step time, s), ``state``, ``published``, ``hold`` (reason), ``clamped``,
 ``inference_ms``, ``obs_stamp`` (newest input stamp used, s), ``cmd_stamp`` (header stamp of the
-published command, s); replay and ``benchmarks/deploy_loop.py`` read it. Diagnostics:
-``diagnostic_msgs/DiagnosticArray`` with the safety and input counters.
+published command, s), ``activations`` (successful activations so far); replay and
+``benchmarks/deploy_loop.py`` read it. Diagnostics: ``diagnostic_msgs/DiagnosticArray`` with the safety and input
+counters.
+
+Teacher (a policy with a ``teacher`` observation group, :mod:`robot_rl.deploy.teacher`): the node queries the
+server at ``teacher.url`` from a worker thread (the control step only submits and polls), sends the camera image
+(``topics.image``) and/or the privileged state it assembles when the server's ``/metadata`` says its backend reads
+them, and resets the group at activate and at every message on ``topics.episode``. The status carries ``teacher``:
+``age_s`` (s since the observation of the hint shown, null without one this episode), ``valid``, ``in_flight``,
+``last_delay_s``, ``episode`` and the counters ``queries``, ``answers``, ``failures``, ``invalid``,
+``dropped_reset``, ``unknown``, ``resets``; every answer is published on ``topics.teacher_answers`` as a JSON line
+(recorded with ``--record``; the replay feeds them back at the steps that handled them). A failing server is logged
+once when it starts failing and once when it answers again.
 """
 
 from __future__ import annotations
@@ -54,6 +65,8 @@ INPUT_TYPES = {
     **{k: "geometry_msgs/msg/PoseStamped" for k in POSE_INPUTS},
     **{k: "geometry_msgs/msg/Vector3Stamped" for k in SIZE_INPUTS},
 }
+#: Inputs of the teacher (a policy with a teacher group): recorded too, so a replay sees them.
+TEACHER_INPUT_TYPES = {"image": "sensor_msgs/msg/Image", "episode": "std_msgs/msg/String"}
 OUTPUT_TYPES = {
     "equilibrium_pose": "geometry_msgs/msg/PoseStamped",
     "twist": "geometry_msgs/msg/TwistStamped",
@@ -61,6 +74,8 @@ OUTPUT_TYPES = {
     "status": "std_msgs/msg/String",  # carries the step time "t" and "state": replay steps on it
     "diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
 }
+#: Outputs of a node with a teacher group: the teacher answers it handled (the replay feeds them back).
+TEACHER_OUTPUT_TYPES = {"teacher_answers": "std_msgs/msg/String"}
 
 
 def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Path | None = None):
@@ -68,7 +83,7 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from geometry_msgs.msg import PoseStamped, TwistStamped, Vector3Stamped
     from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-    from sensor_msgs.msg import JointState
+    from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Bool, Float64, String
     from std_srvs.srv import Trigger
 
@@ -87,6 +102,9 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             self._early_timer = None  # one-shot: steps on an EE pose that came early or ungathered
             self._fresh_stamp_s = -np.inf  # header stamp of the pending EE pose (s)
             self._fresh_at_s = -np.inf  # when it arrived (node clock, s)
+            self._teacher_client = None
+            self._activations = 0  # on_activate calls that succeeded (the status reports it: replay re-activates)
+            self._teacher_failing = False  # a failure streak is being reported (logged once at each change)
             # Always available, whatever the lifecycle state: a stop must never need a transition.
             self.create_service(Trigger, "~/estop", self._on_estop_srv)
             self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
@@ -107,10 +125,24 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                 self.controller = None
                 return TransitionCallbackReturn.FAILURE
             t, sensors, commands = self.cfg.topics, self.cfg.qos.sensors.profile(), self.cfg.qos.commands.profile()
+            c = self.controller
+            if c.teacher is not None:
+                from robot_rl.deploy.teacher import TeacherClient
+
+                tc = self.cfg.teacher
+                self._teacher_client = TeacherClient(tc.url, timeout_s=tc.timeout_s,
+                                                     connect_timeout_s=tc.connect_timeout_s,
+                                                     api_key_env=tc.api_key_env, clock=self.now_s,
+                                                     on_spec=self._on_teacher_spec)
+                c.teacher_link = self._teacher_client
+                self._teacher_client.start()
             if record is not None:
                 from robot_rl.deploy.record import BagRecorder
 
-                topics = {getattr(t, k): v for k, v in {**INPUT_TYPES, **OUTPUT_TYPES}.items() if getattr(t, k)}
+                types = {**INPUT_TYPES, **OUTPUT_TYPES}
+                if c.teacher is not None:
+                    types.update({**TEACHER_INPUT_TYPES, **TEACHER_OUTPUT_TYPES})
+                topics = {getattr(t, k): v for k, v in types.items() if getattr(t, k)}
                 self.recorder = BagRecorder(record, topics)
             # Every configured input is subscribed; one the policy's observation does not read is ignored and
             # counted (a perception stack may publish more than this task needs).
@@ -121,23 +153,36 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                 *(self.create_subscription(Vector3Stamped, getattr(t, k), lambda m, k=k: self._on_size(k, m), sensors)
                   for k in SIZE_INPUTS if getattr(t, k)),
             ]
+            if t.episode:  # any message: a new episode (the sim bridge's episode results)
+                self._subs.append(self.create_subscription(String, t.episode, self._on_episode, 10))
+            if c.teacher is not None and t.image:
+                self._subs.append(self.create_subscription(Image, t.image, self._on_image, sensors))
             for key, msg_type in (("equilibrium_pose", PoseStamped), ("twist", TwistStamped), ("gripper", Float64)):
                 if getattr(t, key):
                     self._pubs[key] = self.create_publisher(msg_type, getattr(t, key), commands)
             self._pubs["status"] = self.create_publisher(String, t.status, 10)
             self._pubs["diagnostics"] = self.create_publisher(DiagnosticArray, t.diagnostics, 10)
+            if c.teacher is not None:
+                self._pubs["teacher_answers"] = self.create_publisher(String, t.teacher_answers, 10)
             self._diag_timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics)
-            c = self.controller
             self.get_logger().info(f"configured: task {c.task}, observation {c.policy.schema.describe_sizes()}, "
                                    f"inputs {', '.join(c.assembler.required_inputs)}, {c.rate_hz:g} Hz")
+            if c.teacher is not None:
+                extra = c.assembler.teacher_inputs
+                self.get_logger().info(
+                    f"teacher: {self.cfg.teacher.url}, D = {c.teacher.period_steps} periods, camera "
+                    f"{t.image or 'none'}, privileged state "
+                    f"{'from ' + ', '.join(extra or c.assembler.required_inputs) if c.assembler.privileged else 'none'}"
+                    f"{' (' + c.privileged_note + ')' if c.privileged_note else ''}")
             return TransitionCallbackReturn.SUCCESS
 
         def on_activate(self, state):
             try:
-                self.controller.safety.activate(self.controller.assembler.ee_pose())
+                self.controller.activate()  # the safety filter, and a new teacher episode
             except Exception as exc:  # no EE pose yet, e-stopped, bad pose
                 self.get_logger().error(f"activate failed: {exc}")
                 return TransitionCallbackReturn.FAILURE
+            self._activations += 1
             period = self.controller.period_s
             # trigger=input: a fast scheduling timer, so an early EE pose is used right when its period starts
             self._timer = self.create_timer(period, self._on_timer)
@@ -183,6 +228,9 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             if self.recorder is not None:  # first: the bag must be complete whatever happens next
                 self.recorder.close()
                 self.recorder = None
+            if self._teacher_client is not None:
+                self._teacher_client.close()
+                self._teacher_client = None
             for sub in self._subs:
                 self.destroy_subscription(sub)
             for pub in self._pubs.values():
@@ -196,8 +244,9 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
         # -- inputs ----------------------------------------------------------------------------
 
         def _record(self, key: str, msg) -> None:
-            if self.recorder is not None and getattr(self.cfg.topics, key, None):
-                self.recorder.write(getattr(self.cfg.topics, key), msg, self.get_clock().now().nanoseconds)
+            topic = getattr(self.cfg.topics, key, None)
+            if self.recorder is not None and topic and topic in self.recorder.topics:
+                self.recorder.write(topic, msg, self.get_clock().now().nanoseconds)
 
         def _accepted(self, status: str) -> bool:
             if status == REJECTED:
@@ -216,6 +265,28 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             now = self.now_s()
             if self._accepted(self.controller.assembler.update_size(key, msg, now)):
                 self._try_step(now)
+
+        def _on_episode(self, msg) -> None:
+            self._record("episode", msg)
+            if self.controller is not None:
+                self.controller.new_episode()
+
+        def _on_image(self, msg) -> None:
+            self._record("image", msg)
+            if not self.controller.update_image(msg):
+                self.get_logger().warning(f"rejected: {self.controller.assembler.last_rejection}",
+                                          throttle_duration_sec=5.0)
+
+        def _on_teacher_spec(self, spec) -> None:  # from a worker thread, when /metadata answered anew
+            reads = [w for w, on in (("the camera image", spec.needs_image), ("the privileged state", spec.needs_state))
+                     if on] or ["nothing but the instruction"]
+            self.get_logger().info(f"teacher server: {spec.model_id} ({spec.backend or 'unknown backend'}, protocol "
+                                   f"{spec.protocol_version}) reads {' and '.join(reads)}")
+            c = self.controller
+            if c is not None and c.teacher is not None and spec.control_period_steps != c.teacher.period_steps:
+                self.get_logger().warning(f"the teacher server plans for D = {spec.control_period_steps}, the policy "
+                                          f"was trained with D = {c.teacher.period_steps}: its answers are read "
+                                          f"as covering {c.teacher.period_steps} periods")
 
         def _on_pose(self, key: str, msg) -> None:
             self._record(key, msg)
@@ -239,9 +310,9 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             if not self._fresh or self._timer is None:
                 return
             wait = self._due_s - TRIGGER_SLACK_S - now
-            stamps = self.controller.assembler.stamps()
-            gathered = all(stamps.get(k, -np.inf) >= self._fresh_stamp_s
-                           for k in self.controller.assembler.required_inputs)
+            a = self.controller.assembler
+            stamps = {**a.stamps(), **a.teacher_stamps()}
+            gathered = all(stamps.get(k, -np.inf) >= self._fresh_stamp_s for k in a.gather_inputs)
             if not gathered:
                 wait = max(wait, self._fresh_at_s + self.cfg.input_gather_s - now)
             if wait <= 0:
@@ -283,8 +354,33 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             status = {"t": now, "state": self.controller.safety.state.value, "published": cmd_stamp is not None,
                       "hold": None if cmd_stamp is not None else getattr(d, "reason", "inactive"),
                       "clamped": list(getattr(d, "clamped", ())), "inference_ms": result.inference_s * 1e3,
-                      "obs_stamp": result.obs_stamp_s, "cmd_stamp": cmd_stamp}
+                      "obs_stamp": result.obs_stamp_s, "cmd_stamp": cmd_stamp, "activations": self._activations}
+            if result.teacher is not None:
+                status["teacher"] = result.teacher
+                self._teacher_events(result, now)
             self._publish("status", String(data=json.dumps(status)))
+
+        def _teacher_events(self, result: StepResult, now: float) -> None:
+            """Publish (and record) each teacher answer the step handled; log a failure streak's start and end."""
+            from robot_rl.deploy.teacher import DELIVERED, FAILED, INVALID
+
+            teacher = self.controller.teacher
+            for answer, outcome, query in result.teacher_answers:
+                extra = {"outcome": outcome, "step_s": now, "step_index": teacher.step_index,
+                         "episode": teacher.episode}
+                if query is not None:
+                    extra.update(query_episode=query.episode, episode_step=query.episode_step, made_s=query.made_s,
+                                 state_stamp_s=query.state_stamp_s, image_stamp_s=query.image_stamp_s)
+                self._publish("teacher_answers", String(data=answer.to_json(**extra)))
+                if outcome in (FAILED, INVALID) and not self._teacher_failing:
+                    self._teacher_failing = True
+                    self.get_logger().warning(f"teacher: {teacher.last_error}; the hint ages, queries retry with "
+                                              f"back-off up to {self.cfg.teacher.max_backoff_s:g} s")
+                elif outcome == DELIVERED and self._teacher_failing:
+                    self._teacher_failing = False
+                    s = teacher.stats
+                    self.get_logger().info(f"teacher: answering again ({s.failures} failures, {s.invalid} invalid "
+                                           "answers so far)")
 
         def _publish(self, key: str, msg) -> None:
             pub = self._pubs.get(key)
@@ -384,6 +480,11 @@ def run_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pat
         executor.spin()
     except KeyboardInterrupt:
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C while the executor waits: rclpy's signal handler shut the context down first ("failed to
+        # initialize wait set: the given context is not valid"); a normal stop
     finally:
         node.close()  # also after Ctrl-C, when rclpy's context is already shut down: the bag is closed
         node.destroy_node()

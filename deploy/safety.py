@@ -6,7 +6,7 @@ either a :class:`Command`, whose every field has been clamped into :class:`Safet
 re-verified, or a :class:`Hold` (publish nothing new; the node keeps the last safe target, which is
 the current pose). It never raises on bad data.
 
-Action convention (the policy's, = ManiSkill ``pd_ee_delta_pose``, :mod:`robot_rl.teachers.base`):
+Action convention (the policy's, = ManiSkill ``pd_ee_delta_pose``, :mod:`robot_rl.geometry`):
 ``[dx, dy, dz, droll, dpitch, dyaw, gripper]`` normalized to [-1, 1] per control period.
 
 * Position: ``delta_pos = clip(a[0:3], -1, 1) * pos_scale_m`` (0.1 m per unit), in the robot-base
@@ -18,7 +18,7 @@ Action convention (the policy's, = ManiSkill ``pd_ee_delta_pose``, :mod:`robot_r
   ``euler_angles_to_matrix(.., "XYZ")``) about *base-aligned* axes through the TCP, *pre*-multiplied
   onto the current orientation: ``q_target = q_delta ⊗ q_current`` (ManiSkill's
   ``root_translation:root_aligned_body_rotation`` frame). Same convention as
-  :func:`robot_rl.teachers.scripted.rotation_command_to_delta` / ``euler_xyz_to_matrix``.
+  :func:`robot_rl.geometry.rotation_command_to_delta` / ``euler_xyz_to_matrix``.
 * Gripper: ``clip(a[6], -1, 1)`` mapped linearly from [-1 (closed), +1 (open)] to
   ``[gripper_min_width_m, gripper_max_width_m]``.
 

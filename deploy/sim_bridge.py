@@ -10,7 +10,13 @@ franka_ros2 and a perception stack would:
   world has the Panda base at ``(-0.615, 0, 0)``, so every pose is moved into the base frame here, as a real
   robot reports it), and their sizes as ``geometry_msgs/Vector3Stamped`` half extents (m);
 - one ``std_msgs/String`` JSON line per finished episode on ``/robot_rl/sim/episode``
-  (``{"episode", "seed", "success", "steps"}``), for tests and benchmarks.
+  (``{"episode", "seed", "success", "steps"}``), for tests and benchmarks and as the policy node's episode-reset
+  input (``topics.episode``); the next episode's first state is published one tick later, so the node has reset
+  its teacher group before it steps on it;
+- with ``camera_rate_hz > 0`` (``--camera-rate-hz``), the teacher camera (the view training's teacher gets,
+  :func:`robot_rl.envs.common.render_teacher_images`, goal region shown) as ``sensor_msgs/Image`` ``rgb8`` on
+  ``topics.image`` at about that rate (every ``round(20 / rate)``-th tick), stamped with the sim time of the
+  rendered state, the same stamp as that tick's poses.
 
 Commands: an EE target ``PoseStamped`` (``equilibrium_pose``) becomes the delta from the current
 TCP pose over one step (position / 0.1 m, rotation ``log(R_target R^T)`` through the controller's
@@ -137,21 +143,33 @@ class SimBridge:
         seed: seed of the first episode; episode ``k`` uses ``seed + k`` (as
             :func:`robot_rl.deploy.evaluate_direct` does), so ROS and direct runs see the same scenes.
         episodes: stop stepping after this many episodes (``None``: forever).
+        camera_rate_hz: publish the teacher camera on ``topics.image`` at about this rate (Hz; 0: off).
+        camera_size: ``(H, W)`` pixels of the camera image.
+
+    Raises:
+        ValueError: a negative camera rate, or a camera rate with ``topics.image`` not set.
     """
 
-    def __init__(self, task: str, cfg: DeployConfig, seed: int = 0, episodes: int | None = None):
+    def __init__(self, task: str, cfg: DeployConfig, seed: int = 0, episodes: int | None = None,
+                 camera_rate_hz: float = 0.0, camera_size: tuple[int, int] = (224, 224)):
         from geometry_msgs.msg import PoseStamped, TwistStamped, Vector3Stamped
         from rclpy.node import Node
-        from sensor_msgs.msg import JointState
+        from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float64, String
         from std_srvs.srv import SetBool
 
         from robot_rl.envs import make_env
 
+        if camera_rate_hz < 0:
+            raise ValueError(f"camera_rate_hz must be >= 0, got {camera_rate_hz}")
+        if camera_rate_hz > 0 and not cfg.topics.image:
+            raise ValueError("a camera rate needs topics.image (the image topic) in the deploy config")
         self.cfg, self.seed, self.episodes = cfg, int(seed), episodes
-        self.env = make_env(task, seed=None)
+        self.env = make_env(task, seed=None, teacher_image_size=tuple(int(v) for v in camera_size))
         u = self.env.unwrapped
         self.period_s = 1.0 / float(u.control_freq)
+        self.camera_every = max(1, round(float(u.control_freq) / camera_rate_hz)) if camera_rate_hz > 0 else 0
+        self._published = 0  # states published so far (the camera renders every camera_every-th)
         self.node = Node("robot_rl_sim_bridge")
         sensors, commands = cfg.qos.sensors.profile(), cfg.qos.commands.profile()
         t = cfg.topics
@@ -163,6 +181,8 @@ class SimBridge:
         self.pub_sizes = {k: self.node.create_publisher(Vector3Stamped, getattr(t, ENTITY_SIZE_INPUTS[k]), sensors)
                           for k in scene["sizes"] if getattr(t, ENTITY_SIZE_INPUTS.get(k, ""), None)}
         self.pub_episode = self.node.create_publisher(String, EPISODE_TOPIC, 10)
+        self.pub_image = self.node.create_publisher(Image, t.image, sensors) if self.camera_every else None
+        self.images_published = 0
         if t.equilibrium_pose:
             self.node.create_subscription(PoseStamped, t.equilibrium_pose, self._on_pose_target, commands)
         if t.twist:
@@ -179,7 +199,9 @@ class SimBridge:
         self.steps = 0
         self.commands_received = 0
         self.results: list[dict] = []
+        self._publish_next = False  # an episode has just started: publish its first state at the next tick
         self._reset()
+        self._publish()
         self.timer = self.node.create_timer(self.period_s, self._tick)
 
     # -- commands --------------------------------------------------------------------------------
@@ -222,7 +244,6 @@ class SimBridge:
         self.pose_target = None  # a new episode: hold until the policy commands
         self.twist = None
         self.gripper = 1.0
-        self._publish()
 
     def _publish(self) -> None:
         st = state_in_base(self.env.unwrapped)
@@ -237,6 +258,15 @@ class SimBridge:
             if k != "tcp":
                 pub.publish(pose_msg(*st["poses"][k], base, now))
         self.pub_poses["tcp"].publish(pose_msg(*st["poses"]["tcp"], base, now))
+        if self.pub_image is not None and self._published % self.camera_every == 0:
+            # after the poses, like a camera's latency; stamped with the state's time (the same stamp)
+            from robot_rl.deploy.ros_io import image_msg
+            from robot_rl.envs.common import render_teacher_images
+
+            rgb = render_teacher_images(self.env.unwrapped)[0]
+            self.pub_image.publish(image_msg(rgb, "teacher_camera", now))
+            self.images_published += 1
+        self._published += 1
 
     def done(self) -> bool:
         """Whether the requested number of ``episodes`` has finished (never, when it is ``None``)."""
@@ -245,7 +275,8 @@ class SimBridge:
     def _tick(self) -> None:
         if self.paused or self.done():
             return
-        if self.commands_received == 0:  # wait for the policy: publish the first state, do not step
+        if self.commands_received == 0 or self._publish_next:  # wait for the policy / a new episode's first state
+            self._publish_next = False
             self._publish()
             return
         st = state_in_base(self.env.unwrapped)
@@ -262,6 +293,7 @@ class SimBridge:
             if self.done():
                 return
             self._reset()
+            self._publish_next = True  # published next tick: the node handles the episode message first
         else:
             self._publish()
 
@@ -272,12 +304,15 @@ class SimBridge:
         self.env.close()
 
 
-def run_sim_bridge(task: str, cfg: DeployConfig, seed: int = 0, episodes: int | None = None) -> list[dict]:
-    """Run the bridge until interrupted or ``episodes`` are done; returns the episode results."""
+def run_sim_bridge(task: str, cfg: DeployConfig, seed: int = 0, episodes: int | None = None,
+                   camera_rate_hz: float = 0.0, camera_size: tuple[int, int] = (224, 224)) -> list[dict]:
+    """Run the bridge until interrupted or ``episodes`` are done; returns the episode results (arguments as
+    :class:`SimBridge`).
+    """
     import rclpy
 
     rclpy.init()
-    bridge = SimBridge(task, cfg, seed, episodes)
+    bridge = SimBridge(task, cfg, seed, episodes, camera_rate_hz, camera_size)
     try:
         while rclpy.ok() and not bridge.done():
             rclpy.spin_once(bridge.node, timeout_sec=0.1)
@@ -303,29 +338,68 @@ class OnnxActor:
         return self.policy(obs)
 
 
-def evaluate_direct(policy_dir, task: str, seed: int = 0, episodes: int = 10) -> list[dict]:
+def evaluate_direct(policy_dir, task: str, seed: int = 0, episodes: int = 10, delay_steps: int | None = None,
+                    details: dict | None = None) -> list[dict]:
     """Run an exported policy on the simulator's own observations, no ROS: the reference for the bridge.
 
     The project's one rollout loop (:func:`robot_rl.rollout.rollout`): episode ``k`` is reset with seed
-    ``seed + k``, as :class:`SimBridge` does. Returns one ``{"episode", "seed", "success", "steps"}`` per
-    episode.
+    ``seed + k``, as :class:`SimBridge` does. A policy whose observation has the ``teacher`` group (the delayed
+    interface) is run with the scripted teacher, its answers delivered ``delay_steps`` env steps after the
+    observation they were computed from, queried whenever none is in flight and the last answer has played out
+    over the period ``D`` of the sidecar's ``teacher`` section: the trainer's evaluation guidance
+    (:func:`robot_rl.trainer.evaluate_with_teacher`), which is where the scripted teacher is built (this package
+    imports no teacher code).
+
+    Args:
+        policy_dir: the export directory.
+        task: the task id (the policy's).
+        seed: seed of episode 0.
+        episodes: number of episodes.
+        delay_steps: env steps of teacher delay (required for, and only for, a policy with a teacher group).
+        details: if given, filled with the guidance metrics of a teacher-group run (``interface/*``, ...).
+
+    Returns:
+        one ``{"episode", "seed", "success", "steps"}`` per episode.
 
     Raises:
-        ValueError: the policy is for another task, or its observation is not the task's state alone (the
-            simulator gives only the state; a policy with teacher or memory groups needs the ROS node).
+        ValueError: the policy is for another task; its observation has a group other than ``state`` and
+            ``teacher``; ``delay_steps`` missing for a teacher-group policy (or given for a state-only one); a
+            teacher-group sidecar without a ``teacher`` section.
     """
     from robot_rl.deploy.policy import OnnxPolicy
-    from robot_rl.envs import make_vec_env
     from robot_rl.rollout import rollout
 
     policy = OnnxPolicy(policy_dir, expected_task=task)
-    if policy.schema.group_names != ("state",):
-        raise ValueError(f"evaluate_direct feeds the simulator's state only; the policy observes "
-                         f"{policy.schema.describe_sizes()}")
-    venv = make_vec_env(task, num_envs=1, seed=seed, in_process=True)
-    try:
-        result = rollout(venv, OnnxActor(policy), episodes, seed)
-    finally:
-        venv.close()
+    groups = policy.schema.group_names
+    if groups == ("state",):
+        if delay_steps is not None:
+            raise ValueError("delay_steps is for a policy with a teacher group; this one observes the state only")
+        from robot_rl.envs import make_vec_env
+
+        venv = make_vec_env(task, num_envs=1, seed=seed, in_process=True)
+        try:
+            result = rollout(venv, OnnxActor(policy), episodes, seed)
+        finally:
+            venv.close()
+    elif groups == ("state", "teacher"):
+        from robot_rl.interface.delayed import features_of_group
+        from robot_rl.trainer import evaluate_with_teacher
+
+        if delay_steps is None:
+            raise ValueError(f"the policy observes {policy.schema.describe_sizes()}: give delay_steps, the teacher's "
+                             "delay in env steps")
+        side = policy.sidecar.get("teacher")
+        if side is None:
+            raise ValueError(f"{policy.dir}/policy.json has no teacher section (exported before it was written): "
+                             "re-export the run")
+        result, metrics = evaluate_with_teacher(
+            OnnxActor(policy), task, features_of_group(policy.schema.group("teacher")),
+            int(side["control_period_steps"]), int(delay_steps), episodes, seed,
+            max_episode_steps=policy.sidecar["task"].get("max_episode_steps"))
+        if details is not None:
+            details.update(metrics)
+    else:
+        raise ValueError(f"evaluate_direct feeds the simulator's state and the teacher group only; the policy "
+                         f"observes {policy.schema.describe_sizes()}")
     return [{"episode": k, "seed": e.seed, "success": e.success, "steps": e.length}
             for k, e in enumerate(result.episodes)]

@@ -115,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="deploy_command", required=True)
     r = dsub.add_parser("ros2", help="the policy as a ROS 2 lifecycle node (configure, activate, e-stop)")
     r.add_argument("--policy", type=Path, required=True, metavar="DIR", help="directory of policy.onnx + policy.json")
-    r.add_argument("--config", type=Path, default=None, help="deploy YAML (topics, frames, QoS, safety limits)")
+    r.add_argument("--config", type=Path, default=None,
+                   help="deploy YAML (topics, frames, QoS, safety limits, teacher)")
     r.add_argument("--record", type=Path, default=None, metavar="FILE.mcap",
                    help="record every input and output to an MCAP rosbag2")
     r.add_argument("--no-autostart", action="store_true",
@@ -128,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--config", type=Path, default=None, help="deploy YAML whose topics and frames the bridge uses")
     b.add_argument("--seed", type=int, default=0, help="seed of episode 0; episode k uses seed + k")
     b.add_argument("--episodes", type=int, default=None, help="stop after N episodes (default: run forever)")
+    b.add_argument("--camera-rate-hz", type=float, default=0.0,
+                   help="publish the teacher camera (sensor_msgs/Image rgb8) on topics.image at this rate (0: off)")
+    b.add_argument("--camera-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"),
+                   help="camera image size in pixels (default 224 224)")
     rp = dsub.add_parser("replay", help="re-run a policy on a recorded bag's inputs and compare its commands")
     rp.add_argument("bag", type=Path)
     rp.add_argument("--policy", type=Path, required=True, metavar="DIR")
@@ -257,7 +262,8 @@ def _deploy(args) -> int:
     elif args.deploy_command == "sim-bridge":
         from robot_rl.deploy.sim_bridge import run_sim_bridge
 
-        results = run_sim_bridge(args.task, load_deploy_config(args.config), args.seed, args.episodes)
+        results = run_sim_bridge(args.task, load_deploy_config(args.config), args.seed, args.episodes,
+                                 args.camera_rate_hz, tuple(args.camera_size))
         for result in results:
             print(json.dumps(result))
         if results:

@@ -59,8 +59,8 @@ class PPOConfig(_Section):
     max_grad_norm: float = Field(0.5, gt=0, description="gradient norm clip")
     target_kl: float | None = Field(None, gt=0,
                                     description="early-stop an update past this approximate KL (null: never)")
-    net_arch: list[int] = Field([256, 256], min_length=1,
-                                description="hidden layer sizes of the policy and value MLPs")
+    net_arch: list[int] = Field([256, 256],
+                                description="hidden layer sizes of the policy and value MLPs ([]: linear)")
     log_std_init: float = Field(-0.5, description="initial log std of the Gaussian policy")
     normalize_obs: bool = Field(True, description="running mean/std observation normalization (baked into export)")
     device: str = Field("cpu", description="torch device for the policy (an MLP policy is fastest on cpu)")

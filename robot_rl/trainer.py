@@ -362,6 +362,54 @@ class PolicyActor:
         return action
 
 
+def evaluate_with_teacher(actor, task: str, features, period_steps: int, delay_steps: int, episodes: int,
+                          seed: int = 0, *, max_episode_steps: int | None = None) -> tuple:
+    """Run an actor whose observation carries the ``teacher`` group (raw, not normalized: an exported ONNX policy)
+    in one in-process env, with the scripted teacher's answers delivered ``delay_steps`` env steps late, through the
+    evaluation guidance of :func:`build_guidance` (``evaluation=True``: a query whenever none is in flight and the
+    last answer has played out over ``D`` steps) and the one rollout loop (:func:`robot_rl.rollout.rollout`:
+    episode ``k`` resets with seed ``seed + k``). The sim bridge's direct evaluation of such a policy
+    (:func:`robot_rl.deploy.sim_bridge.evaluate_direct`) is this.
+
+    Args:
+        actor: a :class:`robot_rl.rollout.Actor` of observations ``(1, state + teacher)``.
+        task: the task id.
+        features: the teacher group's ``interface.features``.
+        period_steps: ``D``, env steps one answer covers (the scripted teacher plans for it).
+        delay_steps: env steps from a query's observation to its answer's delivery (>= 0).
+        episodes: number of episodes (>= 1).
+        seed: seed of episode 0.
+        max_episode_steps: the horizon (None: the task's).
+
+    Returns:
+        ``(RolloutResult, guidance metrics)`` (:meth:`Guidance.metrics`: queries, delivered delays, ...).
+
+    Raises:
+        ValueError: ``delay_steps < 0``, no features, or a config value the training config refuses (named).
+    """
+    from robot_rl.rollout import rollout
+
+    if delay_steps < 0:
+        raise ValueError(f"delay_steps must be >= 0, got {delay_steps}")
+    if not features:
+        raise ValueError("evaluate_with_teacher: the actor observes no teacher group (features empty)")
+    cfg = TrainConfig(task=task, mode="vlajs", seed=int(seed), teacher={"kind": "scripted",
+                                                                        "control_period_steps": int(period_steps)},
+                      interface={"features": list(features)}, ppo={"normalize_obs": False},
+                      env={"max_episode_steps": max_episode_steps, "num_envs": 1},
+                      run={"eval_episodes": 0, "progress_bar": False})
+    with ExitStack() as stack:
+        guidance = build_guidance(cfg, 1, stack=stack, evaluation=True, delay_steps=int(delay_steps))
+        venv, _ = build_env_stack(cfg, None, num_envs=1, seed=seed, in_process=True, training=False,
+                                  guidance=guidance, drive_queries=True)
+        try:
+            result = rollout(venv, actor, episodes, seed)
+            metrics = guidance.metrics()
+        finally:
+            venv.close()
+    return result, metrics
+
+
 def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None = None, seed: int | None = None,
              delay_steps: int | None = None) -> dict:
     """Run the run's latest policy deterministically for ``episodes`` episodes in one in-process env

@@ -296,7 +296,10 @@ class TeacherSpec:
         return dataclasses.replace(request, **drop) if drop else request
 
     def to_metadata(self) -> dict:
-        """The spec as JSON-ready fields (``GET /metadata`` carries them at its top level)."""
+        """The spec as JSON-ready fields (``GET /metadata`` carries them at its top level): exactly
+        :data:`robot_rl.teacher_protocol.METADATA_SPEC_KEYS`, which clients read with
+        :func:`robot_rl.teacher_protocol.read_metadata`.
+        """
         return {
             "model_id": self.model_id,
             "control_period_steps": self.control_period_steps,

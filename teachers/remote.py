@@ -33,6 +33,7 @@ import numpy as np
 import requests
 
 from robot_rl.geometry import ACTION_DIM
+from robot_rl.teacher_protocol import BATCH_ROUTE, METADATA_ROUTE, decode_batch_answer
 
 from .base import TeacherRequest, TeacherResponse, TeacherSpec
 from .wire import API_KEY_ENV, API_KEY_HEADER, encode_batch_request, nested_latency, openvla_to_env
@@ -179,7 +180,7 @@ class RemoteTeacher:
         deadline = time.monotonic() + connect_timeout_s
         while True:
             try:
-                r = self._session.get(f"{self.url}/metadata", headers=self._headers, timeout=self.timeout_s)
+                r = self._session.get(f"{self.url}{METADATA_ROUTE}", headers=self._headers, timeout=self.timeout_s)
             except requests.RequestException as exc:
                 if time.monotonic() > deadline:
                     raise ConnectionError(
@@ -281,15 +282,11 @@ class RemoteTeacher:
                 actions, done = self._act_per_row(wire)
                 notes, model_id, latency = None, self.spec.model_id, done - t0
             else:
-                out = self._post("/act/batch", encode_batch_request(wire, stamps=self.protocol_version >= 2))
+                out = self._post(BATCH_ROUTE, encode_batch_request(wire, stamps=self.protocol_version >= 2))
                 done = np.full(len(request), time.perf_counter())
-                actions, notes, model_id = (np.asarray(out["actions"], dtype=np.float32), out.get("notes"),
-                                            str(out["model_id"]))
-                if actions.shape != (len(request), ACTION_DIM):
-                    raise ValueError(f"the server answered actions of shape {actions.shape} for {len(request)} rows")
-                server_rows = out.get("latencies_s")
-                latency = nested_latency(done[0] - t0, None if server_rows is None else np.asarray(server_rows),
-                                         len(request))
+                answer = decode_batch_answer(out, len(request))  # ValueError: not (B, 7), no model_id
+                actions, notes, model_id = answer.actions, answer.notes, answer.model_id
+                latency = nested_latency(done[0] - t0, answer.latencies_s, len(request))
             now_clock, now = self._clock(), time.perf_counter()
             response = TeacherResponse(actions, latency, model_id, notes=notes, obs_steps=request.obs_steps,
                                        obs_times_s=obs_times_s, answer_times_s=now_clock - (now - done))

@@ -49,6 +49,8 @@ from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from robot_rl.teacher_protocol import PROTOCOL_VERSION
+
 from .base import Teacher, TeacherRequest, TeacherRequestError, TeacherResponse
 from .wire import API_KEY_HEADER, ENV_CONVENTION, OPENVLA_CONVENTION, check_array, env_to_openvla, nested_latency
 
@@ -56,9 +58,7 @@ log = logging.getLogger("robot_rl.teachers.server")
 
 #: Default request body limit: 32 images of 224x224x3 as base64 are ~6.4 MB.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-#: Version of the ``/act/batch`` + ``/metadata`` protocol, reported by ``/metadata``. 2: per-row
-#: ``obs_steps`` / ``obs_times_s`` in, ``latencies_s`` and ``notes`` out, the spec's fields in ``/metadata``.
-PROTOCOL_VERSION = 2
+#: The protocol version ``/metadata`` reports is :data:`robot_rl.teacher_protocol.PROTOCOL_VERSION` (re-exported here).
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The teacher server's wire format and OpenVLA's action convention (numpy + json-numpy only).
 
 Shared by the server (:mod:`robot_rl.teachers.server`), the client
-(:mod:`robot_rl.teachers.remote`) and the OpenVLA backend, so each conversion lives in one place.
+(:mod:`robot_rl.teachers.remote`) and the OpenVLA backend, so each conversion lives in one place. The pieces the
+ROS node's teacher client uses too (the API key header, the ``/act/batch`` body and answer, json-numpy checks,
+the protocol version) are in :mod:`robot_rl.teacher_protocol`, which ``deploy/`` imports instead of this package.
 
 Two routes, two action conventions:
 
@@ -20,11 +22,10 @@ no pickle anywhere (object dtypes are refused).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from robot_rl.geometry import CONTROLLER_ROT_SIGN, GRIPPER_INDEX, POS_SCALE_M, POS_SLICE, ROT_SCALE_RAD, ROT_SLICE
+from robot_rl.teacher_protocol import API_KEY_ENV, API_KEY_HEADER, batch_body, check_array
 
 from .base import TeacherRequest
 
@@ -35,13 +36,8 @@ ENV_CONVENTION = (
 )
 OPENVLA_CONVENTION = "OpenVLA: [dx,dy,dz] m, [droll,dpitch,dyaw] rad (robot-base frame), gripper 0 closed .. 1 open"
 
-#: Header carrying the API key (``robot-rl teacher serve --api-key``), and the environment variable
-#: the server and :class:`~robot_rl.teachers.remote.RemoteTeacher` read the key from.
-API_KEY_HEADER = "X-API-Key"
-API_KEY_ENV = "ROBOT_RL_TEACHER_API_KEY"
-
-#: dtype kinds accepted inside json-numpy payloads (no object / void / string arrays).
-_NUMERIC_KINDS = set("biuf")
+__all__ = ["API_KEY_ENV", "API_KEY_HEADER", "ENV_CONVENTION", "OPENVLA_CONVENTION", "check_array",
+           "encode_batch_request", "env_to_openvla", "nested_latency", "openvla_prompt", "openvla_to_env"]
 
 
 def openvla_to_env(raw: np.ndarray) -> np.ndarray:
@@ -81,25 +77,7 @@ def openvla_prompt(instruction: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# json-numpy payloads
-
-
-def check_array(value: Any, field: str, *, dtype_kind: str | None = None, ndim: int | None = None) -> np.ndarray:
-    """Validate one decoded json-numpy field.
-
-    Raises:
-        ValueError: naming ``field``, when ``value`` is not a numeric array, or has the wrong
-            dtype kind (``"u"`` for uint8 images, ``"f"`` accepts any numeric) or rank.
-    """
-    if not isinstance(value, np.ndarray):
-        raise ValueError(f"{field}: expected a json-numpy array, got {type(value).__name__}")
-    if value.dtype.kind not in _NUMERIC_KINDS:
-        raise ValueError(f"{field}: dtype {value.dtype} is not numeric")
-    if dtype_kind == "u" and value.dtype != np.uint8:
-        raise ValueError(f"{field}: expected dtype uint8, got {value.dtype}")
-    if ndim is not None and value.ndim != ndim:
-        raise ValueError(f"{field}: expected {ndim} dimensions, got shape {tuple(value.shape)}")
-    return value
+# json-numpy payloads (the shared pieces: robot_rl.teacher_protocol)
 
 
 def nested_latency(total_s: float, inner_s: np.ndarray | None, n: int) -> np.ndarray:
@@ -121,19 +99,7 @@ def encode_batch_request(request: TeacherRequest, stamps: bool = True) -> dict:
 
     ``stamps=False`` leaves out ``obs_steps`` and ``obs_times_s`` (a protocol-1 server refuses them).
     """
-    body: dict[str, Any] = {"instructions": list(request.instructions)}
-    if request.images is not None:
-        body["images"] = np.ascontiguousarray(request.images, dtype=np.uint8)
-    if request.states is not None:
-        body["states"] = np.ascontiguousarray(request.states, dtype=np.float32)
-    if request.task_ids is not None:
-        body["task_ids"] = list(request.task_ids)
-    if request.scratchpads is not None:
-        body["scratchpads"] = list(request.scratchpads)
-    if request.unnorm_key is not None:
-        body["unnorm_key"] = request.unnorm_key
-    if stamps and request.obs_steps is not None:
-        body["obs_steps"] = np.ascontiguousarray(request.obs_steps, dtype=np.int64)
-    if stamps and request.obs_times_s is not None:
-        body["obs_times_s"] = np.ascontiguousarray(request.obs_times_s, dtype=np.float64)
-    return body
+    return batch_body(request.instructions, images=request.images, states=request.states, task_ids=request.task_ids,
+                      scratchpads=request.scratchpads, unnorm_key=request.unnorm_key,
+                      obs_steps=request.obs_steps if stamps else None,
+                      obs_times_s=request.obs_times_s if stamps else None)

@@ -11,38 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX, POS_SLICE, ROT_SLICE
+from robot_rl.geometry import ACTION_DIM, POS_SLICE, ROT_SLICE
 
-#: Tolerance on the range check of a teacher answer (float round-off from a server, say).
-RANGE_TOL = 1e-4
+# What a usable answer is, is part of the teacher protocol (the ROS node applies the same rule to a hint):
+# ``validate_teacher_actions`` and ``RANGE_TOL`` live in robot_rl.teacher_protocol and are re-exported here.
+from robot_rl.teacher_protocol import RANGE_TOL, validate_teacher_actions
 
-
-def validate_teacher_actions(actions: object, batch_size: int, period_steps: int) -> np.ndarray:
-    """Which rows of a teacher answer are usable.
-
-    A row is invalid when it holds a NaN or inf, when its position or rotation components exceed
-    ``period_steps`` (``D`` per-step maxima of 1.0) in magnitude, or when its gripper command is
-    outside [-1, 1]. An answer of the wrong shape or type invalidates every row.
-
-    Args:
-        actions: the teacher's ``(B, 7)`` answer (anything; it is checked, not trusted).
-        batch_size: ``B``, the number of rows that were asked for.
-        period_steps: ``D`` >= 1, the teacher's control period in env steps.
-
-    Returns:
-        ``(B,) bool``: True where the row may be used as a target.
-    """
-    try:
-        a = np.asarray(actions, dtype=np.float64)
-    except (TypeError, ValueError):
-        return np.zeros(batch_size, dtype=bool)
-    if a.shape != (batch_size, ACTION_DIM):
-        return np.zeros(batch_size, dtype=bool)
-    finite = np.isfinite(a).all(axis=1)
-    a = np.where(np.isfinite(a), a, 0.0)
-    motion_ok = (np.abs(a[:, :GRIPPER_INDEX]) <= period_steps + RANGE_TOL).all(axis=1)
-    gripper_ok = np.abs(a[:, GRIPPER_INDEX]) <= 1.0 + RANGE_TOL
-    return finite & motion_ok & gripper_ok
+__all__ = ["RANGE_TOL", "TargetTracker", "interpolate_targets", "validate_teacher_actions"]
 
 
 def interpolate_targets(deltas: np.ndarray, period_steps: int, valid: np.ndarray | None = None):

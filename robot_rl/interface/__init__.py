@@ -12,12 +12,14 @@ from robot_rl.interface.delayed import (
     FEATURE_FIELDS,
     DelayedInterface,
     compensated_targets,
+    features_of_group,
     motion_since,
+    motion_state,
     teacher_group,
 )
 
-__all__ = ["FEATURE_FIELDS", "DelayedInterface", "compensated_targets", "motion_since", "teacher_group",
-           "TeacherGroupVecEnv"]
+__all__ = ["FEATURE_FIELDS", "DelayedInterface", "compensated_targets", "features_of_group", "motion_since",
+           "motion_state", "teacher_group", "TeacherGroupVecEnv"]
 
 
 def __getattr__(name: str):

@@ -16,6 +16,12 @@ delivered answer:
 Before the first answer of an episode every feature is 0. :class:`DelayedInterface` keeps that state per env;
 the ``teacher`` observation group (:func:`teacher_group`) is its vector, and :func:`compensated_targets` turns a
 late answer into the displacement still remaining (``interface.compensate_targets``).
+
+At deployment (the ROS node, :mod:`robot_rl.deploy.teacher`) the same :class:`DelayedInterface` holds the group:
+``dt`` is then measured on a clock (``now - t_q``, seconds, from the stamp of the observation the answer was
+computed from: :meth:`DelayedInterface.features_of` with ``now_s``), and ``dp`` comes from the TCP pose and gripper
+width the robot reported at ``t_q`` and now, put into the privileged-state columns ``dp`` reads
+(:func:`motion_state`).
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from robot_rl.geometry import (
 )
 from robot_rl.observation import ObsField, ObsGroup
 
-__all__ = ["FEATURE_FIELDS", "DelayedInterface", "teacher_group", "compensated_targets", "motion_since"]
+__all__ = ["FEATURE_FIELDS", "DelayedInterface", "teacher_group", "compensated_targets", "motion_since",
+           "motion_state", "features_of_group"]
 
 _HINT_COMPONENTS = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
 
@@ -77,6 +84,44 @@ def teacher_group(features: list[str] | tuple[str, ...]) -> ObsGroup:
     fields = tuple(f for name in FEATURE_FIELDS if name in features for f in FEATURE_FIELDS[name])
     return ObsGroup("teacher", fields, "the delayed semantic interface: the teacher's last answer, its age and the "
                                        "end effector's motion since (robot_rl/interface)", required=False)
+
+
+def features_of_group(group: ObsGroup) -> tuple[str, ...]:
+    """The ``interface.features`` whose :func:`teacher_group` is ``group`` (an exported policy's ``teacher`` group).
+
+    Raises:
+        ValueError: ``group`` is not the teacher group of any feature list (a field unknown, out of order or of
+            another size; the message names the first difference).
+    """
+    names = [f.name for f in group.fields]
+    features = tuple(k for k, fields in FEATURE_FIELDS.items() if fields[0].name in names)
+    try:
+        expected = teacher_group(features)
+    except ValueError:
+        raise ValueError(f"observation group {group.name!r}: fields {names} are no teacher features "
+                         f"(known: {', '.join(FEATURE_FIELDS)})") from None
+    for i, (a, b) in enumerate(zip(expected.fields, group.fields)):
+        for attr in ("name", "size", "frame", "unit", "components", "source"):
+            if getattr(a, attr) != getattr(b, attr):
+                raise ValueError(f"observation field teacher.{b.name} (field {i}): {attr} {getattr(b, attr)!r}, "
+                                 f"this version's is {getattr(a, attr)!r}")
+    if len(expected.fields) != len(group.fields):
+        raise ValueError(f"observation group teacher: fields {names}, the features {list(features)} give "
+                         f"{[f.name for f in expected.fields]}")
+    return features
+
+
+def motion_state(tcp_pos: np.ndarray, tcp_quat: np.ndarray, gripper_width: np.ndarray) -> np.ndarray:
+    """Privileged states ``(N, 38)`` that hold only what ``dp`` reads (:func:`motion_since`): the TCP position
+    ``(N, 3)`` (m, world or robot-base frame: the axes are the same), its quaternion ``(N, 4)`` wxyz and the gripper
+    width ``(N,)`` (m, sum of the finger joints); every other column 0.
+    """
+    p = np.atleast_2d(np.asarray(tcp_pos, dtype=np.float64))
+    out = np.zeros((len(p), PRIVILEGED_STATE_DIM))
+    out[:, _L["tcp_pos"]] = p
+    out[:, _L["tcp_quat"]] = np.atleast_2d(np.asarray(tcp_quat, dtype=np.float64))
+    out[:, _L["gripper_width"].start] = np.asarray(gripper_width, dtype=np.float64).reshape(-1)
+    return out
 
 
 def motion_since(states_q: np.ndarray, states_t: np.ndarray) -> np.ndarray:
@@ -149,7 +194,7 @@ class DelayedInterface:
     Attributes:
         hint ``(N, 7)``, valid ``(N,) bool``, query_step ``(N,)`` (env step of the answer's observation),
         states_q ``(N, 38)`` (privileged state then), step ``(N,)`` (env step of the current observation in its
-        episode).
+        episode), query_time_s ``(N,)`` (the answer's observation on a clock, s: deployment's ``dt``).
     """
 
     def __init__(self, num_envs: int, features: list[str] | tuple[str, ...] = (), period_s: float = CONTROL_PERIOD_S):
@@ -162,6 +207,7 @@ class DelayedInterface:
         self.query_step = np.zeros(self.num_envs, dtype=np.int64)
         self.states_q = np.zeros((self.num_envs, PRIVILEGED_STATE_DIM))
         self.step = np.zeros(self.num_envs, dtype=np.int64)
+        self.query_time_s = np.zeros(self.num_envs)
 
     @property
     def size(self) -> int:
@@ -175,6 +221,7 @@ class DelayedInterface:
         self.valid[idx] = False
         self.query_step[idx] = 0
         self.step[idx] = 0
+        self.query_time_s[idx] = 0.0
 
     def tick(self, dones: np.ndarray) -> None:
         """One env step on: every env's step grows; envs whose episode ended (``dones (N,) bool``) start anew."""
@@ -182,19 +229,25 @@ class DelayedInterface:
         self.reset(np.flatnonzero(np.asarray(dones, dtype=bool)))
 
     def deliver(self, env_indices: np.ndarray, answers: np.ndarray, query_steps: np.ndarray,
-                states_q: np.ndarray) -> None:
+                states_q: np.ndarray, query_times_s: np.ndarray | None = None) -> None:
         """Answers ``(k, 7)`` arrive for ``env_indices (k,)``; they were computed from the observations of
-        episode steps ``query_steps (k,)`` whose privileged states were ``states_q (k, 38)``.
+        episode steps ``query_steps (k,)`` whose privileged states were ``states_q (k, 38)`` (only the columns of
+        :func:`motion_state` are read) and, at deployment, stamped ``query_times_s (k,)`` (s, a clock's).
         """
         idx = np.asarray(env_indices, dtype=np.int64)
         self.hint[idx] = answers
         self.valid[idx] = True
         self.query_step[idx] = query_steps
         self.states_q[idx] = states_q
+        if query_times_s is not None:
+            self.query_time_s[idx] = query_times_s
 
-    def features_of(self, states: np.ndarray | None) -> np.ndarray:
+    def features_of(self, states: np.ndarray | None, now_s: float | None = None) -> np.ndarray:
         """The ``teacher`` group ``(N, size) float32`` for the current privileged states ``(N, 38)`` (needed
         by ``dp`` only; ``None`` otherwise).
+
+        ``dt`` is ``(step - query_step) * period_s`` (env steps, training and evaluation), or, when ``now_s`` is
+        given, ``now_s - query_time_s`` (seconds on the clock of :meth:`deliver`'s ``query_times_s``: deployment).
 
         Raises:
             ValueError: no features were configured.
@@ -208,7 +261,8 @@ class DelayedInterface:
         if "hint_valid" in self.features:
             parts.append(v.astype(np.float64))
         if "dt" in self.features:
-            parts.append(np.where(v, ((self.step - self.query_step) * self.period_s)[:, None], 0.0))
+            age = (self.step - self.query_step) * self.period_s if now_s is None else float(now_s) - self.query_time_s
+            parts.append(np.where(v, age[:, None], 0.0))
         if "dp" in self.features:
             dp = np.zeros((self.num_envs, 7))
             if self.valid.any():  # before an episode's first answer there is no observation to measure from

@@ -22,6 +22,7 @@ from robot_rl.deploy.ros_io import (
 from robot_rl.deploy.sim_bridge import pose_target_to_action, state_in_base, twist_to_action, width_to_gripper_action
 from robot_rl.envs import make_env, privileged_state
 from robot_rl.envs.obs_layout import ROBOT_BASE_POS_WORLD, ROBOT_BASE_QUAT_WORLD
+from robot_rl.interface.delayed import FEATURE_FIELDS
 from robot_rl.observation import ObservationSchema, ObsField, ObsGroup, schema_for
 
 TASK = "RRL-PushCube-Sparse-v1"
@@ -42,12 +43,13 @@ def _feed(a: ObservationAssembler, st: dict, t: float) -> None:
     assert a.update_joint_state(joint_state_msg(JOINTS, st["qpos"], st["qvel"], t), t) == ACCEPTED
     for entity, size in st["sizes"].items():
         key = ENTITY_SIZE_INPUTS[entity]
-        assert a.update_size(key, size_msg(size, entity, t), t) == (ACCEPTED if key in a.required_inputs else IGNORED)
+        kept = key in a.required_inputs or key in a.teacher_inputs
+        assert a.update_size(key, size_msg(size, entity, t), t) == (ACCEPTED if kept else IGNORED)
     for entity, pose in st["poses"].items():
         key = ENTITY_POSE_INPUTS[entity]
         if entity != "tcp":
-            assert (a.update_pose(key, pose_msg(*pose, BASE, t), t)
-                    == (ACCEPTED if key in a.required_inputs else IGNORED))
+            kept = key in a.required_inputs or key in a.teacher_inputs
+            assert a.update_pose(key, pose_msg(*pose, BASE, t), t) == (ACCEPTED if kept else IGNORED)
     assert a.update_pose("ee_pose", pose_msg(*st["poses"]["tcp"], BASE, t), t) == ACCEPTED
 
 
@@ -113,6 +115,49 @@ def test_state_to_messages_and_back_reproduces_the_observation(task):
         st = state_in_base(env.unwrapped)
         tcp = schema.field_slices("state")["tcp_pose"]
         assert np.isclose(st["poses"]["tcp"][0][0] - obs[tcp][0], 0.615, atol=1e-6)
+    finally:
+        env.close()
+
+
+#: The tasks whose privileged state the node can assemble (robot_rl.envs.privileged.PRIVILEGED_SOURCES).
+PRIVILEGED_TASKS = ["RRL-PushCube-HiddenGoal-v1", "RRL-PickPlaceCube-HiddenGoal-v1", "RRL-PickCube-Sparse-v1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", PRIVILEGED_TASKS)
+def test_privileged_state_from_messages_is_the_simulator_s(task):
+    """Sim state -> the bridge's messages -> the same assembler's privileged fields -> the 38-D privileged state the
+    scripted teacher plans from (robot_rl.envs.privileged_state), bit for bit but the grasp flag; the goal pose,
+    which a hidden-goal task's policy does not read, is a teacher input (accepted), not a required one.
+    """
+    from robot_rl.envs.privileged import PRIVILEGED_STATE_LAYOUT, privileged_fields
+    from robot_rl.teachers import ScriptedTeacher, TeacherRequest
+
+    env = make_env(task, seed=None)
+    a = ObservationAssembler(schema_for(task), JOINTS, BASE, (ROBOT_BASE_POS_WORLD, ROBOT_BASE_QUAT_WORLD),
+                             privileged=privileged_fields(task), history_s=1.0)
+    if "HiddenGoal" in task:
+        assert "goal_pose" in a.teacher_inputs and "goal_pose" not in a.required_inputs
+    grasp = PRIVILEGED_STATE_LAYOUT["is_grasped"]
+    exact = np.ones(38, dtype=bool)
+    exact[grasp] = False
+    teacher = ScriptedTeacher()
+    try:
+        env.reset(seed=5)
+        for step in range(25):
+            st = state_in_base(env.unwrapped)
+            _feed(a, st, 50.0 + step * 0.05)
+            want = privileged_state(env.unwrapped)[0]
+            got = a.privileged_state()
+            assert got.dtype == np.float32 and got.shape == (38,)
+            np.testing.assert_array_equal(got[exact], want[exact], err_msg=f"{task} step {step}")
+            action = teacher.act(TeacherRequest([""], states=want[None], task_ids=[task])).actions[0]
+            env.step(action)
+        # the motion history: where the TCP was at an earlier stamp, from the poses fed then
+        pos, quat, width = a.motion_at(50.0 + 20 * 0.05)
+        assert a.history_misses == 0 and np.isfinite(width)
+        pos_old, _, _ = a.motion_at(0.0)  # older than the history kept: the oldest, counted
+        assert a.history_misses == 1 and not np.array_equal(pos_old, pos)
     finally:
         env.close()
 
@@ -212,9 +257,14 @@ def test_a_field_or_group_without_a_ros_source_is_refused_naming_it():
     bad = ObservationSchema(TASK, (ObsGroup("state", (*state.fields[:-1], no_source), required=True),))
     with pytest.raises(ValueError, match=r"state\.obj_pose has no ROS source.*re-export"):
         ObservationAssembler(bad, JOINTS, BASE)
-    teacher = ObsGroup("teacher", (ObsField("hint", 7, "none", "1", "the teacher's last answer"),))
-    with pytest.raises(ValueError, match=r"group 'teacher' \(first field 'hint'\) has no source"):
+    # a teacher group that is not this version's (here: a hint without its source) is refused, naming the field
+    teacher = ObsGroup("teacher", (ObsField("hint", 7, "robot_base", FEATURE_FIELDS["hint"][0].unit, "the hint",
+                                            FEATURE_FIELDS["hint"][0].components),))
+    with pytest.raises(ValueError, match=r"teacher\.hint \(field 0\): source '', this version's is 'teacher\(hint\)'"):
         ObservationAssembler(ObservationSchema(TASK, (state, teacher)), JOINTS, BASE)
+    memory = ObsGroup("memory", (ObsField("slots", 4, "none", "1", "scratchpad"),))
+    with pytest.raises(ValueError, match=r"group 'memory' \(first field 'slots'\) has no source"):
+        ObservationAssembler(ObservationSchema(TASK, (state, memory)), JOINTS, BASE)
     wrong_size = ObsField("goal_pos", 2, "world", "m", "goal", source="position(goal)")
     with pytest.raises(ValueError, match=r"state\.goal_pos has size 2 but its source"):
         ObservationAssembler(ObservationSchema(TASK, (ObsGroup("state", (*state.fields[:3], wrong_size)),)),
@@ -227,9 +277,16 @@ def test_source_language_by_hand():
                                                            (-1.0, "position", "object")]
     assert parse_source("size(hole)[1]")[0].index == 1
     for bad, match in (("pose(robot, +w)", "unknown entity 'robot'"), ("velocity(tcp)", "unknown term"),
-                       ("joints.effort", "joints.position or joints.velocity"), ("const(1, 2)", "3 numbers")):
+                       ("joints.effort", "joints.position or joints.velocity"), ("const()", "1 or more numbers"),
+                       ("const(x)", "1 or more numbers"), ("gripper_width(tcp)", "unknown term"),
+                       ("quat(robot)", "unknown entity 'robot'")):
         with pytest.raises(ValueError, match=match):
             parse_source(bad)
+    # the terms the privileged state adds: a quaternion (4), the gripper width (1), constants of any length
+    assert [(t.func, t.entity, t.args) for t in parse_source("quat(goal)")] == [("quat", "goal", ())]
+    assert parse_source("quat(tcp, +x)")[0].args == ("+x",)
+    assert parse_source("gripper_width")[0].inputs() == {"joint_states"}
+    assert parse_source("const(1, 0, 0, 0)")[0].args == ("1", "0", "0", "0")
     # quaternion signs: -q is the same rotation, the source names the component kept >= 0
     np.testing.assert_array_equal(canonical_quat(np.array([-0.5, 0.5, -0.5, 0.5]), "+w"), [0.5, -0.5, 0.5, -0.5])
     np.testing.assert_array_equal(canonical_quat(np.array([0.1, 0.9, 0.0, 0.0]), "+x"), [0.1, 0.9, 0.0, 0.0])

@@ -121,3 +121,27 @@ def test_compensated_rotation_by_hand():
                                np.array([1]), 4)
     np.testing.assert_allclose(done[0, 3:6], [0.0, 0.0, 0.0], atol=1e-6)
     assert math.isclose(out[0, 6], 1.0)
+
+
+def test_dt_on_a_clock_and_the_motion_state_for_deployment():
+    """Deployment: dt = now - the answer's observation stamp (s), dp from motion states holding only what it reads."""
+    from robot_rl.interface import features_of_group, motion_state
+
+    it = DelayedInterface(1, ["hint", "dt", "dp"])
+    q = motion_state([0.0, 0.0, 0.2], DOWN, 0.08)
+    assert q.shape == (1, PRIVILEGED_STATE_DIM) and np.count_nonzero(q) == 3  # z, qx of DOWN, the width
+    it.deliver(np.array([0]), np.ones((1, 7)) * 0.5, np.array([0]), q, query_times_s=np.array([100.25]))
+    now = motion_state([0.02, 0.0, 0.2], DOWN, 0.06)
+    f = it.features_of(now, now_s=100.40)[0]
+    assert f[7] == pytest.approx(0.15)  # seconds on the clock, not env steps (the step count is still 0)
+    np.testing.assert_allclose(f[8:11], [0.02, 0.0, 0.0], atol=1e-7)
+    assert f[14] == pytest.approx(-0.02)
+    assert it.features_of(now)[0][7] == 0.0  # without now_s: (step - query_step) * 0.05 = 0
+    # an exported group back to its features; another version's group is refused naming the field
+    assert features_of_group(teacher_group(["dt", "hint"])) == ("hint", "dt")
+    from dataclasses import replace
+
+    g = teacher_group(["hint", "dt"])
+    bad = replace(g, fields=(replace(g.fields[0], unit="m"), g.fields[1]))
+    with pytest.raises(ValueError, match=r"teacher\.hint \(field 0\): unit 'm'"):
+        features_of_group(bad)

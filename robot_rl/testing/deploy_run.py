@@ -1,0 +1,166 @@
+"""Run a policy through ROS 2 against the sim bridge with a served teacher: three processes on one DDS domain.
+
+Used by ``tests/deploy/test_ros2_teacher_e2e.py`` and ``benchmarks/deploy_teacher.py``: ``robot-rl teacher serve``
+(the scripted backend on a loopback port), ``robot-rl deploy ros2`` (the policy node, recording to an MCAP) and
+``robot-rl deploy sim-bridge`` (``episodes`` episodes from ``seed``), each its own process group with its own log.
+:func:`teacher_delays` reads the teacher's answers and the status back from the bag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ROOT", "SIM_CONFIG", "spawn", "stop", "serve_teacher", "wait_healthy", "TeacherRun",
+           "run_with_teacher", "teacher_delays"]
+
+ROOT = Path(__file__).resolve().parents[2]
+SIM_CONFIG = ROOT / "configs" / "deploy" / "sim.yaml"
+
+
+def spawn(args: list[str], domain: int, log: Path) -> subprocess.Popen:
+    """``python -m robot_rl.cli ARGS`` on ROS domain ``domain``, output to ``log``, in its own process group."""
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "robot_rl.cli", *args], env=env, stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
+
+
+def stop(*procs: subprocess.Popen, sig: int = signal.SIGINT, timeout_s: float = 15.0) -> None:
+    """Stop each process group (``sig``, then SIGKILL after ``timeout_s``)."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, sig)
+    for p in procs:
+        try:
+            p.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def serve_teacher(port: int, log: Path, *, latency_ms: float = 0.0, period_steps: int = 4) -> subprocess.Popen:
+    """``robot-rl teacher serve --backend scripted`` on ``127.0.0.1:port`` (no batching window: one client)."""
+    return spawn(["teacher", "serve", "--backend", "scripted", "--port", str(port), "--latency-ms", str(latency_ms),
+                  "--batch-wait-ms", "0", "--control-period-steps", str(period_steps)], 0, log)
+
+
+def wait_healthy(url: str, timeout_s: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Wait until ``GET url/healthz`` answers 200.
+
+    Raises:
+        RuntimeError: ``proc`` exited first, or ``timeout_s`` passed.
+    """
+    import requests
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the teacher server exited with code {proc.returncode}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"no teacher server at {url} after {timeout_s} s")
+
+
+@dataclass
+class TeacherRun:
+    """What :func:`run_with_teacher` measured.
+
+    Attributes:
+        episodes: the bridge's per-episode results (``{"episode", "seed", "success", "steps"}``).
+        bag: the node's recording.
+        answers: every teacher answer the node handled (its recorded JSON objects).
+        delay_steps: control steps from each delivered answer's query to the step that showed it.
+        delay_s: seconds from each delivered answer's observation stamp to that step.
+        ages_s: the hint's age (s) at every step that showed one (the status's ``teacher.age_s``).
+        logs: the three processes' log files.
+    """
+
+    episodes: list[dict]
+    bag: Path
+    answers: list[dict] = field(default_factory=list)
+    delay_steps: list[int] = field(default_factory=list)
+    delay_s: list[float] = field(default_factory=list)
+    ages_s: list[float] = field(default_factory=list)
+    logs: dict = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of the bridge's episodes that succeeded."""
+        return float(np.mean([e["success"] for e in self.episodes])) if self.episodes else float("nan")
+
+    def outcomes(self) -> dict[str, int]:
+        """Answers by outcome (``delivered``, ``failed``, ``invalid``, ``dropped_reset``, ``unknown``)."""
+        out: dict[str, int] = {}
+        for a in self.answers:
+            out[a["outcome"]] = out.get(a["outcome"], 0) + 1
+        return out
+
+
+def teacher_delays(bag: Path, cfg) -> tuple[list[dict], list[int], list[float], list[float]]:
+    """``(answers, delay_steps, delay_s, ages_s)`` from a node's recording (:class:`TeacherRun`'s fields)."""
+    from robot_rl.deploy.record import read_bag
+
+    answers, ages = [], []
+    for topic, _, msg in read_bag(bag, [cfg.topics.teacher_answers, cfg.topics.status]):
+        d = json.loads(msg.data)
+        if topic == cfg.topics.teacher_answers:
+            answers.append(d)
+        elif d.get("teacher") and d["teacher"].get("age_s") is not None:
+            ages.append(float(d["teacher"]["age_s"]))
+    delivered = [a for a in answers if a["outcome"] == "delivered"]
+    steps = [int(a["step_index"]) - int(a["episode_step"]) for a in delivered]
+    seconds = [float(a["step_s"]) - float(a["image_stamp_s"] if a["used_image"] else a["state_stamp_s"])
+               for a in delivered]
+    return answers, steps, seconds, ages
+
+
+def run_with_teacher(policy: Path, task: str, episodes: int, out_dir: Path, *, domain: int, port: int,
+                     seed: int = 0, latency_ms: float = 0.0, period_steps: int = 4, timeout_s: float = 600.0,
+                     node_args: tuple[str, ...] = ()) -> TeacherRun:
+    """Serve the scripted teacher, start the policy node (recording) and the sim bridge for ``episodes`` episodes
+    from ``seed``; stop everything when the bridge is done and read the recording.
+
+    Raises:
+        RuntimeError: the server did not come up, or the bridge did not finish within ``timeout_s`` (the logs'
+            tails are in the message).
+    """
+    from robot_rl.deploy.config import load_deploy_config
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logs = {k: out_dir / f"{k}.log" for k in ("server", "node", "bridge")}
+    bag = out_dir / "run.mcap"
+    url = f"http://127.0.0.1:{port}"
+    server = serve_teacher(port, logs["server"], latency_ms=latency_ms, period_steps=period_steps)
+    procs = [server]
+    try:
+        wait_healthy(url, proc=server)
+        node = spawn(["deploy", "ros2", "--policy", str(policy), "--config", str(SIM_CONFIG), "--record", str(bag),
+                      f"teacher.url={url}", *node_args], domain, logs["node"])
+        procs.append(node)
+        bridge = spawn(["deploy", "sim-bridge", "--task", task, "--config", str(SIM_CONFIG), "--seed", str(seed),
+                        "--episodes", str(episodes)], domain, logs["bridge"])
+        procs.append(bridge)
+        try:
+            bridge.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            tails = {k: v.read_text()[-1500:] for k, v in logs.items() if v.exists()}
+            raise RuntimeError(f"the bridge did not finish {episodes} episodes in {timeout_s} s: {tails}") from None
+    finally:
+        stop(*reversed(procs))
+    results = [json.loads(line) for line in logs["bridge"].read_text().splitlines() if line.startswith("{")]
+    cfg = load_deploy_config(SIM_CONFIG, [f"teacher.url={url}"])
+    answers, steps, seconds, ages = teacher_delays(bag, cfg)
+    return TeacherRun(results, bag, answers, steps, seconds, ages, logs)
