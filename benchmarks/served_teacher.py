@@ -51,10 +51,12 @@ def measured_delays(run: Path) -> dict:
 
 
 def steps_per_s(run: Path) -> float:
-    """Training env steps per wall-clock second of a finished run (its last logged ``time/*``)."""
+    """Training env steps per wall-clock second of a finished run: its last logged ``time/steps_per_s``, the
+    trainer's rate since the run (last) started. SB3's ``time/time_elapsed`` restarts at a resume while
+    ``time/total_timesteps`` does not, so their ratio overstates a resumed run's speed.
+    """
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    last = [r for r in rows if "time/total_timesteps" in r][-1]
-    return last["time/total_timesteps"] / max(last["time/time_elapsed"], 1e-9)
+    return float([r for r in rows if "time/steps_per_s" in r][-1]["time/steps_per_s"])
 
 
 def _read(path: Path) -> dict | None:

@@ -1,0 +1,83 @@
+"""How a trained teacher-group policy follows the hint it observes (issue 12 diagnostic; research only).
+
+Rolls out a run's deterministic policy (its latest checkpoint) on one env, the teacher queried as in
+``robot-rl eval RUN --delay-steps K``, and prints, per action scale: the success rate, the mean over steps of
+``max |a_pos|`` (the position action before scaling, in action units, bound 1), the fraction of steps with it at
+the bound (> 0.99), and the mean cosine between the position action and the position part of the hint in the
+policy's observation (steps that show a hint). ``--scales 1,0.5`` multiplies the position and rotation actions
+before they are sent, to test whether a saturated policy would succeed if it moved less.
+
+    .venv/bin/python benchmarks/hint_following.py bench_out/latency/RRL-PushCube-HiddenGoal-v1/vlajs+d_hint_dt_dp-s0 \
+        --delay-steps 0 --episodes 10 --scales 1,0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+#: A position action component at or beyond this (action units) counts as saturated.
+SATURATED = 0.99
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path, help="a run directory whose policy observes the teacher group")
+    p.add_argument("--delay-steps", type=int, default=0, help="the teacher's answers this many env steps late")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=1000, help="seed of episode 0 (episode k: seed + k)")
+    p.add_argument("--scales", default="1", help="comma-separated factors on the position and rotation actions")
+    args = p.parse_args(argv)
+
+    from robot_rl.algos import GuidedPPO
+    from robot_rl.runs import RunDir
+    from robot_rl.trainer import build_env_stack, build_guidance
+
+    run = RunDir(args.run)
+    cfg = run.config()
+    model = GuidedPPO.load(run.checkpoint / "model.zip", device="cpu", custom_objects={"guidance": None})
+    rows = []
+    for scale in (float(s) for s in args.scales.split(",")):
+        with ExitStack() as stack:
+            guidance = build_guidance(cfg, 1, stack=stack, log_dir=run.path, evaluation=True,
+                                      delay_steps=args.delay_steps)
+            venv, schema = build_env_stack(cfg, run, num_envs=1, seed=args.seed, in_process=True, training=False,
+                                           guidance=guidance, drive_queries=True)
+            if "teacher" not in schema.group_names:
+                raise SystemExit(f"{args.run}: the policy does not observe the teacher group (interface.features)")
+            hint_pos = schema.field_slices("teacher")["hint"]
+            hint_pos = slice(hint_pos.start, hint_pos.start + 3)
+            successes, peaks, cosines = 0, [], []
+            try:
+                for ep in range(args.episodes):
+                    venv.seed(args.seed + ep)
+                    obs, done = venv.reset(), False
+                    while not done:
+                        hint = venv.get_original_obs()[0, hint_pos]
+                        action, _ = model.predict(obs, deterministic=True)
+                        a_pos = action[0, :3]
+                        peaks.append(float(np.abs(a_pos).max()))
+                        if np.linalg.norm(hint) > 1e-3 and np.linalg.norm(a_pos) > 1e-6:
+                            cosines.append(float(a_pos @ hint / np.linalg.norm(a_pos) / np.linalg.norm(hint)))
+                        action = action.copy()
+                        action[0, :6] *= scale
+                        obs, _, dones, infos = venv.step(action)
+                        done = bool(dones[0])
+                    successes += int(bool(infos[0].get("success", False)))
+            finally:
+                venv.close()
+        row = {"scale": scale, "success_rate": successes / args.episodes, "mean_max_abs_a_pos": float(np.mean(peaks)),
+               "saturated_fraction": float(np.mean(np.array(peaks) > SATURATED)),
+               "cos_action_hint": float(np.mean(cosines)) if cosines else float("nan")}
+        rows.append(row)
+        print(f"scale {scale}: success {row['success_rate']:.2f}, mean max|a_pos| {row['mean_max_abs_a_pos']:.2f}, "
+              f"saturated {row['saturated_fraction']:.2f}, cos(a_pos, hint_pos) {row['cos_action_hint']:.2f}",
+              flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
