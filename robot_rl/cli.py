@@ -107,8 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="any serving config key, e.g. server.port=8001 backend.unnorm_key=bridge_orig")
 
-    x = sub.add_parser("export", help="export a run's policy to ONNX + a JSON sidecar (for robot-rl deploy)")
-    x.add_argument("run_dir", type=Path)
+    x = sub.add_parser("export", help="export a run's policy to ONNX + a JSON sidecar (for robot-rl deploy)",
+                       description="Export a run's latest checkpoint: policy.onnx (observation normalization and the "
+                                   "deterministic action head baked in) and policy.json (the observation schema, "
+                                   "the task, the control period, the teacher group's settings, a checksum).")
+    x.add_argument("run_dir", type=Path, help="a run directory (runs/<name>, or a bench cell)")
     x.add_argument("--out", type=Path, default=None, help="output directory (default RUN_DIR/export)")
 
     d = sub.add_parser("deploy", help="run a policy on a robot (or the simulator) through ROS 2")
