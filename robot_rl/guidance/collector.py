@@ -126,8 +126,16 @@ class Guidance:
 
     # -- one env step ------------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Every env starts a new episode (the vec env was reset): nothing queued, no hint, nothing in flight."""
+    def reset(self, states: np.ndarray | None = None) -> None:
+        """Every env starts a new episode (the vec env was reset): nothing queued, no hint, nothing in flight.
+
+        Args:
+            states: ``(N, 38)`` privileged states of the reset's observations, when the caller has them (the
+                ``dp`` feature and compensated targets need them: an answer delivered at once, ``d = 0``, is
+                compensated against this pose, not against the previous episode's last one).
+        """
+        if states is not None:
+            self._states = np.asarray(states, dtype=np.float64)
         dropped = int(self.in_flight.sum())
         self.stats.dropped_at_reset += dropped
         self.episode += 1

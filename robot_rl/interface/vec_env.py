@@ -65,8 +65,9 @@ class TeacherGroupVecEnv(VecEnvWrapper):
     def reset(self):
         """Reset every env and guidance (no hints, nothing in flight); the first observations with their group."""
         obs = self.venv.reset()
-        self.guidance.reset()
-        out = self._with_group(obs, self._states())
+        states = self._states()
+        self.guidance.reset(states)
+        out = self._with_group(obs, states)
         if self.drive_queries:
             self.guidance.prepare(self)
         return out

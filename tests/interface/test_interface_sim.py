@@ -11,6 +11,7 @@ import pytest
 import transforms3d.quaternions as t3q
 
 from robot_rl.config import build_config
+from robot_rl.guidance.targets import interpolate_targets
 from robot_rl.interface import TeacherGroupVecEnv, motion_since
 from robot_rl.trainer import build_env, build_guidance
 
@@ -123,6 +124,28 @@ def test_measured_delay_of_an_in_process_teacher_in_a_worker_thread():
     assert wall < 40 * 0.12
 
 
+def test_compensated_targets_of_an_answer_delivered_at_the_reset():
+    """``d = 0``: the first answer of an episode arrives at the reset itself, and its compensated targets are taken
+    against the reset's own TCP pose (Δp = 0: the answer's own first target), in the first episode (where no step
+    has shown a pose yet) and after a reset that follows other motion.
+    """
+    venv, g = _guided_env(["interface.delay.kind=none", "interface.compensate_targets=true",
+                           "interface.features=[hint,hint_valid,dt,dp]"], episode_steps=20)
+    try:
+        for episode in range(2):
+            venv.reset()
+            g.prepare(venv)
+            targets, valid = g.row()
+            assert valid.all() and np.isfinite(targets).all()
+            first = interpolate_targets(g.interface.hint.astype(np.float32), g.period)[0][:, 0]
+            np.testing.assert_allclose(targets, first, atol=1e-5)
+            for _ in range(5):  # move, so a stale pose would differ from the next reset's
+                g.prepare(venv)
+                venv.step(np.tile(np.array([1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0], dtype=np.float32), (2, 1)))
+    finally:
+        venv.close()
+
+
 ARMS = {
     "a_no_interface": [],
     "b_hint": ["interface.features=[hint]"],
@@ -150,8 +173,9 @@ def test_every_arm_trains_and_evaluates(arm, tmp_path):
     assert size == 35 + {"a_no_interface": 0, "b_hint": 7, "c_hint_dt": 8}.get(arm, 16)
     assert rows[-1]["guidance/queries"] > 0 and 0.0 <= rows[-1]["interface/hint_fraction"] <= 1.0
     if cfg.interface.features:
-        result = evaluate(run.path, 1, delay_steps=10)
-        assert result["delay_steps"] == 10 and result["episodes"] == 1
+        for k in (0, 10):  # at 0 an answer arrives at the reset itself
+            result = evaluate(run.path, 1, delay_steps=k)
+            assert result["delay_steps"] == k and result["episodes"] == 1
     else:
         with pytest.raises(ValueError, match="observes no teacher group"):
             evaluate(run.path, 1, delay_steps=10)
