@@ -341,7 +341,16 @@ def run_cell(cell: Cell, spec: BenchSpec, *, train_fn: Callable | None = None, r
             return record
         wall += time.time() - t0
     if evaluate_delays:
-        evaluate_at_delays(run, spec.eval_delays)
+        try:
+            evaluate_at_delays(run, spec.eval_delays)
+        except (KeyboardInterrupt, ConfigError):
+            raise
+        except Exception as err:  # noqa: BLE001 - recorded like a crashed cell; a re-run retries the evaluation
+            record = {**base, "status": "failed", "wall_s": wall,
+                      "error": f"evaluation at fixed delays: {type(err).__name__}: {err}",
+                      "traceback": traceback.format_exc(), "summary": None}
+            _write_record(run, record)
+            return record
     summary = cell_summary(run, cell.steps, wall or None)
     record = {**base, "status": "done", "wall_s": summary["wall_s"], "error": None, "traceback": None,
               "summary": summary}

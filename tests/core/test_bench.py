@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from robot_rl import bench
@@ -160,3 +161,27 @@ def test_a_tiny_latency_grid_evaluates_at_every_delay_and_reports(tmp_path):
     assert (tmp_path / "RRL-PushCube-Sparse-v1_latency.png").exists()
     summary = json.loads((tmp_path / "results.json").read_text())
     assert set(summary["summary"]["RRL-PushCube-Sparse-v1"]["vlajs+c_hint_dt"]["eval_by_delay"]) == {"0", "5"}
+
+
+@pytest.mark.slow
+def test_a_crashing_evaluation_at_a_delay_is_recorded_and_retried(tmp_path, monkeypatch):
+    """An evaluation at a fixed delay that raises fails its cell (recorded with the error) and the grid goes on;
+    a re-run retries only the evaluation, without retraining.
+    """
+    import robot_rl.trainer
+
+    s = spec(tmp_path, modes=["vlajs"], steps=128, eval_delays=[0],
+             overrides=[*SMALL, "run.eval_episodes=1", "interface.features=[hint]"])
+    real = robot_rl.trainer.evaluate
+
+    def broken(*args, delay_steps=None, **kwargs):  # the training's own final evaluation still works
+        if delay_steps is not None:
+            raise np.linalg.LinAlgError("SVD did not converge")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(robot_rl.trainer, "evaluate", broken)
+    (rec,) = run_grid(s, progress_bar=False, log=lambda _: None)
+    assert rec["status"] == "failed" and "evaluation at fixed delays: LinAlgError" in rec["error"]
+    monkeypatch.setattr(robot_rl.trainer, "evaluate", real)
+    (rec,) = run_grid(s, progress_bar=False, log=lambda _: None, train_fn=lambda cfg: pytest.fail("retrained"))
+    assert rec["status"] == "done" and set(rec["summary"]["eval_by_delay"]) == {"0"}
