@@ -23,6 +23,30 @@ import numpy as np
 SATURATED = 0.99
 
 
+class _ScaledActor:
+    """The run's deterministic policy (:class:`robot_rl.trainer.PolicyActor`) as a rollout actor that records
+    ``max |a_pos|`` and the cosine to the observed hint before scaling the position and rotation actions.
+    """
+
+    def __init__(self, policy, venv, hint_pos: slice, scale: float):
+        self.policy, self.venv, self.hint_pos, self.scale = policy, venv, hint_pos, scale
+        self.peaks: list[float] = []
+        self.cosines: list[float] = []
+
+    def reset(self) -> None:
+        """Nothing to reset: the MLP policy is stateless."""
+
+    def act(self, obs: np.ndarray, view) -> np.ndarray:
+        """The policy's action ``(1, 7)`` with its position and rotation multiplied by the scale."""
+        action = self.policy.act(obs, view).copy()
+        hint, a_pos = self.venv.get_original_obs()[0, self.hint_pos], action[0, :3]
+        self.peaks.append(float(np.abs(a_pos).max()))
+        if np.linalg.norm(hint) > 1e-3 and np.linalg.norm(a_pos) > 1e-6:
+            self.cosines.append(float(a_pos @ hint / np.linalg.norm(a_pos) / np.linalg.norm(hint)))
+        action[0, :6] *= self.scale
+        return action
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a run directory whose policy observes the teacher group")
@@ -33,12 +57,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
 
     from robot_rl.algos import GuidedPPO
+    from robot_rl.rollout import rollout
     from robot_rl.runs import RunDir
-    from robot_rl.trainer import build_env_stack, build_guidance
+    from robot_rl.trainer import PolicyActor, build_env_stack, build_guidance
 
     run = RunDir(args.run)
     cfg = run.config()
-    model = GuidedPPO.load(run.checkpoint / "model.zip", device="cpu", custom_objects={"guidance": None})
+    policy = PolicyActor(GuidedPPO.load(run.checkpoint / "model.zip", device="cpu", custom_objects={"guidance": None}))
     rows = []
     for scale in (float(s) for s in args.scales.split(",")):
         with ExitStack() as stack:
@@ -48,30 +73,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                            guidance=guidance, drive_queries=True)
             if "teacher" not in schema.group_names:
                 raise SystemExit(f"{args.run}: the policy does not observe the teacher group (interface.features)")
-            hint_pos = schema.field_slices("teacher")["hint"]
-            hint_pos = slice(hint_pos.start, hint_pos.start + 3)
-            successes, peaks, cosines = 0, [], []
+            hint = schema.field_slices("teacher")["hint"]
+            actor = _ScaledActor(policy, venv, slice(hint.start, hint.start + 3), scale)
             try:
-                for ep in range(args.episodes):
-                    venv.seed(args.seed + ep)
-                    obs, done = venv.reset(), False
-                    while not done:
-                        hint = venv.get_original_obs()[0, hint_pos]
-                        action, _ = model.predict(obs, deterministic=True)
-                        a_pos = action[0, :3]
-                        peaks.append(float(np.abs(a_pos).max()))
-                        if np.linalg.norm(hint) > 1e-3 and np.linalg.norm(a_pos) > 1e-6:
-                            cosines.append(float(a_pos @ hint / np.linalg.norm(a_pos) / np.linalg.norm(hint)))
-                        action = action.copy()
-                        action[0, :6] *= scale
-                        obs, _, dones, infos = venv.step(action)
-                        done = bool(dones[0])
-                    successes += int(bool(infos[0].get("success", False)))
+                result = rollout(venv, actor, args.episodes, args.seed)
             finally:
                 venv.close()
-        row = {"scale": scale, "success_rate": successes / args.episodes, "mean_max_abs_a_pos": float(np.mean(peaks)),
-               "saturated_fraction": float(np.mean(np.array(peaks) > SATURATED)),
-               "cos_action_hint": float(np.mean(cosines)) if cosines else float("nan")}
+        row = {"scale": scale, "success_rate": result.summary()["success_rate"],
+               "mean_max_abs_a_pos": float(np.mean(actor.peaks)),
+               "saturated_fraction": float(np.mean(np.array(actor.peaks) > SATURATED)),
+               "cos_action_hint": float(np.mean(actor.cosines)) if actor.cosines else float("nan")}
         rows.append(row)
         print(f"scale {scale}: success {row['success_rate']:.2f}, mean max|a_pos| {row['mean_max_abs_a_pos']:.2f}, "
               f"saturated {row['saturated_fraction']:.2f}, cos(a_pos, hint_pos) {row['cos_action_hint']:.2f}",
