@@ -353,6 +353,34 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, timeout_s: float = 60.0, proc: subprocess.Popen | None = None,
+                 log_path: str | None = None) -> None:
+    """Wait until a teacher server answers ``GET url/healthz`` with 200, polling every 0.2 s.
+
+    Args:
+        url: the server's base URL, e.g. ``http://127.0.0.1:8000``.
+        timeout_s: how long to wait (s).
+        proc: the server's process, if this process started it: its exit ends the wait.
+        log_path: the server's log, whose last 2000 characters the error then quotes.
+
+    Raises:
+        RuntimeError: ``proc`` exited first (its exit code and log tail in the message), or ``timeout_s``
+            passed without a 200.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = open(log_path).read()[-2000:] if log_path else "(no log)"
+            raise RuntimeError(f"teacher server exited with code {proc.returncode}:\n{tail}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"teacher server did not answer {url}/healthz within {timeout_s:.0f} s")
+
+
 class SpawnedServer:
     """A ``robot-rl teacher serve`` subprocess owned by a training run (``teacher.kind: spawn``).
 
@@ -391,19 +419,12 @@ class SpawnedServer:
         self._wait_healthy(startup_timeout_s, log_path)
 
     def _wait_healthy(self, timeout_s: float, log_path: str | None) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = open(log_path).read()[-2000:] if log_path else "(no log)"
-                raise RuntimeError(f"teacher server exited with code {self.proc.returncode}:\n{tail}")
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"teacher server did not answer {self.url}/healthz within {timeout_s:.0f} s")
+        try:
+            wait_healthy(self.url, timeout_s, self.proc, log_path)
+        except RuntimeError:
+            if self.proc.poll() is None:  # timed out: the server is still starting, stop it
+                self.stop()
+            raise
 
     def stop(self) -> None:
         """End the server (idempotent)."""

@@ -13,11 +13,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from robot_rl.teachers.remote import wait_healthy
 
 __all__ = ["ROOT", "SIM_CONFIG", "spawn", "stop", "serve_teacher", "wait_healthy", "TeacherRun",
            "run_with_teacher", "teacher_delays"]
@@ -50,27 +51,6 @@ def serve_teacher(port: int, log: Path, *, latency_ms: float = 0.0, period_steps
     """``robot-rl teacher serve --backend scripted`` on ``127.0.0.1:port`` (no batching window: one client)."""
     return spawn(["teacher", "serve", "--backend", "scripted", "--port", str(port), "--latency-ms", str(latency_ms),
                   "--batch-wait-ms", "0", "--control-period-steps", str(period_steps)], 0, log)
-
-
-def wait_healthy(url: str, timeout_s: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    """Wait until ``GET url/healthz`` answers 200.
-
-    Raises:
-        RuntimeError: ``proc`` exited first, or ``timeout_s`` passed.
-    """
-    import requests
-
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the teacher server exited with code {proc.returncode}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"no teacher server at {url} after {timeout_s} s")
 
 
 @dataclass
