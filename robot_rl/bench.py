@@ -299,6 +299,14 @@ def _write_record(run: RunDir, record: dict) -> None:
     tmp.replace(run.path / CELL_RECORD)
 
 
+def _failed(run: RunDir, base: dict, wall_s: float, err: Exception, during: str = "") -> dict:
+    """Record a cell that raised ``err`` (its message prefixed with ``during``) and return the record."""
+    record = {**base, "status": "failed", "wall_s": wall_s, "error": f"{during}{type(err).__name__}: {err}",
+              "traceback": traceback.format_exc(), "summary": None}
+    _write_record(run, record)
+    return record
+
+
 def run_cell(cell: Cell, spec: BenchSpec, *, train_fn: Callable | None = None, resume_fn: Callable | None = None,
              progress_bar: bool = True, evaluate_delays: bool = True) -> dict:
     """Run (or resume, or read) one cell; returns its record.
@@ -335,10 +343,7 @@ def run_cell(cell: Cell, spec: BenchSpec, *, train_fn: Callable | None = None, r
         except (KeyboardInterrupt, ConfigError):
             raise
         except Exception as err:  # noqa: BLE001 - a crashed cell is recorded and the grid goes on
-            record = {**base, "status": "failed", "wall_s": wall + time.time() - t0,
-                      "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(), "summary": None}
-            _write_record(run, record)
-            return record
+            return _failed(run, base, wall + time.time() - t0, err)
         wall += time.time() - t0
     if evaluate_delays:
         try:
@@ -346,11 +351,7 @@ def run_cell(cell: Cell, spec: BenchSpec, *, train_fn: Callable | None = None, r
         except (KeyboardInterrupt, ConfigError):
             raise
         except Exception as err:  # noqa: BLE001 - recorded like a crashed cell; a re-run retries the evaluation
-            record = {**base, "status": "failed", "wall_s": wall,
-                      "error": f"evaluation at fixed delays: {type(err).__name__}: {err}",
-                      "traceback": traceback.format_exc(), "summary": None}
-            _write_record(run, record)
-            return record
+            return _failed(run, base, wall, err, during="evaluation at fixed delays: ")
     summary = cell_summary(run, cell.steps, wall or None)
     record = {**base, "status": "done", "wall_s": summary["wall_s"], "error": None, "traceback": None,
               "summary": summary}
