@@ -292,6 +292,19 @@ class InterfaceConfig(_Section):
         return [f for f in INTERFACE_FEATURES if f in value]  # vector order
 
 
+class MemoryConfig(_Section):
+    """``memory``: the bounded scratchpad (Notes-to-Self; DESIGN.md "Scratchpad memory", issue 13): notes from the
+    teacher's answers, sent back with every query (as text) and given to the policy (the ``memory`` group).
+    """
+
+    enabled: bool = Field(False, description="keep a scratchpad per env and episode: add the memory observation "
+                                             "group and send the scratchpad text with every teacher query")
+    grounding_slots: int = Field(2, ge=1, description="grounding slots (object, position m, env step seen)")
+    plan_slots: int = Field(4, ge=1, description="plan slots (subtask names)")
+    act_slots: int = Field(4, ge=1, description="act slots (completed subtasks, env step done)")
+    max_note_chars: int = Field(1024, ge=1, description="longest teacher note kept; longer ones are cut (counted)")
+
+
 class RunConfig(_Section):
     """``run``: where the run directory goes, checkpoints, the final evaluation and the progress bar."""
 
@@ -315,6 +328,7 @@ class TrainConfig(_Section):
     teacher: TeacherConfig = Field(default_factory=ScriptedTeacherConfig, description="the teacher, by kind")
     guidance: GuidanceConfig = Field(default_factory=GuidanceConfig)
     interface: InterfaceConfig = Field(default_factory=InterfaceConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     @field_validator("teacher", mode="before")
@@ -336,6 +350,9 @@ class TrainConfig(_Section):
         if self.mode == "ppo" and (i.features or i.delay.kind != "none"):
             key = "interface.features" if i.features else "interface.delay.kind"
             raise ValueError(f"{key}: mode ppo has no teacher; the delayed interface needs mode vlajs or rpd")
+        if self.mode == "ppo" and self.memory.enabled:
+            raise ValueError("memory.enabled: mode ppo has no teacher to write notes; the scratchpad needs vlajs or "
+                             "rpd (ppo.recurrent is the inherent-memory baseline)")
         if self.mode == "rpd" and i.delay.kind != "none":
             raise ValueError("interface.delay.kind: rpd asks the teacher at every env step; delays are for vlajs")
         return self

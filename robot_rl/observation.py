@@ -48,6 +48,7 @@ __all__ = [
     "SCHEMA_FILE",
     "schema_for",
     "schema_from_config",
+    "memory_spec_from_config",
     "state_group",
 ]
 
@@ -408,12 +409,23 @@ def schema_for(task_id: str, extra_groups: Iterable[ObsGroup] = ()) -> Observati
 def schema_from_config(cfg) -> ObservationSchema:
     """The observation schema of a run with ``cfg`` (a :class:`robot_rl.config.TrainConfig`): the one place a
     run's observation is decided: the task's ``state`` group, then the ``teacher`` group of
-    ``interface.features`` (the delayed interface, :func:`robot_rl.interface.teacher_group`) when any are set;
-    the scratchpad (issue 13) adds its group here too.
+    ``interface.features`` (the delayed interface, :func:`robot_rl.interface.teacher_group`) when any are set,
+    then the ``memory`` group of the scratchpad (:func:`robot_rl.memory.memory_spec`) when ``memory.enabled``.
     """
     extra = []
     if cfg.interface.features:
         from robot_rl.interface.delayed import teacher_group
 
         extra.append(teacher_group(cfg.interface.features))
+    if cfg.memory.enabled:
+        extra.append(memory_spec_from_config(cfg).group())
     return schema_for(cfg.task, extra)
+
+
+def memory_spec_from_config(cfg):
+    """The :class:`~robot_rl.memory.MemorySpec` of a run with ``cfg``: its task's vocabulary and ``memory.*``."""
+    from robot_rl.envs.obs_layout import resolve_task
+    from robot_rl.memory import memory_spec
+
+    m = cfg.memory
+    return memory_spec(resolve_task(cfg.task), m.grounding_slots, m.plan_slots, m.act_slots, m.max_note_chars)
