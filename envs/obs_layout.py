@@ -308,6 +308,9 @@ OBS_LAYOUTS: dict[str, tuple[ObsField, ...]] = {
     "RRL-PushCube-HiddenGoal-v1": (_QPOS, _QVEL, _TCP_POSE, _PUSH_OBJ),
     # PickPlaceCube without goal_pos and obj_to_goal_pos (36-D).
     "RRL-PickPlaceCube-HiddenGoal-v1": (_QPOS, _QVEL, _IS_GRASPED, _TCP_POSE, _PICK_OBJ, _TCP_TO_OBJ),
+    # memory task (issue 13): PickPlaceCube's observation; the cube's start is in it only until the cube moves
+    "RRL-PickPlaceCube-Restore-v1": (
+        _QPOS, _QVEL, _IS_GRASPED, _TCP_POSE, _PUSH_GOAL, _PICK_OBJ, _TCP_TO_OBJ, _PLACE_OBJ_TO_GOAL),
 }
 
 

@@ -155,23 +155,29 @@ class PickPlaceCubeEnv(BaseEnv):
         """Staged: reach the cube (0..1), grasp (+1), carry it above the region (0..1), lower it into the
         region (0..1), release it there with the arm still (0..1); 5 on success.
         """
+        reward = self.staged_place_reward(self.goal_region.pose.p, info["is_obj_in_region"], info)
+        reward[info["success"]] = 5
+        return reward
+
+    def staged_place_reward(self, target: torch.Tensor, in_region: torch.Tensor, info: dict) -> torch.Tensor:
+        """The staged pick-and-place reward (0..5, without the success bonus) for placing the cube on ``target``
+        ``(N, 3)`` m (world; its xy is the centre), ``in_region`` ``(N,) bool`` the cube is within the radius of it.
+        """
         tcp_to_obj_dist = torch.linalg.norm(self.cube.pose.p - self.agent.tcp.pose.p, dim=1)
         reward = 1 - torch.tanh(5 * tcp_to_obj_dist)
         is_grasped = info["is_grasped"]
         reward += is_grasped
 
-        above_goal = self.goal_region.pose.p.clone()
+        above_goal = target.clone()
         above_goal[:, 2] = self.cube_half_size + 0.05
         carry_dist = torch.linalg.norm(above_goal - self.cube.pose.p, dim=1)
         reward += (1 - torch.tanh(5 * carry_dist)) * is_grasped
 
-        in_region = info["is_obj_in_region"]
         z_above = torch.abs(self.cube.pose.p[:, 2] - self.cube_half_size)
         reward += (1 - torch.tanh(10 * z_above)) * in_region
         released = in_region & info["is_obj_resting"] & ~is_grasped
         static = 1 - torch.tanh(5 * torch.linalg.norm(self.agent.robot.get_qvel()[:, :-2], dim=1))
         reward += static * released
-        reward[info["success"]] = 5
         return reward
 
     def compute_normalized_dense_reward(self, obs: Any, action: Array, info: dict):

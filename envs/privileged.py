@@ -66,7 +66,7 @@ _CUBE_SOURCES = {
 PRIVILEGED_SOURCES: dict[str, dict[str, str]] = {
     task: _CUBE_SOURCES for task in (
         "RRL-PushCube-Sparse-v1", "RRL-PickCube-Sparse-v1", "RRL-PickPlaceCube-Sparse-v1",
-        "RRL-PushCube-HiddenGoal-v1", "RRL-PickPlaceCube-HiddenGoal-v1")
+        "RRL-PushCube-HiddenGoal-v1", "RRL-PickPlaceCube-HiddenGoal-v1", "RRL-PickPlaceCube-Restore-v1")
 }
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "PokeCubeSparseEnv",
     "PushCubeHiddenGoalEnv",
     "PickPlaceCubeHiddenGoalEnv",
+    "PickPlaceCubeRestoreEnv",
     "LONG_HORIZON_FACTOR",
     "PRIVILEGED_STATE_LAYOUT",
     "PRIVILEGED_STATE_DIM",
@@ -631,6 +632,90 @@ class PickPlaceCubeHiddenGoalEnv(_HiddenGoalMixin, PickPlaceCubeSparseEnv):
     """
 
     hidden_obs_keys = ("goal_pos", "obj_to_goal_pos")
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory-dependent tasks (issue 13: the scratchpad)
+# ----------------------------------------------------------------------------------------------
+
+
+@rrl_task(
+    TaskSpec(
+        env_id="RRL-PickPlaceCube-Restore-v1",
+        paper_name="PickPlaceCube-v2-Restore",
+        upstream_id=PICK_PLACE_UPSTREAM_ID,
+        instruction="pick up the cube, place it on the target region, then put it back where it started",
+        max_episode_steps=120,
+    )
+)
+class PickPlaceCubeRestoreEnv(PickPlaceCubeSparseEnv):
+    """
+    **Task Description:**
+    A memory task after Notes-to-Self's Place-Next-to-Restore and MemoryBench's Put-Block-Back, on robot_rl's
+    PickPlaceCube scene: pick up the cube, place it on the red/white target region and let go, then pick it up
+    again and put it back where it started. The start position is in the policy's state only while the cube has
+    not moved (``obj_pose`` is the cube's current pose; nothing else holds the start): once it has, only a memory
+    of it (the scratchpad's grounding, or a recurrent policy's state) says where to put it back. The teacher's
+    privileged state holds no start position either. Sparse reward (1.0 on success, else 0.0); the episode
+    terminates on success. 120 env steps (6 s): the scripted teacher held for D = 4 needs about 75.
+
+    **Randomizations:**
+    - as PickPlaceCube-v2: the cube's xy position is randomized on top of a table in the region [0.1, 0.1] x
+      [-0.1, -0.1]; its z rotation is random
+    - the target region (radius 0.05 m) lies 0.12..0.2 m from the cube in a random direction, centre clipped
+      to [-0.2, 0.2]^2
+
+    **Success Conditions:**
+    - the cube was placed: at some env step of the episode it lay in the target region as PickPlaceCube-v2's
+      success test says (xy within 0.05 m of the centre, resting on the table, released); and now
+    - the cube's xy position is within :attr:`restore_radius` (0.05 m) of its start, it rests on the table (z
+      within 5 mm of 0.02, speed < 0.05 m/s), and it is not grasped
+    """
+
+    #: Success radius (m) around the cube's start xy.
+    restore_radius = 0.05
+
+    def _load_scene(self, options: dict) -> None:
+        super()._load_scene(options)
+        self.start_pos = torch.zeros((self.num_envs, 3), device=self.device)  #: cube start, world m (hidden)
+        self.was_placed = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+
+    def _initialize_episode(self, env_idx: torch.Tensor, options: dict) -> None:
+        super()._initialize_episode(env_idx, options)
+        self.start_pos = self.start_pos.to(self.device)
+        self.was_placed = self.was_placed.to(self.device)
+        self.start_pos[env_idx] = self.cube.pose.p[env_idx].clone()
+        self.was_placed[env_idx] = False
+
+    def evaluate(self):
+        """``success``: placed earlier in the episode, now back at its start, resting and released."""
+        info = super().evaluate()
+        placed_now = info["success"]  # PickPlaceCube-v2's test: in the region, resting, released
+        self.was_placed = self.was_placed | placed_now
+        start_dist = torch.linalg.norm(self.cube.pose.p[:, :2] - self.start_pos[:, :2], dim=1)
+        is_obj_at_start = start_dist < self.restore_radius
+        info.update(
+            is_placed_now=placed_now,
+            was_placed=self.was_placed.clone(),
+            is_obj_at_start=is_obj_at_start,
+            obj_to_start_dist=start_dist,
+            success=self.was_placed & is_obj_at_start & info["is_obj_resting"] & ~info["is_grasped"],
+        )
+        return info
+
+    def compute_dense_reward(self, obs: Any, action: Any, info: dict):
+        """Two stages of PickPlaceCube's staged reward: placing on the region (0..5), then, once placed, 5 plus
+        placing back on the start (0..5); 10 on success.
+        """
+        place = self.staged_place_reward(self.goal_region.pose.p, info["is_obj_in_region"], info)
+        restore = 5 + self.staged_place_reward(self.start_pos, info["is_obj_at_start"], info)
+        reward = torch.where(info["was_placed"], restore, place)
+        reward[info["success"]] = 10
+        return reward
+
+    def compute_normalized_dense_reward(self, obs: Any, action: Any, info: dict):
+        """:meth:`compute_dense_reward` scaled to [0, 1] (its maximum, on success, is 10)."""
+        return self.compute_dense_reward(obs=obs, action=action, info=info) / 10.0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -46,9 +46,11 @@ class TeacherActor:
         return np.where(valid[:, None], targets, self.idle)
 
 
-def teacher_guidance(teacher: Teacher, hold: bool, delay_steps: int = 0, seed: int = 0):
+def teacher_guidance(teacher: Teacher, hold: bool, delay_steps: int = 0, seed: int = 0, memory=None):
     """The guidance component that runs a teacher as the policy of one env: no budget, no annealing; a query
-    whenever nothing is in flight and (``hold``) the last answer has played out; answers ``delay_steps`` late.
+    whenever nothing is in flight and (``hold``) the last answer has played out; answers ``delay_steps`` late;
+    ``memory`` (a :class:`~robot_rl.memory.MemorySpec`) keeps the teacher's notes in a scratchpad sent back with
+    every query, as training with ``memory.enabled`` does.
     """
     from robot_rl.guidance import Guidance, QueryScheduler
     from robot_rl.guidance.delay import DelayModel
@@ -57,7 +59,7 @@ def teacher_guidance(teacher: Teacher, hold: bool, delay_steps: int = 0, seed: i
                                deactivate_threshold=None, seed=seed)
     scheduler.begin_rollout(None)
     delay = DelayModel("fixed", steps=int(delay_steps)) if delay_steps else DelayModel("none")
-    return Guidance(teacher, scheduler, 1, requery_active=not hold, delay=delay)
+    return Guidance(teacher, scheduler, 1, requery_active=not hold, delay=delay, memory=memory)
 
 
 def run_teacher_as_policy(
@@ -69,6 +71,7 @@ def run_teacher_as_policy(
     max_episode_steps: int | None = None,
     hold: bool = False,
     delay_steps: int = 0,
+    memory: bool = False,
 ) -> dict:
     """Roll out ``teacher`` as the policy for ``episodes`` episodes of ``task`` (:func:`robot_rl.rollout.rollout`).
 
@@ -89,6 +92,8 @@ def run_teacher_as_policy(
         hold: False queries every env step; True queries once per ``D`` env steps and replays the
             answer open loop (the teacher as ``vlajs`` training uses it).
         delay_steps: env steps from a query's observation to its answer (0: at once).
+        memory: keep the teacher's notes in a scratchpad (the task's vocabulary, default slots) and send it with
+            every query (issue 13); False sends none (a teacher without memory).
 
     Returns:
         ``{"success_rate": float in [0, 1], "mean_return": float (mean undiscounted episode return),
@@ -106,7 +111,13 @@ def run_teacher_as_policy(
     from robot_rl.interface import TeacherGroupVecEnv
     from robot_rl.rollout import rollout
 
-    guidance = teacher_guidance(teacher, hold, delay_steps, seed)
+    spec = None
+    if memory:
+        from robot_rl.envs.obs_layout import resolve_task
+        from robot_rl.memory import memory_spec
+
+        spec = memory_spec(resolve_task(task))
+    guidance = teacher_guidance(teacher, hold, delay_steps, seed, memory=spec)
     venv = TeacherGroupVecEnv(make_vec_env(task, num_envs=1, max_episode_steps=max_episode_steps, seed=seed,
                                            in_process=True), guidance, drive_queries=True)
     try:
@@ -124,6 +135,7 @@ def run_teacher_as_policy(
         "invalid_answers": st.invalid,
         "grasp_rate": summary["grasp_rate"],
         "mean_closest_approach_m": summary["mean_closest_approach_m"],
+        "memory_stats": None if guidance.memory is None else guidance.memory.metrics(),
     }
 
 
@@ -151,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--hold", action="store_true", help="query once per control period and replay the answer (as used)")
     p.add_argument("--delay-steps", type=int, default=0, help="answers arrive this many env steps late (0.05 s each)")
+    p.add_argument("--memory", action="store_true",
+                   help="keep the teacher's notes in a scratchpad sent with every query")
     args = p.parse_args(argv)
     kwargs: dict[str, Any] = {}
     for item in args.arg:
@@ -165,9 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
     teacher = make_teacher(args.kind, **kwargs)
     t0 = time.perf_counter()
     result = run_teacher_as_policy(teacher, spec.env_id, args.episodes, args.seed, hold=args.hold,
-                                   delay_steps=args.delay_steps)
+                                   delay_steps=args.delay_steps, memory=args.memory)
     result.update(task=args.task, episodes=args.episodes, seed=args.seed, kind=args.kind, teacher_args=kwargs,
-                  hold=args.hold, wall_s=round(time.perf_counter() - t0, 2))
+                  hold=args.hold, memory=args.memory, wall_s=round(time.perf_counter() - t0, 2))
     print(json.dumps(result))
     return result
 

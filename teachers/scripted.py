@@ -8,7 +8,15 @@ itself lives in :mod:`robot_rl.teachers.plans`, one module per task on a public 
 
 It is *stateless*: every answer is computed from the privileged state of the queried step alone (the
 current phase is inferred from geometry), so the trainer may query it sparsely at arbitrary steps, for
-any subset of envs, in any order.
+any subset of envs, in any order. On the memory tasks (issue 13) an answer also reads the row's scratchpad
+(``request.scratchpads``, the notes its own earlier answers wrote) and writes a note on a subtask transition
+(``TeacherResponse.notes``, :mod:`robot_rl.memory`): still no state inside the teacher, the memory travels with
+the request. A planner module that reads notes sets ``READS_NOTES = True`` and has the signature
+``plan(motion, states (N, S) float64, notes: list[Notes | None], steps (N,) int64) -> (actions (N, 7), phases,
+notes: list[str])``: ``notes[i]`` is row ``i``'s parsed scratchpad (``None`` when the request sent none: a
+teacher without memory), ``steps[i]`` the env step of its observation (``request.obs_steps``, 0 when absent),
+and it returns one note per row (``""``: none). Notes are written from the queried state alone, never from
+hidden simulator state (``tests/teachers/test_memory_notes.py``).
 
 Privileged state (``request.states``, ``(B, 38) float32``; the PushCube and PickCube planners read the first
 20; world frame, metres, quaternions ``wxyz``): :data:`robot_rl.envs.PRIVILEGED_STATE_LAYOUT`.
@@ -51,6 +59,7 @@ import numpy as np
 
 from robot_rl.envs.privileged import CUBE_STATE_DIM, PRIVILEGED_STATE_DIM
 from robot_rl.geometry import ACTION_DIM, POS_SLICE, rotate_about_axis
+from robot_rl.memory import memory_spec, parse_notes
 from robot_rl.teachers.base import TeacherRequest, TeacherRequestError, TeacherResponse, TeacherSpec
 from robot_rl.teachers.plans.common import Motion, scale_clip
 
@@ -66,20 +75,43 @@ PLANNERS: dict[str, tuple[str, int]] = {
     "LiftPegUpright": ("robot_rl.teachers.plans.lift_peg_upright", PRIVILEGED_STATE_DIM),
     "PegInsertionSide": ("robot_rl.teachers.plans.peg_insertion_side", PRIVILEGED_STATE_DIM),
     "PokeCube": ("robot_rl.teachers.plans.poke_cube", PRIVILEGED_STATE_DIM),
+    # memory tasks (issue 13): their planners read and write the scratchpad (READS_NOTES)
+    "PickPlaceCubeRestore": ("robot_rl.teachers.plans.pick_place_restore", PRIVILEGED_STATE_DIM),
+    "TakeItBack": ("robot_rl.teachers.plans.take_it_back", PRIVILEGED_STATE_DIM),
+    "RememberColor3": ("robot_rl.teachers.plans.remember_color", PRIVILEGED_STATE_DIM),
+}
+#: Variant names that make a family of their own (a different task, not the same scene with less observed).
+MEMORY_VARIANTS = ("Restore",)
+#: Task ids of the memory families (env id, paper name: robot_rl.envs.TASKS), which have no sparse / LH variants.
+MEMORY_TASK_IDS: dict[str, tuple[str, ...]] = {
+    "PickPlaceCubeRestore": ("RRL-PickPlaceCube-Restore-v1", "PickPlaceCube-v2-Restore"),
+    "TakeItBack": ("RRL-TakeItBack-v0", "TakeItBack-v0"),
+    "RememberColor3": ("RRL-RememberColor3-v0", "RememberColor3-v0"),
 }
 
 
 @functools.cache
-def _plan_function(module: str):
-    """The ``plan`` function of a planner module, imported once (the teacher is asked every few env steps)."""
-    return importlib.import_module(module).plan
+def _planner_module(module: str):
+    """A planner module, imported once (the teacher is asked every few env steps)."""
+    return importlib.import_module(module)
+
+
+@functools.cache
+def _reading_spec(task_id: str):
+    """The vocabulary the teacher reads a row's scratchpad with (generous slots: reading never evicts)."""
+    from robot_rl.envs.obs_layout import resolve_task
+
+    return memory_spec(resolve_task(task_id), grounding_slots=16, plan_slots=16, act_slots=16)
 
 
 def task_family(task_id: str) -> str:
     """The task name inside a task id: ``"RRL-PickCube-Sparse-LH-v1"``, ``"PickCube-v2"``, ``"PickCube-v1"``
-    -> ``"PickCube"``; ``"PickPlaceCube-rrl-v1"`` -> ``"PickPlaceCube"``.
+    -> ``"PickCube"``; ``"PickPlaceCube-rrl-v1"`` -> ``"PickPlaceCube"``; a memory variant is a family of its
+    own: ``"RRL-PickPlaceCube-Restore-v1"`` -> ``"PickPlaceCubeRestore"`` (:data:`MEMORY_VARIANTS`).
     """
-    return str(task_id).removeprefix("RRL-").split("-")[0]
+    parts = str(task_id).removeprefix("RRL-").split("-")
+    variant = next((p for p in parts[1:] if p in MEMORY_VARIANTS), "")
+    return parts[0] + variant
 
 
 #: Families with a hidden-goal variant (``RRL-<family>-HiddenGoal-v1``, ``<family>-v2-HiddenGoal``; issue 12):
@@ -89,6 +121,8 @@ HIDDEN_GOAL_FAMILIES = ("PushCube", "PickPlaceCube")
 
 
 def _task_ids(family: str) -> tuple[str, ...]:
+    if family in MEMORY_TASK_IDS:
+        return MEMORY_TASK_IDS[family]
     ids = (f"RRL-{family}-Sparse-v1", f"RRL-{family}-Sparse-LH-v1", f"{family}-v2", f"{family}-v2-LH", f"{family}-v1")
     if family in HIDDEN_GOAL_FAMILIES:
         ids += (f"RRL-{family}-HiddenGoal-v1", f"{family}-v2-HiddenGoal")
@@ -144,8 +178,8 @@ class ScriptedTeacher:
     Rows whose clean position delta is zero are left unchanged by the knobs.
 
     Attributes:
-        spec: needs the privileged state (up to 38 columns), no image, no statistics, writes no notes;
-            ``control_period_steps`` and ``model_id`` as given.
+        spec: needs the privileged state (up to 38 columns), no image, no statistics, writes notes (on the
+            memory tasks; ``""`` elsewhere); ``control_period_steps`` and ``model_id`` as given.
 
     Raises (from the constructor): ``ValueError`` for ``control_period_steps < 1``, a ``wrong_fraction``
     outside [0, 1], a negative noise or latency, ``position_gain <= 0`` or an unknown ``task``. From
@@ -177,7 +211,7 @@ class ScriptedTeacher:
             raise ValueError(f"unknown task {task!r}; supported task families: {', '.join(PLANNERS)}")
         self.motion = Motion(control_period_steps, position_gain)  # ValueError for D < 1 or a gain <= 0
         self.spec = TeacherSpec(model_id=model_id, control_period_steps=self.motion.period_steps, needs_image=False,
-                                needs_state=True, state_dim=PRIVILEGED_STATE_DIM)
+                                needs_state=True, state_dim=PRIVILEGED_STATE_DIM, writes_notes=True)
         self.direction_noise_deg = float(direction_noise_deg)
         self.bias_rotation_deg = float(bias_rotation_deg)
         self.wrong_fraction = float(wrong_fraction)
@@ -197,8 +231,9 @@ class ScriptedTeacher:
         Returns:
             ``TeacherResponse`` with ``actions`` ``(B, 7) float32`` (period deltas, see
             :mod:`robot_rl.teachers.base`), ``latency_s`` = measured wall time of this call for every
-            row (including the simulated latency), ``model_id``, and ``extras["phases"]`` (``B`` phase
-            names, for debugging). No notes.
+            row (including the simulated latency), ``model_id``, ``notes`` (``B`` texts, ``""`` for a row without
+            a note: every row of a task whose planner reads no notes) and ``extras["phases"]`` (``B`` phase
+            names, for debugging).
         """
         t0 = time.perf_counter()
         task_ids = self._task_ids(request)
@@ -207,12 +242,24 @@ class ScriptedTeacher:
 
         actions = np.zeros((n, ACTION_DIM), dtype=np.float64)
         phases = [""] * n
+        notes = [""] * n
+        steps = (np.zeros(n, dtype=np.int64) if request.obs_steps is None
+                 else np.asarray(request.obs_steps, dtype=np.int64))
         families = np.array([task_family(t) for t in task_ids])
         for family in dict.fromkeys(families):
             mask = families == family
-            acts, ph = _plan_function(PLANNERS[family][0])(self.motion, states[mask])
+            rows = np.nonzero(mask)[0]
+            module = _planner_module(PLANNERS[family][0])
+            if getattr(module, "READS_NOTES", False):
+                pads = [None if request.scratchpads is None
+                        else parse_notes(request.scratchpads[i], _reading_spec(task_ids[i])) for i in rows]
+                acts, ph, written = module.plan(self.motion, states[mask], pads, steps[mask])
+                for i, note in zip(rows, written):
+                    notes[i] = note
+            else:
+                acts, ph = module.plan(self.motion, states[mask])
             actions[mask] = acts
-            for i, p in zip(np.nonzero(mask)[0], ph):
+            for i, p in zip(rows, ph):
                 phases[i] = p
         actions[:, POS_SLICE] = self._perturb(actions[:, POS_SLICE])
 
@@ -222,6 +269,7 @@ class ScriptedTeacher:
             actions=actions.astype(np.float32),
             latency_s=time.perf_counter() - t0,
             model_id=self.spec.model_id,
+            notes=notes,
             extras={"phases": phases},
         )
 

@@ -28,6 +28,7 @@ Invalid answers (NaN, wrong shape, out of range) are dropped and counted; they n
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -40,7 +41,10 @@ from robot_rl.guidance.delay import DelayModel, steps_of_latency
 from robot_rl.guidance.schedule import QueryScheduler
 from robot_rl.guidance.targets import TargetTracker, interpolate_targets, validate_teacher_actions
 from robot_rl.interface.delayed import DelayedInterface, compensated_targets
+from robot_rl.memory import MemorySpec, Scratchpad
 from robot_rl.teachers.base import Teacher, TeacherRequest
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,6 +75,7 @@ class _Batch:
     answers: np.ndarray | None = None  #: (k, 7) the answer, once known
     valid: np.ndarray | None = None  #: (k,) bool
     handle: object = None  #: a pending asynchronous answer (``done()``, ``result()``), measured delay only
+    notes: list | None = None  #: (k,) the answer's scratchpad notes, once known (None: the teacher wrote none)
 
 
 class Guidance:
@@ -88,11 +93,16 @@ class Guidance:
         features: ``interface.features`` (the ``teacher`` group; empty: none).
         compensate_targets: targets of a late answer are the displacement still remaining
             (:func:`~robot_rl.interface.delayed.compensated_targets`).
+        memory: the scratchpad's spec (``memory.enabled``, :mod:`robot_rl.memory`), or None. With one, guidance
+            owns the envs' :class:`~robot_rl.memory.Scratchpad`: every query sends its env's scratchpad text, an
+            answer's note is written when the answer is delivered (a lost or invalid answer loses only its own
+            note), and an episode's scratchpad is cleared when it ends. A teacher whose spec writes no notes
+            leaves it empty (a warning, once).
     """
 
     def __init__(self, teacher: Teacher, scheduler: QueryScheduler, num_envs: int, requery_active: bool = False,
                  delay: DelayModel | None = None, features: tuple[str, ...] | list[str] = (),
-                 compensate_targets: bool = False):
+                 compensate_targets: bool = False, memory: MemorySpec | None = None):
         self.teacher = teacher
         self.scheduler = scheduler
         self.num_envs = int(num_envs)
@@ -112,6 +122,21 @@ class Guidance:
         self._pool: ThreadPoolExecutor | None = None
         self._rollout_delays: list[int] = []
         self._rollout_hint_steps = self._rollout_env_steps = 0
+        self.memory = None if memory is None else Scratchpad(memory, self.num_envs)
+        if self.memory is not None and not teacher.spec.writes_notes:
+            _log.warning("memory.enabled, but the teacher %r writes no notes: the scratchpad (and the memory "
+                         "observation group) stays empty", teacher.spec.model_id)
+
+    @property
+    def memory_group(self):
+        """The ``memory`` observation group (:class:`~robot_rl.observation.ObsGroup`), or None without memory."""
+        return None if self.memory is None else self.memory.spec.group()
+
+    def memory_features(self) -> np.ndarray:
+        """The ``memory`` group ``(N, size) float32`` of the current observations (``(N, 0)`` without memory)."""
+        if self.memory is None:
+            return np.zeros((self.num_envs, 0), dtype=np.float32)
+        return self.memory.vector()
 
     @property
     def teacher_group(self):
@@ -143,6 +168,8 @@ class Guidance:
         self._batches = []
         self.tracker.advance(np.ones(self.num_envs, dtype=bool))
         self.interface.reset(np.arange(self.num_envs))
+        if self.memory is not None:
+            self.memory.clear()
         self._row = None
 
     def advance(self, dones: np.ndarray, states: np.ndarray | None = None) -> None:
@@ -167,6 +194,8 @@ class Guidance:
             self.episode[dones] += 1
             self.stats.dropped_at_reset += int((self.in_flight & dones).sum())
             self.in_flight[dones] = False
+            if self.memory is not None:
+                self.memory.clear(dones)
         if states is not None:
             self._states = np.asarray(states, dtype=np.float64)
         self._deliver_due()
@@ -209,7 +238,8 @@ class Guidance:
         states = np.asarray(view.states, dtype=np.float64)
         request = TeacherRequest(instructions=view.instructions, images=view.images, states=view.states,
                                  task_ids=view.task_ids, obs_steps=self.interface.step[idx].copy(),
-                                 obs_times_s=np.full(idx.size, time.time()))
+                                 obs_times_s=np.full(idx.size, time.time()),
+                                 scratchpads=None if self.memory is None else self.memory.texts(idx))
         batch = _Batch(idx, self.episode[idx].copy(), self.interface.step[idx].copy(), states)
         self.stats.queries += idx.size
         self.in_flight[idx] = True
@@ -247,6 +277,8 @@ class Guidance:
         batch.valid = valid
         batch.answers = (np.nan_to_num(np.asarray(response.actions, dtype=np.float64)) if valid.any()
                          else np.zeros((batch.env_idx.size, ACTION_DIM)))
+        notes = getattr(response, "notes", None)
+        batch.notes = list(notes) if notes is not None and len(notes) == batch.env_idx.size else None
         if self.delay.measured:
             batch.due = batch.obs_step + steps_of_latency(response.latency_s)
 
@@ -272,13 +304,18 @@ class Guidance:
             if pending.any():
                 keep.append(_Batch(batch.env_idx[pending], batch.episode[pending], batch.obs_step[pending],
                                    batch.states[pending], batch.due[pending], batch.answers[pending],
-                                   batch.valid[pending], batch.handle))
+                                   batch.valid[pending], batch.handle,
+                                   None if batch.notes is None else [n for n, p in zip(batch.notes, pending) if p]))
         self._batches = keep
 
     def _deliver(self, batch: _Batch, due: np.ndarray) -> None:
         env = batch.env_idx[due]
         self.in_flight[env] = False
         ok = batch.valid[due]
+        if self.memory is not None and batch.notes is not None:
+            for i, note, good in zip(env, (n for n, d in zip(batch.notes, due) if d), ok):
+                if good:
+                    self.memory.write(int(i), note)
         if ok.any():
             e = env[ok]
             self.interface.deliver(e, batch.answers[due][ok], batch.obs_step[due][ok], batch.states[due][ok])
@@ -367,6 +404,8 @@ class Guidance:
             "guidance/teacher_latency_s": st.teacher_time_s / max(st.teacher_calls, 1),
             **interface,
         }
+        if self.memory is not None:
+            out.update(self.memory.metrics())
         remote = getattr(self.teacher, "stats", None)  # RemoteTeacher: server faults
         if remote is not None:
             for key in ("failures", "skipped", "reconnects"):

@@ -1,12 +1,13 @@
-"""The vec-env wrapper that moves guidance on at every env step and appends the ``teacher`` observation group.
+"""The vec-env wrapper that moves guidance on at every env step and appends the ``teacher`` and ``memory``
+observation groups.
 
 :class:`TeacherGroupVecEnv` sits between the task's vec env (with its episode statistics) and the observation
 normalization: ``VecNormalize(TeacherGroupVecEnv(VecMonitor(vec env)))``. At every ``step_wait`` it tells the
 :class:`~robot_rl.guidance.Guidance` component that one env step has passed (episodes that ended, the
 privileged states of the new observations when the ``dp`` feature or compensated targets need them), so the
 answers due now are delivered *before* the policy sees the new observation, and it appends the ``teacher``
-group (:mod:`robot_rl.interface.delayed`) to each observation in the run's schema order (``state`` then
-``teacher``; :mod:`robot_rl.observation`).
+group (:mod:`robot_rl.interface.delayed`) and the ``memory`` group (guidance's scratchpad, :mod:`robot_rl.memory`)
+to each observation in the run's schema order (``state``, ``teacher``, ``memory``; :mod:`robot_rl.observation`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ class TeacherGroupVecEnv(VecEnvWrapper):
         self.guidance = guidance
         self.drive_queries = bool(drive_queries)
         group = guidance.teacher_group
-        self.extra = group.size if group is not None else 0
+        self.teacher_size = group.size if group is not None else 0
+        memory = getattr(guidance, "memory_group", None)
+        self.extra = self.teacher_size + (memory.size if memory is not None else 0)
         self.needs_states = bool(group is not None and any(f.name.startswith("dp") for f in group.fields)) or bool(
             guidance.compensate)
         space = venv.observation_space
@@ -58,7 +61,10 @@ class TeacherGroupVecEnv(VecEnvWrapper):
     def _with_group(self, obs: np.ndarray, states: np.ndarray | None) -> np.ndarray:
         if not self.extra:
             return obs
-        feats = self.guidance.teacher_features(states)
+        parts = [self.guidance.teacher_features(states)] if self.teacher_size else []
+        if self.extra > self.teacher_size:
+            parts.append(self.guidance.memory_features())
+        feats = np.concatenate(parts, axis=1).astype(np.float32)
         self._last = feats
         return np.concatenate([np.asarray(obs, dtype=np.float32), feats], axis=1)
 

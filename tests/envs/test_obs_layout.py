@@ -41,13 +41,16 @@ EXPECTED_DIM = {
     # the hidden-goal variants (issue 12): PushCube without goal_pos, PickPlaceCube without goal_pos, obj_to_goal_pos
     "RRL-PushCube-HiddenGoal-v1": 35 - 3,
     "RRL-PickPlaceCube-HiddenGoal-v1": 42 - 6,
+    # the memory task (issue 13): PickPlaceCube's observation
+    "RRL-PickPlaceCube-Restore-v1": 42,
 }
 TASK_IDS = list(EXPECTED_DIM)
 #: The tasks with a long-horizon variant (the six sparse ones).
 LH_TASK_IDS = [t for t in TASK_IDS if t.endswith("-Sparse-v1")]
 #: Hidden-goal task -> its sparse task, whose simulator internals it reads.
 SPARSE_OF = {"RRL-PushCube-HiddenGoal-v1": "RRL-PushCube-Sparse-v1",
-             "RRL-PickPlaceCube-HiddenGoal-v1": "RRL-PickPlaceCube-Sparse-v1"}
+             "RRL-PickPlaceCube-HiddenGoal-v1": "RRL-PickPlaceCube-Sparse-v1",
+             "RRL-PickPlaceCube-Restore-v1": "RRL-PickPlaceCube-Sparse-v1"}
 ATOL = 1e-6  # obs is float32 of the same float32 simulator values: equal up to the cast
 #: The field each scripted rollout must visibly move (> 1 cm), so its pinned values are not just the reset pose.
 MOVED_FIELD = {
@@ -57,6 +60,7 @@ MOVED_FIELD = {
     "RRL-PegInsertionSide-Sparse-v1": "peg_pose",
     "RRL-PokeCube-Sparse-v1": "peg_pose",
     "RRL-PickPlaceCube-HiddenGoal-v1": "obj_pose",
+    "RRL-PickPlaceCube-Restore-v1": "obj_pose",
 }
 
 
