@@ -80,8 +80,16 @@ class TopicsConfig(_Section):
                                                   "sim bridge's /robot_rl/sim/episode): the teacher group is reset; "
                                                   "null on a real robot, where activate starts an episode")
     teacher_answers: str = Field("/robot_rl/teacher_answers",
-                                 description="out: std_msgs/String, one JSON line per teacher answer the node got "
-                                             "(recorded with --record; replay feeds them back)")
+                                 description="out: std_msgs/String, one JSON line per teacher answer the node got, "
+                                             "with its scratchpad note (recorded with --record; replay feeds them "
+                                             "back)")
+    reset_episode: str | None = Field("/robot_rl/reset_episode",
+                                      description="in: std_msgs/Empty, a new episode or task starts: the scratchpad "
+                                                  "and the teacher's hint are cleared, answers in flight dropped "
+                                                  "(also the ~/reset_episode Trigger service; null: service only)")
+    observation: str | None = Field(None, description="out: std_msgs/Float32MultiArray, the observation the policy "
+                                                      "was given at each step (the sidecar's schema order; for "
+                                                      "debugging and recordings; null: off)")
 
 
 class FramesConfig(_Section):

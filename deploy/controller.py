@@ -11,6 +11,13 @@ A policy with a ``teacher`` observation group (the delayed semantic interface) g
 :class:`~robot_rl.deploy.teacher.TeacherClient`, or a recording's in a replay) are handled first, the group is
 appended to the state, and when a query is due it is submitted (never waited for). The teacher group is optional:
 it ages, it never trips the watchdog.
+
+A policy with a ``memory`` observation group (the scratchpad, DESIGN.md "Scratchpad memory") gets it from the same
+channel: its :class:`~robot_rl.memory.Scratchpad` is rebuilt from the sidecar's ``memory`` group alone
+(:meth:`MemorySpec.from_group <robot_rl.memory.MemorySpec.from_group>`), filled with the notes of the answers as
+they are delivered, sent as text with every query, and emptied at every new episode (:meth:`PolicyController.
+new_episode`: activate, the episode topic, the node's ``~/reset_episode``). A memory-only policy (no ``teacher``
+group) still queries the teacher, for its notes.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class StepResult:
     teacher_answers: list = field(default_factory=list)
     query: object = None  #: the :class:`~robot_rl.deploy.teacher.TeacherQuery` submitted at this step, if any
     teacher: dict | None = None  #: the teacher channel's status after the step (None without a teacher group)
+    obs: np.ndarray | None = None  #: ``(obs_dim,) float32`` the policy was given (None when no observation)
 
 
 class PolicyController:
@@ -54,15 +62,17 @@ class PolicyController:
             :class:`~robot_rl.deploy.teacher.RecordedAnswers`, or None (no queries: the hint never arrives).
 
     Attributes:
-        teacher: the :class:`~robot_rl.deploy.teacher.TeacherChannel`, or None (a state-only policy).
+        teacher: the :class:`~robot_rl.deploy.teacher.TeacherChannel`, or None (a policy with neither a ``teacher``
+            nor a ``memory`` group).
 
     Raises:
         ValueError: the sidecar does not match the ONNX file; its observation schema differs from the one this
             node builds for the configured task (:attr:`DeployConfig.task`, default the sidecar's): a
             :class:`~robot_rl.observation.SchemaMismatch` naming the group and the field; the schema has a
-            group or a field the ROS inputs cannot provide (named); the task differs from the config's; or the
-            policy observes the ``teacher`` group and ``teacher.url`` is not set (without a ``teacher_link``) or
-            its period is known neither from the sidecar nor from ``teacher.period_steps``.
+            group or a field the ROS inputs cannot provide (named); the task differs from the config's; a
+            ``memory`` group that is not a scratchpad's layout (named); or the policy observes the ``teacher`` or
+            ``memory`` group and ``teacher.url`` is not set (without a ``teacher_link``) or its period is known
+            neither from the sidecar nor from ``teacher.period_steps``.
         FileNotFoundError: a file of the policy is missing.
     """
 
@@ -76,14 +86,24 @@ class PolicyController:
         self.task = side["task"]["id"]
         schema = self.policy.schema
         for g in schema.groups:
-            if g.name not in ("state", "teacher"):
+            if g.name not in ("state", "teacher", "memory"):
                 raise ValueError(f"the policy observes the {g.name!r} group (first field {g.fields[0].name!r}), "
                                  "which this node does not assemble")
         features = features_of_group(schema.group("teacher")) if "teacher" in schema.group_names else None
+        memory = None  #: the scratchpad's MemorySpec, rebuilt from the memory group alone
+        if "memory" in schema.group_names:
+            from robot_rl.memory import DEFAULT_MAX_NOTE_CHARS, MemorySpec
+
+            chars = int(side.get("memory", {}).get("max_note_chars", DEFAULT_MAX_NOTE_CHARS))
+            try:
+                memory = MemorySpec.from_group(schema.group("memory"), max_note_chars=chars)
+            except ValueError as exc:
+                raise ValueError(f"the policy's sidecar ({self.policy.dir}): {exc}") from None
         # The node's own view of the task's observation: its state group from this version's layouts (with the
-        # ROS source of every field) and this version's teacher group; a policy that observes anything else is
-        # refused here, not at run time.
-        groups = (state_group(self.task),) + ((teacher_group(features),) if features else ())
+        # ROS source of every field), this version's teacher group and the scratchpad's memory group; a policy
+        # that observes anything else is refused here, not at run time.
+        groups = ((state_group(self.task),) + ((teacher_group(features),) if features else ())
+                  + ((memory.group(),) if memory is not None else ()))
         expected = ObservationSchema(self.task, groups)
         theirs = ObservationSchema(self.task, tuple(schema.group(g.name) for g in groups))
         if side["format_version"] == 1 and expected.differences(theirs):
@@ -96,11 +116,14 @@ class PolicyController:
         base = side["observation"].get("robot_base_pose_world", {})
         privileged = None
         self.privileged_note = ""  #: why the node assembles no privileged state (empty when it does)
-        if features:
+        queries = bool(features) or memory is not None  # the node queries a teacher (for hints, notes or both)
+        if queries:
             if cfg.teacher.url is None and teacher_link is None:
-                raise ValueError(f"the policy in {self.policy.dir} observes the teacher group ({', '.join(features)}) "
-                                 "but teacher.url is not set in the deploy config (the teacher server, robot-rl "
-                                 "teacher serve)")
+                what = " and ".join(([f"the teacher group ({', '.join(features)})"] if features else [])
+                                    + (["the memory group (the scratchpad, written from the teacher's notes)"]
+                                       if memory is not None else []))
+                raise ValueError(f"the policy in {self.policy.dir} observes {what} but teacher.url is not set in the "
+                                 "deploy config (the teacher server, robot-rl teacher serve)")
             from robot_rl.envs.privileged import privileged_fields
 
             try:
@@ -110,7 +133,7 @@ class PolicyController:
         self.assembler = ObservationAssembler(
             schema, cfg.joint_names, cfg.frames.base,
             (base.get("position_m", (0, 0, 0)), base.get("quaternion_wxyz", (1, 0, 0, 0))),
-            privileged=privileged, history_s=cfg.teacher.history_s if features else None,
+            privileged=privileged, history_s=cfg.teacher.history_s if queries else None,
         )
         missing = [k for k in self.assembler.required_inputs if getattr(cfg.topics, k, None) is None]
         if missing:
@@ -124,15 +147,17 @@ class PolicyController:
         self.image: tuple[float, np.ndarray] | None = None  #: latest camera image: (header stamp s, (H, W, 3) uint8)
         self.image_rejected = 0
         self.images_received = 0
-        if features:
-            period = cfg.teacher.period_steps or side.get("teacher", {}).get("control_period_steps")
+        if queries:
+            period = (cfg.teacher.period_steps or side.get("teacher", {}).get("control_period_steps")
+                      or side.get("memory", {}).get("control_period_steps"))
             if period is None:
                 raise ValueError(f"the policy's sidecar ({self.policy.dir}) has no teacher section (exported before "
                                  "it was written): set teacher.period_steps in the deploy config to the D it was "
                                  "trained with, or re-export it")
             t = cfg.teacher
-            self.teacher = TeacherChannel(features, int(period), self.period_s, self.policy.instruction, self.task,
-                                          backoff_s=t.backoff_s, max_backoff_s=t.max_backoff_s)
+            self.teacher = TeacherChannel(tuple(features or ()), int(period), self.period_s, self.policy.instruction,
+                                          self.task, backoff_s=t.backoff_s, max_backoff_s=t.max_backoff_s,
+                                          memory=memory)
 
     # -- episodes and inputs the teacher reads -------------------------------------------------------
 
@@ -145,10 +170,17 @@ class PolicyController:
         self.safety.activate(self.assembler.ee_pose())
         self.new_episode()
 
-    def new_episode(self) -> None:
-        """A new episode (activate, or the episode topic): the teacher group is reset, answers in flight dropped."""
-        if self.teacher is not None:
-            self.teacher.reset()
+    def new_episode(self) -> bool:
+        """A new episode (activate, the episode topic, the node's ``~/reset_episode``): the teacher group's hint and
+        the scratchpad are cleared, and the answers of queries in flight will be dropped (with their notes).
+
+        Returns:
+            True when there was episode state to reset (a teacher channel), False for a state-only policy.
+        """
+        if self.teacher is None:
+            return False
+        self.teacher.reset()
+        return True
 
     def update_image(self, msg) -> bool:
         """Keep a camera image (``sensor_msgs/Image``, ``rgb8``/``bgr8``) for the teacher; False (counted in
@@ -180,10 +212,11 @@ class PolicyController:
                     outcome = teacher.receive(answer, now_s)
                     handled.append((answer, outcome, teacher.received_query))
         try:
-            vec = None
+            vec = mem = None
             if teacher is not None:
-                vec = teacher.features_now(now_s, self._motion_now())
-            obs = self.assembler.observation(teacher=vec)
+                vec = teacher.features_now(now_s, self._motion_now()) if teacher.features else None
+                mem = teacher.memory_vector() if teacher.scratchpad is not None else None
+            obs = self.assembler.observation(teacher=vec, memory=mem)
             pose = self.assembler.ee_pose()
         except ObservationUnavailable:
             # The filter holds (missing_input, or inactive) and counts it in its diagnostics.
@@ -204,7 +237,7 @@ class PolicyController:
         stamps = self.assembler.stamps()
         decision = self.safety.step(action, pose, now_s, stamps)
         return StepResult(decision, action, inference_s, max(stamps.values()), handled, query,
-                          None if teacher is None else teacher.status(now_s))
+                          None if teacher is None else teacher.status(now_s), obs)
 
     def _motion_now(self):
         try:

@@ -53,6 +53,7 @@ __all__ = [
 #: (``observation.layout``); :class:`robot_rl.deploy.policy.OnnxPolicy` still reads it as a state-only schema.
 #: A run with a ``teacher`` group adds a ``teacher`` section (still version 2: no reader must change, a reader that
 #: does not know it ignores it; the ROS node asks for ``teacher.period_steps`` when a teacher-group sidecar lacks it).
+#: A run with the scratchpad adds a ``memory`` section the same way (``max_note_chars``, the teacher's period).
 FORMAT = "robot_rl.policy"
 FORMAT_VERSION = 2
 ONNX_FILE = "policy.onnx"
@@ -271,6 +272,26 @@ def _teacher_section(cfg, spec, facts: dict) -> dict:
     }
 
 
+def _memory_section(cfg) -> dict:
+    """The sidecar's ``memory`` section of a run with the scratchpad: what the ROS node needs besides the ``memory``
+    group itself (whose fields' components are the vocabularies: :meth:`robot_rl.memory.MemorySpec.from_group`).
+    """
+    m = cfg.memory
+    return {
+        "group": "memory",
+        "grounding_slots": int(m.grounding_slots),
+        "plan_slots": int(m.plan_slots),
+        "act_slots": int(m.act_slots),
+        "max_note_chars": int(m.max_note_chars),
+        "control_period_steps": int(cfg.teacher.control_period_steps),
+        "notes": "written from the teacher's answers (POST /act/batch notes, robot_rl.memory line format) at the "
+                 "control step that delivers each answer; a failed, invalid or orphaned answer loses its own note; "
+                 "the scratchpad text is sent with every query (scratchpads)",
+        "episode": "the scratchpad is emptied at every episode start: activate, the episode topic and the node's "
+                   "~/reset_episode (std_srvs/Trigger) or topics.reset_episode (std_msgs/Empty)",
+    }
+
+
 def _export_onnx(module, obs_dim: int, path: Path) -> None:
     import torch as th
 
@@ -307,7 +328,9 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
         and gripper opening), ``onnx`` (file, sha256, opset, input/output names), ``source`` (run
         directory, checkpoint, ``num_timesteps``) and, for a run with the delayed interface, ``teacher``
         (the teacher's period ``D`` in env steps and seconds, the features, the instruction, the training delay
-        model and teacher kind, and the query, ``hint_valid``, ``dt`` and ``dp`` semantics).
+        model and teacher kind, and the query, ``hint_valid``, ``dt`` and ``dp`` semantics) and, for a run with the
+        scratchpad, ``memory`` (slot counts, ``max_note_chars``, the teacher's period, when notes are written and
+        when the scratchpad is emptied; the ``memory`` group in the schema carries the vocabularies).
 
     Builds one env of the task (about 1 s) to read the control rate and controller configs.
 
@@ -409,6 +432,7 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
         },
         "action": _action_section(facts),
         **({"teacher": _teacher_section(cfg, spec, facts)} if "teacher" in schema.group_names else {}),
+        **({"memory": _memory_section(cfg)} if "memory" in schema.group_names else {}),
         "deterministic_head": "Gaussian mean (action_net output, no tanh squash), clipped to [low, high] "
                               "as stable_baselines3 BasePolicy.predict(deterministic=True) does",
         "source": {"run_dir": str(run.path.resolve()), "checkpoint": str(run.checkpoint.relative_to(run.path)),

@@ -38,6 +38,13 @@ Teacher. A policy with a ``teacher`` group is replayed without its server: the r
 received and the camera images are fed as the node got them, so the replay's teacher channel makes the same
 queries, shows the same hints and the commands come out the same; the report counts the answers fed and any whose
 fate (delivered, dropped, ...) differs from the node's.
+
+Scratchpad. The notes travel in the recorded answers (``note``, handled at ``step_s``), and episode resets
+(``topics.reset_episode``: the node records its service calls there too, and the episode topic) are fed where the
+node got them, so the replay's scratchpad gets the same notes at the same steps. Where the status recorded the
+scratchpad text (``memory.text``) the replay's is compared with it at every step, and where ``topics.observation``
+was recorded the whole observation the replay gives the policy is compared with the node's, bit for bit
+(``n_obs_mismatched`` names the first differing field): the ``memory`` group is reproduced exactly or reported.
 """
 
 from __future__ import annotations
@@ -336,6 +343,10 @@ class ReplayReport:
         n_teacher_mismatched: fed answers whose fate in the replay (delivered, failed, invalid, dropped at a reset,
             unknown) differs from the recorded one.
         n_teacher_queries: queries the replay's teacher channel made.
+        n_memory_compared: steps whose recorded status carried the scratchpad text, compared with the replay's.
+        n_memory_mismatched: of those, steps where the texts differ.
+        n_obs_compared: steps whose observation was recorded (``topics.observation``), compared with the replay's.
+        n_obs_mismatched: of those, steps where any value differs (exact float32 comparison).
         replay_hold_reasons: hold reason -> count, over the ``n_held`` steps.
         max_pos_delta_m, mean_pos_delta_m: ``|p_replay - p_recorded|`` of the target position (m).
         max_angle_delta_rad: largest angle between the replayed and recorded target orientations (rad).
@@ -370,6 +381,10 @@ class ReplayReport:
     n_teacher_fed: int = 0
     n_teacher_mismatched: int = 0
     n_teacher_queries: int = 0
+    n_memory_compared: int = 0
+    n_memory_mismatched: int = 0
+    n_obs_compared: int = 0
+    n_obs_mismatched: int = 0
     first_mismatch: str = ""
     pos_deltas_m: np.ndarray = field(default_factory=lambda: np.zeros(0))
     tolerances: dict = field(default_factory=dict)
@@ -378,7 +393,8 @@ class ReplayReport:
         """Every recorded command reproduced within the tolerances, and no extra command."""
         return (self.n_recorded > 0 and self.n_compared == self.n_recorded - self.n_unpaired
                 and self.n_held == 0 and self.n_extra == 0 and self.n_mismatched == 0
-                and self.n_teacher_fed == self.n_teacher_recorded and self.n_teacher_mismatched == 0)
+                and self.n_teacher_fed == self.n_teacher_recorded and self.n_teacher_mismatched == 0
+                and self.n_memory_mismatched == 0 and self.n_obs_mismatched == 0)
 
     def summary(self) -> str:
         """A few human-readable lines."""
@@ -399,6 +415,9 @@ class ReplayReport:
         if self.n_teacher_recorded or self.n_teacher_queries:
             lines.append(f"  teacher: {self.n_teacher_recorded} recorded answers, {self.n_teacher_fed} fed, "
                          f"{self.n_teacher_mismatched} handled otherwise; {self.n_teacher_queries} queries replayed")
+        if self.n_memory_compared or self.n_obs_compared:
+            lines.append(f"  scratchpad text: {self.n_memory_compared} steps compared, {self.n_memory_mismatched} "
+                         f"differ; observation: {self.n_obs_compared} compared, {self.n_obs_mismatched} differ")
         if self.n_reactivations > 1:
             lines.append(f"  safety filter (re-)activated {self.n_reactivations} times")
         verdict = "OK: every command reproduced" if self.ok() else (
@@ -431,6 +450,8 @@ class _Step:
     twist: Any = None  #: recorded TwistStamped
     gripper: Any = None  #: recorded Float64
     activations: int | None = None  #: the node's activation count from the status message (None: not recorded)
+    observation: Any = None  #: recorded Float32MultiArray: the observation the node gave the policy
+    memory_text: str | None = None  #: the scratchpad text the status reported (None: not recorded)
 
 
 def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: float = 1e-6,
@@ -495,9 +516,11 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
         controller.teacher_link = RecordedAnswers(deliveries)
     teacher_inputs = {}
     if controller.teacher is not None:
-        teacher_inputs = {getattr(t, k): k for k in ("image", "episode") if getattr(t, k) and getattr(t, k) in in_bag}
-    elif t.episode and t.episode in in_bag:
-        teacher_inputs = {t.episode: "episode"}
+        teacher_inputs = {getattr(t, k): k for k in ("image", "episode", "reset_episode")
+                          if getattr(t, k) and getattr(t, k) in in_bag}
+    else:
+        teacher_inputs = {getattr(t, k): k for k in ("episode", "reset_episode")
+                          if getattr(t, k) and getattr(t, k) in in_bag}
     # every configured input in the bag is fed (the node ignores the ones its observation does not read, as it
     # did when recording); the ones it reads must be there
     input_topics = {getattr(t, k): k for k in _INPUT_KEYS if getattr(t, k, None) and getattr(t, k) in in_bag}
@@ -517,6 +540,8 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
         outputs[t.twist] = "twist"
     if t.gripper and t.gripper in in_bag:
         outputs[t.gripper] = "gripper"
+    if t.observation and t.observation in in_bag:
+        outputs[t.observation] = "observation"
     status_topic = t.status if (use_status and t.status in in_bag) else None
     input_topics.update(teacher_inputs)
 
@@ -540,7 +565,8 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
                     step_t = float(status["t"])
                 except (ValueError, KeyError, TypeError):
                     continue  # not one of the node's step statuses
-                step = _Step(step_t, status.get("state"), activations=status.get("activations"))
+                step = _Step(step_t, status.get("state"), activations=status.get("activations"),
+                             memory_text=(status.get("memory") or {}).get("text"))
                 lo = round(step_t * 1e9) - _PAIRING_SLACK_NS
                 for t_out, kind, out in pending:
                     if t_out >= lo:
@@ -595,7 +621,7 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
                 controller.assembler.update_joint_state(msg, now)
             elif key in _POSE_KEYS:
                 controller.assembler.update_pose(key, msg, now)
-            elif key == "episode":
+            elif key in ("episode", "reset_episode"):
                 controller.new_episode()
             elif key == "image":
                 controller.update_image(msg)
@@ -623,6 +649,26 @@ def replay(bag_path: str | Path, policy_dir: str | Path, cfg, *, pos_tol_m: floa
                 pass  # the step below holds (inactive) and is counted
         result = controller.step(step.t_s)
         report.n_steps += 1
+        if step.memory_text is not None and controller.teacher is not None:
+            report.n_memory_compared += 1
+            if controller.teacher.memory_text() != step.memory_text:
+                report.n_memory_mismatched += 1
+                report.first_mismatch = report.first_mismatch or (
+                    f"t={step.t_s:.6f}: scratchpad {controller.teacher.memory_text()!r} in the replay, "
+                    f"{step.memory_text!r} at the node")
+        if step.observation is not None:
+            report.n_obs_compared += 1
+            rec = np.asarray(step.observation.data, dtype=np.float32)
+            mine = None if result.obs is None else np.asarray(result.obs, dtype=np.float32)
+            if mine is None or mine.shape != rec.shape or not np.array_equal(mine, rec):
+                report.n_obs_mismatched += 1
+                if mine is None or mine.shape != rec.shape:
+                    what = "no observation" if mine is None else f"{mine.shape[0]} values vs {rec.shape[0]}"
+                else:
+                    i = int(np.flatnonzero(mine != rec)[0])
+                    what = (f"{controller.policy.schema.field_at(i)} is {mine[i]!r} in the replay, {rec[i]!r} at the "
+                            "node")
+                report.first_mismatch = report.first_mismatch or f"t={step.t_s:.6f}: observation: {what}"
         for answer, outcome, _ in result.teacher_answers:
             if recorded_fate.get(answer.query_id) != outcome:
                 report.n_teacher_mismatched += 1

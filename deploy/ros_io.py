@@ -286,9 +286,9 @@ class ObservationAssembler:
             field.
     """
 
-    #: Groups this node assembles: ``state`` from its sources, ``teacher`` from the teacher channel (issue 12).
-    #: ``memory`` comes with the scratchpad (issue 13).
-    GROUPS = ("state", "teacher")
+    #: Groups this node assembles: ``state`` from its sources, ``teacher`` (issue 12) and ``memory`` (the
+    #: scratchpad, issue 13) from the teacher channel.
+    GROUPS = ("state", "teacher", "memory")
 
     def __init__(self, schema, joint_names: Sequence[str], base_frame: str,
                  base_in_world: tuple[Sequence[float], Sequence[float]] = ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0)),
@@ -304,6 +304,12 @@ class ObservationAssembler:
         self.teacher_features: tuple[str, ...] | None = None
         if "teacher" in schema.group_names:
             self.teacher_features = features_of_group(schema.group("teacher"))
+        #: The ``memory`` group's :class:`~robot_rl.memory.MemorySpec`, or None without the group.
+        self.memory_spec = None
+        if "memory" in schema.group_names:
+            from robot_rl.memory import MemorySpec
+
+            self.memory_spec = MemorySpec.from_group(schema.group("memory"))
         self.base_p = np.asarray(base_in_world[0], dtype=np.float64)
         self.base_q = np.asarray(base_in_world[1], dtype=np.float64)
         self.joint_names = list(joint_names)
@@ -444,16 +450,20 @@ class ObservationAssembler:
         """The inputs a step waits for (``input_gather_s``): the required ones and the teacher inputs."""
         return self.required_inputs + self.teacher_inputs
 
-    def observation(self, teacher: np.ndarray | None = None) -> np.ndarray:
+    def observation(self, teacher: np.ndarray | None = None, memory: np.ndarray | None = None) -> np.ndarray:
         """``(obs_dim,) float32`` in the schema's order.
 
         Args:
             teacher: the ``teacher`` group's vector ``(size,)`` (:mod:`robot_rl.deploy.teacher`), when the schema
                 has the group.
+            memory: the ``memory`` group's vector ``(spec.size,)`` (the scratchpad's,
+                :meth:`TeacherChannel.memory_vector <robot_rl.deploy.teacher.TeacherChannel.memory_vector>`), when
+                the schema has the group.
 
         Raises:
             ObservationUnavailable: a required input has not been received (valid) yet.
-            ValueError: the schema has a ``teacher`` group and ``teacher`` is missing or of the wrong size.
+            ValueError: the schema has a ``teacher`` (``memory``) group and ``teacher`` (``memory``) is missing or of
+                the wrong size.
         """
         missing = [k for k in self.required_inputs if k not in self.latest]
         if missing:
@@ -463,6 +473,10 @@ class ObservationAssembler:
             if teacher is None:
                 raise ValueError("the observation has a teacher group: pass its vector (teacher=)")
             parts["teacher"] = np.asarray(teacher, dtype=np.float32).reshape(-1)
+        if self.memory_spec is not None:
+            if memory is None:
+                raise ValueError("the observation has a memory group: pass the scratchpad's vector (memory=)")
+            parts["memory"] = np.asarray(memory, dtype=np.float32).reshape(-1)
         return self.schema.join(parts)
 
     def privileged_state(self) -> np.ndarray:

@@ -40,6 +40,21 @@ them, and resets the group at activate and at every message on ``topics.episode`
 ``dropped_reset``, ``unknown``, ``resets``; every answer is published on ``topics.teacher_answers`` as a JSON line
 (recorded with ``--record``; the replay feeds them back at the steps that handled them). A failing server is logged
 once when it starts failing and once when it answers again.
+
+Scratchpad (a policy with a ``memory`` group, :mod:`robot_rl.deploy.teacher`): the node keeps one scratchpad for the
+episode, writes each delivered answer's note into it (the note is in the answer's JSON line, ``note``, with the
+step that handled it, ``step_s`` / ``step_index``: ``--record`` keeps them and the replay writes them at the same
+steps), sends its text with every query and feeds its vector to the policy as the ``memory`` group. The status
+carries ``memory``: ``text`` (the scratchpad) and its counters.
+
+Episode reset: the ``~/reset_episode`` service (``std_srvs/Trigger``) and any message on ``topics.reset_episode``
+(``std_msgs/Empty``), in any lifecycle state, clear the scratchpad and the hint and orphan the query in flight (its
+answer and note are dropped, never shown in the new episode); activate and the episode topic do the same. A real
+setup calls it when a new episode or task starts (configs/deploy/franka.yaml). A service call is recorded as a
+message on ``topics.reset_episode``, so a replay resets where the node did.
+
+Observation: with ``topics.observation`` set, the observation the policy was given at each step is published as a
+``std_msgs/Float32MultiArray`` (the sidecar's schema order), just before that step's status.
 """
 
 from __future__ import annotations
@@ -66,13 +81,15 @@ INPUT_TYPES = {
     **{k: "geometry_msgs/msg/Vector3Stamped" for k in SIZE_INPUTS},
 }
 #: Inputs of the teacher (a policy with a teacher group): recorded too, so a replay sees them.
-TEACHER_INPUT_TYPES = {"image": "sensor_msgs/msg/Image", "episode": "std_msgs/msg/String"}
+TEACHER_INPUT_TYPES = {"image": "sensor_msgs/msg/Image", "episode": "std_msgs/msg/String",
+                       "reset_episode": "std_msgs/msg/Empty"}
 OUTPUT_TYPES = {
     "equilibrium_pose": "geometry_msgs/msg/PoseStamped",
     "twist": "geometry_msgs/msg/TwistStamped",
     "gripper": "std_msgs/msg/Float64",
     "status": "std_msgs/msg/String",  # carries the step time "t" and "state": replay steps on it
     "diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+    "observation": "std_msgs/msg/Float32MultiArray",  # with topics.observation: what the policy was given
 }
 #: Outputs of a node with a teacher group: the teacher answers it handled (the replay feeds them back).
 TEACHER_OUTPUT_TYPES = {"teacher_answers": "std_msgs/msg/String"}
@@ -84,7 +101,7 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
     from geometry_msgs.msg import PoseStamped, TwistStamped, Vector3Stamped
     from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
     from sensor_msgs.msg import Image, JointState
-    from std_msgs.msg import Bool, Float64, String
+    from std_msgs.msg import Bool, Empty, Float32MultiArray, Float64, MultiArrayDimension, String
     from std_srvs.srv import Trigger
 
     class PolicyNode(LifecycleNode):
@@ -105,10 +122,16 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             self._teacher_client = None
             self._activations = 0  # on_activate calls that succeeded (the status reports it: replay re-activates)
             self._teacher_failing = False  # a failure streak is being reported (logged once at each change)
+            self._warned_no_notes = False  # a memory policy's teacher writes no notes (warned once)
+            self.episode_resets = 0  # ~/reset_episode calls and messages handled
             # Always available, whatever the lifecycle state: a stop must never need a transition.
             self.create_service(Trigger, "~/estop", self._on_estop_srv)
             self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
             self.create_subscription(Bool, cfg.topics.estop, self._on_estop_topic, 10)
+            # A new episode or task: the operator's (or a task sequencer's) call, whatever the lifecycle state.
+            self.create_service(Trigger, "~/reset_episode", self._on_reset_episode_srv)
+            if cfg.topics.reset_episode:
+                self.create_subscription(Empty, cfg.topics.reset_episode, self._on_reset_episode_topic, 10)
 
         # -- time ------------------------------------------------------------------------------
 
@@ -143,6 +166,8 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                 if c.teacher is not None:
                     types.update({**TEACHER_INPUT_TYPES, **TEACHER_OUTPUT_TYPES})
                 topics = {getattr(t, k): v for k, v in types.items() if getattr(t, k)}
+                if t.reset_episode:  # recorded for every policy: a replay resets where the node did
+                    topics[t.reset_episode] = TEACHER_INPUT_TYPES["reset_episode"]
                 self.recorder = BagRecorder(record, topics)
             # Every configured input is subscribed; one the policy's observation does not read is ignored and
             # counted (a perception stack may publish more than this task needs).
@@ -161,6 +186,8 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                 if getattr(t, key):
                     self._pubs[key] = self.create_publisher(msg_type, getattr(t, key), commands)
             self._pubs["status"] = self.create_publisher(String, t.status, 10)
+            if t.observation:
+                self._pubs["observation"] = self.create_publisher(Float32MultiArray, t.observation, 10)
             self._pubs["diagnostics"] = self.create_publisher(DiagnosticArray, t.diagnostics, 10)
             if c.teacher is not None:
                 self._pubs["teacher_answers"] = self.create_publisher(String, t.teacher_answers, 10)
@@ -174,6 +201,13 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                     f"{t.image or 'none'}, privileged state "
                     f"{'from ' + ', '.join(extra or c.assembler.required_inputs) if c.assembler.privileged else 'none'}"
                     f"{' (' + c.privileged_note + ')' if c.privileged_note else ''}")
+                if c.teacher.scratchpad is not None:
+                    m = c.teacher.scratchpad.spec
+                    self.get_logger().info(
+                        f"scratchpad: {m.grounding_slots} grounding, {m.plan_slots} plan, {m.act_slots} act slots "
+                        f"(objects {', '.join(m.objects)}; subtasks {', '.join(m.subtasks)}); cleared at activate, "
+                        f"~/reset_episode{', ' + t.reset_episode if t.reset_episode else ''}"
+                        f"{', ' + t.episode if t.episode else ''}")
             return TransitionCallbackReturn.SUCCESS
 
         def on_activate(self, state):
@@ -283,6 +317,12 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             self.get_logger().info(f"teacher server: {spec.model_id} ({spec.backend or 'unknown backend'}, protocol "
                                    f"{spec.protocol_version}) reads {' and '.join(reads)}")
             c = self.controller
+            client = self._teacher_client
+            if (c is not None and c.teacher is not None and c.teacher.scratchpad is not None and client is not None
+                    and client.writes_notes is False and not self._warned_no_notes):
+                self._warned_no_notes = True
+                self.get_logger().warning(f"the policy observes the memory group but the teacher server "
+                                          f"({spec.model_id}) writes no notes: the scratchpad stays empty")
             if c is not None and c.teacher is not None and spec.control_period_steps != c.teacher.period_steps:
                 self.get_logger().warning(f"the teacher server plans for D = {spec.control_period_steps}, the policy "
                                           f"was trained with D = {c.teacher.period_steps}: its answers are read "
@@ -358,6 +398,13 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             if result.teacher is not None:
                 status["teacher"] = result.teacher
                 self._teacher_events(result, now)
+            memory = self.controller.teacher.memory_status() if self.controller.teacher is not None else None
+            if memory is not None:
+                status["memory"] = memory
+            if result.obs is not None and "observation" in self._pubs:
+                obs = Float32MultiArray(data=[float(v) for v in result.obs])
+                obs.layout.dim = [MultiArrayDimension(label="obs", size=len(obs.data), stride=len(obs.data))]
+                self._publish("observation", obs)
             self._publish("status", String(data=json.dumps(status)))
 
         def _teacher_events(self, result: StepResult, now: float) -> None:
@@ -445,6 +492,32 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
         def _on_estop_topic(self, msg) -> None:
             if msg.data:
                 self.estop(f"topic {self.cfg.topics.estop}")
+
+        # -- episode reset -----------------------------------------------------------------------
+
+        def reset_episode(self, source: str) -> tuple[bool, str]:
+            """A new episode: the scratchpad and the hint cleared, the query in flight orphaned (recorded on
+            ``topics.reset_episode``). Returns ``(done, message)``; not done before configure.
+            """
+            if self.controller is None:
+                return False, "not configured: nothing to reset"
+            if self.recorder is not None and self.cfg.topics.reset_episode and source == "service":
+                self._record("reset_episode", Empty())  # the topic's own messages are recorded on arrival
+            self.episode_resets += 1
+            if not self.controller.new_episode():
+                return True, "new episode (a state-only policy: nothing to clear)"
+            teacher = self.controller.teacher
+            what = "scratchpad and hint" if teacher.scratchpad is not None else "hint"
+            self.get_logger().info(f"episode reset ({source}): {what} cleared, episode {teacher.episode}")
+            return True, f"new episode {teacher.episode}: {what} cleared, answers in flight dropped"
+
+        def _on_reset_episode_srv(self, request, response):
+            response.success, response.message = self.reset_episode("service")
+            return response
+
+        def _on_reset_episode_topic(self, msg) -> None:
+            self._record("reset_episode", msg)
+            self.reset_episode(f"topic {self.cfg.topics.reset_episode}")
 
         def _on_reset_estop(self, request, response):
             if self.controller is None:

@@ -23,6 +23,15 @@ while the server keeps failing, so a dead server costs one request per back-off 
 meanwhile. ``hint_valid`` is 1 once an answer has arrived in the current episode. An episode starts at
 :meth:`TeacherChannel.reset` (the node's activate, and each message on the episode topic); an answer to a query made
 before it is dropped and counted (``dropped_reset``), never shown.
+
+Scratchpad memory (a policy with a ``memory`` observation group, DESIGN.md "Scratchpad memory"): the channel keeps
+one :class:`~robot_rl.memory.Scratchpad` for the episode. Every query carries its text (``scratchpads`` of
+``/act/batch``); the note of an answer (``BatchAnswer.notes``) is written into it at the control step that
+delivers the answer, as in training (a note is written when its answer arrives), so a lost, failed, invalid or
+orphaned answer loses its own note and nothing else (``memory.notes_lost``). The ``memory`` group is
+:meth:`Scratchpad.vector() <robot_rl.memory.Scratchpad.vector>` of that scratchpad; :meth:`TeacherChannel.reset`
+empties it with the hint. A policy may observe the memory without the teacher group (no features): the channel then
+queries on the same schedule for the notes alone.
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ from robot_rl.teacher_protocol import (
 )
 
 __all__ = ["MAX_PENDING", "DELIVERED", "FAILED", "INVALID", "DROPPED_RESET", "UNKNOWN", "TeacherQuery",
-           "TeacherAnswer", "TeacherStats", "TeacherChannel", "TeacherClient", "RecordedAnswers"]
+           "TeacherAnswer", "TeacherStats", "MemoryStatus", "TeacherChannel", "TeacherClient", "RecordedAnswers"]
 
 log = logging.getLogger("robot_rl.deploy.teacher")
 
@@ -83,6 +92,8 @@ class TeacherQuery:
         image: ``(H, W, 3) uint8`` RGB of the latest camera image, or None.
         state: ``(38,) float32`` privileged state from the latest inputs, or None (no sources for the task, or
             an input missing).
+        scratchpad: the episode's scratchpad text when the query was made (a policy with a ``memory`` group;
+            ``""`` while empty), or None (no memory: the request carries no ``scratchpads``).
     """
 
     query_id: int
@@ -95,6 +106,7 @@ class TeacherQuery:
     task_id: str
     image: np.ndarray | None = None
     state: np.ndarray | None = None
+    scratchpad: str | None = None
 
     def body(self, spec: ServedSpec) -> tuple[dict, bool]:
         """The ``/act/batch`` body for a backend that reads what ``spec`` says, and whether it carries the image
@@ -114,6 +126,7 @@ class TeacherQuery:
         stamps = spec.protocol_version >= 2
         return batch_body([self.instruction], images=self.image[None] if spec.needs_image else None,
                           states=self.state[None] if spec.needs_state else None, task_ids=[self.task_id],
+                          scratchpads=None if self.scratchpad is None else [self.scratchpad],
                           obs_steps=np.array([self.episode_step]) if stamps else None,
                           obs_times_s=np.array([stamp]) if stamps else None), bool(spec.needs_image)
 
@@ -130,6 +143,7 @@ class TeacherAnswer:
         used_image: the query carried the camera image (the answer is from the image's stamp).
         model_id: the model that answered, or None.
         server_latency_s: the request's time in the server (s), or None.
+        note: the scratchpad note the answer carries (``BatchAnswer.notes``; ``""`` or None: none).
     """
 
     query_id: int
@@ -139,6 +153,7 @@ class TeacherAnswer:
     used_image: bool = False
     model_id: str | None = None
     server_latency_s: float | None = None
+    note: str | None = None
 
     def to_json(self, **extra) -> str:
         """One JSON object: the fields (``actions`` as a list of floats or null) and ``extra``."""
@@ -157,10 +172,10 @@ class TeacherAnswer:
         try:
             actions = None if d["actions"] is None else np.asarray(d["actions"], dtype=np.float32)
             answer = cls(int(d["query_id"]), actions, d["error"], float(d["arrived_s"]), bool(d["used_image"]),
-                         d.get("model_id"), d.get("server_latency_s"))
+                         d.get("model_id"), d.get("server_latency_s"), d.get("note"))
         except KeyError as exc:
             raise ValueError(f"not a teacher answer: no {exc.args[0]!r}") from None
-        names = {"query_id", "actions", "error", "arrived_s", "used_image", "model_id", "server_latency_s"}
+        names = {"query_id", "actions", "error", "arrived_s", "used_image", "model_id", "server_latency_s", "note"}
         return answer, {k: v for k, v in d.items() if k not in names}
 
 
@@ -174,7 +189,18 @@ class TeacherStats:
     invalid: int = 0  #: answers dropped: NaN, wrong shape or out of range
     dropped_reset: int = 0  #: answers to a query made before an episode reset, dropped
     unknown: int = 0  #: answers to no query this channel made (a replay that diverged)
-    resets: int = 0  #: episode resets (activate, episode topic)
+    resets: int = 0  #: episode resets (activate, episode topic, ``~/reset_episode``)
+
+
+@dataclass
+class MemoryStatus:
+    """The scratchpad's counters at the node (a policy with a ``memory`` group), besides
+    :class:`~robot_rl.memory.MemoryStats` (entries written, dropped, truncated, evicted).
+    """
+
+    notes_written: int = 0  #: delivered answers whose non-empty note was written
+    notes_lost: int = 0  #: non-empty notes of answers that were not delivered (failed, invalid, orphaned)
+    silent_answers: int = 0  #: delivered answers without a note (a teacher that writes none: the group stays empty)
 
 
 @dataclass
@@ -196,9 +222,13 @@ class TeacherChannel:
         task_id: the policy's task id.
         backoff_s: wait after a failed or invalid answer before the next query (s), doubled per further failure.
         max_backoff_s: the longest such wait (s).
+        memory: the :class:`~robot_rl.memory.MemorySpec` of the policy's ``memory`` group, or None (no scratchpad).
+
+    Attributes:
+        scratchpad: the episode's :class:`~robot_rl.memory.Scratchpad` (one env), or None without ``memory``.
 
     Raises:
-        ValueError: no features, ``period_steps < 1`` or a non-positive period.
+        ValueError: neither features nor ``memory``, ``period_steps < 1`` or a non-positive period.
     """
 
     features: tuple[str, ...]
@@ -208,11 +238,12 @@ class TeacherChannel:
     task_id: str
     backoff_s: float = 0.5
     max_backoff_s: float = 5.0
+    memory: object = None  #: MemorySpec | None (robot_rl.memory; typed loosely: a dataclass field default)
     stats: TeacherStats = field(default_factory=TeacherStats)
 
     def __post_init__(self) -> None:
-        if not self.features:
-            raise ValueError("a teacher channel needs the teacher group's features")
+        if not self.features and self.memory is None:
+            raise ValueError("a teacher channel needs the teacher group's features or a memory spec")
         if int(self.period_steps) < 1 or not self.control_period_s > 0:
             raise ValueError(f"teacher period_steps must be >= 1 and the control period > 0, got "
                              f"{self.period_steps}, {self.control_period_s}")
@@ -231,19 +262,29 @@ class TeacherChannel:
         self.last_error = ""
         self.last_delay_s: float | None = None  #: age of the last delivered answer when it was delivered (s)
         self.received_query: TeacherQuery | None = None  #: the query the last :meth:`receive`d answer answers
+        self.scratchpad = None
+        self.memory_stats = MemoryStatus()
+        if self.memory is not None:
+            from robot_rl.memory import Scratchpad
+
+            self.scratchpad = Scratchpad(self.memory, 1)
 
     @property
     def size(self) -> int:
-        """Length of the group's vector."""
+        """Length of the ``teacher`` group's vector (0 for a memory-only channel)."""
         return self.interface.size
 
     # -- episodes ----------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """A new episode: no hint, and any query in flight becomes an orphan whose answer will be dropped."""
+        """A new episode: no hint, an empty scratchpad, and any query in flight becomes an orphan whose answer
+        (and note) will be dropped.
+        """
         self.episode += 1
         self.stats.resets += 1
         self.interface.reset(np.array([0]))
+        if self.scratchpad is not None:
+            self.scratchpad.clear()
         self._steps = 0
         self._delivered_at = -math.inf
 
@@ -260,8 +301,24 @@ class TeacherChannel:
         Returns:
             :data:`DELIVERED` (it is the hint from now on), :data:`FAILED`, :data:`INVALID` (NaN, wrong shape or
             out of range: dropped), :data:`DROPPED_RESET` (its query was made before the episode began) or
-            :data:`UNKNOWN` (no such query); all but the first are counted and never shown to the policy.
+            :data:`UNKNOWN` (no such query); all but the first are counted and never shown to the policy. With a
+            scratchpad, a delivered answer's note is written into it now; any other answer's note is lost
+            (``memory_stats.notes_lost``), never written.
         """
+        outcome = self._receive(answer, now_s)
+        if self.scratchpad is not None:
+            m = self.memory_stats
+            if outcome == DELIVERED:
+                if answer.note:
+                    self.scratchpad.write(0, answer.note)
+                    m.notes_written += 1
+                else:
+                    m.silent_answers += 1
+            elif answer.note:
+                m.notes_lost += 1
+        return outcome
+
+    def _receive(self, answer: TeacherAnswer, now_s: float) -> str:
         pending = self._pending.pop(answer.query_id, None)
         self.received_query = None if pending is None else pending.query
         if pending is None:
@@ -303,12 +360,29 @@ class TeacherChannel:
     def features_now(self, now_s: float, motion_now: tuple[np.ndarray, np.ndarray, float] | None) -> np.ndarray:
         """The ``teacher`` group ``(size,) float32`` at time ``now_s``: ``dt = now_s - t_q`` (s) and ``dp`` from the
         motion at ``t_q`` to ``motion_now`` (``(tcp position (3,) m, quaternion wxyz (4,), gripper width m)``; None
-        only before any EE pose, when no hint can be valid either).
+        only before any EE pose, when no hint can be valid either). ``(0,)`` for a memory-only channel.
         """
+        if not self.features:
+            return np.zeros(0, dtype=np.float32)
         states = None if motion_now is None else motion_state(motion_now[0], motion_now[1], motion_now[2])
         if states is None and self.interface.valid.any():
             raise ValueError("a hint is valid but no current TCP pose was given for dp")
         return self.interface.features_of(states, now_s=now_s)[0]
+
+    def memory_vector(self) -> np.ndarray:
+        """The ``memory`` group ``(spec.size,) float32``: the scratchpad's vector (:meth:`Scratchpad.vector()
+        <robot_rl.memory.Scratchpad.vector>`).
+
+        Raises:
+            ValueError: the channel has no scratchpad.
+        """
+        if self.scratchpad is None:
+            raise ValueError("this teacher channel keeps no scratchpad (the policy has no memory group)")
+        return self.scratchpad.vector()[0]
+
+    def memory_text(self) -> str | None:
+        """The scratchpad's text (``""`` while empty), or None without a scratchpad."""
+        return None if self.scratchpad is None else self.scratchpad.text(0)
 
     @property
     def hint_valid(self) -> bool:
@@ -349,7 +423,7 @@ class TeacherChannel:
         """
         q = TeacherQuery(self._next_id, self.episode, self.step_index, float(now_s), float(state_stamp_s),
                          None if image is None else float(image[0]), self.instruction, self.task_id,
-                         None if image is None else image[1], state)
+                         None if image is None else image[1], state, self.memory_text())
         self._next_id += 1
         at_state = motion_state(*_motion_args(motion_at(q.state_stamp_s)))[0]
         at_image = None if image is None else motion_state(*_motion_args(motion_at(q.image_stamp_s)))[0]
@@ -367,9 +441,25 @@ class TeacherChannel:
         return {"age_s": self.age_s(now_s), "valid": self.hint_valid, "in_flight": self.in_flight,
                 "last_delay_s": self.last_delay_s, "episode": self.episode, **asdict(self.stats)}
 
+    def memory_status(self) -> dict | None:
+        """The status topic's ``memory`` object (None without a scratchpad): ``text`` (the scratchpad, ``""`` when
+        empty), ``episode``, and the counters of :class:`MemoryStatus` and
+        :class:`~robot_rl.memory.MemoryStats` (``notes``, ``entries``, ``dropped``, ``truncated``, ``evicted``).
+        """
+        if self.scratchpad is None:
+            return None
+        return {"text": self.scratchpad.text(0), "episode": self.episode, **asdict(self.memory_stats),
+                **asdict(self.scratchpad.stats)}
+
     def diagnostics(self) -> dict:
-        """Counters for the diagnostics array: ``teacher.<counter>``, ``teacher.last_error``."""
-        return {**{f"teacher.{k}": v for k, v in asdict(self.stats).items()}, "teacher.last_error": self.last_error}
+        """Counters for the diagnostics array: ``teacher.<counter>``, ``teacher.last_error`` and, with a scratchpad,
+        ``memory.<counter>``.
+        """
+        out = {**{f"teacher.{k}": v for k, v in asdict(self.stats).items()}, "teacher.last_error": self.last_error}
+        if self.scratchpad is not None:
+            out.update({f"memory.{k}": v for k, v in {**asdict(self.memory_stats),
+                                                       **asdict(self.scratchpad.stats)}.items()})
+        return out
 
 
 def _motion_args(m: tuple) -> tuple:
@@ -411,6 +501,8 @@ class TeacherClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self.spec: ServedSpec | None = None
+        #: ``writes_notes`` of the server's ``/metadata`` (None: not fetched yet, or not reported)
+        self.writes_notes: bool | None = None
 
     def _session(self):
         import requests
@@ -437,10 +529,13 @@ class TeacherClient:
                              "reference server: serve the model with `robot-rl teacher serve --backend openvla`)")
         if r.status_code != 200:
             raise ValueError(f"GET {METADATA_ROUTE} answered {r.status_code}: {r.text[:200]}")
-        spec = read_metadata(r.json())
+        meta = r.json()
+        spec = read_metadata(meta)
         with self._lock:
             fresh = self.spec != spec
             self.spec = spec
+            self.writes_notes = None if not isinstance(meta, dict) or "writes_notes" not in meta else bool(
+                meta["writes_notes"])
         if fresh and self._on_spec is not None:
             self._on_spec(spec)
         return spec
@@ -458,8 +553,9 @@ class TeacherClient:
             if r.status_code != 200:
                 raise ValueError(f"POST {BATCH_ROUTE} answered {r.status_code}: {r.text[:200]}")
             ans = decode_batch_answer(r.text, 1)
+            note = ans.notes[0] if isinstance(ans.notes, list) and ans.notes else None
             answer = TeacherAnswer(query.query_id, ans.actions[0], None, self._clock(), used_image, ans.model_id,
-                                   ans.latency_s)
+                                   ans.latency_s, note if isinstance(note, str) else None)
         except Exception as exc:  # noqa: BLE001 -- any failure is "no answer", counted by the channel
             with self._lock:
                 self.spec = None  # ask again: the server may come back with another backend

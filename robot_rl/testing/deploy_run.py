@@ -4,6 +4,11 @@ Used by ``tests/deploy/test_ros2_teacher_e2e.py`` and ``benchmarks/deploy_teache
 (the scripted backend on a loopback port), ``robot-rl deploy ros2`` (the policy node, recording to an MCAP) and
 ``robot-rl deploy sim-bridge`` (``episodes`` episodes from ``seed``), each its own process group with its own log.
 :func:`teacher_delays` reads the teacher's answers and the status back from the bag.
+
+:class:`NotingTeacher` is the scripted teacher plus scratchpad notes in :mod:`robot_rl.memory`'s line format, written
+from the queried view only (the privileged state and the scratchpad the request carries), for the ROS 2 memory
+round trip on a task whose planner writes none; ``python -m robot_rl.testing.deploy_run --port P`` serves it
+(:func:`serve_noting_teacher`).
 """
 
 from __future__ import annotations
@@ -20,17 +25,19 @@ import numpy as np
 
 from robot_rl.teachers.remote import wait_healthy
 
-__all__ = ["ROOT", "SIM_CONFIG", "spawn", "stop", "serve_teacher", "wait_healthy", "TeacherRun",
-           "run_with_teacher", "teacher_delays"]
+__all__ = ["ROOT", "SIM_CONFIG", "spawn", "stop", "serve_teacher", "serve_noting_teacher", "wait_healthy",
+           "TeacherRun", "run_with_teacher", "teacher_delays", "NotingTeacher", "NOTING_PLAN", "REACHED_M"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SIM_CONFIG = ROOT / "configs" / "deploy" / "sim.yaml"
 
 
-def spawn(args: list[str], domain: int, log: Path) -> subprocess.Popen:
-    """``python -m robot_rl.cli ARGS`` on ROS domain ``domain``, output to ``log``, in its own process group."""
+def spawn(args: list[str], domain: int, log: Path, module: str = "robot_rl.cli") -> subprocess.Popen:
+    """``python -m MODULE ARGS`` (default the CLI) on ROS domain ``domain``, output to ``log``, in its own process
+    group.
+    """
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "robot_rl.cli", *args], env=env, stdout=open(log, "wb"),
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
 
 
@@ -51,6 +58,80 @@ def serve_teacher(port: int, log: Path, *, latency_ms: float = 0.0, period_steps
     """``robot-rl teacher serve --backend scripted`` on ``127.0.0.1:port`` (no batching window: one client)."""
     return spawn(["teacher", "serve", "--backend", "scripted", "--port", str(port), "--latency-ms", str(latency_ms),
                   "--batch-wait-ms", "0", "--control-period-steps", str(period_steps)], 0, log)
+
+
+def serve_noting_teacher(port: int, log: Path, *, latency_ms: float = 0.0, period_steps: int = 4) -> subprocess.Popen:
+    """:class:`NotingTeacher` behind the real teacher server (:func:`robot_rl.teachers.server.create_app`) on
+    ``127.0.0.1:port``, in its own process (``python -m robot_rl.testing.deploy_run``).
+    """
+    return spawn(["--port", str(port), "--latency-ms", str(latency_ms), "--control-period-steps", str(period_steps)],
+                 0, log, module="robot_rl.testing.deploy_run")
+
+
+#: The plan the noting teacher writes on an episode's first answer (subtasks of the default vocabulary).
+NOTING_PLAN = ("reach", "move", "place")
+#: TCP-to-object distance (m) under which the noting teacher notes ``done reach``.
+REACHED_M = 0.05
+
+
+class NotingTeacher:
+    """The scripted teacher's answers, plus a scratchpad note per row from what the request shows.
+
+    Row ``i`` (privileged state ``states[i]``, world frame; its scratchpad ``scratchpads[i]``; its observation's
+    episode step ``obs_steps[i]``) gets, in :mod:`robot_rl.memory`'s line format with positions in the robot base
+    frame (m):
+
+    * while its scratchpad is empty: ``plan: reach, move, place`` and ``seen goal at X Y Z step N``;
+    * always: ``seen object at X Y Z step N`` (the newest sighting replaces the slot);
+    * once the TCP is within :data:`REACHED_M` of the object and the scratchpad holds no ``done reach``:
+      ``done reach step N``.
+
+    Nothing comes from hidden state: the positions are the request's, the history is the scratchpad's.
+
+    Args:
+        control_period_steps: ``D`` of the scripted teacher.
+    """
+
+    def __init__(self, control_period_steps: int = 4):
+        from robot_rl.teachers.base import TeacherSpec
+        from robot_rl.teachers.scripted import ScriptedTeacher
+
+        self._scripted = ScriptedTeacher(control_period_steps=control_period_steps)
+        s = self._scripted.spec
+        self.spec = TeacherSpec(model_id="noting-scripted", control_period_steps=s.control_period_steps,
+                                needs_image=False, needs_state=True, state_dim=s.state_dim, writes_notes=True)
+
+    def check_request(self, request) -> None:
+        """The scripted teacher's checks (privileged states, a known task)."""
+        self._scripted.check_request(request)
+
+    def act(self, request):
+        """The scripted answer with :meth:`notes_for` as its notes."""
+        from dataclasses import replace
+
+        response = self._scripted.act(request)
+        return replace(response, notes=self.notes_for(request), model_id=self.spec.model_id)
+
+    @staticmethod
+    def notes_for(request) -> list[str]:
+        """The rows' notes (class docstring)."""
+        from robot_rl.envs.obs_layout import ROBOT_BASE_POS_WORLD
+        from robot_rl.envs.privileged import PRIVILEGED_STATE_LAYOUT as L
+        from robot_rl.memory import format_done, format_grounding, format_plan
+
+        base = np.asarray(ROBOT_BASE_POS_WORLD, dtype=np.float64)
+        states = np.asarray(request.states, dtype=np.float64)
+        notes = []
+        for i in range(len(request)):
+            step = 0 if request.obs_steps is None else int(request.obs_steps[i])
+            pad = "" if request.scratchpads is None else str(request.scratchpads[i])
+            tcp, obj, goal = (states[i, L[k]] - base for k in ("tcp_pos", "obj_pos", "goal_pos"))
+            lines = [] if pad else [format_plan(NOTING_PLAN), format_grounding("goal", goal, step)]
+            lines.append(format_grounding("object", obj, step))
+            if np.linalg.norm(tcp - obj) < REACHED_M and "done reach" not in pad:
+                lines.append(format_done("reach", step))
+            notes.append("\n".join(lines))
+        return notes
 
 
 @dataclass
@@ -144,3 +225,25 @@ def run_with_teacher(policy: Path, task: str, episodes: int, out_dir: Path, *, d
     cfg = load_deploy_config(SIM_CONFIG, [f"teacher.url={url}"])
     answers, steps, seconds, ages = teacher_delays(bag, cfg)
     return TeacherRun(results, bag, answers, steps, seconds, ages, logs)
+
+
+def _serve_noting_main(argv: list[str] | None = None) -> None:
+    """``python -m robot_rl.testing.deploy_run --port P [--latency-ms L] [--control-period-steps D]``."""
+    import argparse
+
+    import uvicorn
+
+    from robot_rl.teachers.server import ServerInfo, create_app
+
+    ap = argparse.ArgumentParser(description="serve the NotingTeacher (tests of the ROS 2 scratchpad)")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--control-period-steps", type=int, default=4)
+    args = ap.parse_args(argv)
+    teacher = NotingTeacher(args.control_period_steps)
+    app = create_app(ServerInfo("noting", teacher, 16, 0.0), added_latency_ms=args.latency_ms)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    _serve_noting_main()

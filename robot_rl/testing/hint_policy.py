@@ -7,7 +7,9 @@ its period: ``a_pos,rot = hint_pos,rot / D``, ``a_gripper = hint_gripper`` (the 
 interpolates an answer into, :func:`robot_rl.guidance.targets.interpolate_targets`), held until the next hint
 arrives (``hold_steps`` spreads it over more steps than ``D``). The real export path
 (:func:`robot_rl.deploy.export.export_policy`) turns it into ONNX + sidecar, and direct evaluation, the ROS node and
-the replay run it as any exported policy.
+the replay run it as any exported policy. With ``memory`` the run also observes the scratchpad (``memory.enabled``:
+the ``memory`` group after the ``teacher`` group); the action does not read it (its weights there are zero), so the
+policy moves as without it while the node must still assemble the group exactly (the ROS 2 memory round trip).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ HINT_FEATURES = ("hint", "hint_valid", "dt", "dp")
 
 
 def make_hint_following_run(out_dir: str | Path, *, task: str = HINT_TASK, features=HINT_FEATURES,
-                            period_steps: int = 4, hold_steps: float | None = None, name: str = "hint-policy"):
+                            period_steps: int = 4, hold_steps: float | None = None, name: str = "hint-policy",
+                            memory: dict | None = None):
     """Write a run directory ``out_dir/name`` with a checkpoint of the hint-following linear policy.
 
     Args:
@@ -37,6 +40,8 @@ def make_hint_following_run(out_dir: str | Path, *, task: str = HINT_TASK, featu
             is held until the next one arrives, ``D + d`` steps with answers ``d`` steps late, so a hold of
             ``D + d`` moves as far as the teacher meant at that delay.
         name: the run directory's name.
+        memory: ``memory.*`` keys of the run (e.g. ``{"enabled": True, "grounding_slots": 2}``), or None (no
+            scratchpad).
 
     Returns:
         the :class:`~robot_rl.runs.RunDir`.
@@ -58,7 +63,7 @@ def make_hint_following_run(out_dir: str | Path, *, task: str = HINT_TASK, featu
     cfg = TrainConfig(task=task, mode="vlajs", total_steps=1,
                       ppo={"net_arch": [], "normalize_obs": False, "n_steps": 8, "batch_size": 8},
                       env={"num_envs": 1}, teacher={"kind": "scripted", "control_period_steps": int(period_steps)},
-                      interface={"features": list(features)},
+                      interface={"features": list(features)}, memory=dict(memory or {}),
                       run={"out_dir": str(out_dir), "name": name, "eval_episodes": 0, "progress_bar": False})
     run = RunDir.create(cfg)
     schema = schema_from_config(cfg)

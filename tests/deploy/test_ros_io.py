@@ -262,8 +262,9 @@ def test_a_field_or_group_without_a_ros_source_is_refused_naming_it():
                                             FEATURE_FIELDS["hint"][0].components),))
     with pytest.raises(ValueError, match=r"teacher\.hint \(field 0\): source '', this version's is 'teacher\(hint\)'"):
         ObservationAssembler(ObservationSchema(TASK, (state, teacher)), JOINTS, BASE)
+    # a memory group that is not a scratchpad's layout (robot_rl.memory.MemorySpec.group) is refused, naming why
     memory = ObsGroup("memory", (ObsField("slots", 4, "none", "1", "scratchpad"),))
-    with pytest.raises(ValueError, match=r"group 'memory' \(first field 'slots'\) has no source"):
+    with pytest.raises(ValueError, match=r"memory group has no field 'ground0_object': not a scratchpad group"):
         ObservationAssembler(ObservationSchema(TASK, (state, memory)), JOINTS, BASE)
     wrong_size = ObsField("goal_pos", 2, "world", "m", "goal", source="position(goal)")
     with pytest.raises(ValueError, match=r"state\.goal_pos has size 2 but its source"):
