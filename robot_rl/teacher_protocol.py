@@ -26,9 +26,9 @@ import numpy as np
 
 __all__ = [
     "API_KEY_HEADER", "API_KEY_ENV", "PROTOCOL_VERSION", "BATCH_ROUTE", "METADATA_ROUTE", "HEALTH_ROUTE",
-    "BATCH_FIELDS", "METADATA_SPEC_KEYS", "ACTION_DIM", "RANGE_TOL", "BatchAnswer", "ServedSpec",
-    "batch_body", "check_array", "decode_batch_answer", "dumps", "loads", "read_metadata",
-    "validate_teacher_actions",
+    "BATCH_FIELDS", "METADATA_SPEC_KEYS", "ACTION_DIM", "RANGE_TOL", "MAX_SCRATCHPAD_CHARS", "BatchAnswer",
+    "ServedSpec", "batch_body", "check_array", "check_scratchpads", "decode_batch_answer", "dumps", "loads",
+    "read_metadata", "validate_teacher_actions",
 ]
 
 #: Header carrying the API key (``robot-rl teacher serve --api-key``), and the environment variable the server,
@@ -53,6 +53,10 @@ METADATA_SPEC_KEYS = ("model_id", "control_period_steps", "needs_image", "needs_
 ACTION_DIM = 7
 #: Tolerance on the range check of a teacher answer (float round-off from a server, say).
 RANGE_TOL = 1e-4
+#: Longest scratchpad text (characters) one ``/act/batch`` row may carry; the server answers a longer one with a 422
+#: naming ``scratchpads``. A bounded scratchpad (:mod:`robot_rl.memory`: a plan line plus a few grounding and act
+#: lines, each well under 100 characters) stays far below it; it bounds what a client can put into a VLA's prompt.
+MAX_SCRATCHPAD_CHARS = 8192
 #: dtype kinds accepted inside json-numpy payloads (no object / void / string arrays).
 _NUMERIC_KINDS = set("biuf")
 
@@ -113,6 +117,31 @@ def validate_teacher_actions(actions: object, batch_size: int, period_steps: int
     return finite & motion_ok & gripper_ok
 
 
+def check_scratchpads(scratchpads: Any, rows: int) -> list[str] | None:
+    """Validate the ``scratchpads`` of a request of ``rows`` rows: None, or ``rows`` strings of at most
+    :data:`MAX_SCRATCHPAD_CHARS` characters each (``""``: an empty scratchpad).
+
+    Returns:
+        The texts as a list, or None.
+
+    Raises:
+        ValueError: starting with ``"scratchpads: "``, naming what is wrong (not a list of strings, the wrong
+            number of rows, a non-string item and its index, a text over the limit and its index).
+    """
+    if scratchpads is None:
+        return None
+    if isinstance(scratchpads, (str, bytes)) or not isinstance(scratchpads, Sequence):
+        raise ValueError(f"scratchpads: expected a list of {rows} strings, got {type(scratchpads).__name__}")
+    if len(scratchpads) != rows:
+        raise ValueError(f"scratchpads: has {len(scratchpads)} rows but instructions has {rows}")
+    for i, text in enumerate(scratchpads):
+        if not isinstance(text, str):
+            raise ValueError(f"scratchpads: item {i} is {type(text).__name__}, not a string")
+        if len(text) > MAX_SCRATCHPAD_CHARS:
+            raise ValueError(f"scratchpads: item {i} has {len(text)} characters, more than {MAX_SCRATCHPAD_CHARS}")
+    return list(scratchpads)
+
+
 def batch_body(instructions: Sequence[str], *, images: np.ndarray | None = None, states: np.ndarray | None = None,
                task_ids: Sequence[str] | None = None, scratchpads: Sequence[str] | None = None,
                unnorm_key: str | None = None, obs_steps: np.ndarray | None = None,
@@ -124,7 +153,8 @@ def batch_body(instructions: Sequence[str], *, images: np.ndarray | None = None,
         images: ``(B, H, W, 3) uint8`` RGB, or None.
         states: ``(B, S)`` privileged states (sent as float32), or None.
         task_ids: ``B`` env ids (the backend's task per row), or None.
-        scratchpads: ``B`` scratchpad texts, or None.
+        scratchpads: ``B`` scratchpad texts (each at most :data:`MAX_SCRATCHPAD_CHARS` characters; not checked
+            here: :func:`check_scratchpads`), or None.
         unnorm_key: OpenVLA dataset-statistics key, or None.
         obs_steps: ``(B,)`` env steps of each row's observation within its episode (int64), or None; a
             protocol-1 server refuses them.
@@ -156,7 +186,7 @@ class BatchAnswer:
         actions: ``(B, 7) float32`` in the env's normalized ``pd_ee_delta_pose`` convention over the teacher's
             period (not yet range-checked: :func:`validate_teacher_actions`).
         model_id: the model that answered.
-        notes: ``B`` scratchpad notes, or None from a backend that writes none.
+        notes: ``B`` scratchpad notes (``""``: none for that row), or None from a backend that writes none.
         latency_s: the request's time in the server (s).
         latencies_s: ``(B,)`` server-side per-row latencies (s), or None from an older server.
         batch_rows: rows of the backend call that answered it (1 when not reported).
@@ -178,8 +208,8 @@ def decode_batch_answer(payload: Any, rows: int) -> BatchAnswer:
         rows: ``B``, the rows that were asked for.
 
     Raises:
-        ValueError: not an answer of this protocol (no ``actions``/``model_id``), or ``actions`` not ``(B, 7)``
-            numbers (the message names what is wrong).
+        ValueError: not an answer of this protocol (no ``actions``/``model_id``), ``actions`` not ``(B, 7)``
+            numbers, or ``notes`` neither null nor ``B`` strings (the message names what is wrong).
     """
     if isinstance(payload, (str, bytes)):
         payload = loads(payload)
@@ -194,8 +224,17 @@ def decode_batch_answer(payload: Any, rows: int) -> BatchAnswer:
         raise ValueError(f"the server's actions are not numbers: {exc}") from None
     if actions.shape != (rows, ACTION_DIM):
         raise ValueError(f"the server answered actions of shape {actions.shape} for {rows} rows")
+    notes = payload.get("notes")
+    if notes is not None:
+        if not isinstance(notes, list) or len(notes) != rows:
+            got = f"{len(notes)} items" if isinstance(notes, list) else type(notes).__name__
+            raise ValueError(f"the server's notes must be null or {rows} strings, got {got}")
+        bad = next((i for i, note in enumerate(notes) if not isinstance(note, str)), None)
+        if bad is not None:
+            raise ValueError(f"the server's notes must be null or {rows} strings; item {bad} is "
+                             f"{type(notes[bad]).__name__}")
     lat = payload.get("latencies_s")
-    return BatchAnswer(actions, model_id, payload.get("notes"),
+    return BatchAnswer(actions, model_id, notes,
                        None if payload.get("latency_s") is None else float(payload["latency_s"]),
                        None if lat is None else np.asarray(lat, dtype=np.float64),
                        int(payload.get("batch_rows", rows)))

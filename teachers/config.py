@@ -60,6 +60,13 @@ class OpenVLABackendConfig(_Section):
     device: str = Field("cpu", description="torch device of the model (cpu, cuda, cuda:0, ...)")
     torch_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="weights' dtype (auto: the checkpoint's)")
+    notes: bool = Field(
+        False, description="Notes-to-Self mode: the scratchpad goes into the prompt, the model writes <plan>/<think>"
+                           " text before <act> and its 7 action tokens, answers carry notes (writes_notes); off: "
+                           "OpenVLA's plain 7-token protocol")
+    notes_max_new_tokens: int = Field(
+        250, ge=8, description="notes mode: most tokens one row may generate (text, <act>, 7 action tokens); a row "
+                               "without its 7 action tokens by then is invalid (250: Notes-to-Self's budget)")
 
 
 #: The serving backends, ``backend.kind`` -> its section (``robot-rl teacher serve --backend``).

@@ -39,6 +39,36 @@ Mapping decisions (each pinned by ``tests/teachers/test_openvla.py``):
   (``normalize_gripper_action`` in ``experiments/robot/robot_utils.py``), i.e. thresholds at 0.5.
   ``predict_raw`` clips the gripper to [0 (closed), 1 (open)] (the range OpenVLA's server answers,
   FACTS.md), which keeps that 0.5 threshold and makes ``openvla_to_env`` give [-1, 1].
+
+Notes mode (``notes=True``; Notes-to-Self, Haresh et al. 2026, read from ``paligemma_runner.py`` of
+``Qualcomm-AI-research/scratchpad-vla``; FACTS.md, Anchors; the format is
+:mod:`robot_rl.memory.notes_to_self`'s). Per row:
+
+1. prompt: OpenVLA's, with ``"\n<plan>{scratchpad}</plan>"`` after its question when the row's
+   scratchpad is not empty (:func:`~robot_rl.memory.notes_to_self.prompt_with_scratchpad`, applied to
+   :meth:`OpenVLATeacher.build_prompt`: ``<image>In: What action should the robot take to
+   {instr}?\n<plan>...</plan>\nOut:``);
+2. forced prefix: the ``<plan>`` token for an empty scratchpad (the episode's first query), else
+   ``<think>`` (:func:`~robot_rl.memory.notes_to_self.forced_prefix`), appended to the prompt's ids as
+   Notes-to-Self appends its tokenized prefix (after token 29871 where that rule applies: ``"Out: <plan>"``
+   tokenizes so with Llama-2's vocabulary);
+3. greedy generation of text until the ``<act>`` token, then the act clause (text such as ``<done>``, then
+   the 7 action tokens); a row stops once 7 action tokens follow its ``<act>``, at EOS, or after
+   ``notes_max_new_tokens`` tokens (Notes-to-Self's budget is 250);
+4. the text before the action tokens (prefix included) is parsed first
+   (:func:`~robot_rl.memory.notes_to_self.parse_generation`: ``<plan>``, ``<think>``, ``<done>``), then the
+   7 action tokens are de-tokenized exactly as in plain mode;
+5. the row's note is :func:`~robot_rl.memory.notes_to_self.note_of` of its generation (plan text, plus the
+   think text when the act clause holds ``<done>``).
+
+A malformed generation (no ``<act>`` before EOS or the budget, an unclosed ``<plan>``/``<think>``, fewer
+than 7 action tokens after ``<act>``, a text token among them) makes its row invalid: NaN actions (which
+:func:`robot_rl.teacher_protocol.validate_teacher_actions` refuses) and the note ``""``; the reason is in
+``extras["generation_errors"]``. It never raises. The tags must each be one token of the tokenizer (a checkpoint
+fine-tuned for Notes-to-Self adds them; the tiny checkpoint has them): the constructor refuses a tokenizer that
+splits one, since the ``<act>`` boundary and the forced prefix are found and placed as token ids. The 7 ids after
+``<act>`` must be action tokens (the last 256 ids); plain mode clips any id to a bin, as OpenVLA does, but in notes
+mode a text id there means the text did not end where the model put ``<act>``.
 """
 
 from __future__ import annotations
@@ -46,12 +76,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from robot_rl.geometry import ACTION_DIM, GRIPPER_INDEX
+from robot_rl.memory.notes_to_self import (
+    ACT,
+    DONE,
+    PLAN_CLOSE,
+    PLAN_OPEN,
+    THINK_CLOSE,
+    THINK_OPEN,
+    Generation,
+    MalformedGeneration,
+    forced_prefix,
+    note_of,
+    parse_generation,
+    prompt_with_scratchpad,
+)
 
 from .base import TeacherRequest, TeacherRequestError, TeacherResponse, TeacherSpec
 from .wire import openvla_prompt, openvla_to_env
@@ -73,6 +118,10 @@ CONFIG_NORM_STATS_KEY = "norm_stats"
 GRIPPER_CLOSED, GRIPPER_OPEN = 0.0, 1.0
 #: ``torch_dtype`` names the constructor accepts besides ``"auto"``.
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
+#: Notes-to-Self's tags; in notes mode each must be a single token of the checkpoint's tokenizer.
+NOTES_TAGS = (PLAN_OPEN, PLAN_CLOSE, THINK_OPEN, THINK_CLOSE, ACT, DONE)
+#: Default token budget of a notes-mode row: Notes-to-Self's ``DEFAULT_MAX_NEW_TOKENS`` (``paligemma_runner.py``).
+DEFAULT_NOTES_MAX_NEW_TOKENS = 250
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,6 +282,45 @@ def _check_inputs(images: Any, instructions: Any) -> None:
         raise ValueError(f"instructions: got {len(instructions)} for {images.shape[0]} images (B must match)")
 
 
+@dataclass(frozen=True)
+class NotesGeneration:
+    """One row's notes-mode generation (module docstring, Notes mode).
+
+    Attributes:
+        text: the generated text up to the action tokens, the forced prefix included (``<plan>...<act>`` and the
+            act clause's text, e.g. ``<done>``); for a row without ``<act>``, all it generated.
+        generation: the parsed text (:class:`~robot_rl.memory.notes_to_self.Generation`), or None when malformed.
+        action_tokens: ``(7,) int64`` the action token ids after ``<act>``, or None when malformed.
+        error: why the row is malformed, or None.
+    """
+
+    text: str
+    generation: Generation | None
+    action_tokens: np.ndarray | None
+    error: str | None = None
+
+    @property
+    def note(self) -> str:
+        """The row's note: :func:`~robot_rl.memory.notes_to_self.note_of` of its generation, ``""`` when malformed."""
+        return "" if self.generation is None or self.error is not None else note_of(self.generation)
+
+
+def _stop_after_action_tokens(prompt_len: int, marker_id: int, low: int, high: int, count: int):
+    """A transformers ``StoppingCriteria``: a row is done once ``count`` ids in ``[low, high)`` (action tokens)
+    follow its first ``marker_id`` (``<act>``) among the ids generated after ``prompt_len``.
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    class StopAfterActionTokens(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            new = input_ids[:, prompt_len:]
+            after = torch.cumsum(new == marker_id, dim=1) > 0
+            return ((new >= low) & (new < high) & after).sum(dim=1) >= count
+
+    return StopAfterActionTokens()
+
+
 # ----------------------------------------------------------------------------------------------
 # The teacher
 
@@ -248,18 +336,24 @@ class OpenVLATeacher:
         control_period_steps: env steps one answer covers (``D``; a 5 Hz VLA on 20 Hz control: 4).
         device: torch device for the model (``"cpu"``, ``"cuda"``, ``"cuda:0"``...).
         torch_dtype: ``"auto"`` (the checkpoint's), ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        notes: Notes-to-Self mode (module docstring): the request's ``scratchpads`` go into the prompt and
+            answers carry ``notes``. Off: OpenVLA's plain 7-token protocol, scratchpads ignored.
+        notes_max_new_tokens: notes mode: most tokens a row generates (text, ``<act>``, 7 action tokens).
 
     Attributes:
         spec: needs images, no state; ``model_id`` ``"openvla:<directory name>"``, ``unnorm_keys`` the
             sorted keys of the checkpoint's statistics, ``image_size`` the ``(H, W)`` the processor
-            resizes images to (``None`` if it does not say), ``control_period_steps`` as given.
+            resizes images to (``None`` if it does not say), ``control_period_steps`` as given,
+            ``writes_notes`` = ``notes``.
         unnorm_key: the default statistics key (``None``: the only one).
         vocab_size: the tokenizer's base vocabulary size used for de-tokenization.
+        tag_ids: notes mode: the token id of each of :data:`NOTES_TAGS` (empty otherwise).
 
     Raises:
         FileNotFoundError: ``model_path`` is not a directory.
         ValueError: no ``norm_stats`` in the checkpoint, an unknown ``unnorm_key`` (lists the valid
-            ones), a bad ``torch_dtype`` or ``control_period_steps < 1``.
+            ones), a bad ``torch_dtype``, ``control_period_steps < 1``, ``notes_max_new_tokens < 8``, or
+            notes mode with a tokenizer that splits one of the tags (names them).
     """
 
     def __init__(
@@ -269,6 +363,8 @@ class OpenVLATeacher:
         control_period_steps: int = 4,
         device: str = "cpu",
         torch_dtype: str = "auto",
+        notes: bool = False,
+        notes_max_new_tokens: int = DEFAULT_NOTES_MAX_NEW_TOKENS,
     ) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -280,6 +376,11 @@ class OpenVLATeacher:
             raise ValueError(f"control_period_steps must be >= 1, got {control_period_steps}")
         if torch_dtype != "auto" and torch_dtype not in TORCH_DTYPES:
             raise ValueError(f"torch_dtype must be 'auto' or one of {TORCH_DTYPES}, got {torch_dtype!r}")
+        if int(notes_max_new_tokens) < ACTION_DIM + 1:
+            raise ValueError(f"notes_max_new_tokens must be >= {ACTION_DIM + 1} (<act> and 7 action tokens), "
+                             f"got {notes_max_new_tokens}")
+        self.notes = bool(notes)
+        self.notes_max_new_tokens = int(notes_max_new_tokens)
 
         self.norm_stats = load_norm_stats(path)
         if not self.norm_stats:
@@ -305,11 +406,26 @@ class OpenVLATeacher:
         self.vocab_size = int(self.tokenizer.vocab_size)
         self.image_token: str | None = getattr(self.processor, "image_token", None)
         self.append_empty_token = self.vocab_size == LLAMA2_VOCAB_SIZE
+        self.tag_ids: dict[str, int] = self._single_token_ids(NOTES_TAGS, path) if self.notes else {}
         self.spec = TeacherSpec(
             model_id=f"openvla:{path.resolve().name}", control_period_steps=int(control_period_steps), needs_image=True,
             needs_state=False, image_size=_processor_image_size(getattr(self.processor, "image_processor", None)),
-            unnorm_keys=tuple(sorted(self.norm_stats)),
+            unnorm_keys=tuple(sorted(self.norm_stats)), writes_notes=self.notes,
         )
+
+    def _single_token_ids(self, tags: Sequence[str], path: Path) -> dict[str, int]:
+        """The id of each tag, which the tokenizer must encode as exactly one token (ValueError naming the others)."""
+        ids, split = {}, []
+        for tag in tags:
+            enc = self.tokenizer(tag, add_special_tokens=False).input_ids
+            if len(enc) == 1 and self.tokenizer.convert_ids_to_tokens(enc[0]) == tag:
+                ids[tag] = int(enc[0])
+            else:
+                split.append(f"{tag} -> {self.tokenizer.convert_ids_to_tokens(enc)}")
+        if split:
+            raise ValueError(f"{path}: notes mode needs each of {list(tags)} to be one token of the tokenizer; "
+                             f"it splits {'; '.join(split)}")
+        return ids
 
     # -- model calls ---------------------------------------------------------------------------
 
@@ -317,6 +433,12 @@ class OpenVLATeacher:
         """OpenVLA's prompt for ``instruction``, with the processor's image placeholder in front."""
         prompt = openvla_prompt(instruction)
         return f"{self.image_token}{prompt}" if self.image_token else prompt
+
+    def build_notes_prompt(self, instruction: str, scratchpad: str | None) -> str:
+        r"""Notes mode's prompt: :meth:`build_prompt` with ``"\n<plan>{scratchpad}</plan>"`` after the question
+        (nothing added for an empty scratchpad), as Notes-to-Self builds it.
+        """
+        return prompt_with_scratchpad(self.build_prompt(instruction), scratchpad)
 
     def generate_action_tokens(self, images: np.ndarray, instructions: list[str]) -> np.ndarray:
         """Greedy action tokens for a batch: ``(B, H, W, 3) uint8`` + ``B`` strings -> ``(B, 7) int64``.
@@ -361,6 +483,96 @@ class OpenVLATeacher:
             raise RuntimeError(f"generate returned {tuple(new.shape)} new tokens, expected {expected}")
         return new.cpu().numpy().astype(np.int64)
 
+    def generate_with_notes(self, images: np.ndarray, instructions: list[str],
+                            scratchpads: Sequence[str] | None = None) -> list[NotesGeneration]:
+        """Notes mode's generation for a batch (module docstring, Notes mode): one left-padded ``generate`` call.
+
+        Args:
+            images: ``(B, H, W, 3) uint8`` RGB.
+            instructions: ``B`` instructions.
+            scratchpads: ``B`` scratchpad texts (``""``: empty), or None (every row's is empty).
+
+        Returns:
+            ``B`` :class:`NotesGeneration`; a malformed row has ``error`` set (nothing raises for it).
+
+        Raises:
+            ValueError: bad ``images``/``instructions``/``scratchpads`` (names the field); not in notes mode.
+        """
+        import torch
+        from transformers import GenerationConfig, StoppingCriteriaList
+
+        if not self.notes:
+            raise ValueError("generate_with_notes needs notes=True (Notes-to-Self mode)")
+        _check_inputs(images, instructions)
+        n = images.shape[0]
+        pads = _check_scratchpads(scratchpads, n)
+        if n == 0:
+            return []
+        texts = [self.build_notes_prompt(s, p) for s, p in zip(instructions, pads)]
+        inputs = self.processor(images=list(images), text=texts, return_tensors="pt", padding=True)
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        if self.append_empty_token:
+            input_ids, attention_mask = _append_token(
+                input_ids, attention_mask, LLAMA2_EMPTY_TOKEN_ID, self.tokenizer.pad_token_id
+            )
+        prefixes = [forced_prefix(p) for p in pads]
+        prefix_ids = torch.tensor([[self.tag_ids[p]] for p in prefixes], dtype=input_ids.dtype)
+        input_ids = torch.cat([input_ids, prefix_ids], dim=1)
+        attention_mask = torch.cat([attention_mask, torch.ones((n, 1), dtype=attention_mask.dtype)], dim=1)
+        model_inputs = dict(inputs)
+        model_inputs["input_ids"] = input_ids.to(self.device)
+        model_inputs["attention_mask"] = attention_mask.to(self.device)
+        model_inputs["pixel_values"] = inputs["pixel_values"].to(self.device, dtype=self.model.dtype)
+        prompt_len = input_ids.shape[1]
+        stop = _stop_after_action_tokens(prompt_len, self.tag_ids[ACT], self.vocab_size - N_ACTION_BINS,
+                                         self.vocab_size, ACTION_DIM)
+        gen_config = GenerationConfig(
+            max_new_tokens=self.notes_max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
+        with torch.inference_mode():
+            out = self.model.generate(**model_inputs, generation_config=gen_config,
+                                      stopping_criteria=StoppingCriteriaList([stop]))
+        new = out[:, prompt_len:].cpu().numpy().astype(np.int64)
+        return [self._parse_notes_row(prefixes[i], new[i]) for i in range(n)]
+
+    def _decode_text(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False,
+                                     clean_up_tokenization_spaces=False)
+
+    def _parse_notes_row(self, prefix: str, ids: np.ndarray) -> NotesGeneration:
+        """One row's generated ids (after its forced ``prefix``) -> :class:`NotesGeneration` (never raises)."""
+        ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+        ids = [int(i) for i in ids]
+        end = next((j for j, t in enumerate(ids) if t in ends), len(ids))  # EOS, or the pads after a stopped row
+        ids = ids[:end]
+        marker = self.tag_ids[ACT]
+        if marker not in ids:
+            text = prefix + self._decode_text(ids)
+            why = "EOS" if end < self.notes_max_new_tokens else f"the budget of {self.notes_max_new_tokens} tokens"
+            return NotesGeneration(text, None, None, f"no {ACT} before {why}")
+        k = ids.index(marker)
+        clause = ids[k + 1:]
+        low, high = self.vocab_size - N_ACTION_BINS, self.vocab_size
+        first = next((j for j, t in enumerate(clause) if low <= t < high), len(clause))
+        text = prefix + self._decode_text(ids[:k]) + ACT + self._decode_text(clause[:first])
+        try:
+            gen = parse_generation(text)
+        except MalformedGeneration as exc:
+            return NotesGeneration(text, None, None, str(exc))
+        act = clause[first:first + ACTION_DIM]
+        if len(act) < ACTION_DIM:
+            return NotesGeneration(text, None, None,
+                                   f"{len(act)} action tokens after {ACT}, expected {ACTION_DIM}")
+        if not all(low <= t < high for t in act):
+            return NotesGeneration(text, None, None,
+                                   f"a text token among the {ACTION_DIM} action tokens after {ACT}: {act}")
+        return NotesGeneration(text, gen, np.asarray(act, dtype=np.int64))
+
     def predict_raw(self, images: np.ndarray, instructions: list[str], unnorm_key: str | None = None) -> np.ndarray:
         """Actions in OpenVLA's convention for a batch.
 
@@ -392,7 +604,7 @@ class OpenVLATeacher:
 
         Raises:
             TeacherRequestError: ``images`` missing or malformed, ``instructions`` not matching,
-                ``unnorm_key`` ambiguous or unknown.
+                ``unnorm_key`` ambiguous or unknown; in notes mode, ``scratchpads`` not ``B`` strings.
         """
         self._unnorm_key(request)
 
@@ -404,6 +616,11 @@ class OpenVLATeacher:
         except ValueError as exc:
             field, _, msg = str(exc).partition(": ")
             raise TeacherRequestError(field, msg) from None
+        if self.notes:
+            try:
+                _check_scratchpads(request.scratchpads, len(request.instructions))
+            except ValueError as exc:
+                raise TeacherRequestError("scratchpads", str(exc).partition(": ")[2]) from None
         key = request.unnorm_key if request.unnorm_key is not None else self.unnorm_key
         try:
             return resolve_unnorm_key(self.norm_stats, key)
@@ -414,7 +631,10 @@ class OpenVLATeacher:
         """Answer a batch in the env convention (:mod:`robot_rl.teachers.base`).
 
         ``extras["raw_actions"]`` holds the ``(B, 7)`` OpenVLA-convention actions. Uses
-        ``request.unnorm_key`` (``None``: the constructor's default).
+        ``request.unnorm_key`` (``None``: the constructor's default). In notes mode (module docstring) the
+        rows' ``scratchpads`` go into their prompts, ``notes`` holds each row's note (``""``: none), a malformed
+        generation's row is NaN, and ``extras["generations"]`` / ``extras["generation_errors"]`` hold each row's
+        text and error (None when well formed).
 
         Raises:
             TeacherRequestError: ``request.images`` is ``None`` or malformed, or the ``unnorm_key`` is
@@ -422,14 +642,36 @@ class OpenVLATeacher:
         """
         t0 = time.perf_counter()
         key = self._unnorm_key(request)
-        raw = self.decode(self.generate_action_tokens(request.images, list(request.instructions)), key)
-        actions = openvla_to_env(raw)
+        if not self.notes:
+            raw = self.decode(self.generate_action_tokens(request.images, list(request.instructions)), key)
+            return TeacherResponse(actions=openvla_to_env(raw), latency_s=time.perf_counter() - t0,
+                                   model_id=self.spec.model_id, extras={"raw_actions": raw})
+        rows = self.generate_with_notes(request.images, list(request.instructions), request.scratchpads)
+        tokens = np.stack([r.action_tokens if r.action_tokens is not None
+                           else np.full(ACTION_DIM, self.vocab_size - 1, np.int64) for r in rows]) if rows else (
+            np.zeros((0, ACTION_DIM), np.int64))
+        raw = self.decode(tokens, key)
+        raw[[r.action_tokens is None for r in rows]] = np.nan  # malformed: no guidance for that row
         return TeacherResponse(
-            actions=actions,
-            latency_s=time.perf_counter() - t0,
-            model_id=self.spec.model_id,
-            extras={"raw_actions": raw},
+            actions=openvla_to_env(raw), latency_s=time.perf_counter() - t0, model_id=self.spec.model_id,
+            notes=[r.note for r in rows],
+            extras={"raw_actions": raw, "generations": [r.text for r in rows],
+                    "generation_errors": [r.error for r in rows]},
         )
+
+
+def _check_scratchpads(scratchpads: Any, n: int) -> list[str]:
+    """``n`` scratchpad texts (None: ``n`` empty ones); ValueError ``"scratchpads: ..."`` otherwise."""
+    if scratchpads is None:
+        return [""] * n
+    if isinstance(scratchpads, str) or not isinstance(scratchpads, Sequence):
+        raise ValueError(f"scratchpads: expected a list of strings, got {type(scratchpads).__name__}")
+    if len(scratchpads) != n:
+        raise ValueError(f"scratchpads: got {len(scratchpads)} for {n} rows (B must match)")
+    bad = [i for i, p in enumerate(scratchpads) if not isinstance(p, str)]
+    if bad:
+        raise ValueError(f"scratchpads: items {bad} are not strings")
+    return list(scratchpads)
 
 
 def _append_token(input_ids, attention_mask, token_id: int, pad_id: int):
@@ -481,8 +723,11 @@ def _processor_image_size(image_processor: Any) -> tuple[int, int] | None:
 __all__ = [
     "BIN_CENTERS",
     "LLAMA2_EMPTY_TOKEN_ID",
+    "DEFAULT_NOTES_MAX_NEW_TOKENS",
     "LLAMA2_VOCAB_SIZE",
+    "NOTES_TAGS",
     "N_ACTION_BINS",
+    "NotesGeneration",
     "OpenVLATeacher",
     "decode_action_tokens",
     "gripper_to_unit",

@@ -33,9 +33,9 @@ import numpy as np
 import requests
 
 from robot_rl.geometry import ACTION_DIM
-from robot_rl.teacher_protocol import BATCH_ROUTE, METADATA_ROUTE, decode_batch_answer
+from robot_rl.teacher_protocol import BATCH_ROUTE, METADATA_ROUTE, check_scratchpads, decode_batch_answer
 
-from .base import TeacherRequest, TeacherResponse, TeacherSpec
+from .base import TeacherRequest, TeacherRequestError, TeacherResponse, TeacherSpec
 from .wire import API_KEY_ENV, API_KEY_HEADER, encode_batch_request, nested_latency, openvla_to_env
 
 log = logging.getLogger("robot_rl.teachers.remote")
@@ -121,8 +121,11 @@ class RemoteTeacher:
             ``obs_steps`` / ``obs_times_s``, which are then not sent).
 
     Every response carries, per row, ``latency_s`` (from the query leaving the caller, i.e. the
-    :meth:`act` or :meth:`submit` call, to the answer arriving), the server's ``notes``, the request's
-    ``obs_steps``, and the stamps ``obs_times_s`` / ``answer_times_s`` on ``clock``.
+    :meth:`act` or :meth:`submit` call, to the answer arriving), the server's ``notes`` (None from a server
+    whose backend writes none, from an OpenVLA-only server, and in a "no guidance" answer: a lost answer loses
+    its own notes), the request's ``obs_steps``, and the stamps ``obs_times_s`` / ``answer_times_s`` on
+    ``clock``. The request's ``scratchpads`` are sent with ``/act/batch`` (an OpenVLA-only server's ``/act``
+    has no field for them).
 
     Raises:
         ConnectionError: no server answered within ``connect_timeout_s``.
@@ -230,13 +233,22 @@ class RemoteTeacher:
         return request
 
     def check_request(self, request: TeacherRequest) -> None:
-        """The server's spec checks, locally (the server checks the rest and answers a 4xx).
+        """The server's spec checks and the protocol's ``scratchpads`` rule, locally (the server checks the rest
+        and answers a 4xx).
 
         Raises:
             TeacherRequestError: what the server's spec needs is missing (e.g. images for an
-                OpenVLA server), or an ``unnorm_key`` the server does not have.
+                OpenVLA server), an ``unnorm_key`` the server does not have, or ``scratchpads`` that are not
+                ``B`` strings of at most :data:`~robot_rl.teacher_protocol.MAX_SCRATCHPAD_CHARS` characters.
         """
-        self.spec.check(self._with_default_key(request))
+        self._check(self._with_default_key(request))
+
+    def _check(self, request: TeacherRequest) -> None:
+        self.spec.check(request)
+        try:
+            check_scratchpads(request.scratchpads, len(request))
+        except ValueError as exc:
+            raise TeacherRequestError("scratchpads", str(exc).partition(": ")[2]) from None
 
     def act(self, request: TeacherRequest) -> TeacherResponse:
         """Answer ``request`` now (blocking). Rows are NaN when the server failed (see module docstring).
@@ -247,7 +259,7 @@ class RemoteTeacher:
         """
         t0 = time.perf_counter()
         request = self._with_default_key(request)
-        self.spec.check(request)
+        self._check(request)
         return self._query(request, t0, self._obs_times(request, None))
 
     def submit(self, request: TeacherRequest, obs_time: float | None = None) -> PendingAnswer:
@@ -262,7 +274,7 @@ class RemoteTeacher:
         """
         t0 = time.perf_counter()
         request = self._with_default_key(request)
-        self.spec.check(request)
+        self._check(request)
         obs = self._obs_times(request, obs_time)
         return PendingAnswer(self._pool.submit(self._query, request, t0, obs), obs, self._clock)
 

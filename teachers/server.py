@@ -7,11 +7,14 @@ action conventions in :mod:`robot_rl.teachers.wire`):
 - ``POST /act``: OpenVLA's reference protocol, so a client written for OpenVLA's
   ``vla-scripts/deploy.py`` works unchanged (including its ``{"encoded": ...}`` double-encoded
   variant). Our additions, ignored by OpenVLA clients: optional ``state`` ``(S,)`` and ``task_id``
-  for backends that plan from privileged state.
-- ``POST /act/batch``: ``B`` rows in one request, with optional per-row ``obs_steps`` ``(B,) int`` and
-  ``obs_times_s`` ``(B,) float`` (passed to the backend); answers ``{"actions": (B, 7), "latency_s",
-  "latencies_s": (B,), "backend_latency_s", "notes": B strings or null, "model_id", "batch_rows"}``
-  in the env convention.
+  for backends that plan from privileged state. It has no scratchpad field: a backend in Notes-to-Self mode answers
+  it as an episode's first query (empty scratchpad), and its notes are not returned.
+- ``POST /act/batch``: ``B`` rows in one request, with optional per-row ``obs_steps`` ``(B,) int``,
+  ``obs_times_s`` ``(B,) float`` and ``scratchpads`` (``B`` strings of at most
+  :data:`~robot_rl.teacher_protocol.MAX_SCRATCHPAD_CHARS` characters; passed to the backend); answers
+  ``{"actions": (B, 7), "latency_s", "latencies_s": (B,), "backend_latency_s", "notes": B strings or null,
+  "model_id", "batch_rows"}`` in the env convention. ``notes`` are the backend's, passed through (``""``: no note
+  for that row; null: the backend writes none, ``writes_notes`` false in ``/metadata``).
 - ``GET /healthz`` and ``GET /metadata`` (the backend's :class:`~robot_rl.teachers.base.TeacherSpec`
   fields at the top level, plus the server's).
 
@@ -47,9 +50,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from robot_rl.teacher_protocol import PROTOCOL_VERSION
+from robot_rl.teacher_protocol import MAX_SCRATCHPAD_CHARS, PROTOCOL_VERSION
 
 from .base import Teacher, TeacherRequest, TeacherRequestError, TeacherResponse
 from .wire import API_KEY_HEADER, ENV_CONVENTION, OPENVLA_CONVENTION, check_array, env_to_openvla, nested_latency
@@ -122,6 +125,8 @@ Matrix = Annotated[np.ndarray, BeforeValidator(_matrix)]
 Steps = Annotated[np.ndarray, BeforeValidator(_steps)]
 Times = Annotated[np.ndarray, BeforeValidator(_times)]
 Text = Annotated[str, Field(min_length=1)]
+#: One row's scratchpad text: a string of at most MAX_SCRATCHPAD_CHARS characters ("" is an empty scratchpad).
+ScratchpadText = Annotated[str, Field(max_length=MAX_SCRATCHPAD_CHARS)]
 
 
 class ActBody(BaseModel):
@@ -150,7 +155,9 @@ class BatchBody(BaseModel):
     """``POST /act/batch`` body: ``B`` rows (unknown keys are refused, naming the key).
 
     ``obs_steps`` (env steps, integers >= 0) and ``obs_times_s`` (seconds on the client's clock) are
-    json-numpy arrays or JSON lists of ``B`` numbers; they reach the backend in the request.
+    json-numpy arrays or JSON lists of ``B`` numbers; ``scratchpads`` is a JSON list of ``B`` strings of at most
+    :data:`~robot_rl.teacher_protocol.MAX_SCRATCHPAD_CHARS` characters. They reach the backend in the request.
+    A field with another number of rows than ``instructions`` is a 422 naming that field.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -159,22 +166,23 @@ class BatchBody(BaseModel):
     images: Images | None = None
     states: Matrix | None = None
     task_ids: list[str] | None = None
-    scratchpads: list[str] | None = None
+    scratchpads: list[ScratchpadText] | None = None
     unnorm_key: str | None = None
     obs_steps: Steps | None = None
     obs_times_s: Times | None = None
 
-    @model_validator(mode="after")
-    def _rows_agree(self) -> "BatchBody":
+    def to_request(self) -> TeacherRequest:
+        """The :class:`TeacherRequest`.
+
+        Raises:
+            RequestValidationError: a 422 naming the field: a per-row field whose row count differs from
+                ``instructions``'s, a bad ``obs_steps`` / ``obs_times_s``.
+        """
         n = len(self.instructions)
         for name in ("images", "states", "task_ids", "scratchpads", "obs_steps", "obs_times_s"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
-                raise ValueError(f"{name}: has {len(value)} rows but instructions has {n}")
-        return self
-
-    def to_request(self) -> TeacherRequest:
-        """The :class:`TeacherRequest`; raises a 422 naming the field for a bad ``obs_steps`` / ``obs_times_s``."""
+                raise _field_error(name, f"{name}: has {len(value)} rows but instructions has {n}")
         try:
             return TeacherRequest(
                 instructions=list(self.instructions), images=self.images, states=self.states,
@@ -573,7 +581,8 @@ def build_backend(backend: str = "scripted", **kwargs: Any) -> Teacher:
         kwargs: the keys of the kind's backend section (:mod:`robot_rl.teachers.config`):
             ``scripted``: ``control_period_steps`` (4), ``task`` (default task id), ``seed`` (0);
             ``openvla``: ``model`` (checkpoint directory, required), ``unnorm_key``,
-            ``control_period_steps`` (4), ``device`` (``"cpu"``), ``torch_dtype`` (``"auto"``).
+            ``control_period_steps`` (4), ``device`` (``"cpu"``), ``torch_dtype`` (``"auto"``), ``notes``
+            (False: Notes-to-Self mode off), ``notes_max_new_tokens`` (250).
             A ``None`` for a key the kind does not have is ignored.
 
     Raises:
@@ -593,7 +602,8 @@ def backend_from_config(cfg) -> Teacher:
     if cfg.kind == "scripted":
         return make_teacher("scripted", control_period_steps=cfg.control_period_steps, task=cfg.task, seed=cfg.seed)
     return make_teacher("openvla", model_path=cfg.model, unnorm_key=cfg.unnorm_key,
-                        control_period_steps=cfg.control_period_steps, device=cfg.device, torch_dtype=cfg.torch_dtype)
+                        control_period_steps=cfg.control_period_steps, device=cfg.device, torch_dtype=cfg.torch_dtype,
+                        notes=cfg.notes, notes_max_new_tokens=cfg.notes_max_new_tokens)
 
 
 def check_backend_args(backend: str, model: str | None = None) -> None:

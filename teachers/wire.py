@@ -11,7 +11,8 @@ Two routes, two action conventions:
   ``{"image": uint8 (H, W, 3), "instruction": str, "unnorm_key": str | None}`` and a json-numpy
   array of 7 floats back, in **OpenVLA's convention**: ``[dx, dy, dz]`` in metres,
   ``[droll, dpitch, dyaw]`` in radians (robot-base frame), gripper in ``[0 (closed), 1 (open)]``.
-- ``POST /act/batch`` is ours: ``B`` rows in (with optional per-row ``obs_steps`` / ``obs_times_s``),
+- ``POST /act/batch`` is ours: ``B`` rows in (with optional per-row ``obs_steps`` / ``obs_times_s`` and
+  ``scratchpads``, each text at most :data:`~robot_rl.teacher_protocol.MAX_SCRATCHPAD_CHARS` characters),
   ``(B, 7)`` actions back in the **env convention** of :mod:`robot_rl.teachers.base` (normalized
   ``pd_ee_delta_pose`` over the teacher period, gripper ``[-1 (closed), +1 (open)]``), plus the
   server-side latency (per request and per row), the per-row notes and the model id.

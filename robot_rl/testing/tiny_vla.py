@@ -1,4 +1,4 @@
-"""A tiny OpenVLA-style checkpoint built locally, for tests and benchmarks; random weights.
+r"""A tiny OpenVLA-style checkpoint built locally, for tests and benchmarks; random weights.
 
 No model can be downloaded on these machines (FACTS.md, VLA teachers), so the code path of
 :class:`robot_rl.teachers.openvla.OpenVLATeacher` (processor -> ``generate`` -> 256-bin
@@ -10,9 +10,15 @@ with ``save_pretrained``. Its layout is the one a transformers-native OpenVLA ch
   ``AutoModelForImageTextToText``;
 - tokenizer: a word-level ``tokenizers`` vocabulary laid out like OpenVLA's Llama-2 one: special
   tokens first, then the words of OpenVLA's prompt template and of ManiSkill task instructions,
-  then filler tokens, and the **last** :data:`N_ACTION_BINS` ids are the action tokens (id
-  ``vocab_size - 1 - k`` is named ``<act_k>``: bin ``k``, so ``<act_000>`` is the most negative
-  bin, as in OpenVLA's ``ActionTokenizer``); lower-cased, BOS prepended (as Llama-2 does);
+  then Notes-to-Self's tags (:data:`NOTES_TAGS`, single special tokens) and the pieces notes are
+  written in (:data:`NOTE_WORDS`), then filler tokens, and the **last** :data:`N_ACTION_BINS` ids
+  are the action tokens (id ``vocab_size - 1 - k`` is named ``<act_k>``: bin ``k``, so
+  ``<act_000>`` is the most negative bin, as in OpenVLA's ``ActionTokenizer``); lower-cased, BOS
+  prepended (as Llama-2 does). Decoding joins tokens with spaces except the ``##`` pieces, which
+  join the token before them (a WordPiece decoder), so a generation forced token by token decodes
+  to an exact note: ``plan ##: pick ##, place`` -> ``"plan: pick, place"``, ``0 ##. ##6`` -> ``"0.6"``;
+  the ``"\n"`` token separates note lines. (Encoding splits words and punctuation, so a prompt does
+  not round-trip; only what is generated needs to.)
 - processor: ``LlavaProcessor`` (PIL CLIP image processor resizing to ``image_size`` x
   ``image_size`` with no crop, and the ``<image>`` placeholder that it expands to 49 tokens),
   loadable with ``AutoProcessor``;
@@ -50,6 +56,16 @@ PROMPT_WORDS = (
     "red", "green", "blue", "a", "and", "on", "onto", "of", "top", "up", "it", "into", "with",
     ".", ",",
 )
+#: Notes-to-Self's tags (:mod:`robot_rl.memory.notes_to_self`), each one special token (as the OpenVLA backend's
+#: notes mode needs).
+NOTES_TAGS = ("<plan>", "</plan>", "<think>", "</think>", "<act>", "<done>")
+#: Pieces of the scratchpad's line format (:mod:`robot_rl.memory.scratchpad`) for generated notes: words, digits,
+#: ``-``, the newline, and ``##`` continuations (``##:``, ``##,``, ``##.``, ``##0``..``##9``) glued to the token
+#: before them when decoded.
+NOTE_WORDS = (
+    ("plan", "seen", "at", "step", "done", "reach", "restore", "back", "start", "-", "\n")
+    + tuple(str(d) for d in range(10)) + ("##:", "##,", "##.") + tuple(f"##{d}" for d in range(10))
+)
 #: OpenVLA-format dataset statistics of the tiny checkpoint (``{key: {"action": {...}}}``):
 #: distinct q01/q99 per key; the gripper (last) dimension is not un-normalized (mask false).
 TINY_NORM_STATS: dict[str, dict] = {
@@ -76,12 +92,13 @@ INIT_STD = 0.2
 
 
 def tiny_vocabulary(vocab_size: int = DEFAULT_VOCAB_SIZE) -> list[str]:
-    """The tiny tokenizer's ``vocab_size`` tokens in id order: specials, prompt words, fillers, 256 action tokens.
+    """The tiny tokenizer's ``vocab_size`` tokens in id order: specials, prompt words, notes tags and words,
+    fillers, 256 action tokens.
 
     Raises:
         ValueError: ``vocab_size`` leaves no room for the specials, the words and the action tokens.
     """
-    text = list(SPECIAL_TOKENS) + list(PROMPT_WORDS)
+    text = list(SPECIAL_TOKENS) + list(PROMPT_WORDS) + list(NOTES_TAGS) + list(NOTE_WORDS)
     if vocab_size < len(text) + N_ACTION_BINS:
         raise ValueError(f"vocab_size must be >= {len(text) + N_ACTION_BINS}, got {vocab_size}")
     text += [f"<filler_{i:05d}>" for i in range(vocab_size - N_ACTION_BINS - len(text))]
@@ -91,12 +108,13 @@ def tiny_vocabulary(vocab_size: int = DEFAULT_VOCAB_SIZE) -> list[str]:
 
 
 def build_tiny_tokenizer(vocab_size: int = DEFAULT_VOCAB_SIZE):
-    """A ``PreTrainedTokenizerFast`` over :func:`tiny_vocabulary` (word level, lower-cased, BOS first).
+    """A ``PreTrainedTokenizerFast`` over :func:`tiny_vocabulary` (word level, lower-cased, BOS first;
+    decoded with ``##`` continuations, module docstring).
 
-    ``tokenizer.vocab_size == len(tokenizer) == vocab_size`` (the specials are in the base
-    vocabulary, so nothing is added after the action tokens).
+    ``tokenizer.vocab_size == len(tokenizer) == vocab_size`` (the specials and the notes tags are in
+    the base vocabulary, so nothing is added after the action tokens).
     """
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
@@ -107,7 +125,8 @@ def build_tiny_tokenizer(vocab_size: int = DEFAULT_VOCAB_SIZE):
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A $B", special_tokens=[(BOS_TOKEN, vocab[BOS_TOKEN])]
     )
-    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok.add_special_tokens(list(SPECIAL_TOKENS) + list(NOTES_TAGS))
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=PAD_TOKEN,
@@ -229,6 +248,8 @@ def tiny_action_token_id(vocab_size: int, bin_index: int) -> int:
 
 __all__ = [
     "DEFAULT_VOCAB_SIZE",
+    "NOTES_TAGS",
+    "NOTE_WORDS",
     "N_ACTION_BINS",
     "PATCH_SIZE",
     "TINY_NORM_STATS",

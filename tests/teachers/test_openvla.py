@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_rl.teachers.base import Teacher, TeacherRequest
+from robot_rl.teacher_protocol import validate_teacher_actions
+from robot_rl.teachers.base import Teacher, TeacherRequest, TeacherRequestError
 from robot_rl.teachers.wire import openvla_to_env
 
 pytest.importorskip("torch")
@@ -331,6 +332,22 @@ def test_llama2_vocabulary_appends_empty_token(tmp_path_factory, images):
     rows = np.concatenate([llama.generate_action_tokens(images[i : i + 1], INSTRUCTIONS[i : i + 1]) for i in range(3)])
     np.testing.assert_array_equal(batched, rows)
 
+    # Notes mode: "Out:", 29871, then the forced prefix (as "Out: <plan>" tokenizes with Llama-2's vocabulary).
+    notes = OpenVLATeacher(path, notes=True, notes_max_new_tokens=16)
+    seen.clear()
+    handle = notes.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw.get("input_ids")),
+                                                   with_kwargs=True)
+    forced = [_ids(notes, "pick", "</think>", "<act>", *BINS[0].tolist()), _ids(notes, "</s>")]
+    try:
+        with forced_tokens(notes, _padded(notes, forced)):
+            rows = notes.generate_with_notes(images[:2], INSTRUCTIONS[:2], ["plan: pick", ""])
+    finally:
+        handle.remove()
+    assert seen[0][:, -2].tolist() == [LLAMA2_EMPTY_TOKEN_ID] * 2
+    assert seen[0][:, -1].tolist() == [notes.tag_ids["<think>"], notes.tag_ids["<plan>"]]
+    assert rows[0].error is None and rows[0].text == "<think>pick </think><act>" and "no <act>" in rows[1].error
+    np.testing.assert_array_equal(rows[0].action_tokens, [tiny_action_token_id(32000, int(k)) for k in BINS[0]])
+
 
 def test_empty_batch(teacher):
     raw = teacher.predict_raw(np.zeros((0, 224, 224, 3), np.uint8), [], unnorm_key="bridge_orig")
@@ -420,3 +437,183 @@ def test_batch_of_32(teacher):
     request = TeacherRequest(instructions=(INSTRUCTIONS * 6)[:32], images=imgs, unnorm_key="bridge_orig")
     response = teacher.act(request)
     assert response.actions.shape == (32, 7) and np.isfinite(response.actions).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Notes mode (Notes-to-Self): scratchpad in the prompt, forced prefix, text parsed before the action tokens
+
+
+@pytest.fixture(scope="module")
+def notes_teacher(ckpt) -> OpenVLATeacher:
+    return OpenVLATeacher(ckpt, control_period_steps=4, notes=True, notes_max_new_tokens=48)
+
+
+def _ids(teacher: OpenVLATeacher, *pieces) -> list[int]:
+    """Token ids of ``pieces``: a token of the tiny vocabulary (str), or an action bin (int)."""
+    out = []
+    for p in pieces:
+        if isinstance(p, int):
+            out.append(tiny_action_token_id(teacher.vocab_size, p))
+        else:
+            tid = teacher.tokenizer.convert_tokens_to_ids(p)
+            assert tid != teacher.tokenizer.unk_token_id, p
+            out.append(tid)
+    return out
+
+
+def _padded(teacher: OpenVLATeacher, rows: list[list[int]]) -> np.ndarray:
+    """Rows of forced ids as one ``(B, T)`` array (pads after a shorter row: generate pads a finished row anyway)."""
+    width = max(len(r) for r in rows)
+    return np.array([r + [teacher.tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+
+
+def _by_hand(bins, stats) -> np.ndarray:
+    """OpenVLA-convention actions of action bins: ``q01 + (2k + 1) / 510 (q99 - q01)``, gripper clipped bin center."""
+    k = np.asarray(bins, dtype=np.float64)
+    q01, q99 = np.asarray(stats["q01"]), np.asarray(stats["q99"])
+    out = q01 + (2 * k + 1) / 510 * (q99 - q01)
+    out[..., 6] = np.clip(-1 + (2 * k[..., 6] + 1) / 255, 0.0, 1.0)
+    return out
+
+
+BINS = np.array([[0, 254, 127, 1, 200, 63, 0], [254, 0, 127, 254, 0, 191, 254], [10, 20, 30, 40, 50, 60, 250]])
+
+
+def test_notes_mode_prompt_prefix_parse_note_and_actions(notes_teacher, images):
+    t = notes_teacher
+    assert t.spec.writes_notes is True and t.spec.needs_image and t.spec.model_id == "openvla:tiny"
+    pads = ["", "plan: pick, place", "plan: pick, place\ndone pick step 31"]
+    instr = ["pick the cube", "pick the cube", "place the cube on the goal"]
+    # Notes-to-Self's prompt: the scratchpad in <plan>...</plan> right after the question; none when it is empty.
+    assert t.build_notes_prompt(instr[0], pads[0]) == (
+        "<image>In: What action should the robot take to pick the cube?\nOut:")
+    assert t.build_notes_prompt(instr[1], pads[1]) == (
+        "<image>In: What action should the robot take to pick the cube?\n<plan>plan: pick, place</plan>\nOut:")
+    assert t.build_notes_prompt("is it red? pick it", "plan: pick") == (  # the template's "?", not the instruction's
+        "<image>In: What action should the robot take to is it red? pick it?\n<plan>plan: pick</plan>\nOut:")
+    forced = [
+        _ids(t, "plan", "##:", "pick", "##,", "place", "</plan>", "<think>", "pick", "the", "cube", "</think>", "<act>",
+             *BINS[0].tolist()),
+        _ids(t, "done", "pick", "step", "3", "##1", "</think>", "<act>", "<done>", *BINS[1].tolist()),
+        _ids(t, "place", "the", "cube", "</think>", "<act>", *BINS[2].tolist()),
+    ]
+    seen = []
+    handle = t.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw.get("input_ids")), with_kwargs=True)
+    try:
+        with forced_tokens(t, _padded(t, forced)) as step:
+            rows = t.generate_with_notes(images[:3], instr, pads)
+    finally:
+        handle.remove()
+    assert step["t"] == len(forced[0])  # generation ran until the longest row had its 7 action tokens, no longer
+    prompt = seen[0]  # the prefill: left-padded prompts, each ending with its forced prefix
+    tag = t.tag_ids
+    assert prompt[:, -1].tolist() == [tag["<plan>"], tag["<think>"], tag["<think>"]]
+    for i, pad in enumerate(pads):
+        row = prompt[i].tolist()
+        if not pad:
+            assert row.count(tag["<plan>"]) == 1 and tag["</plan>"] not in row  # only the forced prefix
+            continue
+        start, stop = row.index(tag["<plan>"]), row.index(tag["</plan>"])
+        assert row[start + 1:stop] == t.tokenizer(pad, add_special_tokens=False).input_ids  # the scratchpad, as text
+        assert t.tokenizer.decode(row[stop + 1:-1]) == "out :"  # then "\nOut:", then the prefix
+
+    assert [r.error for r in rows] == [None, None, None]
+    g0, g1, g2 = (r.generation for r in rows)
+    assert (g0.plan, g0.think, g0.done) == ("plan: pick, place", "pick the cube", False)
+    assert (g1.plan, g1.think, g1.done) == (None, "done pick step 31", True)
+    assert (g2.plan, g2.think, g2.done) == (None, "place the cube", False)
+    assert rows[0].text == "<plan>plan: pick, place </plan> <think> pick the cube </think><act>"
+    assert rows[1].text == "<think>done pick step 31 </think><act><done>"
+    for r, bins in zip(rows, BINS):
+        np.testing.assert_array_equal(r.action_tokens, [tiny_action_token_id(t.vocab_size, int(k)) for k in bins])
+    # The note: the plan of a first answer, the think text of an answer whose act clause holds <done>, else none.
+    assert [r.note for r in rows] == ["plan: pick, place", "done pick step 31", ""]
+
+    with forced_tokens(t, _padded(t, forced)):
+        response = t.act(TeacherRequest(instructions=instr, images=images[:3], scratchpads=pads,
+                                        unnorm_key="bridge_orig"))
+    assert response.notes == ["plan: pick, place", "done pick step 31", ""]
+    assert response.extras["generation_errors"] == [None] * 3 and response.extras["generations"][1] == rows[1].text
+    raw = response.extras["raw_actions"]
+    np.testing.assert_allclose(raw, _by_hand(BINS, BRIDGE), rtol=0, atol=1e-12)  # de-tokenized as in plain mode
+    np.testing.assert_allclose(response.actions, openvla_to_env(raw))
+    assert validate_teacher_actions(response.actions, 3, 4).all()
+
+
+def test_notes_mode_note_feeds_the_next_prompt(notes_teacher, images):
+    """A first answer's plan note, written into a bounded scratchpad, is the next query's <plan>...</plan>."""
+    from robot_rl.memory import MemorySpec, Scratchpad
+
+    t = notes_teacher
+    pad = Scratchpad(MemorySpec(objects=("cube",), subtasks=("pick", "place")), num_envs=1)
+    first = [_ids(t, "plan", "##:", "pick", "##,", "place", "\n", "seen", "cube", "at", "0", "##.", "##6", "##1",
+                  "-", "##0", "##.", "##0", "##3", "0", "##.", "##0", "##2", "step", "0", "</plan>", "<think>",
+                  "pick", "</think>", "<act>", *BINS[0].tolist())]
+    with forced_tokens(t, _padded(t, first)):  # no scratchpad sent: the episode's first query, prefix <plan>
+        note = t.act(TeacherRequest(["pick the cube"], images=images[:1], unnorm_key="bridge_orig")).notes[0]
+    assert note == "plan: pick, place \n seen cube at 0.61 -0.03 0.02 step 0"
+    parsed = pad.write(0, note)
+    assert parsed.dropped == 0 and pad.text(0) == "plan: pick, place\nseen cube at 0.610 -0.030 0.020 step 0"
+    second = [_ids(t, "pick", "</think>", "<act>", *BINS[1].tolist())]
+    with forced_tokens(t, _padded(t, second)):
+        rows = t.generate_with_notes(images[:1], ["pick the cube"], pad.texts([0]))
+    assert rows[0].text == "<think>pick </think><act>" and rows[0].note == ""
+    assert t.build_notes_prompt("pick the cube", pad.text(0)).endswith(f"<plan>{pad.text(0)}</plan>\nOut:")
+
+
+def test_notes_mode_malformed_generations_are_invalid_rows_not_crashes(notes_teacher, images):
+    t = notes_teacher
+    good = _ids(t, "pick", "</think>", "<act>", *BINS[2].tolist())
+    cases = {  # scratchpad, forced ids, the error
+        "no <act>": ("plan: pick", _ids(t, "pick", "</s>"), "no <act> before EOS"),
+        "unclosed think": ("plan: pick", _ids(t, "pick", "<act>", *BINS[0].tolist()), "<think> is never closed"),
+        "unclosed plan": ("", _ids(t, "plan", "##:", "pick", "<think>", "reach", "</think>", "<act>",
+                                   *BINS[0].tolist()), "<plan> is never closed"),
+        "3 action tokens": ("plan: pick", _ids(t, "pick", "</think>", "<act>", 1, 2, 3, "</s>"),
+                            "3 action tokens after <act>, expected 7"),
+        "text among them": ("plan: pick", _ids(t, "pick", "</think>", "<act>", 1, 2, 3, "cube", 4, 5, 6, 7),
+                            "a text token among the 7 action tokens"),
+        "budget": ("", _ids(t, *["pick"] * 48), "no <act> before the budget of 48 tokens"),
+        "good": ("plan: pick", good, None),
+    }
+    pads = [c[0] for c in cases.values()]
+    n = len(cases)
+    imgs = np.concatenate([images] * 2)[:n]
+    with forced_tokens(t, _padded(t, [c[1] for c in cases.values()])) as step:
+        response = t.act(TeacherRequest(instructions=["pick the cube"] * n, images=imgs, scratchpads=pads,
+                                        unnorm_key="bridge_orig"))
+    assert step["t"] == 48  # the budget row ran to notes_max_new_tokens
+    errors = response.extras["generation_errors"]
+    for (name, (_, _, want)), got in zip(cases.items(), errors):
+        assert (got is None) if want is None else (want in got), (name, got)
+    assert np.isnan(response.actions[:-1]).all() and np.isfinite(response.actions[-1]).all()
+    assert validate_teacher_actions(response.actions, n, 4).tolist() == [False] * (n - 1) + [True]
+    assert response.notes == [""] * n  # no note from a malformed row (nor from a think without <done>)
+    np.testing.assert_allclose(response.extras["raw_actions"][-1], _by_hand(BINS[2], BRIDGE), rtol=0, atol=1e-12)
+
+
+def test_notes_mode_requests_and_constructor_errors(ckpt, notes_teacher, teacher, images, tmp_path):
+    with pytest.raises(ValueError, match="scratchpads: got 2 for 1 rows"):
+        notes_teacher.generate_with_notes(images[:1], ["push"], ["a", "b"])
+    with pytest.raises(TeacherRequestError, match=r"scratchpads: items \[1\] are not strings") as err:
+        notes_teacher.check_request(TeacherRequest(["push", "pick"], images=images[:2], scratchpads=["", 3],
+                                                   unnorm_key="bridge_orig"))
+    assert err.value.field == "scratchpads"
+    with pytest.raises(ValueError, match="notes=True"):
+        teacher.generate_with_notes(images[:1], ["push"])
+    with pytest.raises(ValueError, match="notes_max_new_tokens"):
+        OpenVLATeacher(ckpt, notes=True, notes_max_new_tokens=7)
+    # A tokenizer that splits a tag cannot be served in notes mode (plain mode does not care).
+    split = tmp_path / "split"
+    shutil.copytree(ckpt, split)
+    tok = json.loads((split / "tokenizer.json").read_text())
+    tok["added_tokens"] = [a for a in tok["added_tokens"] if a["content"] != "<act>"]
+    (split / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ValueError, match=r"one token of the tokenizer; it splits <act> -> \["):
+        OpenVLATeacher(split, notes=True)
+    # Plain mode: the scratchpad is ignored, answers carry no notes.
+    with_pad = teacher.act(TeacherRequest(INSTRUCTIONS[:2], images=images[:2], scratchpads=["plan: pick", ""],
+                                          unnorm_key="bridge_orig"))
+    without = teacher.act(TeacherRequest(INSTRUCTIONS[:2], images=images[:2], unnorm_key="bridge_orig"))
+    np.testing.assert_array_equal(with_pad.actions, without.actions)
+    assert with_pad.notes is None and teacher.spec.writes_notes is False

@@ -106,7 +106,7 @@ def test_healthz_metadata_and_batch_route(server):
     assert r.status_code == 200
     out = json_numpy.loads(r.text)
     assert out["actions"].shape == (5, 7) and out["model_id"] == "scripted" and out["latency_s"] > 0
-    assert out["latencies_s"].shape == (5,) and out["latencies_s"].dtype == np.float64 and out["notes"] is None
+    assert out["latencies_s"].shape == (5,) and out["latencies_s"].dtype == np.float64 and out["notes"] == [""] * 5
     np.testing.assert_allclose(out["latencies_s"], out["latency_s"])  # one backend call: every row waited as long
     assert 0 < out["backend_latency_s"] <= out["latency_s"]
     np.testing.assert_allclose(out["actions"], expected(states), atol=1e-6)
