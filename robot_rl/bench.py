@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from robot_rl.config import ConfigError, build_config, load_config, read_yaml_mapping
 from robot_rl.runs import CONFIG, EVAL, STEP_KEY, RunDir, curve_summary, success_curve
@@ -96,8 +96,10 @@ class BenchSpec(BaseModel):
             and a ``...=30`` variant of ``vlajs``, next to the clean teacher.
         vary: full-product sweep of any config keys (``{guidance.deactivate_threshold: [0.9, null]}``).
             Keys under ``teacher.`` / ``guidance.`` do not multiply ``ppo`` cells.
-        arms: named variants of ``vlajs``, each a mapping of config keys (``{d_hint_dt_dp: {interface.features:
-            [hint, dt, dp]}}``): a ``vlajs+<name>`` cell per arm instead of the plain one.
+        arms: named variants, each a mapping of config keys (``{d_hint_dt_dp: {interface.features:
+            [hint, dt, dp]}}``): a ``<mode>+<name>`` cell per arm instead of the plain cell of its mode. An arm is
+            of mode ``vlajs`` unless it sets ``mode`` (``{lstm: {mode: ppo, ppo.recurrent: true}}``); a mode of
+            ``modes`` without arms keeps its plain cell.
         eval_delays: evaluate every finished cell at these fixed delays of its teacher's answers (env steps).
         teacher_competence: also run the scripted teacher as the policy at each of ``eval_delays``.
         out: the grid's directory.
@@ -117,6 +119,14 @@ class BenchSpec(BaseModel):
     eval_delays: list[int] = Field(default_factory=list)
     teacher_competence: bool = False
     out: Path = Path("bench_out/bench")
+
+    @model_validator(mode="after")
+    def _arm_modes(self) -> "BenchSpec":
+        for arm, keys in self.arms.items():
+            mode = keys.get("mode", "vlajs")
+            if mode not in self.modes:
+                raise ValueError(f"arms.{arm}.mode: {mode!r} is not in modes {self.modes} (the arm would never run)")
+        return self
 
     @field_validator("eval_delays")
     @classmethod
@@ -255,10 +265,12 @@ def grid_cells(spec: BenchSpec) -> list[Cell]:
     for task in spec.tasks:
         for seed in range(spec.seeds):  # seed-major: a grid cut short still has every label's first seed
             for mode in spec.modes:
-                if spec.arms and mode == "vlajs":
-                    for arm, keys in spec.arms.items():
+                arms = {a: {k: v for k, v in keys.items() if k != "mode"}
+                        for a, keys in spec.arms.items() if keys.get("mode", "vlajs") == mode}
+                if arms:
+                    for arm, keys in arms.items():
                         cells.append(Cell(task=task, mode=mode, seed=seed, steps=spec.steps_for(task),
-                                          variant=dict(keys), arm=arm))
+                                          variant=keys, arm=arm))
                     continue
                 variants: list[dict[str, Any]] = []
                 for n, p in itertools.product(noise, products):

@@ -64,6 +64,9 @@ class PPOConfig(_Section):
     log_std_init: float = Field(-0.5, description="initial log std of the Gaussian policy")
     normalize_obs: bool = Field(True, description="running mean/std observation normalization (baked into export)")
     device: str = Field("cpu", description="torch device for the policy (an MLP policy is fastest on cpu)")
+    recurrent: bool = Field(False, description="sb3-contrib's RecurrentPPO (an LSTM before the MLP heads): the "
+                                               "inherent-memory baseline Notes-to-Self compares against; mode ppo only")
+    lstm_hidden_size: int = Field(128, ge=1, description="LSTM hidden units (ppo.recurrent)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,6 +353,9 @@ class TrainConfig(_Section):
         if self.mode == "ppo" and (i.features or i.delay.kind != "none"):
             key = "interface.features" if i.features else "interface.delay.kind"
             raise ValueError(f"{key}: mode ppo has no teacher; the delayed interface needs mode vlajs or rpd")
+        if self.ppo.recurrent and self.mode != "ppo":
+            raise ValueError(f"ppo.recurrent: RecurrentPPO runs without guidance here (mode ppo), got mode "
+                             f"{self.mode}")
         if self.mode == "ppo" and self.memory.enabled:
             raise ValueError("memory.enabled: mode ppo has no teacher to write notes; the scratchpad needs vlajs or "
                              "rpd (ppo.recurrent is the inherent-memory baseline)")

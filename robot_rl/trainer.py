@@ -22,7 +22,7 @@ from robot_rl.algos import GuidedPPO
 from robot_rl.config import TrainConfig
 from robot_rl.geometry import CONTROL_PERIOD_S
 from robot_rl.guidance import Guidance, QueryScheduler
-from robot_rl.observation import ObservationSchema, SchemaMismatch, schema_from_config
+from robot_rl.observation import ObservationSchema, SchemaMismatch, memory_spec_from_config, schema_from_config
 from robot_rl.runs import RunDir
 
 #: Offset of evaluation seeds from the training seed, so evaluation episodes are unseen ones.
@@ -157,14 +157,15 @@ def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None, stack: ExitSta
     * ``vlajs``: the configured query budget, annealed ``N_calls`` and ``λ_t``, deactivation.
     * with ``cfg.interface``: answers delayed by the configured delay model (seeded from ``cfg.seed``), the
       ``teacher`` observation group of ``interface.features``, compensated targets if asked.
-    * ``evaluation=True`` (a policy that observes the ``teacher`` group, run without learning; ``None`` for a
-      run without one): every env queries whenever nothing is in flight and its last answer has played out over
+    * with ``memory.enabled``: the scratchpad (:mod:`robot_rl.memory`, the ``memory`` group), kept by guidance.
+    * ``evaluation=True`` (a policy that observes the ``teacher`` or ``memory`` group, run without learning;
+      ``None`` for a run without either): every env queries whenever nothing is in flight and its last answer has played out over
       the teacher's period, no budget, no annealing; ``delay_steps`` (env steps) replaces the delay model by a
       fixed delay.
     """
     from robot_rl.guidance.delay import DelayModel, make_delay_model
 
-    if cfg.mode == "ppo" or (evaluation and not cfg.interface.features):
+    if cfg.mode == "ppo" or (evaluation and not (cfg.interface.features or cfg.memory.enabled)):
         return None
     g, i = cfg.guidance, cfg.interface
     rpd = cfg.mode == "rpd"
@@ -186,22 +187,40 @@ def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None, stack: ExitSta
         )
     delay = (DelayModel("fixed", steps=int(delay_steps)) if delay_steps is not None
              else make_delay_model(i.delay, seed=cfg.seed + 2))
+    memory = memory_spec_from_config(cfg) if cfg.memory.enabled else None
     return Guidance(teacher or build_teacher(cfg, stack, log_dir), scheduler, num_envs, requery_active=rpd,
-                    delay=delay, features=i.features, compensate_targets=i.compensate_targets)
+                    delay=delay, features=i.features, compensate_targets=i.compensate_targets, memory=memory)
+
+
+def algo_class(cfg: TrainConfig):
+    """The SB3 algorithm class of a run: sb3-contrib's ``RecurrentPPO`` for ``ppo.recurrent``, else GuidedPPO."""
+    if cfg.ppo.recurrent:
+        from sb3_contrib import RecurrentPPO
+
+        return RecurrentPPO
+    return GuidedPPO
 
 
 def build_model(cfg: TrainConfig, venv: VecEnv, guidance: Guidance | None) -> GuidedPPO:
     """GuidedPPO with ``cfg.ppo``'s hyperparameters on ``venv``; ``aux_loss`` is MSE for ``rpd``, else the
-    directional cosine loss with ``ε = cfg.guidance.cos_eps``. Seeds torch, numpy and the action space
-    from ``cfg.seed`` (SB3).
+    directional cosine loss with ``ε = cfg.guidance.cos_eps``. With ``ppo.recurrent``: sb3-contrib's
+    ``RecurrentPPO`` (``MlpLstmPolicy``: an LSTM of ``ppo.lstm_hidden_size`` units shared by actor and critic,
+    then the ``net_arch`` MLPs) with the same hyperparameters and no guidance. Seeds torch, numpy and the action
+    space from ``cfg.seed`` (SB3).
     """
     p = cfg.ppo
-    return GuidedPPO(
-        "MlpPolicy",
+    if p.recurrent:
+        kwargs = dict(policy_kwargs=dict(net_arch=list(p.net_arch), log_std_init=p.log_std_init,
+                                         lstm_hidden_size=p.lstm_hidden_size))
+        cls, policy = algo_class(cfg), "MlpLstmPolicy"
+    else:
+        kwargs = dict(guidance=guidance, aux_loss="mse" if cfg.mode == "rpd" else "cosine", cos_eps=cfg.guidance.cos_eps,
+                      policy_kwargs=dict(net_arch=list(p.net_arch), log_std_init=p.log_std_init))
+        cls, policy = GuidedPPO, "MlpPolicy"
+    return cls(
+        policy,
         venv,
-        guidance=guidance,
-        aux_loss="mse" if cfg.mode == "rpd" else "cosine",
-        cos_eps=cfg.guidance.cos_eps,
+        **kwargs,
         n_steps=p.n_steps,
         batch_size=p.batch_size,
         n_epochs=p.n_epochs,
@@ -213,7 +232,6 @@ def build_model(cfg: TrainConfig, venv: VecEnv, guidance: Guidance | None) -> Gu
         vf_coef=p.vf_coef,
         max_grad_norm=p.max_grad_norm,
         target_kl=p.target_kl,
-        policy_kwargs=dict(net_arch=list(p.net_arch), log_std_init=p.log_std_init),
         seed=cfg.seed,
         device=p.device,
         verbose=0,
@@ -336,9 +354,10 @@ def resume(path: str | Path, overrides: list[str] | tuple = ()) -> RunDir:
         run.check_schema(schema)
         if guidance is not None and "scheduler" in state:
             guidance.load_state_dict(state)
-        model = GuidedPPO.load(run.checkpoint / "model.zip", env=venv, device=cfg.ppo.device,
-                               custom_objects={"guidance": guidance})
-        model.guidance = guidance
+        model = algo_class(cfg).load(run.checkpoint / "model.zip", env=venv, device=cfg.ppo.device,
+                                     custom_objects={"guidance": guidance})
+        if not cfg.ppo.recurrent:
+            model.guidance = guidance
         if cfg.total_steps != run.config().total_steps:
             from robot_rl.config import dump_config
 
@@ -348,17 +367,27 @@ def resume(path: str | Path, overrides: list[str] | tuple = ()) -> RunDir:
 
 
 class PolicyActor:
-    """A trained SB3 policy as a :class:`robot_rl.rollout.Actor` (deterministic: the Gaussian mean)."""
+    """A trained SB3 policy as a :class:`robot_rl.rollout.Actor` (deterministic: the Gaussian mean); a recurrent
+    one (``RecurrentPPO``) carries its LSTM state from step to step and starts it afresh at each episode."""
 
     def __init__(self, model: GuidedPPO):
         self.model = model
+        self.recurrent = hasattr(model.policy, "lstm_actor")
+        self._state = None
+        self._start = np.ones(1, dtype=bool)
 
     def reset(self) -> None:
-        """Nothing to reset: the MLP policy is stateless."""
+        """A new episode: a recurrent policy's LSTM state starts from zeros (the MLP policy is stateless)."""
+        self._state, self._start = None, np.ones(1, dtype=bool)
 
     def act(self, obs: np.ndarray, view) -> np.ndarray:
         """The policy's mean action ``(1, 7)`` for a normalized observation ``(1, D)``; ``view`` is unused."""
-        action, _ = self.model.predict(obs, deterministic=True)
+        if not self.recurrent:
+            action, _ = self.model.predict(obs, deterministic=True)
+            return action
+        action, self._state = self.model.predict(obs, state=self._state, episode_start=self._start,
+                                                 deterministic=True)
+        self._start = np.zeros(1, dtype=bool)
         return action
 
 
@@ -462,7 +491,8 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
         venv, schema = build_env_stack(cfg, run, num_envs=1, seed=seed, in_process=True, training=False,
                                        guidance=guidance, drive_queries=True)
         run.check_schema(schema)
-        model = GuidedPPO.load(run.checkpoint / "model.zip", device=cfg.ppo.device, custom_objects={"guidance": None})
+        model = algo_class(cfg).load(run.checkpoint / "model.zip", device=cfg.ppo.device,
+                                     custom_objects={"guidance": None})
         try:
             realtime = delay_steps is None and guidance is not None and guidance.delay.measured
             result = rollout(venv, PolicyActor(model), episodes, seed, video=video is not None,
