@@ -159,11 +159,11 @@ def vla_servers(tmp_path_factory):
     notes = OpenVLATeacher(path, unnorm_key="bridge_orig", notes=True, notes_max_new_tokens=32)
     with ServerThread(create_app(ServerInfo("openvla", plain, 8, 1.0))) as plain_url, \
             ServerThread(create_app(ServerInfo("openvla", notes, 8, 1.0))) as notes_url:
-        yield (plain_url, plain), (notes_url, notes)
+        yield (plain_url, plain), (notes_url, notes), path
 
 
 def test_plain_openvla_backend_answers_null_notes(vla_servers):
-    (url, _), _ = vla_servers
+    (url, _), _, _ = vla_servers
     images = np.zeros((2, 64, 64, 3), np.uint8)
     r = _post(url, {"instructions": ["push the cube"] * 2, "images": images, "scratchpads": ["plan: push", ""]})
     assert r.status_code == 200, r.text
@@ -180,7 +180,7 @@ def test_openvla_notes_backend_over_http_act_and_submit(vla_servers):
 
     from robot_rl.teachers.wire import env_to_openvla
 
-    _, (url, teacher) = vla_servers
+    _, (url, teacher), _ = vla_servers
     assert requests.get(f"{url}/metadata").json()["writes_notes"] is True
     remote = RemoteTeacher(url)
     assert remote.spec.writes_notes is True
@@ -202,3 +202,19 @@ def test_openvla_notes_backend_over_http_act_and_submit(vla_servers):
                             ).result(timeout=30)
     assert out.notes == ["done pick step 4"] and np.isfinite(out.actions).all()
     remote.close()
+
+
+def test_notes_mode_from_the_serving_config(vla_servers):
+    """``backend.notes`` (default off) reaches the backend; the plain protocol is the default."""
+    from pathlib import Path
+
+    from robot_rl.teachers.config import load_serve_config
+    from robot_rl.teachers.server import backend_from_config
+
+    *_, path = vla_servers
+    config = Path(__file__).resolve().parents[2] / "configs" / "teacher" / "openvla.yaml"
+    common = [f"backend.model={path}", "backend.device=cpu", "backend.torch_dtype=float32"]
+    assert load_serve_config(config, common).backend.notes is False
+    cfg = load_serve_config(config, common + ["backend.notes=true", "backend.notes_max_new_tokens=64"])
+    teacher = backend_from_config(cfg.backend)
+    assert teacher.notes is True and teacher.spec.writes_notes is True and teacher.notes_max_new_tokens == 64
