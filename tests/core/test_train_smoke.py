@@ -108,3 +108,30 @@ def test_smoke_run_hidden_goal_task(tmp_path, task, size, mode):
     if mode == "vlajs":
         assert rows[-1]["guidance/queries"] > 0 and rows[-1]["guidance/invalid_answers"] == 0
     assert json.loads((run.path / "eval.json").read_text())["episodes"] == 2
+
+
+def test_smoke_run_with_memory(tmp_path):
+    """memory.enabled on the Restore task: the run's schema has the memory group, the teacher's notes reach it (the
+    scratchpad counters), and its evaluation queries the teacher for notes too."""
+    cfg = load_config(DEFAULT_CONFIG, [*SMALL, "task=RRL-PickPlaceCube-Restore-v1", "memory.enabled=true",
+                                       "total_steps=256", f"run.out_dir={tmp_path}", "run.name=m"])
+    run = train(cfg)
+    schema = run.schema()
+    assert [g.name for g in schema.groups] == ["state", "memory"]
+    assert schema.group("memory").size == cfg.memory.grounding_slots * 7 + cfg.memory.plan_slots * 3 + \
+        cfg.memory.act_slots * 5
+    rows = run.read_metrics()
+    assert rows[-1]["memory/notes"] > 0 and rows[-1]["memory/entries"] > 0 and rows[-1]["memory/dropped"] == 0
+    assert json.loads((run.path / "eval.json").read_text())["episodes"] == 2
+
+
+def test_smoke_run_recurrent_ppo(tmp_path):
+    """ppo.recurrent trains sb3-contrib's RecurrentPPO, checkpoints it and evaluates it with its LSTM state."""
+    from sb3_contrib import RecurrentPPO
+
+    cfg = load_config(DEFAULT_CONFIG, [*SMALL, "mode=ppo", "ppo.recurrent=true", "ppo.lstm_hidden_size=16",
+                                       "total_steps=256", f"run.out_dir={tmp_path}", "run.name=l"])
+    run = train(cfg)
+    model = RecurrentPPO.load(run.checkpoint / "model.zip")
+    assert model.policy.lstm_actor.hidden_size == 16
+    assert json.loads((run.path / "eval.json").read_text())["episodes"] == 2

@@ -1,6 +1,7 @@
 """Guidance owns the scratchpad (issue 13): texts go out with queries, notes are written when their answer arrives,
 a lost or invalid answer loses only its own note, an ended episode's scratchpad is cleared. Logic only: a fake
-vec env and teacher (the real simulator runs in tests/teachers/test_memory_notes.py and the training smoke test)."""
+vec env and teacher (the real simulator runs in tests/teachers/test_memory_notes.py and the training smoke test).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The scripted teacher's scratchpad on RRL-PickPlaceCube-Restore-v1 (issue 13), in the real simulator: it solves the
-task with its notes and not without them, and its notes hold nothing its view did not (no hidden simulator state)."""
+task with its notes and not without them, and its notes hold nothing its view did not (no hidden simulator state).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ class Recording:
 def notes_beyond_view(log, task: str = TASK) -> list[str]:
     """The notes of ``log`` that hold information the writer's view did not: a grounding position that is none of
     the positions in that row's request state, or a note the teacher does not write again for the same request
-    (so it came from somewhere else than the request). Empty when every note is the view's."""
+    (so it came from somewhere else than the request). Empty when every note is the view's.
+    """
     spec = memory_spec(task, 16, 16, 16)
     base = np.asarray(ROBOT_BASE_POS_WORLD)
     bad = []

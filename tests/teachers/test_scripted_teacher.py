@@ -65,7 +65,7 @@ def test_protocol_and_shapes():
     t = ScriptedTeacher()
     assert isinstance(t, Teacher)
     assert t.spec.needs_image is False and t.spec.needs_state is True and t.spec.control_period_steps == 1
-    assert t.spec.state_dim == 38 and t.spec.unnorm_keys == () and t.spec.writes_notes is False
+    assert t.spec.state_dim == 38 and t.spec.unnorm_keys == () and t.spec.writes_notes is True
     resp = t.act(request(random_states(5, np.random.default_rng(0))))
     assert isinstance(resp, TeacherResponse)
     assert resp.actions.shape == (5, 7) and resp.actions.dtype == np.float32
@@ -73,7 +73,7 @@ def test_protocol_and_shapes():
     assert np.all(np.linalg.norm(resp.actions[:, 3:6], axis=-1) <= 1.0 + 1e-6)
     assert set(np.unique(resp.actions[:, 6])) <= {-1.0, 1.0}
     assert resp.model_id == "scripted" and resp.latency_s.shape == (5,) and (resp.latency_s >= 0).all()
-    assert resp.notes is None
+    assert resp.notes == [""] * 5  # notes only on the memory tasks (their planners READS_NOTES)
     assert len(resp.extras["phases"]) == 5
 
 
