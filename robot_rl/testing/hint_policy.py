@@ -34,7 +34,8 @@ def make_hint_following_run(out_dir: str | Path, *, task: str = HINT_TASK, featu
     Args:
         out_dir: parent directory (``run.out_dir``).
         task: task id.
-        features: the teacher group's features (must include ``hint``).
+        features: the teacher group's features (must include ``hint``); empty with ``memory``: a memory-only run
+            (no teacher group) whose policy is all zeros (it observes the scratchpad and does not move).
         period_steps: ``D`` (``teacher.control_period_steps``): the hint covers ``D`` env steps.
         hold_steps: the position and rotation of the hint are spread over this many steps (default ``D``): a hint
             is held until the next one arrives, ``D + d`` steps with answers ``d`` steps late, so a hold of
@@ -47,7 +48,8 @@ def make_hint_following_run(out_dir: str | Path, *, task: str = HINT_TASK, featu
         the :class:`~robot_rl.runs.RunDir`.
 
     Raises:
-        ValueError: ``hint`` not in ``features`` (or what the training config refuses, named).
+        ValueError: ``hint`` not in non-empty ``features``, no features and no ``memory`` (or what the training config
+            refuses, named).
     """
     import gymnasium as gym
     import torch as th
@@ -58,7 +60,7 @@ def make_hint_following_run(out_dir: str | Path, *, task: str = HINT_TASK, featu
     from robot_rl.observation import schema_from_config
     from robot_rl.runs import RunDir
 
-    if "hint" not in features:
+    if (features or not (memory or {}).get("enabled")) and "hint" not in features:
         raise ValueError(f"features {list(features)}: a hint-following policy needs the hint")
     cfg = TrainConfig(task=task, mode="vlajs", total_steps=1,
                       ppo={"net_arch": [], "normalize_obs": False, "n_steps": 8, "batch_size": 8},
@@ -75,11 +77,12 @@ def make_hint_following_run(out_dir: str | Path, *, task: str = HINT_TASK, featu
 
     model = GuidedPPO("MlpPolicy", DummyVecEnv([_Spaces]), n_steps=8, batch_size=8,
                       policy_kwargs=dict(net_arch=[]), seed=0, device="cpu")
-    hint = schema.field_slices("teacher")["hint"].start
     w = th.zeros(7, schema.size)
-    for i in range(6):
-        w[i, hint + i] = 1.0 / float(hold_steps or period_steps)
-    w[6, hint + 6] = 1.0
+    if features:
+        hint = schema.field_slices("teacher")["hint"].start
+        for i in range(6):
+            w[i, hint + i] = 1.0 / float(hold_steps or period_steps)
+        w[6, hint + 6] = 1.0
     with th.no_grad():
         model.policy.action_net.weight.copy_(w)
         model.policy.action_net.bias.zero_()

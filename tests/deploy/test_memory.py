@@ -285,3 +285,39 @@ def test_a_tampered_memory_group_or_no_teacher_url_is_refused(memory_policy, tmp
     (d / "policy.json").write_text(json.dumps(side))
     with pytest.raises(ValueError, match=r"sidecar .*memory group does not match the scratchpad layout"):
         PolicyController(d, _cfg())
+
+
+@pytest.mark.slow
+def test_a_memory_only_policy_queries_for_notes_and_its_period_comes_from_the_memory_section(tmp_path):
+    from robot_rl.deploy.controller import PolicyController
+    from robot_rl.deploy.export import export_policy
+    from robot_rl.deploy.ros_io import ENTITY_POSE_INPUTS, joint_state_msg, pose_msg
+    from robot_rl.testing.hint_policy import make_hint_following_run
+
+    d = export_policy(make_hint_following_run(tmp_path, features=(), period_steps=3,
+                                              memory={"enabled": True}).path)
+    side = json.loads((d / "policy.json").read_text())
+    assert "teacher" not in side and side["memory"]["control_period_steps"] == 3
+    link = _Link()
+    c = PolicyController(d, _cfg(), teacher_link=link)
+    assert c.teacher.period_steps == 3 and c.teacher.size == 0 and c.policy.schema.group_names == ("state", "memory")
+    t = 10.0
+
+    def feed(t):
+        a = c.assembler
+        a.update_joint_state(joint_state_msg(c.cfg.joint_names, [0.0, 0.2, 0.0, -2.0, 0.0, 2.2, 0.8, 0.02, 0.02],
+                                             np.zeros(9), t), t)
+        a.update_pose(ENTITY_POSE_INPUTS["object"], pose_msg([0.6, 0.0, 0.02], [1, 0, 0, 0], "panda_link0", t), t)
+        a.update_pose("ee_pose", pose_msg([0.5, 0.0, 0.1], [0, 1, 0, 0], "panda_link0", t), t)
+
+    feed(t)
+    c.activate()
+    r = c.step(t + 0.002)
+    assert r.query is not None and r.query.scratchpad == ""
+    link.answers = [TeacherAnswer(r.query.query_id, np.zeros(7, np.float32), None, t + 0.03, note=NOTE_1)]
+    feed(t + 0.05)
+    r = c.step(t + 0.052)
+    ref = Scratchpad(memory_spec(HINT_TASK), 1)
+    ref.write(0, NOTE_1)
+    np.testing.assert_array_equal(r.obs[c.policy.schema.group_slices()["memory"]], ref.vector()[0])
+    assert r.teacher["answers"] == 1 and c.teacher.memory_text() == ref.text(0)
