@@ -160,8 +160,8 @@ def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None, stack: ExitSta
     * with ``memory.enabled``: the scratchpad (:mod:`robot_rl.memory`, the ``memory`` group), kept by guidance.
     * ``evaluation=True`` (a policy that observes the ``teacher`` or ``memory`` group, run without learning;
       ``None`` for a run without either): every env queries whenever nothing is in flight and its last answer has
-      played out over the teacher's period, no budget, no annealing; ``delay_steps`` (env steps) replaces the delay model by a
-      fixed delay.
+      played out over the teacher's period, no budget, no annealing; ``delay_steps`` (env steps) replaces the
+      delay model by a fixed delay.
     """
     from robot_rl.guidance.delay import DelayModel, make_delay_model
 
@@ -215,7 +215,8 @@ def build_model(cfg: TrainConfig, venv: VecEnv, guidance: Guidance | None) -> Gu
         cls, policy = algo_class(cfg), "MlpLstmPolicy"
     else:
         kwargs = dict(guidance=guidance, aux_loss="mse" if cfg.mode == "rpd" else "cosine",
-                      cos_eps=cfg.guidance.cos_eps, policy_kwargs=dict(net_arch=list(p.net_arch), log_std_init=p.log_std_init))
+                      cos_eps=cfg.guidance.cos_eps,
+                      policy_kwargs=dict(net_arch=list(p.net_arch), log_std_init=p.log_std_init))
         cls, policy = GuidedPPO, "MlpPolicy"
     return cls(
         policy,

@@ -112,7 +112,8 @@ def test_smoke_run_hidden_goal_task(tmp_path, task, size, mode):
 
 def test_smoke_run_with_memory(tmp_path):
     """memory.enabled on the Restore task: the run's schema has the memory group, the teacher's notes reach it (the
-    scratchpad counters), and its evaluation queries the teacher for notes too."""
+    scratchpad counters), and its evaluation queries the teacher for notes too.
+    """
     cfg = load_config(DEFAULT_CONFIG, [*SMALL, "task=RRL-PickPlaceCube-Restore-v1", "memory.enabled=true",
                                        "total_steps=256", f"run.out_dir={tmp_path}", "run.name=m"])
     run = train(cfg)

@@ -1,5 +1,6 @@
 """RRL-PickPlaceCube-Restore-v1 (issue 13): resets, steps, and its success condition pinned by moving the cube by
-hand in the real simulator; the start position is in no observation once the cube has moved."""
+hand in the real simulator; the start position is in no observation once the cube has moved.
+"""
 
 from __future__ import annotations
 
