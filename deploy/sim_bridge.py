@@ -344,7 +344,8 @@ def evaluate_direct(policy_dir, task: str, seed: int = 0, episodes: int = 10, de
 
     The project's one rollout loop (:func:`robot_rl.rollout.rollout`): episode ``k`` is reset with seed
     ``seed + k``, as :class:`SimBridge` does. A policy whose observation has the ``teacher`` group (the delayed
-    interface) is run with the scripted teacher, its answers delivered ``delay_steps`` env steps after the
+    interface) or the ``memory`` group (the scratchpad, filled from the teacher's notes) is run with the scripted
+    teacher, its answers delivered ``delay_steps`` env steps after the
     observation they were computed from, queried whenever none is in flight and the last answer has played out
     over the period ``D`` of the sidecar's ``teacher`` section: the trainer's evaluation guidance
     (:func:`robot_rl.trainer.evaluate_with_teacher`), which is where the scripted teacher is built (this package
@@ -355,16 +356,16 @@ def evaluate_direct(policy_dir, task: str, seed: int = 0, episodes: int = 10, de
         task: the task id (the policy's).
         seed: seed of episode 0.
         episodes: number of episodes.
-        delay_steps: env steps of teacher delay (required for, and only for, a policy with a teacher group).
+        delay_steps: env steps of teacher delay (required for, and only for, a policy with a teacher or memory
+            group).
         details: if given, filled with the guidance metrics of a teacher-group run (``interface/*``, ...).
 
     Returns:
         one ``{"episode", "seed", "success", "steps"}`` per episode.
 
     Raises:
-        ValueError: the policy is for another task; its observation has a group other than ``state`` and
-            ``teacher``; ``delay_steps`` missing for a teacher-group policy (or given for a state-only one); a
-            teacher-group sidecar without a ``teacher`` section.
+        ValueError: the policy is for another task; ``delay_steps`` missing for a teacher- or memory-group policy
+            (or given for a state-only one); such a sidecar without its ``teacher`` (or ``memory``) section.
     """
     from robot_rl.deploy.policy import OnnxPolicy
     from robot_rl.rollout import rollout
@@ -381,25 +382,31 @@ def evaluate_direct(policy_dir, task: str, seed: int = 0, episodes: int = 10, de
             result = rollout(venv, OnnxActor(policy), episodes, seed)
         finally:
             venv.close()
-    elif groups == ("state", "teacher"):
+    elif groups in (("state", "teacher"), ("state", "memory"), ("state", "teacher", "memory")):
         from robot_rl.interface.delayed import features_of_group
+        from robot_rl.memory import MemorySpec
         from robot_rl.trainer import evaluate_with_teacher
 
         if delay_steps is None:
             raise ValueError(f"the policy observes {policy.schema.describe_sizes()}: give delay_steps, the teacher's "
                              "delay in env steps")
-        side = policy.sidecar.get("teacher")
+        section = "teacher" if "teacher" in groups else "memory"
+        side = policy.sidecar.get(section)
         if side is None:
-            raise ValueError(f"{policy.dir}/policy.json has no teacher section (exported before it was written): "
+            raise ValueError(f"{policy.dir}/policy.json has no {section} section (exported before it was written): "
                              "re-export the run")
+        memory = None
+        if "memory" in groups:
+            memory = MemorySpec.from_group(policy.schema.group("memory"),
+                                           int(policy.sidecar.get("memory", {}).get("max_note_chars", 1024)))
+        features = features_of_group(policy.schema.group("teacher")) if "teacher" in groups else []
         result, metrics = evaluate_with_teacher(
-            OnnxActor(policy), task, features_of_group(policy.schema.group("teacher")),
-            int(side["control_period_steps"]), int(delay_steps), episodes, seed,
-            max_episode_steps=policy.sidecar["task"].get("max_episode_steps"))
+            OnnxActor(policy), task, features, int(side["control_period_steps"]), int(delay_steps), episodes, seed,
+            max_episode_steps=policy.sidecar["task"].get("max_episode_steps"), memory=memory)
         if details is not None:
             details.update(metrics)
     else:
-        raise ValueError(f"evaluate_direct feeds the simulator's state and the teacher group only; the policy "
-                         f"observes {policy.schema.describe_sizes()}")
+        raise ValueError(f"evaluate_direct feeds the simulator's state and the teacher and memory groups only; the "
+                         f"policy observes {policy.schema.describe_sizes()}")
     return [{"episode": k, "seed": e.seed, "success": e.success, "steps": e.length}
             for k, e in enumerate(result.episodes)]

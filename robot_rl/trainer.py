@@ -394,7 +394,7 @@ class PolicyActor:
 
 
 def evaluate_with_teacher(actor, task: str, features, period_steps: int, delay_steps: int, episodes: int,
-                          seed: int = 0, *, max_episode_steps: int | None = None) -> tuple:
+                          seed: int = 0, *, max_episode_steps: int | None = None, memory=None) -> tuple:
     """Run an actor whose observation carries the ``teacher`` group (raw, not normalized: an exported ONNX policy)
     in one in-process env, with the scripted teacher's answers delivered ``delay_steps`` env steps late, through the
     evaluation guidance of :func:`build_guidance` (``evaluation=True``: a query whenever none is in flight and the
@@ -411,22 +411,28 @@ def evaluate_with_teacher(actor, task: str, features, period_steps: int, delay_s
         episodes: number of episodes (>= 1).
         seed: seed of episode 0.
         max_episode_steps: the horizon (None: the task's).
+        memory: the :class:`~robot_rl.memory.MemorySpec` of an actor that observes the ``memory`` group (after
+            ``teacher``; the teacher's notes fill it), or None.
 
     Returns:
         ``(RolloutResult, guidance metrics)`` (:meth:`Guidance.metrics`: queries, delivered delays, ...).
 
     Raises:
-        ValueError: ``delay_steps < 0``, no features, or a config value the training config refuses (named).
+        ValueError: ``delay_steps < 0``, neither features nor memory, or a config value the training config refuses
+            (named).
     """
     from robot_rl.rollout import rollout
 
     if delay_steps < 0:
         raise ValueError(f"delay_steps must be >= 0, got {delay_steps}")
-    if not features:
-        raise ValueError("evaluate_with_teacher: the actor observes no teacher group (features empty)")
+    if not features and memory is None:
+        raise ValueError("evaluate_with_teacher: the actor observes neither a teacher group (no features) nor memory")
+    mem = {} if memory is None else {"enabled": True, "grounding_slots": memory.grounding_slots,
+                                     "plan_slots": memory.plan_slots, "act_slots": memory.act_slots,
+                                     "max_note_chars": memory.max_note_chars}
     cfg = TrainConfig(task=task, mode="vlajs", seed=int(seed), teacher={"kind": "scripted",
                                                                         "control_period_steps": int(period_steps)},
-                      interface={"features": list(features)}, ppo={"normalize_obs": False},
+                      interface={"features": list(features)}, memory=mem, ppo={"normalize_obs": False},
                       env={"max_episode_steps": max_episode_steps, "num_envs": 1},
                       run={"eval_episodes": 0, "progress_bar": False})
     with ExitStack() as stack:

@@ -223,8 +223,12 @@ class MemorySpec:
 
         spec = cls(tuple(objects), tuple(subtasks), count("ground"), sum(n.startswith("plan") for n in by),
                    count("act"), max_note_chars)
-        if spec.group() != group:
-            raise ValueError("memory group does not match the scratchpad layout it names (fields or order differ)")
+        expected = spec.group()
+        if expected != group:
+            diff = next((f"field {i}: {a.name!r} ({a.size}) where the layout has {b.name!r} ({b.size})"
+                         for i, (a, b) in enumerate(zip(group.fields, expected.fields)) if a != b),
+                        f"{len(group.fields)} fields where the layout has {len(expected.fields)}")
+            raise ValueError(f"memory group does not match the scratchpad layout it names: {diff}")
         return spec
 
 

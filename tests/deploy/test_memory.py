@@ -321,3 +321,13 @@ def test_a_memory_only_policy_queries_for_notes_and_its_period_comes_from_the_me
     ref.write(0, NOTE_1)
     np.testing.assert_array_equal(r.obs[c.policy.schema.group_slices()["memory"]], ref.vector()[0])
     assert r.teacher["answers"] == 1 and c.teacher.memory_text() == ref.text(0)
+
+
+def test_direct_evaluation_of_a_memory_policy_fills_its_scratchpad(memory_policy):
+    """The sim bridge's reference (evaluate_direct, no ROS) runs a memory policy with the scripted teacher's notes."""
+    from robot_rl.deploy.sim_bridge import evaluate_direct
+
+    details: dict = {}
+    episodes = evaluate_direct(memory_policy, HINT_TASK, seed=0, episodes=1, delay_steps=0, details=details)
+    assert len(episodes) == 1 and episodes[0]["steps"] > 0
+    assert details["guidance/queries"] > 0 and "memory/notes" in details
