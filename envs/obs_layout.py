@@ -314,6 +314,60 @@ OBS_LAYOUTS: dict[str, tuple[ObsField, ...]] = {
 }
 
 
+# MIKASA-Robo memory tasks (envs/mikasa.py, issue 13; registered only when mikasa_robo_suite is installed). Their
+# extras come from the MIKASA env classes (mikasa_robo_suite/rl/memory_envs), the answer removed.
+_TIB_GOAL = ObsField(
+    "goal_pos", 3, WORLD, "m",
+    "centre of the goal region (radius 0.08 m) on the table, z = 0.001: upstream TakeItBack's goal_pos (the red "
+    "region, or the purple one that replaces it at the same place once the cube has reached it)",
+    _XYZ,
+    source="position(goal)",
+)
+_TIB_CUBE = ObsField(
+    "cube_pose", 7, WORLD, "m, quaternion wxyz",
+    "pose of the green cube's centre (edge 0.04 m), cube.pose.raw_pose; at reset it stands on the (never rendered) "
+    "start region, so the start is in the state only until the cube moves",
+    _POSE_COMPONENTS,
+    source="pose(object, +w)",
+)
+_TIB_REACHED = ObsField(
+    "goal_reached_status", 1, NONE, "0 or 1",
+    "1.0 once the cube has been within 0.08 m (xy) of the goal centre in this episode (upstream's latch; the goal "
+    "region turns from red to purple then)",
+    ("goal_reached_status",),
+    source="",
+)
+
+
+def _color_fields(color: str) -> tuple[ObsField, ObsField]:
+    pos = ObsField(
+        f"{color}_cube_pos", 3, WORLD, "m",
+        f"centre of the {color} cube (edge 0.04 m) while it is on the table, zeros while MIKASA hides it (it parks "
+        f"hidden cubes at z = 1000 m): the shown cube at the table centre in env steps 0..4 if {color} is the cue, "
+        "nothing in 5..9, its table position from step 10",
+        _XYZ,
+        source="",
+    )
+    vis = ObsField(
+        f"{color}_cube_visible", 1, NONE, "0 or 1",
+        f"1.0 while the {color} cube is on the table (not hidden)",
+        (f"{color}_cube_visible",),
+        source="",
+    )
+    return pos, vis
+
+
+OBS_LAYOUTS.update({
+    # TakeItBack-v0: tcp_pose, goal_pos, cube_pose, goal_reached_status; upstream's oracle_info (the start
+    # position) removed (36-D).
+    "RRL-TakeItBack-v0": (_QPOS, _QVEL, _TCP_POSE, _TIB_GOAL, _TIB_CUBE, _TIB_REACHED),
+    # RememberColor3-v0: tcp_pose, then per cube (red, lime, blue) its position while visible and a visible flag;
+    # upstream's oracle_info (the colour index) and goal_{k}_pose (the true cube's position times its mask)
+    # removed (37-D).
+    "RRL-RememberColor3-v0": (_QPOS, _QVEL, _TCP_POSE, *(f for c in ("red", "lime", "blue") for f in _color_fields(c))),
+})
+
+
 def resolve_task(task_id: str) -> str:
     """The env id of ``task_id``: an ``RRL-`` env id as it is (no simulator import, for the ROS node), a paper
     name (``"PushCube-v2"``) looked up with :func:`robot_rl.envs.tasks.get_task` (imports ManiSkill).

@@ -12,6 +12,11 @@
 #  2. A virtual environment in .venv (override with ROBOT_RL_VENV).
 #  3. torch==2.13.0 (CPU wheel) only when the venv has no torch: a GPU user keeps their CUDA build.
 #  4. The package, editable, with its extras.
+#  5. Optional: mikasa-robo-suite==1.0.0 (MIKASA-Robo memory tasks, envs/mikasa.py, issue 13), with --no-deps
+#     (its metadata pins mani_skill==3.0.0b15, torch==2.2.1, numpy==1.23.5; its RL tasks run on our stack).
+#     A failure only warns: robot_rl works without it (those task ids are then unknown). Its wheel also ships a
+#     top-level package `baselines` (MIKASA's PPO scripts): nothing of ours or our dependencies is named so, and
+#     the step is skipped (with a warning) where another distribution already provides `baselines`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${ROBOT_RL_VENV:-.venv}"
@@ -19,7 +24,7 @@ EXTRAS=""
 for arg in "$@"; do
   case "$arg" in
     --test) EXTRAS="[test]" ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (known: --test)" >&2; exit 2 ;;
   esac
 done
@@ -76,4 +81,37 @@ fi
 
 echo "[setup] installing robot_rl$EXTRAS (editable)"
 "$PY" -m pip install -q -e ".$EXTRAS"
+MIKASA_VERSION="1.0.0"
+install_mikasa() {
+  local have owner
+  have=$("$PY" -m pip show mikasa-robo-suite 2>/dev/null | awk '/^Version:/{print $2}')
+  if [ "$have" = "$MIKASA_VERSION" ] && "$PY" -c "import mikasa_robo_suite.rl.memory_envs" >/dev/null 2>&1; then
+    echo "[setup] mikasa-robo-suite $MIKASA_VERSION already installed"
+    return 0
+  fi
+  # Who provides a top-level `baselines` now (empty: nobody; the wheel would add MIKASA's own).
+  owner=$("$PY" - <<'PYEOF'
+import importlib.metadata as md
+import importlib.util
+
+spec = importlib.util.find_spec("baselines")
+if spec is not None:
+    names = [d.metadata["Name"] for d in md.distributions()
+             if "baselines" in (d.read_text("top_level.txt") or "").split()]
+    others = [n for n in names if n.lower().replace("_", "-") != "mikasa-robo-suite"]
+    print(",".join(others) if others else "" if names else f"not from any distribution: {spec.origin}")
+PYEOF
+  ) || return 1
+  if [ -n "$owner" ]; then
+    echo "[setup] WARNING: a 'baselines' package is already installed ($owner); mikasa-robo-suite's own top-level" \
+         "'baselines' would overwrite it: not installing it" >&2
+    return 1
+  fi
+  echo "[setup] installing mikasa-robo-suite==$MIKASA_VERSION (optional, --no-deps)"
+  "$PY" -m pip install -q --no-deps "mikasa-robo-suite==$MIKASA_VERSION" || return 1
+  "$PY" -c "import mikasa_robo_suite.rl.memory_envs" >/dev/null 2>&1 || return 1
+}
+install_mikasa || echo "[setup] WARNING: the optional mikasa-robo-suite==$MIKASA_VERSION (MIKASA-Robo memory tasks)" \
+  "could not be installed; robot_rl works without it (RRL-TakeItBack-v0 and RRL-RememberColor3-v0 are then unknown)" >&2
+
 echo "[setup] done: $("$PY" -c 'import robot_rl, mani_skill, stable_baselines3 as sb3; print("mani_skill", mani_skill.__version__, "| sb3", sb3.__version__)')"

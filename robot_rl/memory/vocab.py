@@ -17,7 +17,7 @@ DEFAULT_VOCABULARY: tuple[tuple[str, ...], tuple[str, ...]] = (
 #: env id -> ``(objects, subtasks)``.
 VOCABULARIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "RRL-PickPlaceCube-Restore-v1": (("cube", "goal"), ("pick", "place", "restore")),
-    "RRL-TakeItBack-v0": (("cube", "goal"), ("push_to_goal", "push_back")),
+    "RRL-TakeItBack-v0": (("cube", "goal"), ("to_goal", "take_back")),
     "RRL-RememberColor3-v0": (("red_cube", "lime_cube", "blue_cube"), ("observe", "touch")),
 }
 
