@@ -336,7 +336,8 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
 
     Raises:
         FileNotFoundError: not a run directory, or no checkpoint.
-        ValueError: a policy the export cannot reproduce exactly (not SB3's Gaussian MlpPolicy), or
+        ValueError: a recurrent run (ppo.recurrent), a policy the export cannot reproduce exactly (not SB3's Gaussian
+            MlpPolicy), or
             a checkpoint whose observation size does not match the run's observation schema.
         SchemaMismatch: the run's saved schema differs from what its config gives (names group and field).
     """
@@ -350,6 +351,9 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
 
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     cfg = run.config()  # FileNotFoundError if not a run directory
+    if cfg.ppo.recurrent:
+        raise ValueError(f"{run.path}: ppo.recurrent (RecurrentPPO, an LSTM) is not exportable: the export and the ROS "
+                         "node run a feed-forward policy, one ONNX call per control step without a recurrent state")
     run.recover_checkpoint()
     if not run.has_checkpoint():
         raise FileNotFoundError(f"{run.path} has no checkpoint to export ({run.checkpoint / 'model.zip'} is missing)")

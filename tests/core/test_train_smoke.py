@@ -136,3 +136,7 @@ def test_smoke_run_recurrent_ppo(tmp_path):
     model = RecurrentPPO.load(run.checkpoint / "model.zip")
     assert model.policy.lstm_actor.hidden_size == 16
     assert json.loads((run.path / "eval.json").read_text())["episodes"] == 2
+    from robot_rl.deploy.export import export_policy
+
+    with pytest.raises(ValueError, match="ppo.recurrent"):  # the ROS node runs feed-forward policies only
+        export_policy(run.path)
