@@ -3,7 +3,10 @@
 Phases (per row, stateless): ``"carry"`` (held: move so the cube reaches ``goal_pos``, closed, and hold
 there), ``"grasp"`` (TCP at the cube centre: close, no motion), ``"descend"`` (above the cube, open and
 aligned: go down), ``"reopen"`` (gripper closed but not holding the cube: open while rising), ``"hover"``
-(to a point above the cube, open; lowered and within :data:`NEAR_XY`, xy is corrected in place).
+(to a point above the cube, open; lowered and within :data:`NEAR_XY`, xy is corrected in place) and ``"rise"``
+(open, within :data:`NEAR_XY` and more than :data:`Z_TOL` below the cube's centre, where hovering would correct xy
+forever and never grasp: a held descent that overshot onto the table, or the TCP just after a placement: move up
+to the centre, then grasp).
 :mod:`robot_rl.teachers.plans.pick_place_cube` reuses it with the goal replaced by its waypoints.
 
 Reads the first 20 privileged-state entries (:data:`~robot_rl.teachers.plans.common.CUBE_STATE_DIM`).
@@ -108,6 +111,12 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     target[sel_hover] = hov_t[sel_hover]
     phases[sel_hover] = "hover"
 
+    # sunk: the open fingers straddle the cube with the TCP more than Z_TOL below its centre (a held descent that
+    # overshot onto the table, or the TCP right after a placement's undershooting lowering). Hover alone would
+    # correct xy at that height and never grasp: rise to the cube's centre instead, then it grasps.
+    sunk = sel_hover & near_xy & is_open & (rel[:, 2] > Z_TOL)
+    target[sunk] = obj[sunk]
+    phases[sunk] = "rise"
     acts = np.zeros((n, ACTION_DIM))
     acts[:, POS_SLICE] = motion.position(tcp, target)
     # stop moving while the fingers close, so the grasp is not dragged

@@ -28,10 +28,9 @@ from __future__ import annotations
 import numpy as np
 
 from robot_rl.envs.obs_layout import ROBOT_BASE_POS_WORLD
-from robot_rl.geometry import GRIPPER_INDEX, POS_SLICE
 from robot_rl.memory import format_done, format_grounding, format_plan
 from robot_rl.teachers.plans import pick_place_cube
-from robot_rl.teachers.plans.common import GOAL_POS, GRIPPER_OPEN, IS_GRASPED, OBJ_HALF_SIZE, OBJ_POS, TCP_POS, Motion
+from robot_rl.teachers.plans.common import GOAL_POS, IS_GRASPED, OBJ_HALF_SIZE, OBJ_POS, Motion
 
 #: This planner reads the scratchpad (robot_rl.teachers.scripted's contract).
 READS_NOTES = True
@@ -40,9 +39,6 @@ SUBTASKS = ("pick", "place", "restore")
 #: Where a teacher without memory puts the cube back: the centre of the start area (world xy, m).
 GUESS_XY = np.array([0.0, 0.0])
 _BASE = np.asarray(ROBOT_BASE_POS_WORLD, dtype=np.float64)
-#: Restoring, hovering (not yet descending or grasping), with the TCP less than this above the cube's centre (m):
-#: rise first.
-RISE_MIN_DZ = 0.005
 
 
 def plan(motion: Motion, states: np.ndarray, notes: list, steps: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
@@ -90,15 +86,4 @@ def plan(motion: Motion, states: np.ndarray, notes: list, steps: np.ndarray) -> 
     s_plan[:, GOAL_POS] = target
     actions, ph = pick_place_cube.plan(motion, s_plan)
     phases = np.array([("restore:" if r else "") + p for r, p in zip(restoring, ph)], dtype=object)
-    # Right after the release the TCP sits below the cube's centre (the lowering undershoots): pick_cube's
-    # hover then corrects xy at that height and never descends. Rise clear of the cube first, gripper open.
-    tcp = s[:, TCP_POS]
-    hovering = np.array([p == "hover" for p in ph])
-    rise = restoring & ~grasped & hovering & (tcp[:, 2] < obj[:, 2] + RISE_MIN_DZ)
-    if rise.any():
-        up = tcp.copy()
-        up[:, 2] = obj[:, 2] + pick_place_cube.RETREAT_DZ
-        actions[rise, POS_SLICE] = motion.position(tcp, up)[rise]
-        actions[rise, GRIPPER_INDEX] = GRIPPER_OPEN
-        phases[rise] = "restore:rise"
     return actions, list(phases), written

@@ -41,12 +41,10 @@ from __future__ import annotations
 import numpy as np
 
 from robot_rl.envs.obs_layout import ROBOT_BASE_POS_WORLD
-from robot_rl.geometry import POS_SLICE
 from robot_rl.memory import format_done, format_grounding, format_plan
 from robot_rl.teachers.plans import pick_cube
 from robot_rl.teachers.plans.common import (
     GOAL_POS,
-    GRIPPER_WIDTH,
     IS_GRASPED,
     OBJ_HALF_SIZE,
     OBJ_POS,
@@ -151,15 +149,5 @@ def plan(motion: Motion, states: np.ndarray, notes: list, steps: np.ndarray) -> 
     s_pick[:, GOAL_POS] = waypoint
     actions, ph = pick_cube.plan(motion, s_pick)
     actions = np.asarray(actions, dtype=np.float64).copy()
-    # pick_cube deadlock: the open fingers straddle the cube with the TCP more than Z_TOL below its centre (the
-    # long descent from TakeItBack's raised home pose, held for D steps, overshoots onto the table): pick_cube only
-    # corrects xy there and never grasps. Rise to the cube's centre instead (then it grasps).
-    tcp = s[:, TCP_POS]
-    sunk = (~grasped & (tcp[:, 2] < obj[:, 2] - pick_cube.Z_TOL)
-            & (np.linalg.norm(tcp[:, :2] - obj[:, :2], axis=-1) < pick_cube.NEAR_XY)
-            & (s[:, GRIPPER_WIDTH] > pick_cube.OPEN_WIDTH))
-    if np.any(sunk):
-        actions[sunk, POS_SLICE] = motion.position(tcp, obj)[sunk]
-        ph = [("rise" if k else p) for k, p in zip(sunk, ph)]
     phases = [f"{'take_back' if b else 'to_goal'}/{p}" for b, p in zip(back, ph)]
     return actions, phases, written

@@ -16,7 +16,11 @@ def test_tasks_registered_with_maniskill_and_gymnasium():
     from mani_skill.utils.registration import REGISTERED_ENVS
 
     assert set(TASKS) >= {"RRL-PushCube-Sparse-v1", "RRL-PickCube-Sparse-v1"}
-    assert len(TASKS) == 14  # six tasks, sparse and long-horizon, and two hidden-goal variants (issue 12)
+    from robot_rl.envs.mikasa import AVAILABLE as MIKASA_AVAILABLE
+
+    # six tasks, sparse and long-horizon, two hidden-goal variants (issue 12), the Restore memory task and, with
+    # mikasa-robo-suite installed, its two wrapped memory tasks (issue 13)
+    assert len(TASKS) == 15 + (2 if MIKASA_AVAILABLE else 0)
     for env_id, spec in TASKS.items():
         assert spec.env_id == env_id
         assert env_id in REGISTERED_ENVS
