@@ -61,5 +61,3 @@ __all__ = [
     "PRIVILEGED_STATE_DIM",
     *_LAZY,
 ]
-
-from . import mikasa as _mikasa  # noqa: E402, F401  optional MIKASA-Robo tasks (issue 13): registered with .tasks

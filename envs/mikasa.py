@@ -31,9 +31,9 @@ What the wrappers change, and why:
   Here the cubes appear at their shuffled table positions at step 10 (zero velocity) and are left to the physics
   from then on, which is what upstream's schedule describes.
 
-Import: this module registers the tasks when :mod:`robot_rl.envs.tasks` is imported (``envs/__init__.py``
-imports this module, which calls :func:`install`), and only when ``mikasa_robo_suite`` imports; without it robot_rl
-works unchanged and these ids are unknown. ``scripts/setup.sh`` installs ``mikasa-robo-suite==1.0.0`` with
+Import: :mod:`robot_rl.envs.tasks` calls :func:`register` on its last line, so every process that loads robot_rl's
+tasks (SubprocVecEnv workers included) knows these ids too, and only when ``mikasa_robo_suite`` imports; without
+it robot_rl works unchanged and these ids are unknown. ``scripts/setup.sh`` installs ``mikasa-robo-suite==1.0.0`` with
 ``--no-deps`` (its metadata pins ``mani_skill==3.0.0b15``, ``torch==2.2.1`` and ``numpy==1.23.5``; its RL
 tasks run on robot_rl's mani-skill 3.0.1, ``../shared/FACTS.md``). Importing this module itself is light (no
 simulator): the env classes are defined by :func:`register` once ``envs.tasks`` has loaded.
@@ -46,13 +46,10 @@ the wheel would overwrite.
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.util
 import logging
-import sys
-from typing import Any
 
-__all__ = ["AVAILABLE", "MIKASA_TASK_IDS", "UPSTREAM_IDS", "install", "register", "COLOR_NAMES", "CUE_STEPS",
+__all__ = ["AVAILABLE", "MIKASA_TASK_IDS", "UPSTREAM_IDS", "register", "COLOR_NAMES", "CUE_STEPS",
            "SHOW_STEP", "HIDDEN_Z"]
 
 _log = logging.getLogger(__name__)
@@ -95,54 +92,3 @@ def register() -> bool:
         return False
     _registered = True
     return True
-
-
-class _AfterTasksImport(importlib.abc.MetaPathFinder):
-    """One-shot import hook: once ``robot_rl.envs.tasks`` has executed, :func:`register` the MIKASA tasks, so
-    every process that loads robot_rl's tasks (SubprocVecEnv workers included) knows their ids too.
-    """
-
-    NAME = "robot_rl.envs.tasks"
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None):
-        if fullname != self.NAME:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is None or spec.loader is None:
-            return spec
-        loader = spec.loader
-        exec_module = loader.exec_module
-
-        class _Loader(importlib.abc.Loader):
-            """The real loader (its ``get_source``, ``get_filename``, ... for tracebacks and tools), then
-            :func:`register`.
-            """
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(loader, name)
-
-            def create_module(self, spec):
-                return loader.create_module(spec)
-
-            def exec_module(self, module):
-                exec_module(module)
-                register()
-
-        spec.loader = _Loader()
-        return spec
-
-
-def install() -> None:
-    """Register the MIKASA tasks together with robot_rl's: now if :mod:`robot_rl.envs.tasks` is loaded, else right
-    after it loads. Does nothing without ``mikasa_robo_suite``. Called by ``envs/__init__.py``.
-    """
-    if not AVAILABLE:
-        return
-    if _AfterTasksImport.NAME in sys.modules:
-        register()
-    elif not any(isinstance(f, _AfterTasksImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AfterTasksImport())
-
-
-install()

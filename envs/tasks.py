@@ -820,3 +820,9 @@ def privileged_state(env: Any) -> np.ndarray:
     out = state.cpu().numpy().astype(np.float32, copy=False)
     assert out.shape[1] == PRIVILEGED_STATE_DIM
     return out
+
+
+# The MIKASA-Robo memory tasks (issue 13, envs/mikasa.py): an optional install, registered with ours when it imports.
+from . import mikasa as _mikasa  # noqa: E402
+
+_mikasa.register()
