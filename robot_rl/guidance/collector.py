@@ -96,8 +96,11 @@ class Guidance:
         memory: the scratchpad's spec (``memory.enabled``, :mod:`robot_rl.memory`), or None. With one, guidance
             owns the envs' :class:`~robot_rl.memory.Scratchpad`: every query sends its env's scratchpad text, an
             answer's note is written when the answer is delivered (a lost or invalid answer loses only its own
-            note), and an episode's scratchpad is cleared when it ends. A teacher whose spec writes no notes
-            leaves it empty (a warning, once).
+            note), and an episode's scratchpad is cleared when it ends. Every env also queries at its episode's
+            first env step (beyond the scheduler's budget: one query per episode), since what a memory task asks
+            to remember is shown there (MIKASA's RememberColor shows its colour for 5 env steps only) and the
+            ROS node, which queries at the teacher's period from the start, sees it too. A teacher whose spec
+            writes no notes leaves it empty (a warning, once).
     """
 
     def __init__(self, teacher: Teacher, scheduler: QueryScheduler, num_envs: int, requery_active: bool = False,
@@ -219,7 +222,10 @@ class Guidance:
         eligible = ~self.in_flight & free
         if skip is not None:
             eligible &= ~np.asarray(skip, dtype=bool)
-        idx = np.flatnonzero(self.scheduler.select(eligible))
+        first = np.zeros(self.num_envs, dtype=bool)
+        if self.memory is not None:  # the scratchpad's grounding is seen at the episode's start: always ask there
+            first = eligible & (self.interface.step == 0)
+        idx = np.flatnonzero(self.scheduler.select(eligible & ~first) | first)
         if idx.size:
             view = venv.teacher_view(idx.tolist(), with_image=bool(self.teacher.spec.needs_image))
             self._submit(idx, view)

@@ -98,3 +98,26 @@ def test_a_teacher_without_notes_warns_once_and_leaves_the_group_empty(caplog):
     g.prepare(_Venv())
     g.advance(np.zeros(3, bool))
     assert not g.memory_features().any() and g.metrics()["memory/notes"] == 0.0
+
+
+def test_with_memory_every_episode_queries_at_its_first_step():
+    """The cue of a memory task is shown at the episode's start: a memory run asks there even with no budget left."""
+    teacher, venv = _Teacher(), _Venv()
+    scheduler = QueryScheduler(n_steps=10**6, num_envs=3, budget_fraction=0.0, anneal=False,
+                               deactivate_threshold=None, seed=0)
+    scheduler.begin_rollout(None)
+    g = Guidance(teacher, scheduler, 3, memory=SPEC)
+    g.reset()
+    g.prepare(venv)
+    assert len(teacher.requests) == 1 and list(teacher.requests[0].obs_steps) == [0, 0, 0]
+    for _ in range(3):  # no budget: no further queries
+        g.advance(np.zeros(3, bool))
+        g.prepare(venv)
+    assert len(teacher.requests) == 1
+    g.advance(np.array([False, True, False]))  # env 1 starts a new episode: it asks at its first step
+    g.prepare(venv)
+    assert len(teacher.requests) == 2 and list(teacher.requests[1].obs_steps) == [0]
+    without = Guidance(_Teacher(), scheduler, 3)  # no memory: the budget alone decides
+    without.reset()
+    without.prepare(venv)
+    assert without.teacher.requests == []
