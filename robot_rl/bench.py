@@ -99,7 +99,8 @@ class BenchSpec(BaseModel):
         arms: named variants, each a mapping of config keys (``{d_hint_dt_dp: {interface.features:
             [hint, dt, dp]}}``): a ``<mode>+<name>`` cell per arm instead of the plain cell of its mode. An arm is
             of mode ``vlajs`` unless it sets ``mode`` (``{lstm: {mode: ppo, ppo.recurrent: true}}``); a mode of
-            ``modes`` without arms keeps its plain cell.
+            ``modes`` without arms keeps its plain cell, and an arm of a mode not in ``modes`` does not run
+            (``--modes vlajs`` runs the vlajs arms only).
         eval_delays: evaluate every finished cell at these fixed delays of its teacher's answers (env steps).
         teacher_competence: also run the scripted teacher as the policy at each of ``eval_delays``.
         out: the grid's directory.
@@ -124,8 +125,8 @@ class BenchSpec(BaseModel):
     def _arm_modes(self) -> "BenchSpec":
         for arm, keys in self.arms.items():
             mode = keys.get("mode", "vlajs")
-            if mode not in self.modes:
-                raise ValueError(f"arms.{arm}.mode: {mode!r} is not in modes {self.modes} (the arm would never run)")
+            if mode not in MODES:
+                raise ValueError(f"arms.{arm}.mode: unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
         return self
 
     @field_validator("eval_delays")

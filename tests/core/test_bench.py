@@ -139,6 +139,19 @@ def test_arms_give_one_labelled_cell_each(tmp_path):
         spec(tmp_path, eval_delays=[-1])
 
 
+def test_arms_of_any_mode(tmp_path):
+    """An arm sets its mode (the memory benchmark's ppo+lstm); a mode without arms keeps its plain cell; an arm of a
+    mode that is not run is left out; an unknown mode is refused, naming the arm."""
+    arms = {"lstm": {"mode": "ppo", "ppo.recurrent": True}, "scratchpad": {"memory.enabled": True}}
+    s = spec(tmp_path, modes=["ppo", "rpd", "vlajs"], arms=arms)
+    assert [c.name for c in grid_cells(s)] == ["ppo+lstm-s0", "rpd-s0", "vlajs+scratchpad-s0"]
+    assert "ppo.recurrent=true" in grid_cells(s)[0].overrides(tmp_path, [])
+    assert not any("mode=ppo" in o and "lstm" in o for o in grid_cells(s)[2].overrides(tmp_path, []))
+    assert [c.name for c in grid_cells(spec(tmp_path, modes=["vlajs"], arms=arms))] == ["vlajs+scratchpad-s0"]
+    with pytest.raises(ConfigError, match="arms.lstm.mode"):
+        spec(tmp_path, arms={"lstm": {"mode": "lstm"}})
+
+
 @pytest.mark.slow
 def test_a_tiny_latency_grid_evaluates_at_every_delay_and_reports(tmp_path):
     """Two arms (no interface; hint + dt), evaluations at 0 and 5 env steps of delay, the scripted teacher's own
