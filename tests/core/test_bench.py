@@ -141,7 +141,8 @@ def test_arms_give_one_labelled_cell_each(tmp_path):
 
 def test_arms_of_any_mode(tmp_path):
     """An arm sets its mode (the memory benchmark's ppo+lstm); a mode without arms keeps its plain cell; an arm of a
-    mode that is not run is left out; an unknown mode is refused, naming the arm."""
+    mode that is not run is left out; an unknown mode is refused, naming the arm.
+    """
     arms = {"lstm": {"mode": "ppo", "ppo.recurrent": True}, "scratchpad": {"memory.enabled": True}}
     s = spec(tmp_path, modes=["ppo", "rpd", "vlajs"], arms=arms)
     assert [c.name for c in grid_cells(s)] == ["ppo+lstm-s0", "rpd-s0", "vlajs+scratchpad-s0"]
