@@ -98,6 +98,14 @@ class Notes:
     def __bool__(self) -> bool:
         return bool(self.grounding or self.act or self.plan is not None)
 
+    def done(self) -> set[str]:
+        """The subtask names the act entries record as done."""
+        return {a.name for a in self.act}
+
+    def seen(self, name: str) -> tuple[float, float, float] | None:
+        """The newest grounding position of object ``name`` (m, robot base frame), or None if it was never seen."""
+        return next((g.pos for g in reversed(self.grounding) if g.name == name), None)
+
 
 @dataclass
 class MemoryStats:

@@ -9,6 +9,9 @@ Used by ``tests/deploy/test_ros2_teacher_e2e.py`` and ``benchmarks/deploy_teache
 from the queried view only (the privileged state and the scratchpad the request carries), for the ROS 2 memory
 round trip on a task whose planner writes none; ``python -m robot_rl.testing.deploy_run --port P`` serves it
 (:func:`serve_noting_teacher`).
+
+:class:`ManualLink` and :func:`sim_config_offline_teacher` are for the node's controller without ROS: a teacher link
+that answers only when a test says so, and the sim deploy config with a teacher URL nothing listens on.
 """
 
 from __future__ import annotations
@@ -26,10 +29,37 @@ import numpy as np
 from robot_rl.teachers.remote import wait_healthy
 
 __all__ = ["ROOT", "SIM_CONFIG", "spawn", "stop", "serve_teacher", "serve_noting_teacher", "wait_healthy",
-           "TeacherRun", "run_with_teacher", "teacher_delays", "NotingTeacher", "NOTING_PLAN", "REACHED_M"]
+           "TeacherRun", "run_with_teacher", "teacher_delays", "NotingTeacher", "NOTING_PLAN", "REACHED_M",
+           "ManualLink", "sim_config_offline_teacher"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SIM_CONFIG = ROOT / "configs" / "deploy" / "sim.yaml"
+
+
+class ManualLink:
+    """A teacher link for :class:`robot_rl.deploy.controller.PolicyController` that takes queries and answers only
+    when told to (a dead teacher, by default): ``queries`` holds what was submitted, and the answers a test puts in
+    ``answers`` are returned by the next :meth:`poll`.
+    """
+
+    def __init__(self):
+        self.queries, self.answers = [], []
+
+    def submit(self, query) -> None:
+        """Record a query (it is never sent anywhere)."""
+        self.queries.append(query)
+
+    def poll(self, now_s: float) -> list:
+        """The answers put in ``answers`` since the last poll (``now_s`` is unused)."""
+        out, self.answers = self.answers, []
+        return out
+
+
+def sim_config_offline_teacher(*overrides: str):
+    """``configs/deploy/sim.yaml`` with a teacher URL on a loopback port nothing listens on, then ``overrides``."""
+    from robot_rl.deploy.config import load_deploy_config
+
+    return load_deploy_config(SIM_CONFIG, ["teacher.url=http://127.0.0.1:9", *overrides])
 
 
 def spawn(args: list[str], domain: int, log: Path, module: str = "robot_rl.cli") -> subprocess.Popen:

@@ -66,8 +66,8 @@ def plan(motion: Motion, states: np.ndarray, notes: list, steps: np.ndarray) -> 
                 restoring[i] = True
                 target[i, :2] = GUESS_XY
             continue
-        done = {a.name for a in pad.act}
-        start = next((g.pos for g in reversed(pad.grounding) if g.name == "cube"), None)
+        done = pad.done()
+        start = pad.seen("cube")
         lines = [] if pad.plan else [format_plan(SUBTASKS)]
         if start is None and "place" not in done and not grasped[i] and not in_region[i]:
             start = tuple(obj[i] - _BASE)

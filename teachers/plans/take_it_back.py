@@ -126,8 +126,8 @@ def plan(motion: Motion, states: np.ndarray, notes: list, steps: np.ndarray) -> 
                 back[i] = True
                 target_xy[i] = GUESS_XY
             continue
-        done = {a.name for a in pad.act}
-        start = next((g.pos for g in reversed(pad.grounding) if g.name == "cube"), None)
+        done = pad.done()
+        start = pad.seen("cube")
         lines = [] if pad.plan else [format_plan(SUBTASKS)]
         if start is None and not reached_view[i] and "to_goal" not in done and not held[i] and on_table[i]:
             start = tuple(obj[i] - _BASE)

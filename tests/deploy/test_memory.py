@@ -29,6 +29,7 @@ from robot_rl.deploy.teacher import (
     TeacherClient,
 )
 from robot_rl.memory import Scratchpad, memory_spec
+from robot_rl.testing.deploy_run import ManualLink, sim_config_offline_teacher
 from robot_rl.testing.hint_policy import HINT_FEATURES, HINT_TASK
 
 SIM = Path(__file__).resolve().parents[2] / "configs" / "deploy" / "sim.yaml"
@@ -178,27 +179,24 @@ def memory_policy(tmp_path_factory):
                                                  memory={"enabled": True, "act_slots": 3}).path)
 
 
-class _Link:
-    def __init__(self):
-        self.queries, self.answers = [], []
 
-    def submit(self, query):
-        self.queries.append(query)
+def _feed(c, t):
+    """Fresh joint states, object and end-effector poses stamped ``t`` (s) into controller ``c``'s assembler."""
+    from robot_rl.deploy.ros_io import ENTITY_POSE_INPUTS, joint_state_msg, pose_msg
 
-    def poll(self, now_s):
-        out, self.answers = self.answers, []
-        return out
+    a = c.assembler
+    a.update_joint_state(joint_state_msg(c.cfg.joint_names, [0.0, 0.2, 0.0, -2.0, 0.0, 2.2, 0.8, 0.02, 0.02],
+                                         np.zeros(9), t), t)
+    a.update_pose(ENTITY_POSE_INPUTS["object"], pose_msg([0.6, 0.0, 0.02], [1, 0, 0, 0], "panda_link0", t), t)
+    a.update_pose("ee_pose", pose_msg([0.5, 0.0, 0.1], [0, 1, 0, 0], "panda_link0", t), t)
 
 
-def _cfg(*overrides):
-    return load_deploy_config(SIM, ["teacher.url=http://127.0.0.1:9", *overrides])
 
 
 @pytest.mark.slow
 def test_the_export_carries_the_memory_group_and_the_controller_feeds_the_scratchpad(memory_policy):
     from robot_rl.deploy.controller import PolicyController
     from robot_rl.deploy.policy import OnnxPolicy
-    from robot_rl.deploy.ros_io import ENTITY_POSE_INPUTS, joint_state_msg, pose_msg
     from robot_rl.memory import MemorySpec
 
     side = json.loads((memory_policy / "policy.json").read_text())
@@ -211,8 +209,8 @@ def test_the_export_carries_the_memory_group_and_the_controller_feeds_the_scratc
     assert (m["act_slots"], m["max_note_chars"], m["control_period_steps"]) == (3, 1024, 4)
     assert {r["group"] for r in side["observation"]["layout"]} == {"state", "teacher", "memory"}
 
-    link = _Link()
-    c = PolicyController(memory_policy, _cfg(), teacher_link=link)
+    link = ManualLink()
+    c = PolicyController(memory_policy, sim_config_offline_teacher(), teacher_link=link)
     sl = policy.schema.group_slices()["memory"]
     seen = {}
 
@@ -223,34 +221,27 @@ def test_the_export_carries_the_memory_group_and_the_controller_feeds_the_scratc
     real, c.policy = c.policy, _Watched(c.policy, run)
     t = 50.0
 
-    def feed(t):
-        a = c.assembler
-        a.update_joint_state(joint_state_msg(c.cfg.joint_names, [0.0, 0.2, 0.0, -2.0, 0.0, 2.2, 0.8, 0.02, 0.02],
-                                             np.zeros(9), t), t)
-        a.update_pose(ENTITY_POSE_INPUTS["object"], pose_msg([0.6, 0.0, 0.02], [1, 0, 0, 0], "panda_link0", t), t)
-        a.update_pose("ee_pose", pose_msg([0.5, 0.0, 0.1], [0, 1, 0, 0], "panda_link0", t), t)
-
-    feed(t)
+    _feed(c, t)
     c.activate()
     r = c.step(t + 0.002)
     assert r.query is not None and r.query.scratchpad == "" and not seen["obs"][sl].any()
     ref = Scratchpad(spec, 1)
     link.answers = [TeacherAnswer(r.query.query_id, HINT, None, t + 0.03, note=NOTE_1)]
-    feed(t + 0.05)
+    _feed(c, t + 0.05)
     r = c.step(t + 0.052)
     ref.write(0, NOTE_1)
     assert r.teacher_answers[0][1] == DELIVERED
     np.testing.assert_array_equal(seen["obs"][sl], ref.vector()[0])  # bit for bit what training feeds
     np.testing.assert_array_equal(r.obs, seen["obs"])
     for k in range(2, 7):  # D = 4 periods later the next query carries the scratchpad text
-        feed(t + 0.05 * k)
+        _feed(c, t + 0.05 * k)
         r = c.step(t + 0.05 * k + 0.002)
         if r.query is not None:
             break
     assert r.query is not None and r.query.scratchpad == ref.text(0)
     assert c.new_episode()  # ~/reset_episode: the scratchpad and the hint go, the answer in flight is dropped
     link.answers = [TeacherAnswer(r.query.query_id, HINT, None, t + 0.4, note=NOTE_2)]
-    feed(t + 0.45)
+    _feed(c, t + 0.45)
     r = c.step(t + 0.452)
     assert r.teacher_answers[0][1] == DROPPED_RESET and not seen["obs"][sl].any()
     assert not seen["obs"][policy.schema.group_slices()["teacher"]].any()  # no hint either
@@ -284,38 +275,30 @@ def test_a_tampered_memory_group_or_no_teacher_url_is_refused(memory_policy, tmp
     pos["unit"] = "mm"  # same sizes, another meaning: not the layout its vocabularies give
     (d / "policy.json").write_text(json.dumps(side))
     with pytest.raises(ValueError, match=r"sidecar .*memory group does not match the scratchpad layout"):
-        PolicyController(d, _cfg())
+        PolicyController(d, sim_config_offline_teacher())
 
 
 @pytest.mark.slow
 def test_a_memory_only_policy_queries_for_notes_and_its_period_comes_from_the_memory_section(tmp_path):
     from robot_rl.deploy.controller import PolicyController
     from robot_rl.deploy.export import export_policy
-    from robot_rl.deploy.ros_io import ENTITY_POSE_INPUTS, joint_state_msg, pose_msg
     from robot_rl.testing.hint_policy import make_hint_following_run
 
     d = export_policy(make_hint_following_run(tmp_path, features=(), period_steps=3,
                                               memory={"enabled": True}).path)
     side = json.loads((d / "policy.json").read_text())
     assert "teacher" not in side and side["memory"]["control_period_steps"] == 3
-    link = _Link()
-    c = PolicyController(d, _cfg(), teacher_link=link)
+    link = ManualLink()
+    c = PolicyController(d, sim_config_offline_teacher(), teacher_link=link)
     assert c.teacher.period_steps == 3 and c.teacher.size == 0 and c.policy.schema.group_names == ("state", "memory")
     t = 10.0
 
-    def feed(t):
-        a = c.assembler
-        a.update_joint_state(joint_state_msg(c.cfg.joint_names, [0.0, 0.2, 0.0, -2.0, 0.0, 2.2, 0.8, 0.02, 0.02],
-                                             np.zeros(9), t), t)
-        a.update_pose(ENTITY_POSE_INPUTS["object"], pose_msg([0.6, 0.0, 0.02], [1, 0, 0, 0], "panda_link0", t), t)
-        a.update_pose("ee_pose", pose_msg([0.5, 0.0, 0.1], [0, 1, 0, 0], "panda_link0", t), t)
-
-    feed(t)
+    _feed(c, t)
     c.activate()
     r = c.step(t + 0.002)
     assert r.query is not None and r.query.scratchpad == ""
     link.answers = [TeacherAnswer(r.query.query_id, np.zeros(7, np.float32), None, t + 0.03, note=NOTE_1)]
-    feed(t + 0.05)
+    _feed(c, t + 0.05)
     r = c.step(t + 0.052)
     ref = Scratchpad(memory_spec(HINT_TASK), 1)
     ref.write(0, NOTE_1)

@@ -19,6 +19,7 @@ from robot_rl.deploy.config import load_deploy_config
 from robot_rl.deploy.ros_io import ENTITY_POSE_INPUTS, ENTITY_SIZE_INPUTS, joint_state_msg, pose_msg, size_msg
 from robot_rl.deploy.safety import Command
 from robot_rl.deploy.teacher import TeacherAnswer
+from robot_rl.testing.deploy_run import ManualLink, sim_config_offline_teacher
 from robot_rl.testing.hint_policy import HINT_FEATURES, HINT_TASK
 
 pytestmark = pytest.mark.slow
@@ -35,22 +36,7 @@ def hint_policy(tmp_path_factory):
     return export_policy(make_hint_following_run(tmp_path_factory.mktemp("runs"), hold_steps=HOLD).path)
 
 
-def _cfg(*overrides):
-    return load_deploy_config(SIM, ["teacher.url=http://127.0.0.1:9", *overrides])
 
-
-class _Link:
-    """A teacher that takes queries and answers only when told to (a dead one, by default)."""
-
-    def __init__(self):
-        self.queries, self.answers = [], []
-
-    def submit(self, query):
-        self.queries.append(query)
-
-    def poll(self, now_s):
-        out, self.answers = self.answers, []
-        return out
 
 
 def _feed(c, st, t, *, goal=True):
@@ -98,8 +84,8 @@ def test_controller_sends_the_privileged_state_and_a_dead_teacher_never_trips_th
     from robot_rl.deploy.sim_bridge import state_in_base
     from robot_rl.envs import make_env, privileged_state
 
-    link = _Link()
-    c = PolicyController(hint_policy, _cfg(), teacher_link=link)
+    link = ManualLink()
+    c = PolicyController(hint_policy, sim_config_offline_teacher(), teacher_link=link)
     a = c.assembler
     assert a.required_inputs == ("joint_states", "ee_pose", "object_pose")  # the policy's state: no goal
     assert set(a.teacher_inputs) == {"goal_pose", "object_size"}  # what only the teacher's state reads
@@ -158,5 +144,5 @@ def test_refusals_name_what_is_wrong(hint_policy, tmp_path):
     del side["teacher"]
     (old / "policy.json").write_text(json.dumps(side))
     with pytest.raises(ValueError, match=r"no teacher section.*teacher\.period_steps"):
-        PolicyController(old, _cfg())
-    assert PolicyController(old, _cfg("teacher.period_steps=4")).teacher.period_steps == 4
+        PolicyController(old, sim_config_offline_teacher())
+    assert PolicyController(old, sim_config_offline_teacher("teacher.period_steps=4")).teacher.period_steps == 4
