@@ -21,17 +21,16 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from robot_rl.deploy.config import load_deploy_config
 from robot_rl.deploy.sim_bridge import evaluate_direct
+from robot_rl.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.slow
 
@@ -70,15 +69,11 @@ def _stop(*procs: subprocess.Popen) -> None:
             p.wait()
 
 
-class Probe:
+class Probe(RosProbe):
     """The test's own node on the test's domain: records topics, calls services."""
 
     def __init__(self, domain: int):
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("probe", context=self.ctx)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
+        super().__init__(domain, "probe", spin_step_s=0.01)
         self.status: list[tuple[float, dict]] = []
         self.targets: list[float] = []
         self.diagnostics: list[dict] = []
@@ -89,20 +84,6 @@ class Probe:
         self.node.create_subscription(DiagnosticArray, CFG.topics.diagnostics,
                                       lambda m: self.diagnostics.append(
                                           {kv.key: kv.value for kv in m.status[0].values}), 10)
-
-    def spin_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.01)
-
-    def wait_for(self, predicate, timeout_s: float, what: str):
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.02)
-            value = predicate()
-            if value:
-                return value
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
     def call(self, srv_type, name: str, request, timeout_s: float = 10.0):
         client = self.node.create_client(srv_type, name)
@@ -118,9 +99,6 @@ class Probe:
         return self.call(ChangeState, f"/{NODE}/change_state",
                          ChangeState.Request(transition=Transition(id=transition_id))).success
 
-    def close(self) -> None:
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 @contextmanager

@@ -21,7 +21,6 @@ about its use (the hint follower does not solve the Restore task).
 """
 
 import json
-import time
 from collections import Counter
 
 import numpy as np
@@ -29,8 +28,6 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Empty, String
 from std_srvs.srv import Trigger
 
@@ -46,6 +43,7 @@ from robot_rl.testing.deploy_run import (
     wait_healthy,
 )
 from robot_rl.testing.hint_policy import HINT_TASK
+from robot_rl.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.slow
 
@@ -61,27 +59,16 @@ SETUPS = {
 }
 
 
-class _Probe:
+class _Probe(RosProbe):
     def __init__(self, domain: int):
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("memory_probe", context=self.ctx)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
+        super().__init__(domain, "memory_probe")
         self.status: list[dict] = []
         self.node.create_subscription(String, CFG.topics.status, lambda m: self.status.append(json.loads(m.data)), 100)
         self.reset_srv = self.node.create_client(Trigger, f"/{CFG.node_name}/reset_episode")
         self.reset_pub = self.node.create_publisher(Empty, CFG.topics.reset_episode, 10)
 
-    def wait_for(self, predicate, timeout_s: float, what: str):
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.02)
-            value = predicate()
-            if value:
-                return value
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last status "
-                             f"{self.status[-1] if self.status else None}")
+    def timeout_detail(self) -> str:
+        return f"last status {self.status[-1] if self.status else None}"
 
     def call_reset(self):
         future = self.reset_srv.call_async(Trigger.Request())
@@ -89,9 +76,6 @@ class _Probe:
         assert future.done(), "~/reset_episode did not answer"
         return future.result()
 
-    def close(self):
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 def _memory(after: int, probe: _Probe):

@@ -23,16 +23,15 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from robot_rl.deploy.config import load_deploy_config
 from robot_rl.testing.deploy_run import SIM_CONFIG, run_with_teacher, serve_teacher, spawn, stop, wait_healthy
 from robot_rl.testing.hint_policy import HINT_TASK
+from robot_rl.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.slow
 
@@ -87,13 +86,9 @@ def test_hidden_goal_through_ros2_with_a_served_teacher_matches_direct_evaluatio
     assert report.ok(), report.summary()
 
 
-class _Probe:
+class _Probe(RosProbe):
     def __init__(self, domain: int):
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("teacher_probe", context=self.ctx)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
+        super().__init__(domain, "teacher_probe")
         self.status: list[tuple[float, dict]] = []
         self.images: list[tuple[float, str, int, int]] = []
         self.pose_stamps: set[float] = set()
@@ -112,26 +107,9 @@ class _Probe:
     def _on_pose(self, m):
         self.pose_stamps.add(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)
 
-    def wait_for(self, predicate, timeout_s: float, what: str):
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.02)
-            value = predicate()
-            if value:
-                return value
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-    def spin_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.02)
-
     def teacher(self, after: float = -np.inf) -> list[dict]:
         return [s["teacher"] for t, s in self.status if t > after and s.get("teacher")]
 
-    def close(self):
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 def test_the_teacher_dies_mid_run_the_node_keeps_commanding_and_answers_resume(hint_policy, tmp_path):
