@@ -47,9 +47,14 @@ def plan(motion: Motion, states: np.ndarray, notes: list, steps: np.ndarray) -> 
 
     Returns:
         ``(actions (N, 7), phases, notes)``: ``notes[i]`` the lines this answer adds (``""``: none).
+
+    Raises:
+        ValueError: ``notes`` or ``steps`` do not have one entry per row of ``states``.
     """
     s = np.asarray(states, dtype=np.float64)
     n = s.shape[0]
+    if len(notes) != n or len(steps) != n:
+        raise ValueError(f"pick_place_restore.plan: {n} states but {len(notes)} notes and {len(steps)} steps")
     obj, goal = s[:, OBJ_POS], s[:, GOAL_POS]
     grasped = s[:, IS_GRASPED] > 0.5
     in_region = np.linalg.norm(obj[:, :2] - goal[:, :2], axis=-1) < pick_place_cube.PLACED_RADIUS
