@@ -11,6 +11,7 @@ is refused and named (:func:`tagged_section` says how configs written before the
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from pathlib import Path
@@ -196,6 +197,21 @@ LEGACY_TEACHER_KEYS = frozenset({
 })
 
 
+class GuardConfig(_Section):
+    """``guidance.guard``: the misleading-teacher guard (``robot_rl/guidance/guard.py``), vlajs only.
+
+    A one-sided t-test, over the last ``window_rollouts`` updates, of whether PPO's own advantages favour
+    exploring along the teacher's direction; guidance is switched off for good when they significantly
+    disfavour it. It needs rewarded episodes for evidence, and leaves guidance on without them.
+    """
+
+    enabled: bool = Field(True, description="switch guidance off when PPO's advantages significantly disfavour "
+                                            "the teacher's direction (vlajs)")
+    z_threshold: float = Field(3.0, gt=0, description="fire below t = -z_threshold (one-sided; 3.0: p ~ 0.0013)")
+    min_rows: int = Field(256, ge=2, description="guided env steps (rows with a valid target) needed before deciding")
+    window_rollouts: int = Field(16, ge=1, description="updates whose rows the test pools")
+
+
 class GuidanceConfig(_Section):
     """``guidance``: the query budget and its annealing, and the auxiliary loss's weight (VLAJS)."""
 
@@ -210,6 +226,21 @@ class GuidanceConfig(_Section):
                                                    "turns the policy mean, 0.1 also lengthens a short one (losses.py)")
     image_size: tuple[int, int] = Field((224, 224),
                                         description="teacher view (H, W) in pixels, rendered only for querying envs")
+    components: list[Literal["pos", "rot", "grip"]] = Field(
+        ["pos", "rot"], min_length=1,
+        description="guided action components of vlajs's loss: the paper's pos, rot (cosine each); grip adds a "
+                    "hinge on the gripper against the teacher's open/close (losses.py)")
+    magnitude_weight: float = Field(0.0, ge=0, description="w of the term w (|μ^c| - |ã^c|)² on each guided pos/rot "
+                                                           "component: fits the hint's length, not only its "
+                                                           "direction (0: the paper's loss; losses.py)")
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+
+    @field_validator("components")
+    @classmethod
+    def _distinct(cls, components: list[str]) -> list[str]:
+        if len(set(components)) != len(components):
+            raise ValueError(f"each component at most once (allowed: pos, rot, grip), got {components}")
+        return components
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,6 +392,22 @@ class TrainConfig(_Section):
                              "rpd (ppo.recurrent is the inherent-memory baseline)")
         if self.mode == "rpd" and i.delay.kind != "none":
             raise ValueError("interface.delay.kind: rpd asks the teacher at every env step; delays are for vlajs")
+        return self
+
+    @model_validator(mode="after")
+    def _guard_can_decide(self) -> TrainConfig:
+        g = self.guidance
+        if self.mode != "vlajs" or not g.guard.enabled:
+            return self
+        per_update = math.floor(g.budget_fraction * self.ppo.n_steps * self.env.num_envs) * \
+            self.teacher.control_period_steps
+        if per_update * g.guard.window_rollouts < g.guard.min_rows:
+            raise ValueError(
+                f"guidance.guard.min_rows ({g.guard.min_rows}) exceeds the guided env steps its window can hold, "
+                f"guidance.guard.window_rollouts ({g.guard.window_rollouts}) x floor(guidance.budget_fraction x "
+                f"ppo.n_steps x env.num_envs) x teacher.control_period_steps = {per_update * g.guard.window_rollouts}"
+                f": the guard could never decide. Lower guidance.guard.min_rows, raise "
+                f"guidance.guard.window_rollouts, or set guidance.guard.enabled=false")
         return self
 
     @model_validator(mode="after")

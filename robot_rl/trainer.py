@@ -154,7 +154,8 @@ def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None, stack: ExitSta
     :func:`build_teacher` (``stack`` and ``log_dir`` are passed on to it).
 
     * ``rpd``: the teacher answers at every env step (budget 1.0), constant ``λ = λ_0``, MSE loss.
-    * ``vlajs``: the configured query budget, annealed ``N_calls`` and ``λ_t``, deactivation.
+    * ``vlajs``: the configured query budget, annealed ``N_calls`` and ``λ_t``, deactivation, and the
+      misleading-teacher guard (``guidance.guard``).
     * with ``cfg.interface``: answers delayed by the configured delay model (seeded from ``cfg.seed``), the
       ``teacher`` observation group of ``interface.features``, compensated targets if asked.
     * with ``memory.enabled``: the scratchpad (:mod:`robot_rl.memory`, the ``memory`` group), kept by guidance.
@@ -164,6 +165,7 @@ def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None, stack: ExitSta
       delay model by a fixed delay.
     """
     from robot_rl.guidance.delay import DelayModel, make_delay_model
+    from robot_rl.guidance.guard import TeacherGuard
 
     if cfg.mode == "ppo" or (evaluation and not (cfg.interface.features or cfg.memory.enabled)):
         return None
@@ -188,8 +190,11 @@ def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None, stack: ExitSta
     delay = (DelayModel("fixed", steps=int(delay_steps)) if delay_steps is not None
              else make_delay_model(i.delay, seed=cfg.seed + 2))
     memory = memory_spec_from_config(cfg) if cfg.memory.enabled else None
+    guard = (TeacherGuard(g.guard.z_threshold, g.guard.min_rows, g.guard.window_rollouts)
+             if cfg.mode == "vlajs" and g.guard.enabled and not evaluation else None)
     return Guidance(teacher or build_teacher(cfg, stack, log_dir), scheduler, num_envs, requery_active=rpd,
-                    delay=delay, features=i.features, compensate_targets=i.compensate_targets, memory=memory)
+                    delay=delay, features=i.features, compensate_targets=i.compensate_targets, memory=memory,
+                    guard=guard)
 
 
 def algo_class(cfg: TrainConfig):
@@ -203,10 +208,10 @@ def algo_class(cfg: TrainConfig):
 
 def build_model(cfg: TrainConfig, venv: VecEnv, guidance: Guidance | None) -> GuidedPPO:
     """GuidedPPO with ``cfg.ppo``'s hyperparameters on ``venv``; ``aux_loss`` is MSE for ``rpd``, else the
-    directional cosine loss with ``ε = cfg.guidance.cos_eps``. With ``ppo.recurrent``: sb3-contrib's
-    ``RecurrentPPO`` (``MlpLstmPolicy``: an LSTM of ``ppo.lstm_hidden_size`` units shared by actor and critic,
-    then the ``net_arch`` MLPs) with the same hyperparameters and no guidance. Seeds torch, numpy and the action
-    space from ``cfg.seed`` (SB3).
+    directional loss on ``cfg.guidance.components`` with ``ε = cfg.guidance.cos_eps``. With ``ppo.recurrent``:
+    sb3-contrib's ``RecurrentPPO`` (``MlpLstmPolicy``: an LSTM of ``ppo.lstm_hidden_size`` units shared by actor
+    and critic, then the ``net_arch`` MLPs) with the same hyperparameters and no guidance. Seeds torch, numpy and
+    the action space from ``cfg.seed`` (SB3).
     """
     p = cfg.ppo
     if p.recurrent:
@@ -215,7 +220,8 @@ def build_model(cfg: TrainConfig, venv: VecEnv, guidance: Guidance | None) -> Gu
         cls, policy = algo_class(cfg), "MlpLstmPolicy"
     else:
         kwargs = dict(guidance=guidance, aux_loss="mse" if cfg.mode == "rpd" else "cosine",
-                      cos_eps=cfg.guidance.cos_eps,
+                      cos_eps=cfg.guidance.cos_eps, components=tuple(cfg.guidance.components),
+                      magnitude_weight=cfg.guidance.magnitude_weight,
                       policy_kwargs=dict(net_arch=list(p.net_arch), log_std_init=p.log_std_init))
         cls, policy = GuidedPPO, "MlpPolicy"
     return cls(

@@ -13,8 +13,10 @@
   in pyproject.toml, and ``tests/algos/test_guided_ppo.py`` checks that with ``λ = 0`` GuidedPPO
   reproduces plain PPO's parameters exactly.
 
-Aux losses (``aux_loss``): ``"cosine"`` = VLAJS's masked directional loss (Moroncelli et al. 2026),
-``"mse"`` = the RPD baseline (Jülg et al. 2025). See :mod:`robot_rl.guidance.losses`.
+Aux losses (``aux_loss``): ``"cosine"`` = VLAJS's masked directional loss (Moroncelli et al. 2026) on the
+guided ``components`` (the paper's ``pos``, ``rot``; ``grip`` adds a gripper hinge), ``"mse"`` = the RPD baseline
+(Jülg et al. 2025). See :mod:`robot_rl.guidance.losses`. Before each update, a guidance with a guard
+(``robot_rl/guidance/guard.py``) is given the rollout's alignment scores and may switch itself off.
 """
 
 from __future__ import annotations
@@ -34,7 +36,16 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch.nn import functional as F
 
 from robot_rl.guidance.collector import Guidance
-from robot_rl.guidance.losses import COS_EPS, component_cosines, directional_cosine_loss, mse_loss
+from robot_rl.guidance.guard import alignment_scores
+from robot_rl.guidance.losses import (
+    COS_EPS,
+    PAPER_COMPONENTS,
+    check_components,
+    component_cosines,
+    directional_cosine_loss,
+    grip_agreement,
+    mse_loss,
+)
 
 AUX_LOSSES = {"cosine": directional_cosine_loss, "mse": mse_loss}
 
@@ -112,23 +123,34 @@ class _GuidanceCallback(BaseCallback):
 
 
 class GuidedPPO(PPO):
-    """PPO with teacher guidance. All of SB3 ``PPO``'s arguments, plus the three below.
+    """PPO with teacher guidance. All of SB3 ``PPO``'s arguments, plus the five below.
 
     Args:
         guidance: the rollout-time collector, or ``None`` for plain PPO (mode ``ppo``).
         aux_loss: ``"cosine"`` (VLAJS) or ``"mse"`` (RPD).
         cos_eps: ε of the directional loss.
+        components: the guided components of the directional loss (``guidance.components``).
+        magnitude_weight: weight of the directional loss's magnitude term (``guidance.magnitude_weight``).
+
+    Raises:
+        ValueError: an unknown ``aux_loss`` or component.
 
     The current ``λ_t`` is ``guidance.lambda_t``. Logged keys: ``guidance/aux_loss``,
-    ``guidance/lambda``, ``guidance/valid_fraction``. ``guidance`` is not saved with the model (it may
+    ``guidance/lambda``, ``guidance/valid_fraction``, ``guidance/cos_pos``, ``guidance/cos_rot``,
+    ``guidance/grip_agreement`` (whether or not ``grip`` is guided). ``guidance`` is not saved with the model (it may
     hold a network client); a run saves the scheduler's ``state_dict`` beside the checkpoint.
     """
 
     def __init__(self, *args, guidance: Guidance | None = None, aux_loss: str = "cosine",
-                 cos_eps: float = COS_EPS, **kwargs):
+                 cos_eps: float = COS_EPS, components: tuple[str, ...] = PAPER_COMPONENTS,
+                 magnitude_weight: float = 0.0, **kwargs):
         if aux_loss not in AUX_LOSSES:
             raise ValueError(f"aux_loss must be one of {sorted(AUX_LOSSES)}, got {aux_loss!r}")
         self.cos_eps = cos_eps
+        self.components = check_components(components)
+        if magnitude_weight < 0:
+            raise ValueError(f"magnitude_weight must be >= 0, got {magnitude_weight}")
+        self.magnitude_weight = float(magnitude_weight)
         kwargs.setdefault("rollout_buffer_class", GuidedRolloutBuffer)
         self.guidance = guidance
         self.aux_loss = aux_loss
@@ -158,6 +180,25 @@ class GuidedPPO(PPO):
         """Weight of the auxiliary loss in the coming update (0 without guidance)."""
         return self.guidance.lambda_t if self.guidance is not None else 0.0
 
+    def _review_guidance(self) -> None:
+        """Give the guard this rollout's alignment scores (``robot_rl/guidance/guard.py``), computed with the
+        collecting policy (no gradient step has been taken yet): ``ε = (a - μ) / σ`` of the stored samples.
+        """
+        if self.guidance is None or self.guidance.guard is None or self.guidance.scheduler.deactivated:
+            return
+        buf = self.rollout_buffer
+        valid = buf.teacher_valid.reshape(-1)
+        if not valid.any():
+            self.guidance.review(np.zeros(0))
+            return
+        obs = buf.to_torch(buf.observations.reshape(-1, *buf.obs_shape))
+        with th.no_grad():
+            dist = self.policy.get_distribution(obs).distribution
+            mean, std = dist.mean.cpu().numpy(), dist.stddev.cpu().numpy()
+        noise = (buf.actions.reshape(mean.shape) - mean) / np.maximum(std, 1e-8)
+        self.guidance.review(alignment_scores(buf.advantages.reshape(-1), noise,
+                                              buf.teacher_targets.reshape(mean.shape), valid, self.components))
+
     def train(self) -> None:
         """Update policy using the currently gathered rollout buffer (copy of SB3 2.9.2 ``PPO.train``)."""
         # Switch to train mode (this affects batch norm / dropout)
@@ -173,11 +214,14 @@ class GuidedPPO(PPO):
         entropy_losses = []
         pg_losses, value_losses = [], []
         clip_fractions = []
-        # --- robot_rl: the guidance term's weight and logs
+        # --- robot_rl: the guard's review (it may switch guidance off), the guidance term's weight and logs
+        self._review_guidance()
         lam = self.lambda_t
-        aux_fn = partial(directional_cosine_loss, eps=self.cos_eps) if self.aux_loss == "cosine" else mse_loss
+        aux_fn = (partial(directional_cosine_loss, eps=self.cos_eps, components=self.components,
+                          magnitude_weight=self.magnitude_weight)
+                  if self.aux_loss == "cosine" else mse_loss)
         aux_losses = []
-        cosines: dict[str, list[float]] = {"pos": [], "rot": []}
+        cosines: dict[str, list[float]] = {"pos": [], "rot": [], "grip": []}
         # --- robot_rl end
 
         continue_training = True
@@ -247,6 +291,9 @@ class GuidedPPO(PPO):
                             w = rollout_data.teacher_valid * has_dir
                             if w.sum() > 0:
                                 cosines[name].append(((cos * w).sum() / w.sum()).item())
+                        agree = grip_agreement(mean, rollout_data.teacher_targets, rollout_data.teacher_valid)
+                        if agree is not None:
+                            cosines["grip"].append(agree)
                 # --- robot_rl end
 
                 # Calculate approximate form of reverse KL Divergence for early stopping
@@ -299,5 +346,6 @@ class GuidedPPO(PPO):
             self.logger.record("guidance/valid_fraction", float(self.rollout_buffer.teacher_valid.mean()))
             for name, values in cosines.items():  # agreement of the policy mean with the teacher, per component
                 if values:
-                    self.logger.record(f"guidance/cos_{name}", float(np.mean(values)))
+                    key = "guidance/grip_agreement" if name == "grip" else f"guidance/cos_{name}"
+                    self.logger.record(key, float(np.mean(values)))
         # --- robot_rl end

@@ -38,6 +38,7 @@ import numpy as np
 from robot_rl.envs.privileged import PRIVILEGED_STATE_DIM
 from robot_rl.geometry import ACTION_DIM
 from robot_rl.guidance.delay import DelayModel, steps_of_latency
+from robot_rl.guidance.guard import TeacherGuard
 from robot_rl.guidance.schedule import QueryScheduler
 from robot_rl.guidance.targets import TargetTracker, interpolate_targets, validate_teacher_actions
 from robot_rl.interface.delayed import DelayedInterface, compensated_targets
@@ -101,12 +102,17 @@ class Guidance:
             to remember is shown there (MIKASA's RememberColor shows its colour for 5 env steps only) and the
             ROS node, which queries at the teacher's period from the start, sees it too. A teacher whose spec
             writes no notes leaves it empty (a warning, once).
+        guard: the misleading-teacher guard (``guidance.guard``, :class:`~robot_rl.guidance.guard.TeacherGuard`),
+            or None. GuidedPPO gives it each update's scores through :meth:`review`; when it fires, guidance is
+            off for good.
     """
 
     def __init__(self, teacher: Teacher, scheduler: QueryScheduler, num_envs: int, requery_active: bool = False,
                  delay: DelayModel | None = None, features: tuple[str, ...] | list[str] = (),
-                 compensate_targets: bool = False, memory: MemorySpec | None = None):
+                 compensate_targets: bool = False, memory: MemorySpec | None = None,
+                 guard: TeacherGuard | None = None):
         self.teacher = teacher
+        self.guard = guard
         self.scheduler = scheduler
         self.num_envs = int(num_envs)
         self.period = int(teacher.spec.control_period_steps)
@@ -357,6 +363,22 @@ class Guidance:
 
     # -- the component's state ---------------------------------------------------------------------
 
+    def review(self, scores: np.ndarray) -> bool:
+        """Give the misleading-teacher guard one update's alignment scores (``robot_rl/guidance/guard.py``,
+        :func:`~robot_rl.guidance.guard.alignment_scores`); when it fires, guidance is switched off for good
+        (``N_calls = 0`` from the next rollout, ``λ = 0`` from this update). Returns True when it fired now;
+        False without a guard or once guidance is off.
+        """
+        if self.guard is None or self.scheduler.deactivated:
+            return False
+        fired = self.guard.observe(scores)
+        if fired:
+            self.scheduler.deactivated = True
+            _log.warning("guidance.guard: PPO's advantages disfavour the teacher's direction (t = %.2f over %d "
+                         "guided env steps, below -%.1f): guidance switched off for good",
+                         self.guard.t_statistic, self.guard.n, self.guard.z_threshold)
+        return fired
+
     def state_dict(self) -> dict:
         """What a checkpoint keeps: the scheduler's and the delay model's states and the run-long counters
         (JSON-ready).
@@ -364,7 +386,10 @@ class Guidance:
         The per-env target queue, the hints and the queries in flight are not kept: a checkpoint is written
         between rollouts, and a resumed run starts its first rollout from fresh episodes.
         """
-        return {"scheduler": self.scheduler.state_dict(), "delay": self.delay.state_dict(), "stats": asdict(self.stats)}
+        out = {"scheduler": self.scheduler.state_dict(), "delay": self.delay.state_dict(), "stats": asdict(self.stats)}
+        if self.guard is not None:
+            out["guard"] = self.guard.state_dict()
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`'s output (a checkpoint's ``guidance.json``).
@@ -375,6 +400,8 @@ class Guidance:
         self.scheduler.load_state_dict(state["scheduler"])
         if "delay" in state:  # checkpoints from before the delayed interface have none
             self.delay.load_state_dict(state["delay"])
+        if self.guard is not None and "guard" in state:  # checkpoints from before the guard have none
+            self.guard.load_state_dict(state["guard"])
         known = {f.name for f in fields(GuidanceStats)}
         unknown = sorted(set(state.get("stats", {})) - known)
         if unknown:
@@ -410,6 +437,9 @@ class Guidance:
             "guidance/teacher_latency_s": st.teacher_time_s / max(st.teacher_calls, 1),
             **interface,
         }
+        if self.guard is not None:
+            out.update({"guidance/guard_t": self.guard.t_statistic, "guidance/guard_rows": self.guard.n,
+                        "guidance/guard_fired": int(self.guard.fired)})
         if self.memory is not None:
             out.update(self.memory.metrics())
         remote = getattr(self.teacher, "stats", None)  # RemoteTeacher: server faults

@@ -67,6 +67,25 @@ def test_unknown_task_lists_known_ids():
         build_config({}, ["task=PushCube-v9"])
 
 
+def test_unknown_guidance_component_names_the_key_and_the_allowed_values():
+    with pytest.raises(ConfigError, match=r"'guidance\.components\.1'.*'pos', 'rot' or 'grip'"):
+        build_config({}, ["guidance.components=[pos,gripper]"])
+    with pytest.raises(ConfigError, match="guidance.components.*at most once"):
+        build_config({}, ["guidance.components=[pos,pos]"])
+    assert build_config({}, ["guidance.components=[pos,rot,grip]"]).guidance.components == ["pos", "rot", "grip"]
+    assert build_config({}).guidance.components == ["pos", "rot"]  # the paper's
+
+
+def test_a_guard_that_could_never_decide_is_refused():
+    # 2 envs x 256 steps x 0.05 budget = 25 queries x D 4 = 100 guided env steps per update, x 2 updates < 256
+    bad = ["guidance.budget_fraction=0.05", "guidance.guard.window_rollouts=2"]
+    with pytest.raises(ConfigError, match="guidance.guard.min_rows.*guidance.guard.window_rollouts"):
+        build_config({}, bad)
+    build_config({}, [*bad, "guidance.guard.enabled=false"])  # off: nothing to decide
+    build_config({}, [*bad, "mode=ppo"])  # no teacher, no guard
+    assert build_config({}).guidance.guard.enabled  # on by default in vlajs
+
+
 def test_batch_larger_than_rollout_is_rejected():
     with pytest.raises(ConfigError, match="batch_size"):
         build_config({}, ["ppo.n_steps=8", "env.num_envs=2", "ppo.batch_size=64"])

@@ -1,6 +1,7 @@
 """Short real training runs in ManiSkill: every mode, the run directory, resume after SIGKILL, eval."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -44,6 +45,22 @@ def test_smoke_run_each_mode(tmp_path, mode):
     result = json.loads((run.path / "eval.json").read_text())
     assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
     assert 0.0 <= result["grasp_rate"] <= 1.0 and 0.0 < result["mean_closest_approach_m"] < 0.5
+
+
+def test_smoke_run_with_gripper_and_magnitude_guidance(tmp_path):
+    """A vlajs run with the gripper hinge and the magnitude term on PickCube (the grasping task): the logs carry the
+    gripper agreement and the guard's statistic, and a checkpoint keeps the guard's state.
+    """
+    cfg = load_config(DEFAULT_CONFIG, [*SMALL, "task=RRL-PickCube-Sparse-v1", "total_steps=384",
+                                       "guidance.components=[pos,rot,grip]", "guidance.magnitude_weight=1.0",
+                                       "guidance.budget_fraction=0.5", "guidance.guard.min_rows=64",
+                                       f"run.out_dir={tmp_path}", "run.name=g"])
+    run = train(cfg)
+    last = run.read_metrics()[-1]
+    assert 0.0 <= last["guidance/grip_agreement"] <= 1.0
+    assert last["guidance/guard_rows"] > 0 and math.isfinite(last["guidance/guard_t"])
+    state = json.loads((run.path / "checkpoints/latest/guidance.json").read_text())
+    assert state["guard"]["updates"] >= 1
 
 
 def test_resume_after_sigkill(tmp_path):

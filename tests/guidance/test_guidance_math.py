@@ -9,7 +9,9 @@ import torch as th
 from robot_rl.guidance import (
     QueryScheduler,
     TargetTracker,
+    check_components,
     directional_cosine_loss,
+    grip_agreement,
     interpolate_targets,
     lambda_t,
     mse_loss,
@@ -154,6 +156,60 @@ def test_directional_loss_gradient_turns_mean_towards_target():
     target = th.tensor([[1.0, 0.0, 0.0, 0, 0, 0, 0]])
     directional_cosine_loss(m, target, th.ones(1)).backward()
     assert m.grad[0, 0] < 0  # gradient descent increases μ_x
+
+
+def test_grip_hinge_by_hand():
+    # gripper means 0.3, -0.5, -2.0, 0.7 against commands close, close, close, none
+    mean = th.zeros(4, 7)
+    mean[:, 6] = th.tensor([0.3, -0.5, -2.0, 0.7])
+    target = th.zeros(4, 7)
+    target[:, 6] = th.tensor([-1.0, -1.0, -1.0, 0.0])
+    target[:, 0] = 1.0  # a position target, so pos has a direction (mean pos is 0: cos 0, term 1)
+    valid = th.ones(4)
+    # hinge: 1 + 0.3 = 1.3; 1 - 0.5 = 0.5; past the bound -> 0; no command -> nothing
+    grip_only = directional_cosine_loss(mean, target, valid, components=("grip",))
+    assert grip_only.item() == pytest.approx((1.3 + 0.5 + 0.0 + 0.0) / 4, abs=1e-6)
+    with_pos = directional_cosine_loss(mean, target, valid, components=("pos", "rot", "grip"))
+    assert with_pos.item() == pytest.approx((1.3 + 0.5 + 0.0 + 0.0) / 4 + 1.0, abs=1e-6)
+    # the paper's default ignores the gripper entirely
+    assert directional_cosine_loss(mean, target, valid).item() == pytest.approx(1.0, abs=1e-6)
+    # an open command: mean 0.3 -> 0.7
+    target[0, 6] = 1.0
+    assert directional_cosine_loss(mean[:1], target[:1], valid[:1], components=("grip",)).item() == pytest.approx(0.7)
+    # the gradient is a constant -sign(command) until the bound, then 0
+    m = mean.clone().requires_grad_(True)
+    directional_cosine_loss(m, target, valid, components=("grip",)).backward()
+    assert m.grad[:, 6].tolist() == pytest.approx([-0.25, 0.25, 0.0, 0.0])
+    # agreement: rows with a command whose mean sign matches: row0 (open, +0.3) yes, row1 (close, -0.5) yes,
+    # row2 (close, -2) yes; row3 has no command
+    assert grip_agreement(mean, target, valid) == pytest.approx(1.0)
+    mean[1, 6] = 0.2
+    assert grip_agreement(mean, target, valid) == pytest.approx(2 / 3)
+    assert grip_agreement(mean, target, th.zeros(4)) is None
+
+
+def test_magnitude_term_by_hand():
+    mean = th.tensor([[2.0, 0, 0, 0, 0, 0, 0], [0.0, 0.3, 0.4, 0, 0, 0, 0]])
+    target = th.tensor([[0.5, 0, 0, 0, 0, 0, 0], [0.0, 0.0, 0.1, 0, 0, 0, 0]])
+    valid = th.ones(2)
+    eps = 1e-12
+    # row 0: aligned (cos 1 -> 0), |μ| 2 vs |ã| 0.5 -> (1.5)² = 2.25, w 2 -> 4.5; rot has no target -> nothing
+    # row 1: cos = 0.4 / 0.5 = 0.8 -> 0.2, |μ| 0.5 vs 0.1 -> 0.16, w 2 -> 0.32
+    loss = directional_cosine_loss(mean, target, valid, eps=eps, magnitude_weight=2.0)
+    assert loss.item() == pytest.approx((4.5 + 0.2 + 0.32) / 2, abs=1e-5)
+    assert directional_cosine_loss(mean, target, valid, eps=eps).item() == pytest.approx(0.1, abs=1e-5)
+    # the gradient shortens a mean longer than the target along its own direction
+    m = mean.clone().requires_grad_(True)
+    directional_cosine_loss(m, target, valid, eps=eps, magnitude_weight=2.0).backward()
+    assert m.grad[0, 0] > 0
+    with pytest.raises(ValueError, match="magnitude_weight"):
+        directional_cosine_loss(mean, target, valid, magnitude_weight=-1.0)
+
+
+@pytest.mark.parametrize("bad", [(), ("pos", "pos"), ("pos", "gripper")])
+def test_unknown_or_repeated_components_are_refused(bad):
+    with pytest.raises(ValueError, match="pos.*rot.*grip"):
+        check_components(bad)
 
 
 def test_mse_loss_by_hand():
