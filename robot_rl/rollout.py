@@ -12,7 +12,9 @@ possibly inside ``VecNormalize``), resets episode ``k`` with seed ``seed + k`` (
 scenes for the same seed), and asks an :class:`Actor` for each action. Per episode it records success, return
 and length, and two diagnostics of grasping tasks read from the privileged state
 (:data:`robot_rl.envs.PRIVILEGED_STATE_LAYOUT`): whether the gripper held the task's object, and the closest
-TCP-object distance.
+TCP-object distance; and, for tasks whose ManiSkill ``evaluate()`` reports ``is_obj_placed`` and
+``is_robot_static`` (PickCube, PickPlaceCube), whether the object reached the goal and how often the arm was
+static while it was there (PickCube's success needs both).
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ class EpisodeResult:
         grasped: the gripper held the task's object (``is_grasped``) at some step but the first (ManiSkill
             can carry the flag over from the previous episode for one step).
         closest_m: the closest TCP-object distance over the episode's steps but the first, m.
+        placed: the object was at the goal (``info["is_obj_placed"]``) at some step; None for a task that does
+            not report it.
+        static_when_placed: fraction of the placed steps at which the arm was static (``is_robot_static``);
+            None when never placed or not reported.
     """
 
     seed: int
@@ -64,6 +70,8 @@ class EpisodeResult:
     length: int
     grasped: bool
     closest_m: float
+    placed: bool | None = None
+    static_when_placed: float | None = None
 
 
 @dataclass
@@ -79,16 +87,23 @@ class RolloutResult:
         return float(np.mean([e.success for e in self.episodes]))
 
     def summary(self) -> dict:
-        """``{"success_rate", "mean_return", "mean_length", "grasp_rate", "mean_closest_approach_m"}``."""
+        """``{"success_rate", "mean_return", "mean_length", "grasp_rate", "mean_closest_approach_m"}``, plus
+        ``"placed_rate"`` and ``"static_when_placed"`` (mean over the placed episodes) for a task that reports them.
+        """
         eps = self.episodes
         closest = [e.closest_m for e in eps if np.isfinite(e.closest_m)]
-        return {
+        out = {
             "success_rate": self.success_rate,
             "mean_return": float(np.mean([e.ret for e in eps])),
             "mean_length": float(np.mean([e.length for e in eps])),
             "grasp_rate": float(np.mean([e.grasped for e in eps])),
             "mean_closest_approach_m": float(np.mean(closest)) if closest else float("nan"),
         }
+        if any(e.placed is not None for e in eps):
+            static = [e.static_when_placed for e in eps if e.static_when_placed is not None]
+            out["placed_rate"] = float(np.mean([bool(e.placed) for e in eps]))
+            out["static_when_placed"] = float(np.mean(static)) if static else float("nan")
+        return out
 
     def per_episode(self) -> list[dict]:
         """One dict of :class:`EpisodeResult`'s fields per episode."""
@@ -130,6 +145,8 @@ def rollout(venv, actor: Actor, episodes: int, seed: int, *, video: bool = False
         obs = venv.reset()
         actor.reset()
         done, ret, length, grasped, closest, info = False, 0.0, 0, False, np.inf, {}
+        placed_steps = static_steps = 0
+        reports_placed = False
         while not done:
             view = venv.teacher_view([0], with_image=video)
             if video:
@@ -146,7 +163,14 @@ def rollout(venv, actor: Actor, episodes: int, seed: int, *, video: bool = False
             ret += float(reward[0])
             length += 1
             done, info = bool(dones[0]), infos[0]
-        result = EpisodeResult(seed + k, bool(info.get("success", False)), ret, length, grasped, closest)
+            if "is_obj_placed" in info:
+                reports_placed = True
+                if info["is_obj_placed"]:
+                    placed_steps += 1
+                    static_steps += bool(info.get("is_robot_static", False))
+        result = EpisodeResult(seed + k, bool(info.get("success", False)), ret, length, grasped, closest,
+                               placed=(placed_steps > 0) if reports_placed else None,
+                               static_when_placed=static_steps / placed_steps if placed_steps else None)
         out.episodes.append(result)
         if on_episode is not None:
             on_episode(result)

@@ -98,7 +98,8 @@ def run_teacher_as_policy(
     Returns:
         ``{"success_rate": float in [0, 1], "mean_return": float (mean undiscounted episode return),
         "episode_lengths": list[int] (env steps), "successes": list[bool], "mean_teacher_latency_s": float,
-        "queries": int, "invalid_answers": int, "grasp_rate", "mean_closest_approach_m"}``.
+        "queries": int, "invalid_answers": int, "grasp_rate", "mean_closest_approach_m"}``, plus
+        ``"placed_rate", "static_when_placed"`` for a task that reports them (:meth:`RolloutResult.summary`).
 
     Raises:
         ValueError: ``episodes < 1``, ``delay_steps < 0`` or an unknown task.
@@ -135,6 +136,7 @@ def run_teacher_as_policy(
         "invalid_answers": st.invalid,
         "grasp_rate": summary["grasp_rate"],
         "mean_closest_approach_m": summary["mean_closest_approach_m"],
+        **{k: summary[k] for k in ("placed_rate", "static_when_placed") if k in summary},
         "memory_stats": None if guidance.memory is None else guidance.memory.metrics(),
     }
 

@@ -12,7 +12,10 @@ At the start of every PPO update, over the rollout's rows with a valid teacher t
 * ``p_t = Σ_{c ∈ C} <ε_t^c, u_t^c> / sqrt(|C|)``: its projection on the teacher's direction, with
   ``u^c = ã^c / ‖ã^c‖`` for ``pos`` and ``rot`` and ``u^g = sign(ã^g)`` for ``grip`` (``C`` = the components
   the teacher commands on that row, of ``guidance.components``); ``p_t ~ N(0, 1)`` under the policy;
-* ``z_t = Â_t p_t`` with ``Â = A / rms(A)`` the rollout's GAE advantages, scaled (not centred).
+* ``z_t = A_t p_t`` with ``A`` the rollout's GAE advantages as PPO computed them (before its per-minibatch
+  normalization). They are not rescaled per rollout: with a sparse reward, a rollout without a rewarded
+  episode has advantages near 0 (the critic's noise) and adds rows near 0, while rescaling would blow that
+  noise up to the size of the rare rows that carry the evidence.
 
 PPO's policy gradient with respect to the mean at row ``t`` is ``A_t ε_t / σ_t``, so ``mean(z)`` is that
 gradient projected on the teacher's direction: positive where moving towards the teacher beat the critic's
@@ -52,10 +55,10 @@ _MIN_NORM = 1e-6
 
 def alignment_scores(advantages: np.ndarray, noise: np.ndarray, targets: np.ndarray, valid: np.ndarray,
                      components: tuple[str, ...] = ("pos", "rot")) -> np.ndarray:
-    """``z_t = Â_t p_t`` for the valid rows that command at least one guided component.
+    """``z_t = A_t p_t`` for the valid rows that command at least one guided component.
 
     Args:
-        advantages: ``(N,)`` GAE advantages of the rollout's rows (all rows: ``Â = A / rms(A)`` uses them all).
+        advantages: ``(N,)`` GAE advantages of the rollout's rows (units of return).
         noise: ``(N, 7)`` standardized exploration noise ``(a - μ) / σ``.
         targets: ``(N, 7)`` teacher targets ``ã``.
         valid: ``(N,)`` bool or 0/1.
@@ -69,8 +72,6 @@ def alignment_scores(advantages: np.ndarray, noise: np.ndarray, targets: np.ndar
     noise = np.asarray(noise, dtype=np.float64).reshape(adv.size, -1)
     targets = np.asarray(targets, dtype=np.float64).reshape(adv.size, -1)
     valid = np.asarray(valid).reshape(-1) > 0
-    rms = float(np.sqrt(np.mean(adv * adv))) if adv.size else 0.0
-    scaled = adv / rms if rms > 0 else np.zeros_like(adv)
     proj = np.zeros(adv.size)
     count = np.zeros(adv.size)
     for name, sl in (("pos", POS_SLICE), ("rot", ROT_SLICE)):
@@ -84,7 +85,7 @@ def alignment_scores(advantages: np.ndarray, noise: np.ndarray, targets: np.ndar
         proj += np.where(has, noise[:, GRIPPER_INDEX] * np.sign(targets[:, GRIPPER_INDEX]), 0.0)
         count += has
     rows = valid & (count > 0)
-    return scaled[rows] * proj[rows] / np.sqrt(count[rows])
+    return adv[rows] * proj[rows] / np.sqrt(count[rows])
 
 
 class TeacherGuard:

@@ -47,6 +47,19 @@ def test_episodes_are_seeded_one_by_one_and_reported():
     np.testing.assert_array_equal(actor.states[5][7:10], other.states[0][7:10])
     s = first.summary()
     assert s["grasp_rate"] == 0.0 and 0.0 < s["mean_closest_approach_m"] < 0.5 and s["mean_length"] == 5
+    assert "placed_rate" not in s  # PushCube's evaluate() reports no is_obj_placed
+
+
+def test_pickcube_reports_placement_and_the_arm_static_at_the_goal():
+    """The scripted teacher, held for D = 4 as training uses it, solves PickCube seed 0: the cube was at the goal,
+    and the arm was static there at the end (success needs both).
+    """
+    from robot_rl.teachers import ScriptedTeacher
+    from robot_rl.teachers.evaluate import run_teacher_as_policy
+
+    result = run_teacher_as_policy(ScriptedTeacher(), "PickCube-v2", 1, seed=0, hold=True)
+    assert result["successes"] == [True] and result["grasp_rate"] == 1.0
+    assert result["placed_rate"] == 1.0 and 0.0 < result["static_when_placed"] <= 1.0
 
 
 def test_a_vec_env_of_two_envs_is_refused():

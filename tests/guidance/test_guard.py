@@ -12,7 +12,7 @@ from robot_rl.guidance import TeacherGuard, alignment_scores
 
 
 def test_alignment_scores_by_hand():
-    adv = np.array([2.0, -2.0, 2.0, 0.0])  # rms = sqrt(12 / 4) = sqrt(3)
+    adv = np.array([2.0, -2.0, 2.0, 0.0])
     noise = np.zeros((4, 7))
     noise[0, :3] = [1.0, 0, 0]  # along the pos target
     noise[0, 3:6] = [0, 0, 3.0]  # rot target along z
@@ -25,7 +25,7 @@ def test_alignment_scores_by_hand():
     targets[2, 6] = -1.0
     targets[3, :3] = [1.0, 0, 0]
     valid = np.array([1, 1, 1, 0])
-    s = math.sqrt(3.0)
+    s = 1.0  # advantages are used as they are
     # row 0: pos proj 1, rot proj -3, two components -> (1 - 3) / sqrt 2, times 2/s
     # row 1: pos proj 0 -> 0
     # row 2: only grip commanded; pos/rot have no target. Without grip in the components it is not scored.
