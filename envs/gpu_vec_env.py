@@ -244,6 +244,11 @@ class ManiSkillGPUVecEnv(VecEnv):
     # --------------------------------------------------------------------------------------- #
     # Teacher view
     # --------------------------------------------------------------------------------------- #
+    def stream_privileged_states(self, on: bool = True) -> None:
+        """Nothing to do here: :meth:`teacher_view` reads the states from the batched sim in this process, with no
+        worker round trip to save (the CPU vec envs' method of this name streams them from their workers).
+        """
+
     def teacher_view(self, indices: Sequence[int], with_image: bool = True) -> TeacherView:
         """The teacher's view of sub-envs ``indices`` (in that order).
 

@@ -23,9 +23,10 @@ from .common import (
     make_maniskill_env,
     render_teacher_images,
 )
-from .tasks import TaskSpec, get_task, privileged_state
+from .tasks import PRIVILEGED_STATE_DIM, TaskSpec, get_task, privileged_state
 
-__all__ = ["RRLEnvWrapper", "make_env", "make_vec_env", "CPUDummyVecEnv", "CPUSubprocVecEnv", "WORKER_START_METHOD"]
+__all__ = ["RRLEnvWrapper", "make_env", "make_vec_env", "CPUDummyVecEnv", "CPUSubprocVecEnv", "WORKER_START_METHOD",
+           "PRIVILEGED_STATE_INFO_KEY"]
 
 #: Start method of the SubprocVecEnv workers. "fork" is unsafe once the parent has started torch
 #: or Vulkan threads; "forkserver" and "spawn" both work and measured the same here (2 workers
@@ -35,6 +36,12 @@ __all__ = ["RRLEnvWrapper", "make_env", "make_vec_env", "CPUDummyVecEnv", "CPUSu
 #: Python raises "An attempt has been made to start a new process before the current process has
 #: finished its bootstrapping phase").
 WORKER_START_METHOD = "forkserver"
+
+#: Info key of the privileged state ``(38,) float32`` (:func:`~robot_rl.envs.privileged_state` of the env after
+#: the step or reset) in the step and reset infos of an :class:`RRLEnvWrapper` whose ``stream_privileged_state``
+#: is on (:meth:`CPUSubprocVecEnv.stream_privileged_states`). At an episode's end the step info's state is the
+#: terminal one; the state after SB3's automatic reset is in the vec env's ``reset_infos[i]``.
+PRIVILEGED_STATE_INFO_KEY = "rrl_privileged_state"
 
 
 class RRLEnvWrapper(gym.Wrapper):
@@ -46,13 +53,22 @@ class RRLEnvWrapper(gym.Wrapper):
       same value as ``info["is_success"]``, the key SB3 reads at episode end for ``rollout/success_rate``;
     - the first ``reset()`` without a seed uses the ``seed`` given here, so an env is reproducible;
     - :meth:`teacher_observation` for :class:`TeacherView` (SB3's ``env_method`` finds it through
-      ``get_wrapper_attr``).
+      ``get_wrapper_attr``);
+    - with ``stream_privileged_state`` on (off by default: it costs ~0.8-1.1 ms a step on 2 cores, a fifth of a
+      PushCube step, mostly ManiSkill's ``is_grasping``), the privileged state of every step's and reset's
+      observation in ``info[PRIVILEGED_STATE_INFO_KEY]``, so a vec env reads it without another round trip to
+      its worker. It stays in a reset's info only until the next step: SB3's ``SubprocVecEnv`` worker sends its
+      last reset info again with every step.
     """
+
+    #: add the privileged state to every step and reset info (:data:`PRIVILEGED_STATE_INFO_KEY`)
+    stream_privileged_state: bool = False
 
     def __init__(self, env: gym.Env, task: TaskSpec, seed: int | None = None):
         super().__init__(env)
         self.task = task
         self._pending_seed = seed
+        self._reset_info: dict | None = None  # the last reset info holding the state (taken out at the next step)
         if seed is not None:
             self.action_space.seed(seed)
 
@@ -63,12 +79,20 @@ class RRLEnvWrapper(gym.Wrapper):
         self._pending_seed = None
         obs, info = self.env.reset(seed=seed, options=options)
         info["success"] = bool(info.get("success", False))
+        if self.stream_privileged_state:
+            info[PRIVILEGED_STATE_INFO_KEY] = privileged_state(self.env.unwrapped)[0]
+            self._reset_info = info
         return obs, info
 
     def step(self, action):
         """Gymnasium ``step`` with python scalars and ``info["success"]`` (and ``is_success``) a bool."""
+        if self._reset_info is not None:  # not pickled again with every step's message (SubprocVecEnv)
+            self._reset_info.pop(PRIVILEGED_STATE_INFO_KEY, None)
+            self._reset_info = None
         obs, reward, terminated, truncated, info = self.env.step(action)
         info["success"] = info["is_success"] = bool(info.get("success", False))
+        if self.stream_privileged_state:
+            info[PRIVILEGED_STATE_INFO_KEY] = privileged_state(self.env.unwrapped)[0]
         return obs, float(reward), bool(terminated), bool(truncated), info
 
     def process_info(self) -> dict[str, int]:
@@ -164,11 +188,72 @@ def _worker_env(
 
 
 class _TeacherViewMixin:
-    """``teacher_view`` for SB3 vec envs whose sub-envs are :class:`RRLEnvWrapper` s."""
+    """``teacher_view`` for SB3 vec envs whose sub-envs are :class:`RRLEnvWrapper` s, and the privileged-state
+    cache that serves it without a worker round trip once :meth:`stream_privileged_states` is on.
+    """
 
     task: TaskSpec
     teacher_image_size: tuple[int, int]
     sim_backend = "physx_cpu"
+    #: env methods that leave the simulator's state as it is (others make the cached states stale)
+    _READ_ONLY_METHODS = frozenset({"teacher_observation", "process_info"})
+
+    def _init_state_cache(self) -> None:
+        self._streaming = False
+        self._states = np.zeros((self.num_envs, PRIVILEGED_STATE_DIM), dtype=np.float32)
+        self._fresh = np.zeros(self.num_envs, dtype=bool)  # _states[i] is env i's current privileged state
+
+    def stream_privileged_states(self, on: bool = True) -> None:
+        """Have every sub-env return its privileged state with each step and reset
+        (``info[PRIVILEGED_STATE_INFO_KEY]``), and serve ``teacher_view(indices, with_image=False)`` from the
+        states so kept, with no round trip to the worker processes.
+
+        Worth it when the states are read at every env step (the delayed interface's ``dp`` group, compensated
+        targets: :class:`~robot_rl.interface.TeacherGroupVecEnv` turns it on). Measured on 2 cores (PushCube): a
+        state costs its worker ~0.8-1.1 ms to compute (mostly ManiSkill's ``is_grasping``), either way; the round
+        trip adds a message each way per worker and ~0.1-0.2 ms of this process's CPU per step, which the stream
+        saves. Streamed, every step pays the state, so for reads on a fraction of the steps (``vlajs`` queries)
+        leave it off. Until the next step or reset, views still go to the workers.
+        """
+        self._streaming = bool(on)
+        self._fresh[:] = False
+        super().set_attr("stream_privileged_state", self._streaming)
+
+    def _keep_states(self, infos: Sequence[dict], dones: np.ndarray | None) -> None:
+        """Cache each env's state of its current observation: from the step info, or after an automatic reset
+        (``dones[i]``; the step info then holds the terminal state) from ``reset_infos[i]``.
+        """
+        for i in range(self.num_envs):
+            info = self.reset_infos[i] if dones is None or dones[i] else infos[i]
+            state = info.get(PRIVILEGED_STATE_INFO_KEY)
+            self._fresh[i] = state is not None
+            if state is not None:
+                self._states[i] = state
+
+    def reset(self):
+        """SB3's ``reset``, keeping the streamed states of the first observations."""
+        obs = super().reset()
+        if self._streaming:
+            self._keep_states(self.reset_infos, None)
+        return obs
+
+    def step_wait(self):
+        """SB3's ``step_wait``, keeping the streamed states of the new observations."""
+        obs, rewards, dones, infos = super().step_wait()
+        if self._streaming:
+            self._keep_states(infos, dones)
+        return obs, rewards, dones, infos
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs):
+        """SB3's ``env_method``; a method that may change an env's state makes its cached state stale."""
+        if method_name not in self._READ_ONLY_METHODS:
+            self._fresh[list(self._get_indices(indices))] = False
+        return super().env_method(method_name, *method_args, indices=indices, **method_kwargs)
+
+    def set_attr(self, attr_name: str, value, indices=None) -> None:
+        """SB3's ``set_attr``; the cached states of ``indices`` go stale."""
+        self._fresh[list(self._get_indices(indices))] = False
+        return super().set_attr(attr_name, value, indices=indices)
 
     def teacher_view(self, indices: Sequence[int], with_image: bool = True) -> TeacherView:
         """The teacher's view of sub-envs ``indices`` (in that order).
@@ -178,7 +263,8 @@ class _TeacherViewMixin:
         renders costs 4-9 s on lavapipe (pipeline set-up in the first ``camera.capture()``;
         measured), and again after every env of that process was closed; later 224x224 views
         take ~0.05 s. Call ``teacher_view(range(num_envs), True)`` once after creation to pay
-        that up front. Works through SB3
+        that up front. Without an image and with :meth:`stream_privileged_states` on, the states
+        come from the last step's (or reset's) infos, with no call to the workers. Works through SB3
         ``VecEnvWrapper`` s such as ``VecNormalize`` (they forward unknown attributes); the states
         are raw privileged state, never normalized.
 
@@ -192,6 +278,10 @@ class _TeacherViewMixin:
         idx = check_view_indices(indices, self.num_envs)
         if not idx:
             return empty_view(self.teacher_image_size, with_image)
+        if not with_image and self._fresh[idx].all():
+            k = len(idx)
+            return TeacherView(images=None, instructions=[self.task.instruction] * k, states=self._states[idx],
+                               task_ids=[self.task.env_id] * k)
         results = self.env_method("teacher_observation", bool(with_image), indices=idx)
         images = np.stack([r[0] for r in results]) if with_image else None
         return TeacherView(
@@ -209,6 +299,7 @@ class CPUDummyVecEnv(_TeacherViewMixin, DummyVecEnv):
         self.task = task
         self.teacher_image_size = tuple(teacher_image_size)
         super().__init__(env_fns)
+        self._init_state_cache()
 
 
 class CPUSubprocVecEnv(_TeacherViewMixin, SubprocVecEnv):
@@ -232,6 +323,7 @@ class CPUSubprocVecEnv(_TeacherViewMixin, SubprocVecEnv):
                 "phase', the calling script lacks an `if __name__ == \"__main__\":` guard (workers "
                 f"are started with {start_method!r}, which re-runs the main module)"
             ) from None
+        self._init_state_cache()
 
 
 def make_vec_env(

@@ -4,10 +4,11 @@ observation groups.
 :class:`TeacherGroupVecEnv` sits between the task's vec env (with its episode statistics) and the observation
 normalization: ``VecNormalize(TeacherGroupVecEnv(VecMonitor(vec env)))``. At every ``step_wait`` it tells the
 :class:`~robot_rl.guidance.Guidance` component that one env step has passed (episodes that ended, the
-privileged states of the new observations when the ``dp`` feature or compensated targets need them), so the
-answers due now are delivered *before* the policy sees the new observation, and it appends the ``teacher``
-group (:mod:`robot_rl.interface.delayed`) and the ``memory`` group (guidance's scratchpad, :mod:`robot_rl.memory`)
-to each observation in the run's schema order (``state``, ``teacher``, ``memory``; :mod:`robot_rl.observation`).
+privileged states of the new observations when the ``dp`` feature or compensated targets need them; the vec env then
+returns them with every step, ``stream_privileged_states``), so the answers due now are delivered *before* the
+policy sees the new observation, and it appends the ``teacher`` group (:mod:`robot_rl.interface.delayed`) and the
+``memory`` group (guidance's scratchpad, :mod:`robot_rl.memory`) to each observation in the run's schema order
+(``state``, ``teacher``, ``memory``; :mod:`robot_rl.observation`).
 """
 
 from __future__ import annotations
@@ -52,11 +53,15 @@ class TeacherGroupVecEnv(VecEnvWrapper):
             space = spaces.Box(low=low.astype(np.float32), high=high.astype(np.float32), dtype=np.float32)
         super().__init__(venv, observation_space=space)
         self._last = np.zeros((venv.num_envs, self.extra), dtype=np.float32)
+        if self.needs_states:  # read at every env step: have them come with each step, not by a round trip
+            venv.stream_privileged_states(True)
+            # bound once: each lookup through the wrappers' __getattr__ walks the whole wrapper chain
+            self._teacher_view = venv.teacher_view
 
     def _states(self) -> np.ndarray | None:
         if not self.needs_states:
             return None
-        return self.venv.teacher_view(list(range(self.num_envs)), with_image=False).states
+        return self._teacher_view(range(self.num_envs), with_image=False).states
 
     def _with_group(self, obs: np.ndarray, states: np.ndarray | None) -> np.ndarray:
         if not self.extra:

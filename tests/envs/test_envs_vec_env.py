@@ -12,6 +12,7 @@ import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor, VecNormalize
 
 from robot_rl.envs import TeacherView, get_task, make_env, make_vec_env, privileged_state
+from robot_rl.envs.vec_env import PRIVILEGED_STATE_INFO_KEY, CPUSubprocVecEnv
 
 PUSH = "RRL-PushCube-Sparse-v1"
 
@@ -202,6 +203,106 @@ def test_subprocess_vec_env_end_to_end():
         assert len({i["pid"] for i in infos} | {os.getpid()}) == 3
     finally:
         venv.close()
+
+
+def _round_trip_states(venv) -> np.ndarray:
+    """The states as the workers compute them now (the path teacher_view took before the stream)."""
+    return np.stack([r[1] for r in venv.env_method("teacher_observation", False)]).astype(np.float32)
+
+
+class _CountCalls:
+    """Counts a vec env's env_method calls (a worker round trip each) while passing them on."""
+
+    def __init__(self, venv):
+        self.calls, self._real = [], venv.env_method
+        venv.env_method = self
+
+    def __call__(self, name, *args, **kwargs):
+        self.calls.append(name)
+        return self._real(name, *args, **kwargs)
+
+
+@pytest.mark.slow
+def test_streamed_states_equal_the_worker_round_trip_through_auto_resets():
+    """2 worker processes, 4-step episodes: with the stream on, teacher_view(with_image=False) makes no worker call
+    and its states equal a fresh env_method("teacher_observation") at every step, also right after each automatic
+    reset (from SB3's reset_infos); the step info at an episode's end holds the terminal state.
+    """
+    venv = make_vec_env(PUSH, num_envs=2, max_episode_steps=4, seed=3, teacher_image_size=(32, 32))
+    try:
+        assert isinstance(venv, CPUSubprocVecEnv)
+        venv.stream_privileged_states(True)
+        calls = _CountCalls(venv)
+        venv.reset()
+        rng = np.random.default_rng(0)
+        ends = 0
+        for t in range(11):
+            if t:
+                _, _, dones, infos = venv.step(_random_actions(rng, 2))
+            n_calls = len(calls.calls)
+            view = venv.teacher_view([1, 0], with_image=False)
+            assert len(calls.calls) == n_calls  # served from the stream
+            truth = _round_trip_states(venv)
+            np.testing.assert_array_equal(view.states, truth[[1, 0]])
+            assert view.states.dtype == np.float32 and view.task_ids == [PUSH] * 2
+            assert view.instructions == [get_task(PUSH).instruction] * 2
+            if t and dones.any():
+                ends += 1
+                for i in np.flatnonzero(dones):
+                    terminal = infos[i][PRIVILEGED_STATE_INFO_KEY]
+                    assert not np.array_equal(terminal, truth[i])  # the episode before the reset
+                    np.testing.assert_array_equal(venv.reset_infos[i][PRIVILEGED_STATE_INFO_KEY], truth[i])
+            elif t:
+                # A worker sends its last reset info again with every step: without the state after that reset.
+                assert all(PRIVILEGED_STATE_INFO_KEY not in info for info in venv.reset_infos)
+        assert ends == 2
+        # With an image the workers are still asked (and their states are the same).
+        view = venv.teacher_view([0], with_image=True)
+        assert calls.calls[-1] == "teacher_observation" and view.images.shape == (1, 32, 32, 3)
+        np.testing.assert_array_equal(view.states, _round_trip_states(venv)[[0]])
+        # A method that may change the state makes the cache stale: the next view asks the workers.
+        venv.env_method("process_info")
+        n_calls = len(calls.calls)
+        venv.teacher_view([0], with_image=False)
+        assert len(calls.calls) == n_calls
+        venv.env_method("reset")
+        n_calls = len(calls.calls)
+        np.testing.assert_array_equal(venv.teacher_view([0, 1], with_image=False).states, _round_trip_states(venv))
+        assert calls.calls[n_calls] == "teacher_observation"
+    finally:
+        venv.close()
+
+
+def test_stream_off_by_default_and_it_changes_no_episode():
+    """In process: off, no state in the infos and every view is an env call; on, the same observations and states
+    for the same seed and actions (reading the state changes nothing in the simulator), and VecMonitor's episode
+    statistics stay without it.
+    """
+
+    def run(stream: bool):
+        venv = VecMonitor(make_vec_env(PUSH, num_envs=2, max_episode_steps=3, seed=5, in_process=True))
+        if stream:
+            venv.stream_privileged_states(True)
+        calls = _CountCalls(venv.venv)
+        rng = np.random.default_rng(1)
+        obs, states, infos = [venv.reset()], [venv.teacher_view([0, 1], with_image=False).states], []
+        for _ in range(7):
+            o, _, _, info = venv.step(_random_actions(rng, 2))
+            obs.append(o)
+            states.append(venv.teacher_view([0, 1], with_image=False).states)
+            infos.extend(info)
+        venv.close()
+        return np.stack(obs), np.stack(states), infos, calls.calls
+
+    obs_off, states_off, infos_off, calls_off = run(False)
+    obs_on, states_on, infos_on, calls_on = run(True)
+    np.testing.assert_array_equal(obs_on, obs_off)
+    np.testing.assert_array_equal(states_on, states_off)
+    assert calls_off == ["teacher_observation"] * 8 and calls_on == []
+    assert not any(PRIVILEGED_STATE_INFO_KEY in i for i in infos_off)
+    assert all(i[PRIVILEGED_STATE_INFO_KEY].shape == (38,) for i in infos_on)
+    episodes = [i["episode"] for i in infos_on if "episode" in i]
+    assert len(episodes) == 4 and all(set(e) == {"r", "l", "t"} for e in episodes)
 
 
 @pytest.mark.slow
