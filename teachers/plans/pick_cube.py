@@ -1,9 +1,10 @@
-"""PickCube planner: above the cube (open, fingers aligned with its faces), down, close, carry it to the goal.
+"""PickCube planner: over the cube and down a funnel (open, fingers turning to its faces), close, carry it to the goal.
 
 Phases (per row, stateless): ``"carry"`` (held: move so the cube reaches ``goal_pos``, closed, and hold
-there), ``"grasp"`` (TCP at the cube centre: close, no motion), ``"descend"`` (above the cube, open and
-aligned: go down), ``"reopen"`` (gripper closed but not holding the cube: open while rising), ``"hover"``
-(to a point above the cube, open; lowered and within :data:`NEAR_XY`, xy is corrected in place) and ``"rise"``
+there), ``"grasp"`` (TCP at the cube centre: close, no motion), ``"descend"`` and ``"hover"`` (open: towards the
+funnel's point above the cube's centre, at a height that grows with the xy error, :data:`FUNNEL_SLOPE`, up to
+:data:`HOVER_DZ`; ``"descend"`` once that point is under the hover height; low and off to the side, rise first),
+``"reopen"`` (gripper closed but not holding the cube: open while rising) and ``"rise"``
 (open, within :data:`NEAR_XY` and more than :data:`Z_TOL` below the cube's centre, where hovering would correct xy
 forever and never grasp: a held descent that overshot onto the table, or the TCP just after a placement: move up
 to the centre, then grasp).
@@ -35,20 +36,21 @@ from robot_rl.teachers.plans.common import (
 )
 
 # Geometry of the plan (metres unless noted). Measured/tuned in the simulator, see tests/teachers.
-HOVER_DZ = 0.07  # hover height above the cube centre before descending
-# The descent is gated loosely, so a student that imitates the plan is not held at the hover point: the open
-# fingers (8 cm) straddle the 4 cm cube within 2 cm in xy and at any yaw, and the descent corrects both on the way
-# down (its target is the cube's centre; the yaw is aligned in every phase before the grasp). Tight gates
-# (8 mm, 0.12 rad) cost the teacher nothing (20/20 held for D = 4 either way) but stalled a guided policy at the
-# hover point: there the yaw target flips sign at 45 deg (the cube's 90 deg symmetry) and the xy corrections are
-# mm, so a policy fitting them averaged to no motion and never saw a "descend" (issue 14's diagnosis).
+# The approach is a funnel, continuous in the state, so a student that imitates the plan is not held at a gate:
+# the target is above the cube's centre at a height that grows with the xy error (FUNNEL_SLOPE, capped at
+# HOVER_DZ), so the TCP comes down as it comes over the cube, and the yaw target is the face alignment nearest
+# the TCP's rest yaw (0), which depends on the cube alone. Gated versions (hover until within 8 mm and 0.12 rad,
+# then descend; the yaw face nearest the *current* yaw) cost the teacher nothing (50/50 held for D = 4) but
+# stalled a guided policy at the hover point: across a gate the targets jump (up vs down, and the yaw target
+# flips sign at 45 deg), and a policy fitting both sides there averages them to no motion (issue 14).
+HOVER_DZ = 0.07  # hover height above the cube centre, far from it in xy
+FUNNEL_SLOPE = 3.0  # m of height above the cube's centre per m of xy error on the approach
+DESCEND_XY_TOL = HOVER_DZ / FUNNEL_SLOPE  # xy error below which the funnel's target is under the hover height
 XY_TOL = 0.008  # xy tolerance (x 1.5) to close the gripper at the cube
-DESCEND_XY_TOL = 0.02  # xy tolerance to start descending onto the cube
 Z_TOL = 0.008  # z tolerance to close the gripper
-YAW_TOL = 0.8  # rad; finger/face misalignment allowed before descending (>= pi/4: the yaw never gates it)
 OPEN_WIDTH = 0.07  # below this gripper width the gripper counts as (partly) closed
 HELD_DIST = 0.03  # a held cube's centre is this close to the TCP (fingers on two faces)
-NEAR_XY = 0.02  # lowered and this close in xy: correct xy in place (the open fingers straddle the cube)
+NEAR_XY = 0.02  # this close in xy, the open fingers straddle the cube
 
 
 def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -71,27 +73,23 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     r_tcp = quat_to_matrix(s[:, TCP_QUAT])
     tcp_yaw = yaw_of(r_tcp)
     obj_yaw = yaw_of(quat_to_matrix(s[:, OBJ_QUAT]))
-    # closest yaw to the current one at which the fingers face two cube faces (90 deg symmetry)
-    yaw_err = wrap_angle((obj_yaw - tcp_yaw) * 4.0) / 4.0
-    desired_yaw = tcp_yaw + yaw_err
+    # the yaw at which the fingers face two cube faces (90 deg symmetry) nearest the rest yaw 0: a function of the
+    # cube alone, so the target does not flip as the hand turns
+    desired_yaw = wrap_angle(obj_yaw * 4.0) / 4.0
 
     rel = obj - tcp
     xy_err = np.linalg.norm(rel[:, :2], axis=-1)
     hover = obj + np.array([0.0, 0.0, HOVER_DZ])
 
     at_grasp = (xy_err < XY_TOL * 1.5) & (np.abs(rel[:, 2]) < Z_TOL)
-    # Once on the way down, a drift of a few mm (the arm's z motion couples into xy) keeps descending while
-    # xy is corrected, instead of climbing back to the hover point.
-    lowered = tcp[:, 2] < hover[:, 2] - 0.01
-    aligned_xy = xy_err < DESCEND_XY_TOL * np.where(lowered, 1.5, 1.0)
     is_open = width > OPEN_WIDTH
-    yaw_ok = np.abs(yaw_err) < YAW_TOL
     above = tcp[:, 2] > obj[:, 2] + 0.005
+    funnel = np.concatenate([obj[:, :2], obj[:, 2:] + np.minimum(HOVER_DZ, FUNNEL_SLOPE * xy_err)[:, None]], -1)
 
     sel_carry = grasped
     sel_grasp = ~sel_carry & at_grasp
     sel_reopen = ~sel_carry & ~sel_grasp & ~is_open
-    sel_desc = ~sel_carry & ~sel_grasp & ~sel_reopen & aligned_xy & yaw_ok & above
+    sel_desc = ~sel_carry & ~sel_grasp & ~sel_reopen & (xy_err < DESCEND_XY_TOL) & above
     sel_hover = ~(sel_carry | sel_grasp | sel_reopen | sel_desc)
 
     target = np.empty((n, 3))
@@ -107,14 +105,13 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     # re-open: rise a little while opening so the fingers do not push the cube around
     target[sel_reopen] = np.concatenate([tcp[:, :2], np.maximum(tcp[:, 2:], hover[:, 2:])], -1)[sel_reopen]
     phases[sel_reopen] = "reopen"
-    target[sel_desc] = obj[sel_desc]
+    # descend and hover: the funnel's point (under the hover height within DESCEND_XY_TOL of the cube in xy);
+    # low and off to the side (outside the open fingers' reach), rise first: do not sweep through the cube
+    target[sel_desc] = funnel[sel_desc]
     phases[sel_desc] = "descend"
-    # hover: above the cube; if low and off to the side, rise first (do not sweep through it); near it in xy
-    # (fingers still straddle the cube), correct xy at the current height
     low_side = tcp[:, 2] < obj[:, 2] + 0.03
     near_xy = xy_err < NEAR_XY
-    hov_t = np.where(low_side[:, None], np.concatenate([tcp[:, :2], hover[:, 2:]], -1), hover)
-    hov_t = np.where((near_xy & lowered)[:, None], np.concatenate([obj[:, :2], tcp[:, 2:]], -1), hov_t)
+    hov_t = np.where((low_side & ~near_xy)[:, None], np.concatenate([tcp[:, :2], hover[:, 2:]], -1), funnel)
     target[sel_hover] = hov_t[sel_hover]
     phases[sel_hover] = "hover"
 
