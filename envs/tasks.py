@@ -68,6 +68,10 @@ __all__ = [
 REWARD_MODES = ("sparse", "dense", "normalized_dense", "none")
 
 
+#: ``Panda.is_grasping``'s default ``min_force`` (N): below it on either finger there is no grasp.
+_GRASP_MIN_FORCE_N = 0.5
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What robot_rl needs to know about one task.
@@ -184,8 +188,20 @@ class RRLTaskMixin:
         return half.reshape(-1).expand(self.num_envs)
 
     def _privileged_is_grasped(self) -> torch.Tensor:
-        """``(num_envs,)`` bool: the gripper holds the object (ManiSkill's contact-force test)."""
-        return self.agent.is_grasping(getattr(self, self.privileged_obj_attr))
+        """``(num_envs,)`` bool: the gripper holds the object (ManiSkill's contact-force test).
+
+        ``Panda.is_grasping`` needs both fingers to push on the object with at least its ``min_force`` (0.5 N)
+        *and* within 85° of the closing direction. When no env has both forces, the answer is False everywhere
+        without the angle test, which is ~70% of its cost on the CPU sim (0.8 ms a call, measured in issue 14):
+        the same result, computed only when a grasp is possible.
+        """
+        obj = getattr(self, self.privileged_obj_attr)
+        fingers = (getattr(self.agent, "finger1_link", None), getattr(self.agent, "finger2_link", None))
+        if None not in fingers:
+            forces = [torch.linalg.norm(self.scene.get_pairwise_contact_forces(f, obj), axis=1) for f in fingers]
+            if not bool(((forces[0] >= _GRASP_MIN_FORCE_N) & (forces[1] >= _GRASP_MIN_FORCE_N)).any()):
+                return torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        return self.agent.is_grasping(obj)
 
     def _privileged_goal_quat(self) -> torch.Tensor:
         """Goal orientation ``(num_envs, 4)`` wxyz, world frame; identity for position-only goals."""

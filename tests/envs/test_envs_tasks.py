@@ -157,6 +157,26 @@ def test_pickcube_scripted_grasp_sets_is_grasped_and_succeeds(scripted):
         env.close()
 
 
+def test_is_grasped_shortcut_equals_maniskill_is_grasping(scripted):
+    """The privileged is_grasped skips is_grasping's angle test when a finger pushes with < 0.5 N: at every step
+    of a real grasp and carry, and of the contacts before it, it equals ManiSkill's own answer.
+    """
+    env = make_env("PickCube-v2", seed=5)
+    try:
+        env.reset()
+        base = env.unwrapped
+        ours, theirs = [], []
+        for t in range(50):
+            ours.append(bool(base._privileged_is_grasped()[0]))
+            theirs.append(bool(base.agent.is_grasping(base.cube)[0]))
+            _, _, terminated, truncated, _ = env.step(scripted.pick_action(privileged_state(base)[0], t))
+            if terminated or truncated:
+                break
+        assert ours == theirs and any(ours) and not all(ours)
+    finally:
+        env.close()
+
+
 def test_privileged_state_of_upstream_pushcube_matches_variant():
     """The upstream PushCube-v1 (same scene) gives the same state as our variant, same seed."""
     from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper

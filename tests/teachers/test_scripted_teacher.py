@@ -23,7 +23,6 @@ from robot_rl.teachers import (
     TeacherResponse,
     make_teacher,
 )
-from robot_rl.teachers.plans import pick_cube
 from robot_rl.teachers.plans.common import TRACKING_FRACTION, period_gain
 from robot_rl.teachers.scripted import SUPPORTED_TASKS
 
