@@ -194,3 +194,12 @@ def test_describe_lists_every_key_of_every_kind():
     assert "scripted | remote | spawn" in kind_line
     assert any(line.startswith("teacher.url (default 'http://127.0.0.1:8000'; kind remote)") for line in lines)
     assert len(keys) == len(lines)  # each key once
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_train_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.total_steps > 0
+    if path.name == "pickcube_sparse_vlajs.yaml":  # issue 14's settings
+        assert cfg.guidance.components == ["pos", "rot", "grip"] and cfg.guidance.guard.enabled
