@@ -57,7 +57,7 @@ def test_pickcube_reports_placement_and_the_arm_static_at_the_goal():
     from robot_rl.teachers import ScriptedTeacher
     from robot_rl.teachers.evaluate import run_teacher_as_policy
 
-    result = run_teacher_as_policy(ScriptedTeacher(), "PickCube-v2", 1, seed=0, hold=True)
+    result = run_teacher_as_policy(ScriptedTeacher(control_period_steps=4), "PickCube-v2", 1, seed=0, hold=True)
     assert result["successes"] == [True] and result["grasp_rate"] == 1.0
     assert result["placed_rate"] == 1.0 and 0.0 < result["static_when_placed"] <= 1.0
 
