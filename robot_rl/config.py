@@ -208,7 +208,8 @@ class GuardConfig(_Section):
     enabled: bool = Field(True, description="switch guidance off when PPO's advantages significantly disfavour "
                                             "the teacher's direction (vlajs)")
     z_threshold: float = Field(3.0, gt=0, description="fire below t = -z_threshold (one-sided; 3.0: p ~ 0.0013)")
-    min_rows: int = Field(256, ge=2, description="guided env steps (rows with a valid target) needed before deciding")
+    min_rows: int | None = Field(None, ge=2, description="guided env steps (rows with a valid target) needed before "
+                                                       "deciding (null: 256, or all the window can hold if fewer)")
     window_rollouts: int = Field(16, ge=1, description="updates whose rows the test pools")
 
 
@@ -397,17 +398,16 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _guard_can_decide(self) -> TrainConfig:
         g = self.guidance
-        if self.mode != "vlajs" or not g.guard.enabled:
+        if self.mode != "vlajs" or not g.guard.enabled or g.guard.min_rows is None:
             return self
-        per_update = math.floor(g.budget_fraction * self.ppo.n_steps * self.env.num_envs) * \
-            self.teacher.control_period_steps
-        if per_update * g.guard.window_rollouts < g.guard.min_rows:
+        capacity = guard_window_rows(self)
+        if capacity < g.guard.min_rows:
             raise ValueError(
                 f"guidance.guard.min_rows ({g.guard.min_rows}) exceeds the guided env steps its window can hold, "
                 f"guidance.guard.window_rollouts ({g.guard.window_rollouts}) x floor(guidance.budget_fraction x "
-                f"ppo.n_steps x env.num_envs) x teacher.control_period_steps = {per_update * g.guard.window_rollouts}"
-                f": the guard could never decide. Lower guidance.guard.min_rows, raise "
-                f"guidance.guard.window_rollouts, or set guidance.guard.enabled=false")
+                f"ppo.n_steps x env.num_envs) x teacher.control_period_steps = {capacity}: the guard could never "
+                f"decide. Lower guidance.guard.min_rows (or null), raise guidance.guard.window_rollouts, or set "
+                f"guidance.guard.enabled=false")
         return self
 
     @model_validator(mode="after")
@@ -417,6 +417,33 @@ class TrainConfig(_Section):
                 f"ppo.batch_size ({self.ppo.batch_size}) exceeds one rollout, ppo.n_steps * env.num_envs "
                 f"= {self.ppo.n_steps * self.env.num_envs}")
         return self
+
+
+#: ``guidance.guard.min_rows: null`` means this many guided env steps, or all the window can hold if fewer.
+DEFAULT_GUARD_MIN_ROWS = 256
+
+
+def guard_window_rows(cfg: TrainConfig) -> int:
+    """Guided env steps (rows with a valid target) the guard's window can hold at most: ``window_rollouts x
+    floor(budget_fraction x n_steps x num_envs) x D``.
+    """
+    g = cfg.guidance
+    per_update = math.floor(g.budget_fraction * cfg.ppo.n_steps * cfg.env.num_envs) * cfg.teacher.control_period_steps
+    return per_update * g.guard.window_rollouts
+
+
+def guard_min_rows(cfg: TrainConfig) -> int | None:
+    """The guard's ``min_rows`` for this run: ``guidance.guard.min_rows``, or for ``null``
+    ``min(DEFAULT_GUARD_MIN_ROWS, guard_window_rows(cfg))``; ``None`` when no guard runs (mode not ``vlajs``, the
+    guard disabled, or a window that can hold fewer than 2 guided env steps: a budget of 0 guides nothing).
+    """
+    g = cfg.guidance.guard
+    if cfg.mode != "vlajs" or not g.enabled:
+        return None
+    if g.min_rows is not None:
+        return g.min_rows
+    rows = min(DEFAULT_GUARD_MIN_ROWS, guard_window_rows(cfg))
+    return rows if rows >= 2 else None
 
 
 def _format_error(err: ValidationError, model: type[BaseModel] = TrainConfig) -> str:

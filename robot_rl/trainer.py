@@ -19,7 +19,7 @@ from stable_baselines3.common.logger import JSONOutputFormat, Logger, TensorBoar
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from robot_rl.algos import GuidedPPO
-from robot_rl.config import TrainConfig
+from robot_rl.config import TrainConfig, guard_min_rows
 from robot_rl.geometry import CONTROL_PERIOD_S
 from robot_rl.guidance import Guidance, QueryScheduler
 from robot_rl.observation import ObservationSchema, SchemaMismatch, memory_spec_from_config, schema_from_config
@@ -190,8 +190,9 @@ def build_guidance(cfg: TrainConfig, num_envs: int, teacher=None, stack: ExitSta
     delay = (DelayModel("fixed", steps=int(delay_steps)) if delay_steps is not None
              else make_delay_model(i.delay, seed=cfg.seed + 2))
     memory = memory_spec_from_config(cfg) if cfg.memory.enabled else None
-    guard = (TeacherGuard(g.guard.z_threshold, g.guard.min_rows, g.guard.window_rollouts)
-             if cfg.mode == "vlajs" and g.guard.enabled and not evaluation else None)
+    min_rows = guard_min_rows(cfg)
+    guard = (TeacherGuard(g.guard.z_threshold, min_rows, g.guard.window_rollouts)
+             if min_rows is not None and not evaluation else None)
     return Guidance(teacher or build_teacher(cfg, stack, log_dir), scheduler, num_envs, requery_active=rpd,
                     delay=delay, features=i.features, compensate_targets=i.compensate_targets, memory=memory,
                     guard=guard)

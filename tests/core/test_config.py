@@ -77,13 +77,21 @@ def test_unknown_guidance_component_names_the_key_and_the_allowed_values():
 
 
 def test_a_guard_that_could_never_decide_is_refused():
+    from robot_rl.config import guard_min_rows, guard_window_rows
+
     # 2 envs x 256 steps x 0.05 budget = 25 queries x D 4 = 100 guided env steps per update, x 2 updates < 256
-    bad = ["guidance.budget_fraction=0.05", "guidance.guard.window_rollouts=2"]
+    bad = ["guidance.budget_fraction=0.05", "guidance.guard.window_rollouts=2", "guidance.guard.min_rows=256"]
     with pytest.raises(ConfigError, match="guidance.guard.min_rows.*guidance.guard.window_rollouts"):
         build_config({}, bad)
     build_config({}, [*bad, "guidance.guard.enabled=false"])  # off: nothing to decide
     build_config({}, [*bad, "mode=ppo"])  # no teacher, no guard
-    assert build_config({}).guidance.guard.enabled  # on by default in vlajs
+    # the default (null) asks for 256 guided env steps, or all a small window holds: a small run is not refused
+    small = build_config({}, bad[:2])
+    assert guard_window_rows(small) == 200 and guard_min_rows(small) == 200
+    default = build_config({})
+    assert default.guidance.guard.enabled and guard_min_rows(default) == 256  # on by default in vlajs
+    assert guard_min_rows(build_config({}, ["guidance.budget_fraction=0"])) is None  # nothing guided, nothing to judge
+    assert guard_min_rows(build_config({}, ["mode=rpd"])) is None
 
 
 def test_batch_larger_than_rollout_is_rejected():
