@@ -39,13 +39,14 @@ from robot_rl.teachers.plans.common import (
 # The approach is a funnel, continuous in the state, so a student that imitates the plan is not held at a gate:
 # the target is above the cube's centre at a height that grows with the xy error (FUNNEL_SLOPE, capped at
 # HOVER_DZ), so the TCP comes down as it comes over the cube, and the yaw target is the face alignment nearest
-# the TCP's rest yaw (0), which depends on the cube alone. Gated versions (hover until within 8 mm and 0.12 rad,
+# the TCP's rest yaw (0), which depends on the cube alone; the height also grows with the yaw error (YAW_FUNNEL), so
+# the fingers reach the cube aligned with two faces. Gated versions (hover until within 8 mm and 0.12 rad,
 # then descend; the yaw face nearest the *current* yaw) cost the teacher nothing (50/50 held for D = 4) but
 # stalled a guided policy at the hover point: across a gate the targets jump (up vs down, and the yaw target
 # flips sign at 45 deg), and a policy fitting both sides there averages them to no motion (issue 14).
 HOVER_DZ = 0.07  # hover height above the cube centre, far from it in xy
 FUNNEL_SLOPE = 3.0  # m of height above the cube's centre per m of xy error on the approach
-DESCEND_XY_TOL = HOVER_DZ / FUNNEL_SLOPE  # xy error below which the funnel's target is under the hover height
+YAW_FUNNEL = 0.1  # m of height per rad of finger/face yaw error: the fingers close on two faces, not a corner
 XY_TOL = 0.008  # xy tolerance (x 1.5) to close the gripper at the cube
 Z_TOL = 0.008  # z tolerance to close the gripper
 OPEN_WIDTH = 0.07  # below this gripper width the gripper counts as (partly) closed
@@ -76,6 +77,7 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     # the yaw at which the fingers face two cube faces (90 deg symmetry) nearest the rest yaw 0: a function of the
     # cube alone, so the target does not flip as the hand turns
     desired_yaw = wrap_angle(obj_yaw * 4.0) / 4.0
+    yaw_err = np.abs(wrap_angle(desired_yaw - tcp_yaw))
 
     rel = obj - tcp
     xy_err = np.linalg.norm(rel[:, :2], axis=-1)
@@ -84,12 +86,13 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     at_grasp = (xy_err < XY_TOL * 1.5) & (np.abs(rel[:, 2]) < Z_TOL)
     is_open = width > OPEN_WIDTH
     above = tcp[:, 2] > obj[:, 2] + 0.005
-    funnel = np.concatenate([obj[:, :2], obj[:, 2:] + np.minimum(HOVER_DZ, FUNNEL_SLOPE * xy_err)[:, None]], -1)
+    height = np.minimum(HOVER_DZ, FUNNEL_SLOPE * xy_err + YAW_FUNNEL * yaw_err)
+    funnel = np.concatenate([obj[:, :2], obj[:, 2:] + height[:, None]], -1)
 
     sel_carry = grasped
     sel_grasp = ~sel_carry & at_grasp
     sel_reopen = ~sel_carry & ~sel_grasp & ~is_open
-    sel_desc = ~sel_carry & ~sel_grasp & ~sel_reopen & (xy_err < DESCEND_XY_TOL) & above
+    sel_desc = ~sel_carry & ~sel_grasp & ~sel_reopen & (height < HOVER_DZ) & above
     sel_hover = ~(sel_carry | sel_grasp | sel_reopen | sel_desc)
 
     target = np.empty((n, 3))
@@ -105,7 +108,7 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     # re-open: rise a little while opening so the fingers do not push the cube around
     target[sel_reopen] = np.concatenate([tcp[:, :2], np.maximum(tcp[:, 2:], hover[:, 2:])], -1)[sel_reopen]
     phases[sel_reopen] = "reopen"
-    # descend and hover: the funnel's point (under the hover height within DESCEND_XY_TOL of the cube in xy);
+    # descend and hover: the funnel's point ("descend" once its height is under the hover height);
     # low and off to the side (outside the open fingers' reach), rise first: do not sweep through the cube
     target[sel_desc] = funnel[sel_desc]
     phases[sel_desc] = "descend"
