@@ -48,9 +48,7 @@ from collections import deque
 import numpy as np
 
 from robot_rl.geometry import GRIPPER_INDEX, POS_SLICE, ROT_SLICE
-
-#: A target component shorter than this commands nothing on its row (as in the losses).
-_MIN_NORM = 1e-6
+from robot_rl.guidance.losses import MIN_TARGET_NORM as _MIN_NORM  # a shorter target component commands nothing
 
 
 def alignment_scores(advantages: np.ndarray, noise: np.ndarray, targets: np.ndarray, valid: np.ndarray,
