@@ -12,7 +12,8 @@
 #  2. A virtual environment in .venv (override with ROBOT_RL_VENV).
 #  3. torch==2.13.0 (CPU wheel) only when the venv has no torch: a GPU user keeps their CUDA build.
 #  4. The package, editable, with its extras.
-#  5. Optional: mikasa-robo-suite==1.0.0 (MIKASA-Robo memory tasks, envs/mikasa.py, issue 13), with --no-deps
+#  5. With --test: openpi-client==0.1.2 with --no-deps (it pins numpy<2; it runs with numpy 2).
+#  6. Optional: mikasa-robo-suite==1.0.0 (MIKASA-Robo memory tasks, envs/mikasa.py, issue 13), with --no-deps
 #     (its metadata pins mani_skill==3.0.0b15, torch==2.2.1, numpy==1.23.5; its RL tasks run on our stack).
 #     A failure only warns: robot_rl works without it (those task ids are then unknown). Its wheel also ships a
 #     top-level package `baselines` (MIKASA's PPO scripts): nothing of ours or our dependencies is named so, and
@@ -24,7 +25,7 @@ EXTRAS=""
 for arg in "$@"; do
   case "$arg" in
     --test) EXTRAS="[test]" ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (known: --test)" >&2; exit 2 ;;
   esac
 done
@@ -81,6 +82,17 @@ fi
 
 echo "[setup] installing robot_rl$EXTRAS (editable)"
 "$PY" -m pip install -q -e ".$EXTRAS"
+if [ "$EXTRAS" = "[test]" ]; then
+  # openpi-client 0.1.2 (the real client the openpi tests talk to, FACTS.md): its metadata pins numpy<2 but it
+  # runs with numpy 2, so --no-deps, with what it imports (dm-tree, typing-extensions; msgpack and websockets
+  # are ours already).
+  if "$PY" -c "import openpi_client.websocket_client_policy" >/dev/null 2>&1; then
+    echo "[setup] openpi-client already installed"
+  else
+    echo "[setup] installing openpi-client==0.1.2 (test only, --no-deps)"
+    "$PY" -m pip install -q --no-deps "openpi-client==0.1.2" "dm-tree>=0.1.8" "typing-extensions>=4"
+  fi
+fi
 MIKASA_VERSION="1.0.0"
 install_mikasa() {
   local have owner
