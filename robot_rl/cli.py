@@ -70,11 +70,21 @@ def _parser() -> argparse.ArgumentParser:
     tsub = th.add_subparsers(dest="teacher_command", required=True)
     s = tsub.add_parser(
         "serve", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="serve a teacher backend (OpenVLA-compatible POST /act, plus POST /act/batch, /healthz, /metadata)",
+        help="serve a teacher backend (OpenVLA-compatible POST /act, plus POST /act/batch, /healthz, /metadata, "
+             "and openpi's WebSocket protocol on the same port)",
         description="Serve a teacher on HTTP. POST /act speaks OpenVLA's protocol (json-numpy image + instruction "
                     "-> 7 floats), POST /act/batch answers B rows in the env's pd_ee_delta_pose convention; "
                     "concurrent requests are batched. Point training at it with teacher.kind=remote "
                     "teacher.url=URL.\n\n"
+                    "openpi: the same port also speaks openpi's policy-server protocol (a WebSocket on any path, "
+                    "msgpack-numpy frames, metadata sent on connect), so openpi-client's "
+                    "WebsocketClientPolicy(host, port).infer(obs) works unchanged. Observation keys as openpi's "
+                    "LIBERO example: observation/image (H, W, 3) uint8, observation/state (the privileged state, "
+                    "for the scripted backend), prompt, plus task_id (scripted, when no --task); the reply's "
+                    "actions are (1, 7) in the env convention over D steps, with server_timing and policy_timing. "
+                    "Requests of every connection share the batcher with /act; --api-key is also accepted as "
+                    "openpi's 'Authorization: Api-Key <key>'; errors are a text frame then close 1011, a frame over "
+                    "--openpi-max-frame-mb closes with 1009; plain HTTP on / gets 426.\n\n"
                     "Settings come from --config (configs/teacher/*.yaml; keys: `robot-rl config teacher`), then "
                     "KEY=VALUE overrides, then the flags below (a flag beats the file). Without --config: the "
                     "built-in defaults (scripted backend on 127.0.0.1:8000).")
@@ -97,12 +107,15 @@ def _parser() -> argparse.ArgumentParser:
                         "and benchmarks; default 0)")
     s.add_argument("--max-body-mb", type=float,
                    help="server.max_body_mb: largest request body, MiB (default 64); larger gets 413")
+    s.add_argument("--openpi-max-frame-mb", type=float,
+                   help="server.openpi_max_frame_mb: largest openpi WebSocket frame, MiB (default 8); a larger one "
+                        "closes the connection with code 1009")
     s.add_argument("--ray", action="store_true", default=None,
                    help="ray.enabled: serve with Ray Serve (scale-out over replicas) instead of uvicorn")
     s.add_argument("--replicas", type=int, help="ray.replicas: Ray Serve replicas (with --ray; default 1)")
     s.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
-                   help="require header X-API-Key with this value (default: $ROBOT_RL_TEACHER_API_KEY; unset = no key; "
-                        "never a config key)")
+                   help="require header X-API-Key with this value, or openpi's 'Authorization: Api-Key <key>' on "
+                        "the WebSocket (default: $ROBOT_RL_TEACHER_API_KEY; unset = no key; never a config key)")
     s.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="any serving config key, e.g. server.port=8001 backend.unnorm_key=bridge_orig")
@@ -221,6 +234,7 @@ SERVE_FLAGS = {
     "control_period_steps": "backend.control_period_steps", "task": "backend.task",
     "host": "server.host", "port": "server.port", "max_batch": "server.max_batch",
     "batch_wait_ms": "server.batch_wait_ms", "max_body_mb": "server.max_body_mb", "latency_ms": "server.latency_ms",
+    "openpi_max_frame_mb": "server.openpi_max_frame_mb",
     "ray": "ray.enabled", "replicas": "ray.replicas",
 }
 

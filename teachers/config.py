@@ -10,7 +10,8 @@ Sections:
 
 - ``backend``: what answers, tagged by ``backend.kind``: ``scripted`` (:class:`ScriptedBackendConfig`)
   or ``openvla`` (:class:`OpenVLABackendConfig`); a key of the other kind is refused, naming it.
-- ``server``: where and how it listens and batches (:class:`ServerConfig`).
+- ``server``: where and how it listens and batches (:class:`ServerConfig`), for HTTP and openpi's WebSocket
+  protocol on the same port.
 - ``ray``: Ray Serve scale-out (:class:`RayConfig`; ``ray.enabled: true`` is ``--ray``).
 
 The API key is not a config key (a file is easy to commit): it comes from ``--api-key`` or
@@ -83,6 +84,10 @@ class ServerConfig(_Section):
     max_batch: int = Field(16, ge=1, description="most rows per backend call")
     batch_wait_ms: float = Field(5.0, ge=0, description="longest a request waits for a batch to fill (ms)")
     max_body_mb: float = Field(64.0, gt=0, description="largest request body (MiB); larger gets 413")
+    openpi_max_frame_mb: float = Field(
+        8.0, gt=0, description="largest frame on the openpi WebSocket (ws://host:port, any path; MiB): a larger one "
+                               "closes its connection with code 1009, the reason naming the limit (two 224x224x3 "
+                               "images are 0.3 MB; openpi itself has no limit; uvicorn only)")
     latency_ms: float = Field(0.0, ge=0, description="hold every answer this long (ms) before sending it: a slow VLA "
                                                      "for tests and benchmarks (uvicorn only)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info",

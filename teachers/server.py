@@ -17,6 +17,12 @@ action conventions in :mod:`robot_rl.teachers.wire`):
   for that row; null: the backend writes none, ``writes_notes`` false in ``/metadata``).
 - ``GET /healthz`` and ``GET /metadata`` (the backend's :class:`~robot_rl.teachers.base.TeacherSpec`
   fields at the top level, plus the server's).
+- openpi's policy-server protocol on the same port: a WebSocket on any path (openpi's clients connect to
+  ``ws://host:port``, path ``/``), so ``openpi_client.websocket_client_policy.WebsocketClientPolicy(host,
+  port).infer(obs)`` works unchanged (:func:`openpi_body`, :func:`openpi_reply`; codec:
+  :mod:`robot_rl.teachers.openpi_wire`). The same port rather than a second one: one process, one
+  batcher, one API key and one ``/healthz`` for both protocols, as openpi's own server serves ``/healthz``
+  beside its WebSocket. A plain HTTP request on ``/`` gets a 426 saying so.
 
 The backend is asked only through its :class:`~robot_rl.teachers.base.Teacher` protocol: what it
 reads comes from ``teacher.spec`` (a backend that needs no image or state is never passed one, whatever
@@ -31,36 +37,57 @@ and the string ``"error"``:
   "msg": ...}]}``), a backend exception is a 500 with its message, and the server keeps serving;
 - a client that disconnects does not disturb the other requests of its batch;
 - it binds 127.0.0.1 unless told otherwise, and with an API key every route but ``/healthz``
-  needs the ``X-API-Key`` header (401 otherwise).
+  needs the ``X-API-Key`` header (401 otherwise; the openpi WebSocket also accepts openpi's
+  ``Authorization: Api-Key <key>``).
+
+The openpi endpoint, unlike openpi's ``serving/websocket_policy_server.py``: requests from every connection
+join the same :class:`DynamicBatcher` as ``/act`` (upstream answers one connection at a time), observations
+are validated by the same layer as ``/act`` (:class:`ActBody`, ``check_request``) and a refused one gets an
+error frame naming the observation key, and frames over ``server.openpi_max_frame_mb`` are refused with close
+code 1009 (upstream has no limit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, Awaitable, Callable
 
 import json_numpy
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from robot_rl.teacher_protocol import MAX_SCRATCHPAD_CHARS, PROTOCOL_VERSION
 
+from . import openpi_wire
 from .base import Teacher, TeacherRequest, TeacherRequestError, TeacherResponse
-from .wire import API_KEY_HEADER, ENV_CONVENTION, OPENVLA_CONVENTION, check_array, env_to_openvla, nested_latency
+from .wire import (
+    API_KEY_HEADER,
+    ENV_CONVENTION,
+    OPENVLA_CONVENTION,
+    check_array,
+    env_to_openvla,
+    nested_latency,
+    openvla_json,
+)
 
 log = logging.getLogger("robot_rl.teachers.server")
 
 #: Default request body limit: 32 images of 224x224x3 as base64 are ~6.4 MB.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+#: Default openpi frame limit: two 224x224x3 uint8 images are 0.3 MB of msgpack; 8 MiB leaves a wide margin
+#: (three 480x640 cameras still fit). ``server.openpi_max_frame_mb`` / ``--openpi-max-frame-mb``.
+DEFAULT_OPENPI_MAX_FRAME_BYTES = 8 * 1024 * 1024
 #: The protocol version ``/metadata`` reports is :data:`robot_rl.teacher_protocol.PROTOCOL_VERSION` (re-exported here).
 
 
@@ -387,7 +414,7 @@ class ServerInfo:
             "protocol_version": PROTOCOL_VERSION,
             "backend": self.backend,
             **self.teacher.spec.to_metadata(),
-            "action_convention": {"/act": OPENVLA_CONVENTION, "/act/batch": ENV_CONVENTION},
+            "action_convention": {"/act": OPENVLA_CONVENTION, "/act/batch": ENV_CONVENTION, "openpi": ENV_CONVENTION},
             "max_batch": self.max_batch,
             "batch_wait_ms": self.batch_wait_ms,
         }
@@ -437,8 +464,91 @@ def check_against_backend(info: ServerInfo, request: TeacherRequest,
     return request
 
 
+# ----------------------------------------------------------------------------------------------
+# openpi's protocol (the WebSocket endpoint)
+
+#: openpi observation keys (openpi's LIBERO example, ``examples/libero/main.py``) -> the ``POST /act`` body
+#: fields they fill, so an observation is validated by :class:`ActBody` as an ``/act`` body is. ``task_id`` and
+#: ``unnorm_key`` are ours, as on ``/act``; other keys (``observation/wrist_image``, ...) are ignored.
+OPENPI_KEYS = {"observation/image": "image", "observation/state": "state", "prompt": "instruction",
+               "task_id": "task_id", "unnorm_key": "unnorm_key"}
+#: The openpi key of each ``/act`` body field and :class:`TeacherRequest` field, for error messages.
+OPENPI_NAMES = {body: key for key, body in OPENPI_KEYS.items()} | {
+    "images": "observation/image", "states": "observation/state", "instructions": "prompt", "task_ids": "task_id"}
+#: Text of the 426 a plain HTTP request on ``/`` gets (the openpi endpoint is a WebSocket).
+OPENPI_HTTP_HINT = ("this is the teacher server's openpi endpoint: a WebSocket (ws://host:port, openpi-client's "
+                    "WebsocketClientPolicy(host, port)); plain HTTP clients use POST /act, POST /act/batch, "
+                    "GET /metadata, GET /healthz")
+
+
+def openpi_body(obs: Any) -> ActBody:
+    """The ``/act`` body an openpi observation stands for (one row; validated by :class:`ActBody`).
+
+    Args:
+        obs: the decoded frame: ``{"observation/image": (H, W, 3) uint8, "observation/state": (S,) numbers,
+            "prompt": str, "task_id": str, "unnorm_key": str}``, each optional here (what the backend needs is
+            checked after, by :func:`check_against_backend`); the scripted backend reads the privileged state
+            in the layout of :data:`robot_rl.envs.PRIVILEGED_STATE_LAYOUT` from ``observation/state`` and the
+            task from ``task_id`` (or the server's default task).
+
+    Raises:
+        RequestValidationError: ``obs`` is not a map, or a value fails :class:`ActBody`'s checks (its ``loc``
+            is the body field; :func:`openpi_error_text` names the openpi key).
+    """
+    if not isinstance(obs, dict):
+        raise _field_error("observation", f"expected a msgpack map of observation keys, got {type(obs).__name__}")
+    try:
+        return ActBody.model_validate({body: obs[key] for key, body in OPENPI_KEYS.items() if key in obs})
+    except ValidationError as exc:
+        raise _body_errors(exc) from None
+
+
+def openpi_reply(response: TeacherResponse, prev_total_ms: float | None) -> dict:
+    """The openpi action frame of a one-row answer.
+
+    Returns:
+        ``{"actions": (1, 7) float32, "server_timing": {"infer_ms"[, "prev_total_ms"]}, "policy_timing":
+        {"infer_ms"}}``: the actions in the env convention (:data:`~robot_rl.teachers.wire.ENV_CONVENTION`; the
+        one row spans the backend's ``control_period_steps`` env steps: ``H = 1``); ``server_timing.infer_ms``
+        the request's time in the server (validation, batching, backend; ms), ``prev_total_ms`` the previous
+        request's time from its frame's arrival to its reply sent (ms; upstream's also counts the wait for the
+        frame), ``policy_timing.infer_ms`` the backend's time for the row (ms).
+    """
+    timing = {"infer_ms": 1000.0 * float(response.extras["server_latency_s"])}
+    if prev_total_ms is not None:
+        timing["prev_total_ms"] = prev_total_ms
+    return {"actions": np.asarray(response.actions, dtype=np.float32), "server_timing": timing,
+            "policy_timing": {"infer_ms": 1000.0 * float(response.latency_s[0])}}
+
+
+def openpi_error_text(exc: Exception) -> str:
+    """The text of an openpi error frame: each refused field as ``"<openpi key>: <message>"``, a backend
+    failure's message, or else the traceback (openpi's server sends ``traceback.format_exc()``).
+    """
+    if isinstance(exc, RequestValidationError):
+        lines = []
+        for err in exc.errors():
+            name = str(err["loc"][-1]) if err.get("loc") else "observation"
+            msg = str(err["msg"]).removeprefix("Value error, ").removeprefix(f"{name}: ")
+            lines.append(f"{OPENPI_NAMES.get(name, name)}: {msg}")
+        return "bad observation: " + "; ".join(lines)
+    if isinstance(exc, HTTPException):
+        return str(exc.detail)
+    if isinstance(exc, openpi_wire.OpenpiWireError):
+        return f"bad frame: {exc}"
+    return "".join(traceback.format_exception(exc))
+
+
+def _key_ok(expected: str | None, *given: str | None) -> bool:
+    """Whether one of the ``given`` keys is ``expected`` (constant-time comparison); True without a key."""
+    if expected is None:
+        return True
+    return any(g is not None and hmac.compare_digest(g.encode(), expected.encode()) for g in given)
+
+
 def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: str | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, added_latency_ms: float = 0.0) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, added_latency_ms: float = 0.0,
+               openpi_max_frame_bytes: int = DEFAULT_OPENPI_MAX_FRAME_BYTES) -> FastAPI:
     """Build the FastAPI app.
 
     Args:
@@ -446,13 +556,23 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         dispatch: coroutine answering one validated :class:`TeacherRequest`. Default: a
             :class:`DynamicBatcher` over ``info.teacher`` started with the app (the Ray Serve
             deployment passes its ``@serve.batch`` method instead).
-        api_key: when set, every route but ``/healthz`` requires header ``X-API-Key: <key>``.
+        api_key: when set, every route but ``/healthz`` requires header ``X-API-Key: <key>`` (the openpi
+            WebSocket also accepts ``Authorization: Api-Key <key>``; a refused handshake gets HTTP 401).
         max_body_bytes: larger request bodies get 413 (before they are read, when their length is declared).
         added_latency_ms: every answer is held this long after the backend answered (ms), without blocking other
             requests (``asyncio.sleep``): a slow VLA for tests and benchmarks of the delayed interface.
+        openpi_max_frame_bytes: largest openpi frame (bytes); a larger one closes its connection with code 1009
+            and a reason naming the limit. Kept in ``app.state.openpi_max_frame_bytes``, which
+            :func:`uvicorn_config` also gives uvicorn (``ws_max_size``), so the frame is refused before it is
+            buffered.
+
+    Raises:
+        ValueError: ``added_latency_ms < 0`` or ``openpi_max_frame_bytes < 1``.
     """
     if added_latency_ms < 0:
         raise ValueError(f"server.latency_ms: must be >= 0, got {added_latency_ms}")
+    if openpi_max_frame_bytes < 1:
+        raise ValueError(f"server.openpi_max_frame_mb: must be > 0, got {openpi_max_frame_bytes} bytes")
     batcher = None
     if dispatch is None:
         batcher = DynamicBatcher(info.teacher, info.max_batch, info.batch_wait_ms / 1000.0)
@@ -471,11 +591,12 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
     app = FastAPI(title="robot_rl teacher server", version=str(PROTOCOL_VERSION), lifespan=lifespan)
     app.state.batcher = batcher
     app.state.info = info
+    app.state.openpi_max_frame_bytes = int(openpi_max_frame_bytes)
 
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
     async def require_key(key: str | None = Depends(header)) -> None:
-        if api_key is not None and key != api_key:
+        if not _key_ok(api_key, key):
             raise HTTPException(status_code=401, detail=f"missing or wrong {API_KEY_HEADER} header")
 
     async def answer(request: TeacherRequest, fields: dict[str, str] | None = None) -> TeacherResponse:
@@ -519,8 +640,9 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         response = await answer(body.to_request(), ACT_FIELDS)
         raw = response.extras.get("raw_actions")
         action = np.asarray(raw if raw is not None else env_to_openvla(response.actions), dtype=np.float64)[0]
-        text = json_numpy.dumps(action)
-        return Response(json.dumps(text) if encoded else text, media_type="application/json")
+        # OpenVLA's deploy.py answers JSONResponse(json_numpy.dumps(action)) for "encoded", else JSONResponse(action)
+        return Response(openvla_json(json_numpy.dumps(action)) if encoded else openvla_json(action),
+                        media_type="application/json")
 
     @app.post("/act/batch", dependencies=[Depends(require_key)])
     async def act_batch(request: Request) -> Response:
@@ -542,7 +664,70 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         }
         return Response(json_numpy.dumps(out), media_type="application/json")
 
+    openpi_metadata = {**info.metadata(), "openpi": {
+        "observation_keys": {"observation/image": "(H, W, 3) uint8 RGB (needs_image)",
+                             "observation/state": "(S,) privileged state (needs_state)",
+                             "prompt": "instruction", "task_id": "env id (scripted backend, if no default task)"},
+        "action_convention": ENV_CONVENTION, "action_steps": info.teacher.spec.control_period_steps,
+        "max_frame_bytes": int(openpi_max_frame_bytes)}}
+
+    @app.api_route("/", methods=["GET", "POST", "HEAD"], include_in_schema=False)
+    async def openpi_over_http() -> Response:
+        raise HTTPException(status_code=426, detail=OPENPI_HTTP_HINT, headers={"Upgrade": "websocket"})
+
+    @app.websocket("/{path:path}")
+    async def openpi(ws: WebSocket) -> None:
+        if not _key_ok(api_key, ws.headers.get(API_KEY_HEADER), openpi_wire.api_key_of(ws.headers)):
+            detail = f"missing or wrong API key: send {openpi_wire.AUTHORIZATION_HEADER}: " \
+                     f"{openpi_wire.API_KEY_SCHEME} <key> (openpi-client's api_key=) or {API_KEY_HEADER}: <key>"
+            await ws.send_denial_response(JSONResponse({"detail": detail}, status_code=401))
+            return
+        await ws.accept()
+        prev_total_ms = None
+        try:
+            await ws.send_bytes(openpi_wire.packb(openpi_metadata))
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                start = time.perf_counter()
+                data = message.get("bytes")
+                if data is not None and len(data) > openpi_max_frame_bytes:  # an ASGI server without ws_max_size
+                    await ws.close(openpi_wire.TOO_BIG_CLOSE_CODE,
+                                   f"frame of {len(data)} bytes exceeds the limit of {openpi_max_frame_bytes} bytes")
+                    return
+                try:
+                    if data is None:
+                        raise openpi_wire.OpenpiWireError("expected a binary msgpack frame, got a text frame")
+                    response = await answer(openpi_body(openpi_wire.unpackb(data)).to_request())
+                    reply = openpi_wire.packb(openpi_reply(response, prev_total_ms))
+                except Exception as exc:  # openpi's convention: the text, then close 1011; other connections go on
+                    if not isinstance(exc, (RequestValidationError, HTTPException, openpi_wire.OpenpiWireError)):
+                        log.exception("openpi request failed")
+                    await ws.send_text(openpi_error_text(exc))
+                    await ws.close(openpi_wire.ERROR_CLOSE_CODE, openpi_wire.ERROR_CLOSE_REASON)
+                    return
+                await ws.send_bytes(reply)
+                prev_total_ms = 1000.0 * (time.perf_counter() - start)
+        except (WebSocketDisconnect, OSError):  # the client went away mid-answer
+            return
+
     return app
+
+
+def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"):
+    """The ``uvicorn.Config`` the teacher server runs ``app`` with (:func:`serve`, the test server thread).
+
+    WebSocket frames are limited to ``app.state.openpi_max_frame_bytes`` (:func:`create_app`) by uvicorn's
+    websockets layer, which closes a connection whose frame is larger with code 1009 and the reason
+    ``"frame with N bytes exceeds limit of M bytes"`` before buffering it; per-message compression is off
+    (openpi's client and server use ``compression=None``: images do not compress and deflate costs CPU).
+    """
+    import uvicorn
+
+    max_frame = getattr(app.state, "openpi_max_frame_bytes", DEFAULT_OPENPI_MAX_FRAME_BYTES)
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                          ws_max_size=int(max_frame), ws_per_message_deflate=False)
 
 
 async def _read_json(request: Request, max_body_bytes: int) -> Any:
@@ -639,7 +824,7 @@ def _exit_with_parent(server, parent_pid: int, period_s: float = 0.5) -> None:
 def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,
           batch_wait_ms: float = 5.0, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
           parent_pid: int | None = None, log_level: str = "info", latency_ms: float = 0.0,
-          **backend_kwargs: Any) -> None:
+          openpi_max_frame_bytes: int = DEFAULT_OPENPI_MAX_FRAME_BYTES, **backend_kwargs: Any) -> None:
     """Serve ``backend`` with uvicorn until interrupted (blocks). Arguments as ``robot-rl teacher serve``;
     ``backend_kwargs`` as :func:`build_backend`.
     """
@@ -647,11 +832,13 @@ def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 800
 
     teacher = build_backend(backend, **backend_kwargs)
     info = ServerInfo(backend, teacher, max_batch, batch_wait_ms)
-    app = create_app(info, api_key=api_key, max_body_bytes=max_body_bytes, added_latency_ms=latency_ms)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False))
+    app = create_app(info, api_key=api_key, max_body_bytes=max_body_bytes, added_latency_ms=latency_ms,
+                     openpi_max_frame_bytes=openpi_max_frame_bytes)
+    server = uvicorn.Server(uvicorn_config(app, host, port, log_level))
     if parent_pid is not None:
         _exit_with_parent(server, parent_pid)
-    log.info("serving %s (%s) on http://%s:%d", backend, teacher.spec.model_id, host, port)
+    log.info("serving %s (%s) on http://%s:%d (openpi: ws://%s:%d)", backend, teacher.spec.model_id, host, port,
+             host, port)
     server.run()
 
 
@@ -671,4 +858,4 @@ def serve_config(cfg, *, api_key: str | None = None, parent_pid: int | None = No
                   num_gpus=cfg.ray.num_gpus, **common, **backend_kwargs)
     else:
         serve(cfg.backend.kind, parent_pid=parent_pid, log_level=cfg.server.log_level, latency_ms=cfg.server.latency_ms,
-              **common, **backend_kwargs)
+              openpi_max_frame_bytes=int(cfg.server.openpi_max_frame_mb * 1024 * 1024), **common, **backend_kwargs)

@@ -23,6 +23,7 @@ no pickle anywhere (object dtypes are refused).
 
 from __future__ import annotations
 
+import json_numpy
 import numpy as np
 
 from robot_rl.geometry import CONTROLLER_ROT_SIGN, GRIPPER_INDEX, POS_SCALE_M, POS_SLICE, ROT_SCALE_RAD, ROT_SLICE
@@ -38,7 +39,8 @@ ENV_CONVENTION = (
 OPENVLA_CONVENTION = "OpenVLA: [dx,dy,dz] m, [droll,dpitch,dyaw] rad (robot-base frame), gripper 0 closed .. 1 open"
 
 __all__ = ["API_KEY_ENV", "API_KEY_HEADER", "ENV_CONVENTION", "OPENVLA_CONVENTION", "check_array",
-           "encode_batch_request", "env_to_openvla", "nested_latency", "openvla_prompt", "openvla_to_env"]
+           "encode_batch_request", "env_to_openvla", "nested_latency", "openvla_json", "openvla_prompt",
+           "openvla_to_env"]
 
 
 def openvla_to_env(raw: np.ndarray) -> np.ndarray:
@@ -70,6 +72,18 @@ def env_to_openvla(actions: np.ndarray) -> np.ndarray:
     out[..., ROT_SLICE] = a[..., ROT_SLICE] * (ROT_SCALE_RAD * CONTROLLER_ROT_SIGN)
     out[..., GRIPPER_INDEX] = 0.5 * (a[..., GRIPPER_INDEX] + 1.0)
     return out
+
+
+def openvla_json(content: object) -> bytes:
+    """``content`` as OpenVLA's reference server sends it: Starlette's ``JSONResponse.render`` (compact separators
+    ``(",", ":")``, ``ensure_ascii=False``, ``allow_nan=False``, UTF-8) with ``json_numpy.patch()`` active, as in
+    ``vla-scripts/deploy.py``; numpy arrays become json-numpy objects.
+
+    Raises:
+        ValueError: a NaN or inf outside an array (``allow_nan=False``, as Starlette).
+    """
+    return json_numpy.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+                            separators=(",", ":")).encode("utf-8")
 
 
 def openvla_prompt(instruction: str) -> str:

@@ -30,10 +30,11 @@ class ServerThread:
     def __init__(self, app, port: int | None = None, startup_timeout_s: float = 10.0):
         import uvicorn
 
+        from robot_rl.teachers.server import uvicorn_config
+
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    access_log=False))
+        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, log_level="warning"))
         self._thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
         self._startup_timeout_s = startup_timeout_s
 

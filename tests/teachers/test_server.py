@@ -125,6 +125,26 @@ def test_act_route_speaks_openvla_convention_and_its_encoded_variant(server):
     np.testing.assert_allclose(json_numpy.loads(r.json()), want, atol=1e-6)
 
 
+def test_act_reply_is_byte_identical_to_openvlas_server(server, monkeypatch):
+    """OpenVLA's deploy.py answers ``JSONResponse(action)`` with ``json_numpy.patch()`` active (Starlette renders with
+    compact separators), and ``JSONResponse(json_numpy.dumps(action))`` for the "encoded" variant: same bytes here.
+    """
+    from starlette.responses import JSONResponse
+
+    url, _ = server
+    st = random_states(1, RNG)
+    action = env_to_openvla(expected(st))[0]  # float64, as OpenVLA's un-normalized action
+    body = {"instruction": "push", "state": st[0], "task_id": PUSH}
+    plain = requests.post(f"{url}/act", data=json_numpy.dumps(body)).content
+    encoded = requests.post(f"{url}/act", json={"encoded": json_numpy.dumps(body)}).content
+    with monkeypatch.context() as m:
+        m.setattr(json, "dumps", json_numpy.dumps)  # json_numpy.patch(), undone after
+        want_plain, want_encoded = JSONResponse(action).body, JSONResponse(json_numpy.dumps(action)).body
+    assert plain == want_plain and encoded == want_encoded
+    assert plain.startswith(b'{"__numpy__":"') and plain.endswith(b'","dtype":"<f8","shape":[7]}')  # no spaces
+    assert encoded.startswith(b'"{\\"__numpy__\\": \\"')  # the inner text keeps json_numpy's default separators
+
+
 def test_concurrent_clients_are_batched(server):
     url, app = server
     batcher: DynamicBatcher = app.state.batcher
