@@ -163,7 +163,8 @@ class RemoteTeacherConfig(_ServedTeacherBase):
 
     kind: Literal["remote"] = Field("remote", description="remote: a teacher server at `url`")
     url: str = Field("http://127.0.0.1:8000",
-                     description="teacher server base URL (API key from $ROBOT_RL_TEACHER_API_KEY)")
+                     description="teacher server base URL (kind openpi: ws://host:port, http:// read as ws://; API "
+                                 "key from $ROBOT_RL_TEACHER_API_KEY, sent by openpi as 'Authorization: Api-Key')")
 
 
 class SpawnTeacherConfig(_ServedTeacherBase):
@@ -182,13 +183,51 @@ class SpawnTeacherConfig(_ServedTeacherBase):
         return self
 
 
+class OpenpiTeacherConfig(_ServedTeacherBase):
+    """``teacher.kind: openpi``: any openpi policy server (openpi's ``serve_policy.py``, or ``robot-rl teacher
+    serve``) over its WebSocket (:class:`~robot_rl.teachers.openpi.OpenpiTeacher`).
+
+    The ``*_key`` fields map our teacher view to the server's observation keys (null: not sent); the defaults
+    are openpi's LIBERO example (:data:`robot_rl.teachers.openpi.LIBERO_KEYS`).
+
+    Its reply's ``actions`` ``(H, dim)`` become one ``pd_ee_delta_pose`` delta over ``D`` =
+    ``control_period_steps`` env steps: the first 7 columns of the rows covering the first ``D`` env steps
+    (``action_steps`` env steps per row, the last row weighted by its part) are summed for position and
+    rotation, the last of those rows gives the gripper, and ``convention`` maps the units.
+    """
+
+    kind: Literal["openpi"] = Field("openpi", description="openpi: an openpi policy server's WebSocket at `url`")
+    url: str = Field("http://127.0.0.1:8000", description="the server's ws://host:port (http:// is read as ws://, "
+                                                          "https:// as wss://)")
+    image_key: str | None = Field("observation/image", description="observation key of the RGB teacher view, "
+                                                                   "(H, W, 3) uint8 (null: not sent, none rendered)")
+    wrist_image_key: str | None = Field(
+        "observation/wrist_image", description="observation key of a wrist camera: robot_rl renders one camera, so "
+                                               "this carries a zero image of the view's size (null: not sent)")
+    state_key: str | None = Field("observation/state", description="observation key of the privileged state (S,) "
+                                                                   "float32 (a LIBERO VLA expects its own 8-D proprio)")
+    instruction_key: str | None = Field("prompt", description="observation key of the language instruction")
+    task_id_key: str | None = Field(None, description="observation key of the env id (our scripted server reads "
+                                                      "`task_id`; null: not sent)")
+    convention: Literal["env", "openvla"] = Field(
+        "env", description="units of the server's action rows: env (normalized pd_ee_delta_pose, 1.0 = 0.1 m / "
+                           "0.1 rad in the controller's sign, gripper -1 closed..+1 open; our server's) or openvla "
+                           "(m, rad in the robot-base frame, gripper 0 closed..1 open)")
+    action_steps: int | None = Field(
+        None, ge=1, description="env steps one row of the server's chunk spans (null: the server's metadata "
+                                "openpi.action_steps, which ours reports as D, else 1: openpi's one row per step)")
+    max_frame_mb: float = Field(8.0, gt=0, description="largest frame accepted from the server (MiB)")
+
+
 #: The teacher kinds of a training config, ``teacher.kind`` -> its section.
 TEACHER_CONFIGS: dict[str, type[_TeacherBase]] = {
     "scripted": ScriptedTeacherConfig, "remote": RemoteTeacherConfig, "spawn": SpawnTeacherConfig,
+    "openpi": OpenpiTeacherConfig,
 }
 #: The ``teacher`` section: one of :data:`TEACHER_CONFIGS`, chosen by ``teacher.kind`` (default scripted).
 TeacherConfig = Annotated[
-    Union[ScriptedTeacherConfig, RemoteTeacherConfig, SpawnTeacherConfig], Field(discriminator="kind")
+    Union[ScriptedTeacherConfig, RemoteTeacherConfig, SpawnTeacherConfig, OpenpiTeacherConfig],
+    Field(discriminator="kind"),
 ]
 #: The keys of the flat ``teacher`` section every ``config.yaml`` carried before the union.
 LEGACY_TEACHER_KEYS = frozenset({

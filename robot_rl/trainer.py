@@ -114,6 +114,8 @@ def build_teacher(cfg: TrainConfig, stack: ExitStack | None = None, log_dir: Pat
     * ``spawn`` (:class:`~robot_rl.config.SpawnTeacherConfig`): starts ``robot-rl teacher serve`` on a
       free loopback port (log in ``log_dir/teacher_server.log``), registers its shutdown on ``stack``
       (which must be given), and returns a ``RemoteTeacher`` of it. The server also exits if the trainer dies.
+    * ``openpi`` (:class:`~robot_rl.config.OpenpiTeacherConfig`): an
+      :class:`~robot_rl.teachers.openpi.OpenpiTeacher` of the openpi policy server at ``url``.
     """
     from robot_rl.teachers import make_teacher
 
@@ -128,6 +130,17 @@ def build_teacher(cfg: TrainConfig, stack: ExitStack | None = None, log_dir: Pat
             latency_s=t.latency_s,
             seed=cfg.seed + 1,
         )
+    if t.kind == "openpi":
+        keys = {"image": t.image_key, "wrist_image": t.wrist_image_key, "state": t.state_key,
+                "instruction": t.instruction_key, "task_id": t.task_id_key}
+        teacher = make_teacher("openpi", url=t.url, observation_keys=keys,
+                               convention=t.convention, action_steps=t.action_steps,
+                               control_period_steps=t.control_period_steps, timeout_s=t.timeout_s, retries=t.retries,
+                               backoff_s=t.backoff_s, unnorm_key=t.unnorm_key,
+                               max_frame_bytes=int(t.max_frame_mb * 1024 * 1024))
+        if stack is not None:
+            stack.callback(teacher.close)
+        return teacher
     if t.kind == "spawn":
         from robot_rl.teachers.remote import SpawnedServer
 

@@ -8,6 +8,7 @@
 - ``OpenVLATeacher`` (:mod:`robot_rl.teachers.openvla`): a local VLA checkpoint via transformers.
 - ``RemoteTeacher`` (:mod:`robot_rl.teachers.remote`): a client of a teacher server
   (:mod:`robot_rl.teachers.server`, ``robot-rl teacher serve``; its config: :mod:`robot_rl.teachers.config`).
+- ``OpenpiTeacher`` (:mod:`robot_rl.teachers.openpi`): a client of any openpi policy server (WebSocket).
 - :func:`make_teacher`: build a teacher by kind name (from configs / the CLI).
 - :func:`robot_rl.teachers.evaluate.run_teacher_as_policy`: measure a teacher's own competence
   (imported lazily: it needs the simulator).
@@ -35,11 +36,18 @@ def _remote(**kwargs: Any) -> Teacher:
     return RemoteTeacher(**kwargs)
 
 
+def _openpi(**kwargs: Any) -> Teacher:
+    from .openpi import OpenpiTeacher
+
+    return OpenpiTeacher(**kwargs)
+
+
 #: Teacher kinds :func:`make_teacher` knows, name -> factory.
 TEACHER_KINDS: dict[str, Callable[..., Teacher]] = {
     "scripted": ScriptedTeacher,
     "openvla": _openvla,
     "remote": _remote,
+    "openpi": _openpi,
 }
 
 

@@ -1,4 +1,6 @@
-"""Client side of the teacher server: :class:`RemoteTeacher`, and :class:`SpawnedServer` for ``kind: spawn``.
+"""Client side of the teacher server: :class:`ServedTeacher` (what every served-teacher client shares),
+:class:`RemoteTeacher` (HTTP), and :class:`SpawnedServer` for ``kind: spawn``. The openpi WebSocket client,
+:class:`~robot_rl.teachers.openpi.OpenpiTeacher`, is a :class:`ServedTeacher` too.
 
 The client imports only numpy, requests and json-numpy (no torch, no FastAPI), so it can run in any
 training process (DESIGN.md, Style: the teacher client is tiny). It speaks our ``POST /act/batch``
@@ -41,7 +43,9 @@ from .wire import API_KEY_ENV, API_KEY_HEADER, encode_batch_request, nested_late
 log = logging.getLogger("robot_rl.teachers.remote")
 
 class TeacherServerError(RuntimeError):
-    """The server answered a request with a 4xx: the request or the configuration is wrong."""
+    """The server refused a request (HTTP: a 4xx; openpi: see :class:`~robot_rl.teachers.openpi.OpenpiTeacher`):
+    the request or the configuration is wrong.
+    """
 
 
 @dataclass
@@ -95,7 +99,192 @@ class PendingAnswer:
         return self._future.result(timeout)
 
 
-class RemoteTeacher:
+class ServedTeacher:
+    """What every client of a served teacher shares: the :class:`~robot_rl.teachers.base.Teacher` protocol over
+    one transport, with timeouts, retries, back-off, fault counters, asynchronous :meth:`submit` and latency stamps.
+
+    :class:`RemoteTeacher` (our HTTP protocol and OpenVLA's) and :class:`~robot_rl.teachers.openpi.OpenpiTeacher`
+    (openpi's WebSocket protocol) subclass it; a subclass sets ``url`` and ``spec`` and implements
+    :meth:`_exchange` (one attempt at the whole request; :meth:`_retrying` and :meth:`_per_row` help), and names in
+    ``_FAILURES`` the exceptions that mean "the server failed" (answered with "no guidance").
+
+    Args:
+        timeout_s: per-attempt timeout (s); a slower answer counts as a failure.
+        retries: extra attempts after a timeout, refused connection or server failure.
+        unnorm_key: dataset-statistics key sent with every query that names none (OpenVLA backends).
+        backoff_s: after a failed query, answer "no guidance" without trying for this long (s).
+        max_in_flight: concurrent queries of :meth:`submit` (and of per-row protocols).
+        clock: the clock of ``request.obs_times_s`` and of the stamps this client adds, seconds
+            (default ``time.time``, the wall clock; at deployment the ROS clock of the header stamps).
+
+    Every response carries, per row, ``latency_s`` (from the query leaving the caller, i.e. the :meth:`act` or
+    :meth:`submit` call, to the answer arriving), the request's ``obs_steps``, and the stamps ``obs_times_s`` /
+    ``answer_times_s`` on ``clock``.
+
+    Raises:
+        ValueError: ``timeout_s <= 0``, ``retries < 0``, ``backoff_s < 0`` or ``max_in_flight < 1``.
+    """
+
+    url: str
+    spec: TeacherSpec
+    #: Exceptions of :meth:`_exchange` that are a failure of the server: "no guidance", back-off.
+    _FAILURES: tuple[type[BaseException], ...] = (ValueError, KeyError, TypeError)
+
+    def __init__(self, *, timeout_s: float = 5.0, retries: int = 1, unnorm_key: str | None = None,
+                 backoff_s: float = 1.0, max_in_flight: int = 8, clock: Callable[[], float] = time.time):
+        if timeout_s <= 0 or retries < 0 or backoff_s < 0 or max_in_flight < 1:
+            raise ValueError("timeout_s must be > 0, retries and backoff_s >= 0, max_in_flight >= 1")
+        self.timeout_s, self.retries, self.backoff_s = float(timeout_s), int(retries), float(backoff_s)
+        self.unnorm_key = unnorm_key
+        self._clock = clock
+        self._local = threading.local()
+        self._pool_name = "served-teacher"
+        self._pool = ThreadPoolExecutor(max_workers=int(max_in_flight), thread_name_prefix=self._pool_name)
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._failing = False
+        self.stats = RemoteStats()
+
+    # -- what a transport implements ------------------------------------------------------------
+
+    def _exchange(self, request: TeacherRequest, t0: float) -> tuple[np.ndarray, list[str] | None, str, np.ndarray,
+                                                                       np.ndarray]:
+        """One query over the wire (``request`` already trimmed to what the backend reads).
+
+        Returns:
+            ``(actions (B, 7) float32 in the env convention, notes or None, model_id, latency_s (B,) seconds since
+            t0, done (B,) perf_counter s when each row's answer arrived)``.
+
+        Raises:
+            TeacherServerError: the server refused the request (retrying cannot help; the caller sees it).
+            one of ``_FAILURES``: the server failed (after :meth:`_retrying`'s attempts).
+        """
+        raise NotImplementedError
+
+    def _retrying(self, attempt: Callable[[], object], transient: tuple[type[BaseException], ...]) -> object:
+        """``attempt()`` up to ``retries + 1`` times while it raises one of ``transient`` (each try counts in
+        ``stats.requests``); re-raises the last such error, and anything else at once.
+        """
+        last: BaseException | None = None
+        for _ in range(self.retries + 1):
+            self.stats.requests += 1
+            try:
+                return attempt()
+            except transient as exc:
+                last = exc
+        raise last  # type: ignore[misc]
+
+    def _per_row(self, n: int, one: Callable[[int], tuple[np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """``one(i)`` for each of ``n`` rows, concurrently on the query threads (inline when already on one, so
+        the pool cannot deadlock).
+
+        Returns:
+            ``(rows (n, ...) stacked, done (n,) float64)`` from ``one``'s ``(row, done)`` pairs (empty for n = 0).
+        """
+        if threading.current_thread().name.startswith(self._pool_name):
+            rows = [one(i) for i in range(n)]
+        else:
+            rows = list(self._pool.map(one, range(n)))
+        if not rows:
+            return np.zeros((0, ACTION_DIM), np.float64), np.zeros(0)
+        return np.stack([a for a, _ in rows]), np.array([t for _, t in rows])
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def _with_default_key(self, request: TeacherRequest) -> TeacherRequest:
+        if request.unnorm_key is None and self.unnorm_key is not None:
+            return dataclasses.replace(request, unnorm_key=self.unnorm_key)
+        return request
+
+    def check_request(self, request: TeacherRequest) -> None:
+        """The server's spec checks and the protocol's ``scratchpads`` rule, locally (the server checks the rest).
+
+        Raises:
+            TeacherRequestError: what the server's spec needs is missing (e.g. images for an
+                OpenVLA server), an ``unnorm_key`` the server does not have, or ``scratchpads`` that are not
+                ``B`` strings of at most :data:`~robot_rl.teacher_protocol.MAX_SCRATCHPAD_CHARS` characters.
+        """
+        self._check(self._with_default_key(request))
+
+    def _check(self, request: TeacherRequest) -> None:
+        self.spec.check(request)
+        try:
+            check_scratchpads(request.scratchpads, len(request))
+        except ValueError as exc:
+            raise TeacherRequestError("scratchpads", str(exc).partition(": ")[2]) from None
+
+    def act(self, request: TeacherRequest) -> TeacherResponse:
+        """Answer ``request`` now (blocking). Rows are NaN when the server failed (see module docstring).
+
+        Raises:
+            TeacherRequestError: :meth:`check_request` refused it (nothing is sent).
+            TeacherServerError: the server refused the request (a 4xx).
+        """
+        t0 = time.perf_counter()
+        request = self._with_default_key(request)
+        self._check(request)
+        return self._query(request, t0, self._obs_times(request, None))
+
+    def submit(self, request: TeacherRequest, obs_time: float | None = None) -> PendingAnswer:
+        """Send ``request`` without waiting; collect the answer later with :meth:`PendingAnswer.result`.
+
+        Args:
+            request: the query (checked now: :class:`~robot_rl.teachers.base.TeacherRequestError`
+                before anything is sent).
+            obs_time: when its observation was taken, on the teacher's ``clock`` (s), for rows the
+                request gives no ``obs_times_s``; default now. The caller can tell how stale each row's
+                answer is when it arrives (:meth:`PendingAnswer.age_s`).
+        """
+        t0 = time.perf_counter()
+        request = self._with_default_key(request)
+        self._check(request)
+        obs = self._obs_times(request, obs_time)
+        return PendingAnswer(self._pool.submit(self._query, request, t0, obs), obs, self._clock)
+
+    def _obs_times(self, request: TeacherRequest, obs_time: float | None) -> np.ndarray:
+        if request.obs_times_s is not None:
+            return request.obs_times_s.copy()
+        return np.full(len(request), self._clock() if obs_time is None else float(obs_time))
+
+    def _query(self, request: TeacherRequest, t0: float, obs_times_s: np.ndarray) -> TeacherResponse:
+        """One query; ``t0`` (``perf_counter``) is when it left the caller."""
+        if time.monotonic() < self._down_until:
+            self.stats.skipped += 1
+            return self._no_guidance(request, t0, obs_times_s, "server down: skipped during back-off")
+        try:
+            actions, notes, model_id, latency, done = self._exchange(self.spec.trim(request), t0)
+            now_clock, now = self._clock(), time.perf_counter()
+            response = TeacherResponse(actions, latency, model_id, notes=notes, obs_steps=request.obs_steps,
+                                       obs_times_s=obs_times_s, answer_times_s=now_clock - (now - done))
+        except TeacherServerError:
+            raise
+        except self._FAILURES as exc:
+            with self._lock:
+                self.stats.failures += 1
+                self._failing = True
+                self._down_until = time.monotonic() + self.backoff_s
+            log.warning("teacher query failed (%s); no guidance for %d rows, next try in %.1f s",
+                        exc, len(request), self.backoff_s)
+            return self._no_guidance(request, t0, obs_times_s, str(exc))
+        with self._lock:
+            if self._failing:
+                self._failing = False
+                self.stats.reconnects += 1
+                log.info("teacher server at %s is back", self.url)
+        return response
+
+    def _no_guidance(self, request: TeacherRequest, t0: float, obs_times_s: np.ndarray, error: str) -> TeacherResponse:
+        actions = np.full((len(request), ACTION_DIM), np.nan, dtype=np.float32)
+        return TeacherResponse(actions, time.perf_counter() - t0, self.spec.model_id, obs_steps=request.obs_steps,
+                               obs_times_s=obs_times_s, answer_times_s=np.full(len(request), self._clock()),
+                               extras={"error": error})
+
+    def close(self) -> None:
+        """Stop the query threads; queries not yet started are cancelled."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class RemoteTeacher(ServedTeacher):
     """A :class:`~robot_rl.teachers.base.Teacher` answered by a teacher server over HTTP.
 
     Args:
@@ -120,12 +309,10 @@ class RemoteTeacher:
         protocol_version: the server's ``/act/batch`` protocol (0: OpenVLA-only; 1: no per-row
             ``obs_steps`` / ``obs_times_s``, which are then not sent).
 
-    Every response carries, per row, ``latency_s`` (from the query leaving the caller, i.e. the
-    :meth:`act` or :meth:`submit` call, to the answer arriving), the server's ``notes`` (None from a server
-    whose backend writes none, from an OpenVLA-only server, and in a "no guidance" answer: a lost answer loses
-    its own notes), the request's ``obs_steps``, and the stamps ``obs_times_s`` / ``answer_times_s`` on
-    ``clock``. The request's ``scratchpads`` are sent with ``/act/batch`` (an OpenVLA-only server's ``/act``
-    has no field for them).
+    Besides :class:`ServedTeacher`'s per-row fields, every response carries the server's ``notes`` (None from a
+    server whose backend writes none, from an OpenVLA-only server, and in a "no guidance" answer: a lost answer
+    loses its own notes). The request's ``scratchpads`` are sent with ``/act/batch`` (an OpenVLA-only server's
+    ``/act`` has no field for them).
 
     Raises:
         ConnectionError: no server answered within ``connect_timeout_s``.
@@ -133,34 +320,23 @@ class RemoteTeacher:
         ValueError: ``unnorm_key`` is not one of the server's ``unnorm_keys``.
     """
 
+    _FAILURES = (requests.RequestException, ValueError, KeyError, TypeError)
+
     def __init__(self, url: str = "http://127.0.0.1:8000", timeout_s: float = 5.0, retries: int = 1,
                  api_key: str | None = None, unnorm_key: str | None = None,
                  control_period_steps: int | None = None, connect_timeout_s: float = 30.0,
                  backoff_s: float = 1.0, max_in_flight: int = 8, clock: Callable[[], float] = time.time):
-        if timeout_s <= 0 or retries < 0 or backoff_s < 0 or max_in_flight < 1:
-            raise ValueError("timeout_s must be > 0, retries and backoff_s >= 0, max_in_flight >= 1")
+        super().__init__(timeout_s=timeout_s, retries=retries, unnorm_key=unnorm_key, backoff_s=backoff_s,
+                         max_in_flight=max_in_flight, clock=clock)
         self.url = url.rstrip("/")
-        self.timeout_s, self.retries, self.backoff_s = float(timeout_s), int(retries), float(backoff_s)
-        self.unnorm_key = unnorm_key
-        self._clock = clock
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         self._headers = {"Content-Type": "application/json"} | ({API_KEY_HEADER: key} if key else {})
-        self._local = threading.local()
-        self._pool = ThreadPoolExecutor(max_workers=int(max_in_flight), thread_name_prefix="remote-teacher")
-        self._lock = threading.Lock()
-        self._down_until = 0.0
-        self._failing = False
-        self.stats = RemoteStats()
 
         self.metadata = self._probe(connect_timeout_s)
         self.openvla_only = self.metadata is None
         meta = self.metadata or {}
         self.protocol_version = 0 if self.openvla_only else int(meta.get("protocol_version", 1))
-        served_d = meta.get("control_period_steps")
-        if control_period_steps is not None and served_d is not None and int(control_period_steps) != int(served_d):
-            log.warning("teacher control_period_steps=%s differs from the server's %s; using %s",
-                        control_period_steps, served_d, control_period_steps)
-        d = int(control_period_steps or served_d or 4)
+        d = served_period(control_period_steps, meta.get("control_period_steps"))
         if self.openvla_only:
             self.spec = TeacherSpec(model_id="openvla-server", control_period_steps=d, needs_image=True)
         else:
@@ -209,115 +385,28 @@ class RemoteTeacher:
             requests.RequestException: the server failed every attempt (timeout, refused, 5xx).
         """
         data = json_numpy.dumps(body)
-        last: Exception | None = None
-        for _ in range(self.retries + 1):
-            self.stats.requests += 1
-            try:
-                r = self._session.post(f"{self.url}{route}", data=data, headers=self._headers, timeout=self.timeout_s)
-            except requests.RequestException as exc:
-                last = exc
-                continue
+
+        def attempt() -> object:
+            r = self._session.post(f"{self.url}{route}", data=data, headers=self._headers, timeout=self.timeout_s)
             if 400 <= r.status_code < 500:
                 raise TeacherServerError(f"POST {route} answered {r.status_code}: {r.text[:500]}")
             if r.status_code != 200:
-                last = requests.HTTPError(f"POST {route} answered {r.status_code}: {r.text[:200]}")
-                continue
+                raise requests.HTTPError(f"POST {route} answered {r.status_code}: {r.text[:200]}")
             return json_numpy.loads(r.text)
-        raise last  # type: ignore[misc]
+
+        return self._retrying(attempt, (requests.RequestException,))
 
     # -- queries -------------------------------------------------------------------------------
 
-    def _with_default_key(self, request: TeacherRequest) -> TeacherRequest:
-        if request.unnorm_key is None and self.unnorm_key is not None:
-            return dataclasses.replace(request, unnorm_key=self.unnorm_key)
-        return request
-
-    def check_request(self, request: TeacherRequest) -> None:
-        """The server's spec checks and the protocol's ``scratchpads`` rule, locally (the server checks the rest
-        and answers a 4xx).
-
-        Raises:
-            TeacherRequestError: what the server's spec needs is missing (e.g. images for an
-                OpenVLA server), an ``unnorm_key`` the server does not have, or ``scratchpads`` that are not
-                ``B`` strings of at most :data:`~robot_rl.teacher_protocol.MAX_SCRATCHPAD_CHARS` characters.
-        """
-        self._check(self._with_default_key(request))
-
-    def _check(self, request: TeacherRequest) -> None:
-        self.spec.check(request)
-        try:
-            check_scratchpads(request.scratchpads, len(request))
-        except ValueError as exc:
-            raise TeacherRequestError("scratchpads", str(exc).partition(": ")[2]) from None
-
-    def act(self, request: TeacherRequest) -> TeacherResponse:
-        """Answer ``request`` now (blocking). Rows are NaN when the server failed (see module docstring).
-
-        Raises:
-            TeacherRequestError: :meth:`check_request` refused it (nothing is sent).
-            TeacherServerError: the server answered a 4xx.
-        """
-        t0 = time.perf_counter()
-        request = self._with_default_key(request)
-        self._check(request)
-        return self._query(request, t0, self._obs_times(request, None))
-
-    def submit(self, request: TeacherRequest, obs_time: float | None = None) -> PendingAnswer:
-        """Send ``request`` without waiting; collect the answer later with :meth:`PendingAnswer.result`.
-
-        Args:
-            request: the query (checked now: :class:`~robot_rl.teachers.base.TeacherRequestError`
-                before anything is sent).
-            obs_time: when its observation was taken, on the teacher's ``clock`` (s), for rows the
-                request gives no ``obs_times_s``; default now. The caller can tell how stale each row's
-                answer is when it arrives (:meth:`PendingAnswer.age_s`).
-        """
-        t0 = time.perf_counter()
-        request = self._with_default_key(request)
-        self._check(request)
-        obs = self._obs_times(request, obs_time)
-        return PendingAnswer(self._pool.submit(self._query, request, t0, obs), obs, self._clock)
-
-    def _obs_times(self, request: TeacherRequest, obs_time: float | None) -> np.ndarray:
-        if request.obs_times_s is not None:
-            return request.obs_times_s.copy()
-        return np.full(len(request), self._clock() if obs_time is None else float(obs_time))
-
-    def _query(self, request: TeacherRequest, t0: float, obs_times_s: np.ndarray) -> TeacherResponse:
-        """One query; ``t0`` (``perf_counter``) is when it left the caller."""
-        if time.monotonic() < self._down_until:
-            self.stats.skipped += 1
-            return self._no_guidance(request, t0, obs_times_s, "server down: skipped during back-off")
-        wire = self.spec.trim(request)  # never send what the backend does not read
-        try:
-            if self.openvla_only:
-                actions, done = self._act_per_row(wire)
-                notes, model_id, latency = None, self.spec.model_id, done - t0
-            else:
-                out = self._post(BATCH_ROUTE, encode_batch_request(wire, stamps=self.protocol_version >= 2))
-                done = np.full(len(request), time.perf_counter())
-                answer = decode_batch_answer(out, len(request))  # ValueError: not (B, 7), no model_id
-                actions, notes, model_id = answer.actions, answer.notes, answer.model_id
-                latency = nested_latency(done[0] - t0, answer.latencies_s, len(request))
-            now_clock, now = self._clock(), time.perf_counter()
-            response = TeacherResponse(actions, latency, model_id, notes=notes, obs_steps=request.obs_steps,
-                                       obs_times_s=obs_times_s, answer_times_s=now_clock - (now - done))
-        except TeacherServerError:
-            raise
-        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
-            with self._lock:
-                self.stats.failures += 1
-                self._failing = True
-                self._down_until = time.monotonic() + self.backoff_s
-            log.warning("teacher query failed (%s); no guidance for %d rows, next try in %.1f s",
-                        exc, len(request), self.backoff_s)
-            return self._no_guidance(request, t0, obs_times_s, str(exc))
-        with self._lock:
-            if self._failing:
-                self._failing = False
-                self.stats.reconnects += 1
-                log.info("teacher server at %s is back", self.url)
-        return response
+    def _exchange(self, request: TeacherRequest, t0: float):
+        if self.openvla_only:
+            actions, done = self._act_per_row(request)
+            return actions, None, self.spec.model_id, done - t0, done
+        out = self._post(BATCH_ROUTE, encode_batch_request(request, stamps=self.protocol_version >= 2))
+        done = np.full(len(request), time.perf_counter())
+        answer = decode_batch_answer(out, len(request))  # ValueError: not (B, 7), no model_id
+        latency = nested_latency(done[0] - t0, answer.latencies_s, len(request))
+        return answer.actions, answer.notes, answer.model_id, latency, done
 
     def _act_per_row(self, request: TeacherRequest) -> tuple[np.ndarray, np.ndarray]:
         """OpenVLA's protocol: one ``POST /act`` per row, sent concurrently.
@@ -335,23 +424,18 @@ class RemoteTeacher:
                 raise ValueError(f"server answered {raw!r}")
             return np.asarray(raw, dtype=np.float64).reshape(ACTION_DIM), time.perf_counter()
 
-        if threading.current_thread().name.startswith("remote-teacher"):
-            rows = [one(i) for i in range(len(request))]  # already on a pool thread: avoid pool deadlock
-        else:
-            rows = list(self._pool.map(one, range(len(request))))
-        if not rows:
-            return np.zeros((0, ACTION_DIM), np.float32), np.zeros(0)
-        return openvla_to_env(np.stack([a for a, _ in rows])), np.array([t for _, t in rows])
+        raw, done = self._per_row(len(request), one)
+        return openvla_to_env(raw), done
 
-    def _no_guidance(self, request: TeacherRequest, t0: float, obs_times_s: np.ndarray, error: str) -> TeacherResponse:
-        actions = np.full((len(request), ACTION_DIM), np.nan, dtype=np.float32)
-        return TeacherResponse(actions, time.perf_counter() - t0, self.spec.model_id, obs_steps=request.obs_steps,
-                               obs_times_s=obs_times_s, answer_times_s=np.full(len(request), self._clock()),
-                               extras={"error": error})
 
-    def close(self) -> None:
-        """Stop the query threads; queries not yet started are cancelled."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+def served_period(configured: int | None, served: object) -> int:
+    """``D`` of a served teacher: the client's ``control_period_steps`` (a warning when the server reports
+    another), else the server's, else 4 (a 5 Hz VLA at 20 Hz control).
+    """
+    if configured is not None and served is not None and int(configured) != int(served):
+        log.warning("teacher control_period_steps=%s differs from the server's %s; using %s",
+                    configured, served, configured)
+    return int(configured or served or 4)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -274,9 +274,9 @@ class Guidance:
         """A pending answer with ``done()`` and ``result()``: a served teacher's own ``submit``; an in-process
         teacher in a one-worker thread (as TIC-VLA's deployment polls a ``ThreadPoolExecutor(max_workers=1)``).
         """
-        from robot_rl.teachers.remote import RemoteTeacher
+        from robot_rl.teachers.remote import ServedTeacher
 
-        if isinstance(self.teacher, RemoteTeacher):
+        if isinstance(self.teacher, ServedTeacher):
             self.stats.teacher_calls += 1
             return self.teacher.submit(request)
         if self._pool is None:

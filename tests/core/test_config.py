@@ -200,7 +200,7 @@ def test_describe_lists_every_key_of_every_kind():
         assert {f"teacher.{k}" for k in model.model_fields} <= keys
     kind_line = next(line for line in lines if line.startswith("teacher.kind "))
     assert "scripted | remote | spawn" in kind_line
-    assert any(line.startswith("teacher.url (default 'http://127.0.0.1:8000'; kind remote)") for line in lines)
+    assert any(line.startswith("teacher.url (default 'http://127.0.0.1:8000'; kind remote | openpi)") for line in lines)
     assert len(keys) == len(lines)  # each key once
 
 
