@@ -2,9 +2,10 @@
 
 Topic names, frames, QoS and safety limits all come from YAML; an unknown key or a bad value is a
 :class:`~robot_rl.config.ConfigError` that names the key (the training config's machinery).
-Defaults are franka_ros2 (Jazzy) names: ``franka_robot_state_broadcaster`` publishes
-``current_pose`` with best-effort QoS, the Cartesian impedance controller listens on
-``equilibrium_pose``, MoveIt Servo on ``delta_twist_cmds``.
+The defaults are the simulator's names (the Panda's ``panda_*`` joints and ``panda_link0``, as the sim bridge
+publishes them) on franka_ros2's topic for the EE pose. A real arm's names come from its config:
+``configs/deploy/fr3.yaml`` (an FR3) and ``configs/deploy/fer.yaml`` (a Panda as franka_ros2's ``fer``), checked
+against franka_ros2 Jazzy v3.4.0, map the simulator's joints to the robot's (``joint_map``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+#: The simulator's joints in the policy's ``qpos``/``qvel`` order (ManiSkill 3.0.1's Panda: its active joints).
 PANDA_JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8)) + ("panda_finger_joint1", "panda_finger_joint2")
 
 
@@ -149,15 +151,28 @@ class DeployConfig(_Section):
     task: str | None = Field(None, description="task the node expects the policy to be for (env id or paper name); "
                                                "null: the policy's own")
     rate_hz: float | None = Field(None, gt=0, description="control rate (Hz); null: the policy sidecar's rate")
-    trigger: Literal["input", "timer"] = Field(
-        "input", description="input: step when a new EE pose arrives, at most at rate_hz (freshest state); "
-                             "timer: step on the control timer only")
+    trigger: Literal["input", "timer", "poll"] = Field(
+        "input", description="input: step when a new EE pose arrives, at most at rate_hz (freshest state; for "
+                             "inputs at the control rate, like the sim bridge's); timer: step on the control timer "
+                             "only; poll: on the control timer, take the newest message of every input (DDS keeps "
+                             "only the latest, no callback per message): for a robot that publishes its state at "
+                             "1 kHz (franka_ros2), the cheapest and still the freshest (< 1 ms old)")
     input_gather_s: float = Field(
         0.005, ge=0, description="trigger input: longest a step waits for the other inputs to be as new as the EE "
                                  "pose (s); 0 for inputs on their own clocks (a camera), so the step never waits")
     joint_names: list[str] = Field(
         list(PANDA_JOINT_NAMES), min_length=1,
-        description="JointState names in the policy's qpos/qvel order (extra joints are ignored)")
+        description="the robot's JointState names in the policy's qpos/qvel order (extra joints in a message are "
+                    "ignored); derived from joint_map when that is set")
+    joint_map: dict[str, str] | None = Field(
+        None, description="the simulator's joint -> the robot's JointState name, for every joint of the policy's "
+                          f"qpos ({', '.join(PANDA_JOINT_NAMES)}); e.g. panda_joint1: fr3_joint1 (null: joint_names "
+                          "as given)")
+    future_stamp_tolerance_s: float = Field(
+        0.01, gt=0, description="a header stamp more than this ahead of the node's clock at reception is counted as "
+                                "a clock offset (diagnostics future_stamps.<input>, status clock_offset_s): sync the "
+                                "machines' clocks (chrony or PTP). The watchdog measures ages on the node's receive "
+                                "clock, so an offset never holds the arm by itself (s)")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     frames: FramesConfig = Field(default_factory=FramesConfig)
     qos: QoSSection = Field(default_factory=QoSSection)
@@ -174,6 +189,46 @@ class DeployConfig(_Section):
 
         SafetyLimits.from_dict(value)  # raises ValueError naming the bad key
         return value
+
+    @field_validator("joint_map")
+    @classmethod
+    def _complete_joint_map(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        missing = [n for n in PANDA_JOINT_NAMES if n not in value]
+        if missing:
+            raise ValueError(f"joint_map has no robot joint for the simulator's {missing[0]}"
+                             f"{' (and ' + ', '.join(missing[1:]) + ')' if missing[1:] else ''}: map every joint of "
+                             f"the policy's qpos ({', '.join(PANDA_JOINT_NAMES)})")
+        unknown = [n for n in value if n not in PANDA_JOINT_NAMES]
+        if unknown:
+            raise ValueError(f"joint_map: {unknown[0]!r} is not a joint of the simulator's robot (its joints: "
+                             f"{', '.join(PANDA_JOINT_NAMES)})")
+        robot = list(value.values())
+        twice = sorted({n for n in robot if robot.count(n) > 1})
+        if twice:
+            raise ValueError(f"joint_map: the robot's {twice[0]!r} is mapped from two simulator joints")
+        return value
+
+    @model_validator(mode="after")
+    def _joint_names_from_map(self) -> "DeployConfig":
+        if self.joint_map is None:
+            return self
+        mapped = [self.joint_map[n] for n in PANDA_JOINT_NAMES]
+        if "joint_names" in self.model_fields_set and list(self.joint_names) != mapped:
+            raise ValueError("set joint_map or joint_names, not both (joint_names is derived from joint_map)")
+        self.joint_names = mapped
+        return self
+
+    @model_validator(mode="after")
+    def _input_age_keys(self) -> "DeployConfig":
+        from robot_rl.deploy.ros_io import INPUTS
+
+        unknown = [k for k in self.safety.get("max_input_age_by_input_s") or {} if k not in INPUTS]
+        if unknown:
+            raise ValueError(f"safety.max_input_age_by_input_s.{unknown[0]}: not an input of the node (known: "
+                             f"{', '.join(INPUTS)})")
+        return self
 
     @model_validator(mode="after")
     def _some_output(self) -> "DeployConfig":

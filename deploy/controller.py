@@ -49,6 +49,8 @@ class StepResult:
     query: object = None  #: the :class:`~robot_rl.deploy.teacher.TeacherQuery` submitted at this step, if any
     teacher: dict | None = None  #: the teacher channel's status after the step (None without a teacher group)
     obs: np.ndarray | None = None  #: ``(obs_dim,) float32`` the policy was given (None when no observation)
+    #: age (s, the node's receive clock) of the latest valid message of each required input, as the watchdog saw it
+    input_ages: dict = field(default_factory=dict)
 
 
 class PolicyController:
@@ -72,7 +74,8 @@ class PolicyController:
             group or a field the ROS inputs cannot provide (named); the task differs from the config's; a
             ``memory`` group that is not a scratchpad's layout (named); or the policy observes the ``teacher`` or
             ``memory`` group and ``teacher.url`` is not set (without a ``teacher_link``) or its period is known
-            neither from the sidecar nor from ``teacher.period_steps``.
+            neither from the sidecar nor from ``teacher.period_steps``; a joint of the policy's arm missing from
+            ``joint_map`` (named).
         FileNotFoundError: a file of the policy is missing.
     """
 
@@ -113,6 +116,11 @@ class PolicyController:
                              f"({strip[0] if strip else 'the fields have no ROS sources'}): re-export it with "
                              f"`robot-rl export {side.get('source', {}).get('run_dir', 'RUN_DIR')}`")
         expected.check_matches(theirs, f"the policy's sidecar ({self.policy.dir})")
+        arm_joints = side.get("action", {}).get("controller", {}).get("arm", {}).get("joint_names", ())
+        unmapped = [n for n in arm_joints if cfg.joint_map is not None and n not in cfg.joint_map]
+        if unmapped:
+            raise ValueError(f"the policy's arm joint {unmapped[0]!r} (sidecar action.controller.arm.joint_names) has "
+                             "no robot joint in the deploy config's joint_map")
         base = side["observation"].get("robot_base_pose_world", {})
         privileged = None
         self.privileged_note = ""  #: why the node assembles no privileged state (empty when it does)
@@ -134,6 +142,7 @@ class PolicyController:
             schema, cfg.joint_names, cfg.frames.base,
             (base.get("position_m", (0, 0, 0)), base.get("quaternion_wxyz", (1, 0, 0, 0))),
             privileged=privileged, history_s=cfg.teacher.history_s if queries else None,
+            future_stamp_tolerance_s=cfg.future_stamp_tolerance_s,
         )
         missing = [k for k in self.assembler.required_inputs if getattr(cfg.topics, k, None) is None]
         if missing:
@@ -221,9 +230,11 @@ class PolicyController:
         except ObservationUnavailable:
             # The filter holds (missing_input, or inactive) and counts it in its diagnostics.
             nan_pose = (np.full(3, np.nan), np.full(4, np.nan))
-            decision = self.safety.step(np.full(7, np.nan), nan_pose, now_s, self.assembler.stamps())
+            received = self.assembler.receive_times()
+            decision = self.safety.step(np.full(7, np.nan), nan_pose, now_s, received)
             return StepResult(decision, teacher_answers=handled,
-                              teacher=None if teacher is None else teacher.status(now_s))
+                              teacher=None if teacher is None else teacher.status(now_s),
+                              input_ages=_ages(received, now_s))
         if (teacher is not None and self.teacher_link is not None and self.safety.state is FilterState.ACTIVE
                 and not self.inputs_stale(now_s) and teacher.query_due(now_s)):
             query = self._query(now_s)
@@ -234,10 +245,10 @@ class PolicyController:
         except ValueError:  # a non-finite observation: the filter holds (nonfinite_action)
             action = np.full(7, np.nan, dtype=np.float32)
         inference_s = time.perf_counter() - t0
-        stamps = self.assembler.stamps()
-        decision = self.safety.step(action, pose, now_s, stamps)
-        return StepResult(decision, action, inference_s, max(stamps.values()), handled, query,
-                          None if teacher is None else teacher.status(now_s), obs)
+        received = self.assembler.receive_times()  # the watchdog's clock: the node's own
+        decision = self.safety.step(action, pose, now_s, received)
+        return StepResult(decision, action, inference_s, max(self.assembler.stamps().values()), handled, query,
+                          None if teacher is None else teacher.status(now_s), obs, _ages(received, now_s))
 
     def _motion_now(self):
         try:
@@ -256,11 +267,11 @@ class PolicyController:
                                        image=self.image, state=state)
 
     def inputs_stale(self, now_s: float) -> bool:
-        """True when an input is missing or older than the safety limits' ``max_input_age_s``."""
-        stamps = self.assembler.stamps()
-        if any(k not in stamps for k in self.assembler.required_inputs):
-            return True
-        return any(now_s - t > self.safety.limits.max_input_age_s for t in stamps.values())
+        """True when the safety filter's watchdog would hold now: a required input missing, or received longer
+        ago than its age limit (:meth:`SafetyLimits.max_input_age_for
+        <robot_rl.deploy.safety.SafetyLimits.max_input_age_for>`, on the node's receive clock).
+        """
+        return self.safety.watchdog(self.assembler.receive_times(), now_s) is not None
 
     def diagnostics(self) -> dict:
         """Safety counters plus input counters (``rejected.<input: reason>``, ``ignored.<input>``) and, with a
@@ -272,6 +283,11 @@ class PolicyController:
             out["rejected.image"] = self.image_rejected
             out["teacher.images"] = self.images_received
         return out
+
+
+def _ages(received: dict[str, float], now_s: float) -> dict[str, float]:
+    """Input name -> age (s) at ``now_s`` of its latest valid message, on the node's receive clock."""
+    return {k: round(now_s - t, 6) for k, t in received.items()}
 
 
 def _without_sources(schema):

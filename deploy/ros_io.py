@@ -278,6 +278,16 @@ class ObservationAssembler:
             (:func:`robot_rl.envs.privileged.privileged_fields`), or None.
         history_s: keep the EE poses and gripper widths of the last ``history_s`` seconds (header stamps) for
             :meth:`motion_at`; None keeps none.
+        future_stamp_tolerance_s: a message whose header stamp is more than this ahead of the node's clock at
+            reception comes from a clock that runs ahead of this machine's (a clock offset between two machines):
+            it is accepted (the watchdog measures age on the node's receive clock, so an offset cannot hold the
+            arm for good) and counted per input in :meth:`diagnostics` (``future_stamps.<input>``, the offset in
+            ``clock_offset_s.<input>``), which the node reports in its diagnostics and status.
+
+    Clocks: every input keeps its header stamp (the sender's clock: it dates the observation a teacher answer is
+    for, and the EE pose history) and its reception time on the node's clock (``now_s`` of the ``update_*`` call):
+    :meth:`receive_times` is what the watchdog checks, :meth:`stamp_delays` what the transport and the sender's
+    clock add (``reception - stamp``; negative when the sender's clock is ahead).
 
     Raises:
         ValueError: a group the node has no source for, a ``state`` or ``privileged`` field without a (valid) ROS
@@ -292,7 +302,8 @@ class ObservationAssembler:
 
     def __init__(self, schema, joint_names: Sequence[str], base_frame: str,
                  base_in_world: tuple[Sequence[float], Sequence[float]] = ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0)),
-                 privileged: Sequence[Any] | None = None, history_s: float | None = None):
+                 privileged: Sequence[Any] | None = None, history_s: float | None = None,
+                 future_stamp_tolerance_s: float = 0.01):
         from robot_rl.interface.delayed import features_of_group
 
         self.schema = schema
@@ -330,6 +341,9 @@ class ObservationAssembler:
         self.rejected: Counter = Counter()  #: ``"input: reason"`` -> count
         self.ignored: Counter = Counter()  #: input -> messages on an input the observation does not read
         self.last_rejection = ""
+        self.future_stamp_tolerance_s = float(future_stamp_tolerance_s)
+        self.future_stamps: Counter = Counter()  #: input -> messages stamped ahead of the node's clock
+        self.clock_offset_s: dict[str, float] = {}  #: input -> how far ahead its latest future stamp was (s)
         self.history_s = None if history_s is None else float(history_s)
         self._poses: deque = deque()  #: (stamp s, world position (3,), quaternion wxyz (4,)) of ee_pose
         self._widths: deque = deque()  #: (stamp s, gripper width m) of joint_states
@@ -357,6 +371,13 @@ class ObservationAssembler:
 
     # -- inputs ----------------------------------------------------------------------------------
 
+    def _store(self, key: str, value: Any, stamp_s: float, now_s: float) -> None:
+        """Keep ``value`` as input ``key``'s latest, received at ``now_s`` (node clock); note a future stamp."""
+        self.latest[key] = _Latest(value, stamp_s, now_s)
+        if stamp_s - now_s > self.future_stamp_tolerance_s:
+            self.future_stamps[key] += 1
+            self.clock_offset_s[key] = stamp_s - now_s
+
     def _reject(self, key: str, reason: str) -> str:
         self.rejected[f"{key}: {reason}"] += 1
         self.last_rejection = f"{key}: {reason}"
@@ -381,7 +402,7 @@ class ObservationAssembler:
         if not (np.isfinite(q).all() and np.isfinite(dq).all()):
             return self._reject("joint_states", "NaN or inf")
         stamp = stamp_to_s(msg.header.stamp)
-        self.latest["joint_states"] = _Latest((q, dq), stamp, now_s)
+        self._store("joint_states", (q, dq), stamp, now_s)
         if self.history_s is not None:
             self._remember(self._widths, (stamp, self._width(q)))
         return ACCEPTED
@@ -400,7 +421,7 @@ class ObservationAssembler:
         if abs(np.linalg.norm(quat) - 1.0) > 1e-3:
             return self._reject(key, f"quaternion norm {np.linalg.norm(quat):.4f} is not 1")
         stamp = stamp_to_s(msg.header.stamp)
-        self.latest[key] = _Latest((pos, quat), stamp, now_s)
+        self._store(key, (pos, quat), stamp, now_s)
         self.world[key] = pose_from_frame(pos, quat, self.base_p, self.base_q)
         if key == "ee_pose" and self.history_s is not None:
             self._remember(self._poses, (stamp, *self.world[key]))
@@ -430,7 +451,7 @@ class ObservationAssembler:
             return self._reject(key, "NaN or inf")
         if not (v > 0).all():
             return self._reject(key, f"half extents {v.tolist()} must be > 0")
-        self.latest[key] = _Latest(v, stamp_to_s(msg.header.stamp), now_s)
+        self._store(key, v, stamp_to_s(msg.header.stamp), now_s)
         return ACCEPTED
 
     # -- output ----------------------------------------------------------------------------------
@@ -440,6 +461,18 @@ class ObservationAssembler:
         watchdog checks: the teacher inputs are not in it).
         """
         return {k: v.stamp_s for k, v in self.latest.items() if k in self.required_inputs}
+
+    def receive_times(self) -> dict[str, float]:
+        """When (node clock, s) the latest valid message of each required input was received: what the watchdog
+        checks, so a sender whose clock is offset from this machine's cannot make the arm hold for good.
+        """
+        return {k: v.received_s for k, v in self.latest.items() if k in self.required_inputs}
+
+    def stamp_delays(self) -> dict[str, float]:
+        """``reception - header stamp`` (s) of the latest valid message of every input: the transport delay plus
+        the offset of the sender's clock from the node's (negative: the sender's clock is ahead).
+        """
+        return {k: v.received_s - v.stamp_s for k, v in self.latest.items()}
 
     def teacher_stamps(self) -> dict[str, float]:
         """Header stamp (s) of the latest valid message of each teacher input received so far."""
@@ -530,11 +563,18 @@ class ObservationAssembler:
         return self.latest["ee_pose"].value
 
     def diagnostics(self) -> dict:
-        """Input counters: ``rejected.<input: reason>``, ``ignored.<input>``, totals and the last rejection."""
+        """Input counters: ``rejected.<input: reason>``, ``ignored.<input>``, ``stamp_delay_s.<input>``
+        (:meth:`stamp_delays`), ``future_stamps.<input>`` and ``clock_offset_s.<input>`` (stamps ahead of the node's
+        clock by more than ``future_stamp_tolerance_s``), totals and the last rejection.
+        """
         out = {f"rejected.{k}": v for k, v in self.rejected.items()}
         out.update({f"ignored.{k}": v for k, v in self.ignored.items()})
         out["rejected_total"] = sum(self.rejected.values())
         out["ignored_total"] = sum(self.ignored.values())
+        out.update({f"stamp_delay_s.{k}": round(v, 6) for k, v in self.stamp_delays().items()})
+        out.update({f"future_stamps.{k}": v for k, v in self.future_stamps.items()})
+        out.update({f"clock_offset_s.{k}": round(v, 6) for k, v in self.clock_offset_s.items()})
+        out["future_stamps_total"] = sum(self.future_stamps.values())
         if self.history_s is not None:
             out["history_misses"] = self.history_misses
         out["last_rejection"] = self.last_rejection

@@ -182,13 +182,16 @@ class SafetyLimits:
         max_linear_velocity_m_s: largest target distance / elapsed time since the last command, m/s (> 0).
         max_angular_velocity_rad_s: largest target rotation angle / elapsed time, rad/s (> 0).
         max_input_age_s: watchdog: an input stamp older than this (or this far in the future) makes
-            the filter hold, seconds (> 0).
+            the filter hold, seconds (> 0); the limit of every input not in ``max_input_age_by_input_s``.
         first_command_max_translation_m: translation bound of the first command after activation or
             after a hold, metres (>= 0).
         first_command_max_rotation_rad: rotation bound of that first command, radians (in [0, π]).
         gripper_min_width_m: commanded finger width for a fully closed action (-1), metres (>= 0).
         gripper_max_width_m: commanded finger width for a fully open action (+1), metres
             (>= ``gripper_min_width_m``).
+        max_input_age_by_input_s: the watchdog's limit per input name, seconds (> 0 each), for inputs
+            at different rates: robot state at 1 kHz (a few ms) next to a 5 Hz perception (0.5 s).
+            The one optional key: ``{}`` (the default) uses ``max_input_age_s`` for every input.
     """
 
     workspace_min: tuple[float, float, float]
@@ -202,11 +205,21 @@ class SafetyLimits:
     first_command_max_rotation_rad: float
     gripper_min_width_m: float
     gripper_max_width_m: float
+    max_input_age_by_input_s: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("workspace_min", "workspace_max"):
             object.__setattr__(self, name, _as_vec3(name, getattr(self, name)))
-        scalars = [f.name for f in dataclasses.fields(self) if f.name not in ("workspace_min", "workspace_max")]
+        by_input = self.max_input_age_by_input_s
+        if not isinstance(by_input, Mapping) or not all(isinstance(k, str) for k in by_input):
+            raise ValueError(f"max_input_age_by_input_s: must map input names to seconds, got {by_input!r}")
+        ages = {k: _as_finite_float(f"max_input_age_by_input_s.{k}", v) for k, v in by_input.items()}
+        bad = [k for k, v in ages.items() if v <= 0.0]
+        if bad:
+            raise ValueError(f"max_input_age_by_input_s.{bad[0]}: must be > 0, got {ages[bad[0]]}")
+        object.__setattr__(self, "max_input_age_by_input_s", dict(ages))
+        scalars = [f.name for f in dataclasses.fields(self)
+                   if f.name not in ("workspace_min", "workspace_max", "max_input_age_by_input_s")]
         for name in scalars:
             object.__setattr__(self, name, _as_finite_float(name, getattr(self, name)))
         lo, hi = np.array(self.workspace_min), np.array(self.workspace_max)
@@ -242,10 +255,17 @@ class SafetyLimits:
                 f"got {self.gripper_max_width_m}"
             )
 
+    #: Keys :meth:`from_dict` does not require (they have a default).
+    OPTIONAL = ("max_input_age_by_input_s",)
+
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        """The keys :meth:`from_dict` accepts (all required)."""
+        """The keys :meth:`from_dict` accepts (all required but :attr:`OPTIONAL`)."""
         return tuple(f.name for f in dataclasses.fields(cls))
+
+    def max_input_age_for(self, name: str) -> float:
+        """The watchdog's age limit of input ``name`` (s): its own, else ``max_input_age_s``."""
+        return self.max_input_age_by_input_s.get(name, self.max_input_age_s)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SafetyLimits:
@@ -261,14 +281,15 @@ class SafetyLimits:
         unknown = sorted(str(k) for k in d if k not in allowed)
         if unknown:
             raise ValueError(f"unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(allowed)}")
-        missing = [k for k in allowed if k not in d]
+        missing = [k for k in allowed if k not in d and k not in cls.OPTIONAL]
         if missing:
             raise ValueError(f"missing key(s) {', '.join(missing)}")
-        return cls(**{k: d[k] for k in allowed})
+        return cls(**{k: d[k] for k in allowed if k in d})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python mapping (lists for the box corners) that :meth:`from_dict` reads back."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        return {k: (list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v)
+                for k, v in dataclasses.asdict(self).items()}
 
 
 def _as_finite_float(name: str, value: Any) -> float:
@@ -648,8 +669,21 @@ class SafetyFilter:
             return Hold(HOLD_INTERNAL_CHECK, problem)
         return command
 
+    def watchdog(self, input_stamps: Any, now_s: float) -> Hold | None:
+        """The watchdog alone: the ``stale_input`` / ``missing_input`` :class:`Hold` :meth:`step` would answer for
+        these ``input_stamps`` (name -> s, the clock of ``now_s``) at ``now_s``, or None when they are all fresh.
+        Counts nothing (for a caller that asks whether a step is worth taking).
+        """
+        try:
+            now = float(now_s)
+        except (TypeError, ValueError):
+            return Hold(HOLD_INVALID_TIME, f"now_s is not a number: {now_s!r}")
+        return self._check_inputs(input_stamps, now)
+
     def _check_inputs(self, input_stamps: Any, now: float) -> Hold | None:
-        """Watchdog: a :class:`Hold` if an input is missing or its stamp is non-finite / too old / from the future."""
+        """Watchdog: a :class:`Hold` if an input is missing or its stamp is non-finite / too old / from the future
+        (each input against :meth:`SafetyLimits.max_input_age_for`).
+        """
         if not isinstance(input_stamps, Mapping):
             return Hold(HOLD_MISSING_INPUT, f"input_stamps must be a mapping, got {type(input_stamps).__name__}")
         missing = [n for n in self.required_inputs if n not in input_stamps]
@@ -665,11 +699,11 @@ class SafetyFilter:
                 stale.append(f"{name} (stamp {stamp!r})")
                 continue
             # `not <=` so a NaN age counts as stale
-            if not abs(age) <= self.limits.max_input_age_s:
-                stale.append(f"{name} (age {age:.3f} s)")
+            limit = self.limits.max_input_age_for(name)
+            if not abs(age) <= limit:
+                stale.append(f"{name} (age {age:.3f} s > {limit:g} s)")
         if stale:
-            limit = self.limits.max_input_age_s
-            return Hold(HOLD_STALE_INPUT, f"max_input_age_s {limit} s exceeded: {', '.join(stale)}")
+            return Hold(HOLD_STALE_INPUT, f"max input age exceeded: {', '.join(stale)}")
         return None
 
     def _parse_pose(self, current_pose: Any) -> tuple[Pose | None, str]:

@@ -54,6 +54,32 @@ class RosProbe:
         detail = self.timeout_detail()
         raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{'; ' + detail if detail else ''}")
 
+    def call(self, srv_type, name: str, request, timeout_s: float = 10.0):
+        """Call service ``name`` (type ``srv_type``) and return its response.
+
+        Raises:
+            AssertionError: the service is not up, or does not answer, within ``timeout_s`` (s) each.
+        """
+        client = self.node.create_client(srv_type, name)
+        self.wait_for(lambda: client.service_is_ready(), timeout_s, f"service {name}")
+        future = client.call_async(request)
+        self.wait_for(future.done, timeout_s, f"answer of {name}")
+        return future.result()
+
+    def lifecycle_state(self, node: str) -> int:
+        """The ``lifecycle_msgs/State`` id of lifecycle node ``node`` (``~/get_state``)."""
+        from lifecycle_msgs.srv import GetState
+
+        return self.call(GetState, f"/{node}/get_state", GetState.Request()).current_state.id
+
+    def transition(self, node: str, transition_id: int) -> bool:
+        """Ask lifecycle node ``node`` for ``lifecycle_msgs/Transition`` ``transition_id``; whether it succeeded."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        return self.call(ChangeState, f"/{node}/change_state",
+                         ChangeState.Request(transition=Transition(id=transition_id))).success
+
     def timeout_detail(self) -> str:
         """What a timed-out :meth:`wait_for` adds to its message (a subclass's last status, say); empty here."""
         return ""

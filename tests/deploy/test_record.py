@@ -178,7 +178,10 @@ LOOSE = {
     "workspace_min": [0.2, -0.6, -0.05], "workspace_max": [1.1, 0.6, 0.8],
     "max_step_translation_m": 0.18, "max_step_rotation_rad": 0.18,
     "max_linear_velocity_m_s": 4.0, "max_angular_velocity_rad_s": 4.0,
-    "max_input_age_s": 0.2,
+    # 190 ms: the watchdog measures ages on the receive clock, and a multiple of the 25 ms input period would put
+    # the first step of the pause on the limit (within the 0.3 ms jitter), where the replay on command times,
+    # 0.15 ms after the node's steps, could decide the other way
+    "max_input_age_s": 0.19,
     # binding, so that the replay must reproduce which commands were "first" (after activation or a hold)
     "first_command_max_translation_m": 0.0005, "first_command_max_rotation_rad": 0.002,
     "gripper_min_width_m": 0.0, "gripper_max_width_m": 0.08,

@@ -24,7 +24,6 @@ pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import State, Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
@@ -85,19 +84,11 @@ class Probe(RosProbe):
                                       lambda m: self.diagnostics.append(
                                           {kv.key: kv.value for kv in m.status[0].values}), 10)
 
-    def call(self, srv_type, name: str, request, timeout_s: float = 10.0):
-        client = self.node.create_client(srv_type, name)
-        self.wait_for(lambda: client.service_is_ready(), timeout_s, f"service {name}")
-        future = client.call_async(request)
-        self.wait_for(future.done, timeout_s, f"answer of {name}")
-        return future.result()
-
     def lifecycle_state(self) -> int:
-        return self.call(GetState, f"/{NODE}/get_state", GetState.Request()).current_state.id
+        return super().lifecycle_state(NODE)
 
     def transition(self, transition_id: int) -> bool:
-        return self.call(ChangeState, f"/{NODE}/change_state",
-                         ChangeState.Request(transition=Transition(id=transition_id))).success
+        return super().transition(NODE, transition_id)
 
 
 

@@ -291,3 +291,27 @@ def test_source_language_by_hand():
     # quaternion signs: -q is the same rotation, the source names the component kept >= 0
     np.testing.assert_array_equal(canonical_quat(np.array([-0.5, 0.5, -0.5, 0.5]), "+w"), [0.5, -0.5, 0.5, -0.5])
     np.testing.assert_array_equal(canonical_quat(np.array([0.1, 0.9, 0.0, 0.0]), "+x"), [0.1, 0.9, 0.0, 0.0])
+
+
+def test_receive_clock_ages_and_stamps_from_the_future_are_counted():
+    """The watchdog's clock is the node's (reception); a sender's clock ahead by more than the tolerance is a clock
+    offset, reported per input, and the message is still used (an offset must not hold the arm for good).
+    """
+    a = ObservationAssembler(schema_for(TASK), JOINTS, BASE, (ROBOT_BASE_POS_WORLD, ROBOT_BASE_QUAT_WORLD),
+                             future_stamp_tolerance_s=0.01)
+    q = np.zeros(9)
+    pose = ([0.5, 0.0, 0.2], [0.0, 1.0, 0.0, 0.0])
+    # the robot's clock 0.2 s ahead; perception's 0.3 s behind (or slow): both received now
+    assert a.update_joint_state(joint_state_msg(JOINTS, q, q, 100.2), 100.0) == ACCEPTED
+    assert a.update_pose("ee_pose", pose_msg(*pose, BASE, 100.2), 100.0) == ACCEPTED
+    assert a.update_pose("object_pose", pose_msg(*pose, BASE, 99.7), 100.001) == ACCEPTED
+    assert a.update_pose("goal_pose", pose_msg(*pose, BASE, 100.005), 100.0) == ACCEPTED  # within the tolerance
+    assert a.receive_times() == {"joint_states": 100.0, "ee_pose": 100.0, "object_pose": 100.001, "goal_pose": 100.0}
+    assert a.stamps()["ee_pose"] == pytest.approx(100.2)  # header stamps kept as sent
+    delays = a.stamp_delays()
+    assert delays["ee_pose"] == pytest.approx(-0.2) and delays["object_pose"] == pytest.approx(0.301)
+    d = a.diagnostics()
+    assert d["future_stamps.ee_pose"] == 1 and d["future_stamps.joint_states"] == 1 and d["future_stamps_total"] == 2
+    assert "future_stamps.goal_pose" not in d and "future_stamps.object_pose" not in d
+    assert d["clock_offset_s.ee_pose"] == pytest.approx(0.2) and d["stamp_delay_s.object_pose"] == pytest.approx(0.301)
+    assert a.observation().shape == (a.obs_dim,)  # the observation is built all the same

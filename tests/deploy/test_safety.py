@@ -680,3 +680,35 @@ def test_final_verification_turns_a_broken_clamp_into_a_hold(monkeypatch, broken
     h = f.step(act(pos=(0.1, 0, 0)), (HOME, IDENTITY), 0.0, STAMPS)
     assert h.reason == "internal_check_failed"
     assert f.diagnostics()["hold.internal_check_failed"] == 1
+
+
+def test_watchdog_limits_per_input_and_the_default_for_the_others():
+    limits = dataclasses.replace(LIMITS, max_input_age_by_input_s={"ee_pose": 0.02, "object_pose": 0.5})
+    assert limits.max_input_age_for("ee_pose") == 0.02 and limits.max_input_age_for("joint_states") == 0.2
+    f = active_filter(limits)
+    assert isinstance(f.step(act(), (HOME, IDENTITY), 1.0, {"ee_pose": 0.99, "object_pose": 0.6,
+                                                             "joint_states": 0.85}), Command)
+    h = f.step(act(), (HOME, IDENTITY), 1.05, {"ee_pose": 1.02, "object_pose": 0.6, "joint_states": 0.9})
+    assert h.reason == "stale_input" and "ee_pose (age 0.030 s > 0.02 s)" in h.detail and "object" not in h.detail
+    h = f.step(act(), (HOME, IDENTITY), 1.1, {"ee_pose": 1.1, "object_pose": 0.59, "joint_states": 1.1})
+    assert h.reason == "stale_input" and "object_pose" in h.detail and "ee_pose" not in h.detail
+    h = f.step(act(), (HOME, IDENTITY), 1.15, {"ee_pose": 1.15, "object_pose": 1.1, "joint_states": 0.9})
+    assert h.reason == "stale_input" and "joint_states (age 0.250 s > 0.2 s)" in h.detail
+    # the watchdog alone, uncounted, answers the same
+    assert f.watchdog({"ee_pose": 1.15, "object_pose": 1.1, "joint_states": 0.9}, 1.15).reason == "stale_input"
+    assert f.watchdog({"ee_pose": 1.2}, 1.2) is None and f.watchdog({"ee_pose": 1.2 + 0.03}, 1.2) is not None
+    assert f.diagnostics()["hold.stale_input"] == 3
+
+
+def test_per_input_ages_are_optional_and_validated_naming_the_input():
+    d = LIMITS.to_dict()
+    assert d["max_input_age_by_input_s"] == {} and SafetyLimits.from_dict(d) == LIMITS
+    del d["max_input_age_by_input_s"]
+    assert SafetyLimits.from_dict(d) == LIMITS
+    with_ages = SafetyLimits.from_dict({**d, "max_input_age_by_input_s": {"ee_pose": 0.02}})
+    assert SafetyLimits.from_dict(with_ages.to_dict()) == with_ages
+    for bad, key in (({"ee_pose": 0.0}, "max_input_age_by_input_s.ee_pose"),
+                     ({"ee_pose": "fast"}, "max_input_age_by_input_s.ee_pose"),
+                     ([0.1], "max_input_age_by_input_s")):
+        with pytest.raises(ValueError, match=f"^{key}"):
+            SafetyLimits.from_dict({**d, "max_input_age_by_input_s": bad})

@@ -278,5 +278,5 @@ def test_the_teacher_config_refuses_naming_the_key():
                           ("teacher.period_steps=0", "teacher.period_steps"), ("topics.imag=/cam", "topics.imag")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_deploy_config(CONFIGS / "sim.yaml", [override])
-    cfg = load_deploy_config(CONFIGS / "franka.yaml")
+    cfg = load_deploy_config(CONFIGS / "fr3.yaml")
     assert cfg.teacher.url is None and cfg.topics.episode is None and cfg.topics.image is None
