@@ -1,6 +1,7 @@
 """Teacher server benchmark: latency and throughput over loopback HTTP, and what batching buys.
 
     .venv/bin/python benchmarks/teacher_server.py [--requests 200] [--out bench_out/teacher_server.json]
+    .venv/bin/python benchmarks/teacher_server.py --only framing [--requests 500]   # part 3 alone
 
 1. The scripted backend in-process vs over HTTP (a real ``robot-rl teacher serve`` subprocess),
    with 1, 8 and 32 concurrent clients, each sending one-row ``POST /act/batch`` requests with a
@@ -11,6 +12,11 @@
 2. The openvla backend on the tiny random-weight checkpoint (:mod:`robot_rl.testing.tiny_vla`),
    32 concurrent clients, batching on (``--max-batch 32``) vs off (``--max-batch 1``).
    Target: >= 3x the throughput of unbatched serving.
+3. Framing, side by side on one server (scripted, ``--batch-wait-ms 0``, one client): one row with a 224x224x3
+   uint8 image, the state, the instruction and the task, as openpi's protocol (WebSocket + msgpack-numpy,
+   :mod:`robot_rl.teachers.openpi_wire`, one kept connection) and as ``POST /act/batch`` (HTTP + json-numpy,
+   one kept session), the two requests interleaved so both see the same machine load. Overhead = p50 - the
+   in-process p50 of the same row. Target for openpi framing: <= 1 ms p50 overhead.
 
 Clients are threads in this process (requests + json-numpy, as RemoteTeacher); latency is the
 client-side wall time of one request, encoding and decoding included.
@@ -28,8 +34,9 @@ from pathlib import Path
 import json_numpy
 import numpy as np
 import requests
+from websockets.sync.client import connect
 
-from robot_rl.teachers import ScriptedTeacher, TeacherRequest
+from robot_rl.teachers import ScriptedTeacher, TeacherRequest, openpi_wire
 from robot_rl.teachers.remote import SpawnedServer
 
 TASK = "RRL-PushCube-Sparse-v1"
@@ -114,11 +121,62 @@ def over_http(url: str, clients: int, n_requests: int, rng, with_state: bool = T
     return out
 
 
+def framing(url: str, n_requests: int, rng, in_process_p50_ms: float) -> dict:
+    """Part 3: openpi framing vs HTTP/json-numpy for the same rows, interleaved; p50 / p99 / overhead (ms)."""
+    images, states = _rows(n_requests, rng)
+    ws_url = "ws" + url[len("http"):]
+    lat: dict[str, list[float]] = {"openpi": [], "http": []}
+    timing: dict[str, list[float]] = {"server": [], "policy": []}
+    session = requests.Session()
+    with connect(ws_url, compression=None, max_size=None) as ws:
+        openpi_wire.unpackb(ws.recv())  # the metadata frame
+
+        def openpi_once(i: int) -> None:
+            obs = {"observation/image": images[i], "observation/state": states[i], "prompt": "push the cube",
+                   "task_id": TASK}
+            ws.send(openpi_wire.packb(obs))
+            reply = ws.recv()
+            if isinstance(reply, str):
+                raise RuntimeError(reply)
+            out = openpi_wire.unpackb(reply)
+            timing["server"].append(out["server_timing"]["infer_ms"])
+            timing["policy"].append(out["policy_timing"]["infer_ms"])
+
+        def http_once(i: int) -> None:
+            body = {"instructions": ["push the cube"], "task_ids": [TASK], "images": images[i:i + 1],
+                    "states": states[i:i + 1]}
+            r = session.post(f"{url}/act/batch", data=json_numpy.dumps(body), timeout=60)
+            if r.status_code != 200:
+                raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+            json_numpy.loads(r.text)["actions"]
+
+        for i in range(5):  # warm-up
+            openpi_once(i)
+            http_once(i)
+        for i in range(n_requests):
+            for name, once in (("openpi", openpi_once), ("http", http_once))[:: 1 if i % 2 else -1]:
+                s = time.perf_counter()
+                once(i)
+                lat[name].append(time.perf_counter() - s)
+    out = {}
+    for name, values in lat.items():
+        ms = np.asarray(values) * 1e3
+        p50 = float(np.percentile(ms, 50))
+        out[name] = {"requests": len(ms), "p50_ms": p50, "p99_ms": float(np.percentile(ms, 99)),
+                     "overhead_p50_ms": p50 - in_process_p50_ms}
+    # where the openpi round trip goes: the server's own time (validation, batcher, backend) and the backend's
+    out["openpi"]["server_infer_p50_ms"] = float(np.median(timing["server"]))
+    out["openpi"]["policy_infer_p50_ms"] = float(np.median(timing["policy"]))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=200, help="requests per measurement (default 200)")
     p.add_argument("--clients", default="1,8,32", help="concurrent client counts (default 1,8,32)")
     p.add_argument("--out", type=Path, default=Path("bench_out/teacher_server.json"))
+    p.add_argument("--only", choices=("all", "framing"), default="all",
+                   help="framing: only part 3, openpi vs HTTP framing (default all)")
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     results: dict = {"scripted": {}, "openvla_tiny": {}}
@@ -127,6 +185,19 @@ def main(argv=None) -> int:
     results["scripted"]["in_process"] = base
     print(f"scripted in-process: p50 {base['p50_ms']:.2f} ms  p99 {base['p99_ms']:.2f} ms  "
           f"{base['throughput_rps']:.0f} req/s")
+    with SpawnedServer("scripted", task=TASK, max_batch=32, batch_wait_ms=0.0) as server:
+        r = framing(server.url, args.requests, rng, base["p50_ms"])
+    results["framing_224"] = r
+    for name, label in (("openpi", "openpi (WebSocket + msgpack)"), ("http", "HTTP /act/batch (json-numpy)")):
+        print(f"framing, 224x224x3 image, 1 client, {label:30s}: p50 {r[name]['p50_ms']:.2f} ms  "
+              f"p99 {r[name]['p99_ms']:.2f} ms  overhead p50 {r[name]['overhead_p50_ms']:.2f} ms")
+    print(f"  openpi: the server's own time p50 {r['openpi']['server_infer_p50_ms']:.2f} ms, of which the backend's "
+          f"{r['openpi']['policy_infer_p50_ms']:.2f} ms; the rest of the round trip is the WebSocket transport")
+    met = r["openpi"]["overhead_p50_ms"] <= 1.0
+    print(f"openpi framing overhead p50: {r['openpi']['overhead_p50_ms']:.2f} ms (target <= 1 ms: "
+          f"{'met' if met else 'NOT met'}); HTTP/json-numpy: {r['http']['overhead_p50_ms']:.2f} ms")
+    if args.only == "framing":
+        return _write(results, args.out)
     with SpawnedServer("scripted", task=TASK, max_batch=32, batch_wait_ms=0.0) as server:
         r = over_http(server.url, 1, args.requests, rng)
         results["scripted"]["http_1_clients_wait_0ms"] = r
@@ -165,9 +236,13 @@ def main(argv=None) -> int:
     results["openvla_tiny"]["batching_speedup"] = speedup
     print(f"batching speed-up: {speedup:.1f}x  (target >= 3x: {'met' if speedup >= 3 else 'NOT met'})")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out}")
+    return _write(results, args.out)
+
+
+def _write(results: dict, out: Path) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
     return 0
 
 
