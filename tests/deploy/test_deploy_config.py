@@ -73,3 +73,34 @@ def test_configure_refuses_a_policy_arm_joint_the_map_does_not_cover(tmp_path):
     (other / "policy.json").write_text(json.dumps(side))
     with pytest.raises(ValueError, match="arm joint 'xarm_joint3'.*joint_map"):
         PolicyController(other, cfg)
+
+
+def _feed_all(c, t_stamp: float, t_received: float) -> None:
+    from robot_rl.deploy.ros_io import joint_state_msg, pose_msg
+
+    a, base = c.assembler, c.cfg.frames.base
+    a.update_joint_state(joint_state_msg(c.cfg.joint_names, [0.0] * 9, [0.0] * 9, t_stamp), t_received)
+    for key in ("object_pose", "goal_pose"):
+        a.update_pose(key, pose_msg([0.6, 0.0, 0.02], [1, 0, 0, 0], base, t_stamp), t_received)
+    a.update_pose("ee_pose", pose_msg([0.5, 0.0, 0.2], [0, 1, 0, 0], base, t_stamp), t_received)
+
+
+def test_the_controller_s_staleness_uses_the_receive_clock_and_the_per_input_limits():
+    """Issue 16 item 9: a stamp from the future made ``inputs_stale`` say "fresh" for as long as the offset (no
+    ``abs()``), so the node, after a future-stamped message and silence, stepped (and published a status) once in
+    1.5 s. Ages are now the receive clock's, checked by the safety filter's own watchdog, each input on its limit.
+    """
+    from robot_rl.deploy.controller import PolicyController
+
+    c = PolicyController(POLICY, load_deploy_config(CONFIGS / "fr3.yaml"))
+    _feed_all(c, t_stamp=101.5, t_received=100.0)  # the robot's clock 1.5 s ahead
+    c.activate()
+    assert not c.inputs_stale(100.01)
+    r = c.step(100.01)
+    assert r.decision.__class__.__name__ == "Command" and r.input_ages["ee_pose"] == pytest.approx(0.01)
+    assert c.diagnostics()["future_stamps.ee_pose"] == 1
+    # silence: stale once the EE pose's own 0.02 s has passed (not after the 1.5 s offset, not after 0.15 s)
+    assert not c.inputs_stale(100.019) and c.inputs_stale(100.021)
+    assert c.step(100.06).decision.reason == "stale_input"
+    _feed_all(c, t_stamp=101.56, t_received=100.06)  # fresh again; perception may be 0.5 s old, joints 0.1 s
+    assert not c.inputs_stale(100.07)
