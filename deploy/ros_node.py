@@ -151,6 +151,7 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
             self._due_s = -np.inf  # trigger=input: earliest time of the next step (s)
             self._fresh = False  # an EE pose arrived since the last step
             self._early_timer = None  # one-shot: steps on an EE pose that came early or ungathered
+            self._early_at_s = np.inf  # when it fires (node clock, s)
             self._fresh_stamp_s = -np.inf  # header stamp of the pending EE pose (s)
             self._fresh_at_s = -np.inf  # when it arrived (node clock, s)
             self._teacher_client = None
@@ -430,7 +431,10 @@ def make_policy_node(policy_dir: str | Path, cfg: DeployConfig, record: str | Pa
                 self._step(now)
                 return
             if self._early_timer is not None:
+                if self._early_at_s <= now + wait:
+                    return  # the one-shot already armed fires first and re-checks (not a timer per 1 kHz message)
                 self.destroy_timer(self._early_timer)
+            self._early_at_s = now + wait
             self._early_timer = self.create_timer(wait, self._on_early)
 
         def _on_early(self) -> None:
