@@ -21,6 +21,7 @@ guided ``components`` (the paper's ``pos``, ``rot``; ``grip`` adds a gripper hin
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Generator
 from functools import partial
 from typing import NamedTuple
@@ -35,6 +36,7 @@ from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecNormalize
 from torch.nn import functional as F
 
+from robot_rl.algos.episode_stats import EpisodeWindow
 from robot_rl.guidance.collector import Guidance
 from robot_rl.guidance.guard import alignment_scores
 from robot_rl.guidance.losses import (
@@ -106,9 +108,8 @@ class _GuidanceCallback(BaseCallback):
         self.n_rollout_steps = n_rollout_steps
 
     def _on_rollout_start(self) -> None:
-        buf = self.model.ep_info_buffer
-        mean_return = float(np.mean([ep["r"] for ep in buf])) if buf else None
-        self.collector.begin_rollout(mean_return)
+        # r̄ of the last full window of episodes (None before the first: no reference return r̄₀ yet, issue 17)
+        self.collector.begin_rollout(self.model.episode_window.mean_return)
         self.collector.prepare(self.training_env)
 
     def _on_step(self) -> bool:
@@ -120,6 +121,27 @@ class _GuidanceCallback(BaseCallback):
         if self.locals["n_steps"] + 1 < self.n_rollout_steps:  # the next rollout's first query waits for its N_calls
             self.collector.prepare(self.training_env)
         return True
+
+
+class _EpisodeStatsCallback(BaseCallback):
+    """Opens and closes the model's :class:`~robot_rl.algos.episode_stats.EpisodeWindow` with each rollout, and
+    puts the window's episodes where SB3 and the trainer read them (``ep_info_buffer``, ``ep_success_buffer``:
+    ``rollout/ep_rew_mean``, ``rollout/success_rate``); both are empty before the first full window, so nothing
+    is logged then. First in the callback list: the others see the closed window at their ``on_rollout_end``.
+    """
+
+    def _on_rollout_start(self) -> None:
+        self.model.episode_window.begin_rollout()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        stats = self.model.episode_window.end_rollout()
+        self.model.ep_info_buffer = deque(stats.infos if stats is not None else ())
+        self.model.ep_success_buffer = deque(stats.successes if stats is not None else ())
+        self.logger.record("rollout/stats_episodes", 0 if stats is None else stats.episodes)
+        self.logger.record("rollout/stats_rollouts", 0 if stats is None else stats.rollouts)
 
 
 class GuidedPPO(PPO):
@@ -134,6 +156,12 @@ class GuidedPPO(PPO):
 
     Raises:
         ValueError: an unknown ``aux_loss`` or component.
+
+    Episode statistics (``rollout/ep_rew_mean``, ``rollout/success_rate``, and the ``r̄`` guidance anneals on) are
+    over all episodes that started in the most recent rollouts whose episodes have all ended, at least
+    ``max(num_envs, stats_window_size)`` of them (:class:`~robot_rl.algos.episode_stats.EpisodeWindow`, issue 17),
+    not over the last 100 episodes to end (SB3); with them ``rollout/stats_episodes`` and ``rollout/stats_rollouts``
+    (0 before the first window, when the two means are not logged).
 
     The current ``λ_t`` is ``guidance.lambda_t``. Logged keys: ``guidance/aux_loss``,
     ``guidance/lambda``, ``guidance/valid_fraction``, ``guidance/cos_pos``, ``guidance/cos_rot``,
@@ -157,10 +185,26 @@ class GuidedPPO(PPO):
         super().__init__(*args, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "guidance"]
+        return [*super()._excluded_save_params(), "guidance", "episode_window"]
+
+    def _setup_learn(self, total_timesteps, callback=None, reset_num_timesteps=True, tb_log_name="run",
+                     progress_bar=False):
+        # SB3 resets the vec env here unless it continues a learn() of this process: every env starts an episode,
+        # and the episode window starts over with them.
+        fresh = reset_num_timesteps or self._last_obs is None or getattr(self, "episode_window", None) is None
+        if fresh:
+            self.episode_window = EpisodeWindow(self.env.num_envs, max(self.env.num_envs, self._stats_window_size))
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+
+    def _update_info_buffer(self, infos: list[dict], dones: np.ndarray | None = None) -> None:
+        """Every ended episode goes to the rollout's episode window (SB3 puts them in its window of 100)."""
+        if dones is None:
+            dones = np.zeros(len(infos), dtype=bool)
+        self.episode_window.add(infos, dones)
 
     def _init_callback(self, callback, progress_bar: bool = False):
-        # Put the guidance callback first, so each step's target is stored before other callbacks run.
+        # The episode window's callback first (the others read the closed window at their on_rollout_end), then
+        # guidance's, so each step's target is stored before other callbacks run.
         if self.guidance is not None:
             from stable_baselines3.common.vec_env import unwrap_vec_wrapper
 
@@ -171,9 +215,9 @@ class GuidedPPO(PPO):
                 raise ValueError("GuidedPPO with guidance needs its env wrapped in TeacherGroupVecEnv(venv, guidance) "
                                  "with the same guidance (it moves guidance on at every env step; "
                                  "robot_rl.trainer.build_env_stack builds it)")
-            others = callback if isinstance(callback, list) else [] if callback is None else [callback]
-            callback = [_GuidanceCallback(self.guidance, self.n_steps), *others]
-        return super()._init_callback(callback, progress_bar)
+        others = callback if isinstance(callback, list) else [] if callback is None else [callback]
+        guidance = [_GuidanceCallback(self.guidance, self.n_steps)] if self.guidance is not None else []
+        return super()._init_callback([_EpisodeStatsCallback(), *guidance, *others], progress_bar)
 
     @property
     def lambda_t(self) -> float:

@@ -10,7 +10,10 @@ loss weight anneal:
 
 and once ``Δr̄`` exceeds ``deactivate_threshold`` (3 in the paper, on its dense-reward scale)
 guidance is switched off for good: ``N_calls = 0``, ``λ_t = 0``. ``r̄`` is the mean episodic
-return over recent episodes; ``r̄_0`` is the first such mean of the run. A negative ``Δr̄``
+return over the recent episodes of :class:`~robot_rl.algos.episode_stats.EpisodeWindow` (the episodes that
+started in the latest rollouts whose episodes have all ended); ``r̄_0`` is the first such mean of the run, so it is
+taken only once a full horizon of episodes has ended: with many synchronized envs SB3's last 100 episodes are the
+early successes alone, and a ``r̄_0`` of 1.0 would keep ``Δr̄ <= 0`` for good (issue 17). A negative ``Δr̄``
 (the policy got worse than at the start) is clipped to 0, so the budget is never exceeded.
 """
 
@@ -97,8 +100,8 @@ class QueryScheduler:
         return lambda_t(self.lambda_0, self.kappa, self.delta_r, active=not self.deactivated)
 
     def begin_rollout(self, mean_return: float | None) -> None:
-        """Update ``Δr̄`` from the recent mean episodic return (``None``/NaN: no episode yet) and
-        set this rollout's ``N_calls``.
+        """Update ``Δr̄`` from the recent mean episodic return (``None``/NaN: no full window of episodes yet, so
+        no ``r̄_0`` either) and set this rollout's ``N_calls``.
         """
         if mean_return is not None and math.isfinite(mean_return):
             if self.baseline_return is None:
