@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
@@ -28,6 +29,12 @@ import numpy as np
 from robot_rl.envs.privileged import PRIVILEGED_STATE_LAYOUT as _LAYOUT
 
 __all__ = ["Actor", "EpisodeResult", "RolloutResult", "rollout"]
+
+#: Video labels (:meth:`RolloutResult.labelled_frames`): the font is a frame's height over this many lines (a
+#: 224 px teacher frame gets 14 px text), never under ``_MIN_LABEL_PX``; text and its box sit this far in, px.
+_LABEL_LINES_PER_FRAME = 16
+_MIN_LABEL_PX = 9
+_LABEL_MARGIN_PX = 3
 
 
 class Actor(Protocol):
@@ -108,6 +115,54 @@ class RolloutResult:
     def per_episode(self) -> list[dict]:
         """One dict of :class:`EpisodeResult`'s fields per episode."""
         return [asdict(e) for e in self.episodes]
+
+    def labelled_frames(self) -> list[np.ndarray]:
+        """:attr:`frames`, each with its episode written in its top-left corner (PIL ``ImageDraw``, Pillow's
+        default scalable font): episode index and reset seed, the step in the episode, and the episode's return and
+        outcome (success or failure: known at its end, shown on all of its frames).
+
+        Returns:
+            New ``(H, W, 3) uint8`` frames, one per frame of :attr:`frames` (the rollout keeps one per env step, so
+            episode ``k``'s are the ``episodes[k].length`` frames after those of the episodes before it).
+
+        Raises:
+            ValueError: the frames do not add up to the episodes' lengths (no video was recorded).
+        """
+        from PIL import Image, ImageDraw, ImageFont
+
+        lengths = [e.length for e in self.episodes]
+        if len(self.frames) != sum(lengths):
+            raise ValueError(f"{len(self.frames)} frames for episodes of {sum(lengths)} env steps in all: "
+                             "record the rollout with video=True")
+        height = self.frames[0].shape[0] if self.frames else 0
+        font = ImageFont.load_default(size=max(_MIN_LABEL_PX, height // _LABEL_LINES_PER_FRAME))
+        out, i = [], 0
+        for k, episode in enumerate(self.episodes):
+            outcome = "success" if episode.success else "failure"
+            for t in range(episode.length):
+                image = Image.fromarray(np.ascontiguousarray(self.frames[i], dtype=np.uint8))
+                text = (f"episode {k + 1}/{len(self.episodes)}  seed {episode.seed}\n"
+                        f"step {t + 1}/{episode.length}\nreturn {episode.ret:.2f}  {outcome}")
+                draw = ImageDraw.Draw(image)
+                box = draw.multiline_textbbox((_LABEL_MARGIN_PX, _LABEL_MARGIN_PX), text, font=font)
+                draw.rectangle((0, 0, box[2] + _LABEL_MARGIN_PX, box[3] + _LABEL_MARGIN_PX), fill=(0, 0, 0))
+                draw.multiline_text((_LABEL_MARGIN_PX, _LABEL_MARGIN_PX), text, font=font,
+                                    fill=(80, 220, 80) if episode.success else (255, 255, 255))
+                out.append(np.asarray(image))
+                i += 1
+        return out
+
+    def save_video(self, path: str | Path, fps: int = 20) -> None:
+        """Write :meth:`labelled_frames` as an MP4 (imageio's ffmpeg writer) at ``fps`` frames per second (the
+        control rate, 20 Hz, plays the episodes in real time); makes the parent directory.
+
+        Raises:
+            ValueError: no frames were recorded (see :meth:`labelled_frames`).
+        """
+        import imageio
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        imageio.mimsave(str(path), self.labelled_frames(), fps=fps)
 
 
 def rollout(venv, actor: Actor, episodes: int, seed: int, *, video: bool = False,

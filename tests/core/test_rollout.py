@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robot_rl.rollout import rollout
+from robot_rl.rollout import EpisodeResult, RolloutResult, rollout
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +68,22 @@ def test_a_vec_env_of_two_envs_is_refused():
 
     with pytest.raises(ValueError, match="vec env of 1 env, got 2"):
         rollout(Two(), StandStill(), 1, seed=0)
+
+
+def test_video_frames_are_labelled_per_episode():
+    """Each frame gets its episode's label (PIL text in a box at the top left) and nothing else changes; identical
+    frames of two episodes, or two steps of one, get different labels.
+    """
+    grey = np.full((224, 224, 3), 128, dtype=np.uint8)
+    result = RolloutResult([EpisodeResult(10, True, 1.0, 2, False, 0.1), EpisodeResult(11, False, 0.25, 1, False, 0.2)],
+                           [grey.copy() for _ in range(3)])
+    frames = result.labelled_frames()
+    assert len(frames) == 3 and all(f.shape == grey.shape and f.dtype == np.uint8 for f in frames)
+    changed = np.argwhere((frames[0] != grey).any(-1))
+    assert len(changed) > 100 and changed[:, 0].max() < 224 // 3 and changed[:, 1].max() < 224 - 20
+    assert np.array_equal(frames[0][100:], grey[100:])
+    assert not np.array_equal(frames[0], frames[1])  # step 1/2 and 2/2 of episode 1
+    assert not np.array_equal(frames[1], frames[2])  # episode 1 (success) and episode 2 (failure)
+    np.testing.assert_array_equal(result.frames[0], grey)  # the recorded frames are left as they were
+    with pytest.raises(ValueError, match="3 frames for episodes of 4 env steps"):
+        RolloutResult(result.episodes + [EpisodeResult(12, False, 0.0, 1, False, 0.2)], result.frames).labelled_frames()
