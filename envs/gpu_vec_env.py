@@ -12,6 +12,7 @@ It is written for ``physx_cuda`` (tensors live on the GPU; everything returned g
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,13 +31,90 @@ from .common import (
 )
 from .tasks import REWARD_MODES, TaskSpec, get_task, privileged_state
 
-__all__ = ["ManiSkillGPUVecEnv"]
+__all__ = ["ManiSkillGPUVecEnv", "SB3_INFO_KEYS"]
 
 
 def _to_numpy(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+#: info keys every env's info carries at every step: what SB3 reads (``is_success``, ``TimeLimit.truncated``;
+#: ``terminal_observation`` is added where an episode ended) and the project's ``success`` (a python bool).
+SB3_INFO_KEYS = ("success", "is_success", "TimeLimit.truncated")
+#: the info of an env whose episode goes on (its values of :data:`SB3_INFO_KEYS`), copied for each such env
+_RUNNING_INFO = dict.fromkeys(SB3_INFO_KEYS, False)
+#: numpy dtype of each torch dtype an info column has had
+_NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {}
+
+
+class _Columns:
+    """Per-env columns of tensors packed into one ``(N, C) float32`` tensor on the device, so that the whole step
+    crosses to the host in one copy (``torch.cat`` then one ``.cpu()``), and read back per column on the host.
+
+    A column is ``(N,)`` or ``(N, ...)`` (flattened into several float32 columns and reshaped back) in its own
+    dtype (bool, int32 elapsed steps, float32; float32 holds every int up to 2**24 exactly). Values that are not
+    per-env (a python scalar, a 0-d tensor: ManiSkill's ``reconfigure``) stay as they are, one for every env.
+    """
+
+    def __init__(self, n: int, device: torch.device):
+        self.n, self.device = n, device
+        self._parts: list[torch.Tensor] = []
+        self._layout: dict[str, tuple[int, int, tuple[int, ...], np.dtype]] = {}
+        self.scalars: dict[str, Any] = {}
+        self._width = 0
+
+    def add(self, key: str, value: Any) -> None:
+        """Add ``value`` under ``key``: an ``(N, ...)`` tensor or array becomes a column, anything else a scalar."""
+        if not isinstance(value, torch.Tensor):
+            arr = np.asarray(value)
+            if arr.ndim == 0 or arr.shape[0] != self.n:
+                self.scalars[key] = arr.item() if arr.ndim == 0 else arr
+                return
+            value = torch.as_tensor(arr)
+        if value.ndim == 0 or value.shape[0] != self.n:
+            self.scalars[key] = value.item() if value.ndim == 0 else _to_numpy(value)
+            return
+        flat = value.reshape(self.n, -1)
+        dtype = _NUMPY_DTYPES.get(value.dtype)
+        if dtype is None:
+            dtype = _NUMPY_DTYPES[value.dtype] = torch.empty(0, dtype=value.dtype).numpy().dtype
+        self._layout[key] = (self._width, flat.shape[1], tuple(value.shape[1:]), dtype)
+        self._width += flat.shape[1]
+        self._parts.append(flat if flat.device == self.device else flat.to(self.device))
+
+    def tensor(self) -> torch.Tensor:
+        """The packed ``(N, C) float32`` tensor on the device (a new tensor: later sim calls cannot change it).
+
+        One ``torch.cat`` of the columns in their own dtypes: it promotes bool and int32 to float32 itself, so no
+        cast runs per column (each torch op costs a few microseconds of dispatch or a kernel launch).
+        """
+        if not self._parts:
+            return torch.zeros(self.n, 0, device=self.device)
+        out = torch.cat(self._parts, 1)
+        return out if out.dtype == torch.float32 else out.to(torch.float32)
+
+    def read(self, host: np.ndarray) -> dict[str, np.ndarray]:
+        """The columns of ``host`` (the packed tensor on the host), each ``(N, ...)`` in its own dtype."""
+        return {key: host[:, o:o + w].reshape(self.n, *shape).astype(dtype, copy=False)
+                for key, (o, w, shape, dtype) in self._layout.items()}
+
+    @property
+    def width(self) -> int:
+        """Number of float32 columns ``C``."""
+        return self._width
+
+
+def _info_dicts(cols: dict[str, np.ndarray], scalars: dict[str, Any], rows: np.ndarray) -> list[dict[str, Any]]:
+    """One info dict per row in ``rows``: python scalars of the ``(N,)`` columns, arrays of wider ones."""
+    keys = list(cols)
+    values = [cols[k][rows].tolist() if cols[k].ndim == 1 else list(cols[k][rows]) for k in keys]
+    if not values:
+        return [dict(scalars) for _ in rows]
+    if not scalars:
+        return [dict(zip(keys, row)) for row in zip(*values)]
+    return [{**scalars, **dict(zip(keys, row))} for row in zip(*values)]
 
 
 class ManiSkillGPUVecEnv(VecEnv):
@@ -47,8 +125,12 @@ class ManiSkillGPUVecEnv(VecEnv):
     ``info["TimeLimit.truncated"] = truncated and not terminated``; done envs (only those) are
     reset in the same step and their last observation is in ``info["terminal_observation"]``
     (``(D,) float32``); ``info["success"]`` is a python bool; rewards are ``(num_envs,) float32``
-    (the sparse reward arrives as ``torch.bool``). ManiSkill's ``evaluate()`` extras (e.g.
-    PickCube's ``is_grasped``) are copied into each info as python scalars.
+    (the sparse reward arrives as ``torch.bool``). ManiSkill's ``evaluate()`` values (e.g.
+    PickCube's ``is_grasped``) and ``elapsed_steps`` are copied as python scalars into the infos of envs whose
+    episode ended, and into every env's info when :attr:`full_infos` is on (by default with one env); the infos
+    of running envs hold only :data:`SB3_INFO_KEYS` (all False), which is what SB3 reads (issue 17: building
+    every env's full info cost ~2 ms a step at 1024 envs). The step's tensors, and those of the partial reset,
+    cross to the host in one copy (:class:`_Columns`).
 
     Seeding: ``seed(s)`` then ``reset()`` seeds sub-env ``i`` with ``s + i`` (the SB3 convention).
     Partial resets draw a fresh seed for torch's global RNG from a generator seeded by ``s``,
@@ -133,6 +215,10 @@ class ManiSkillGPUVecEnv(VecEnv):
         self._device = torch.device(self._base.device)
         self._reset_rng = np.random.default_rng()
         self._actions: torch.Tensor | None = None
+        #: copy the step's evaluate() values into every env's info at every step (as one-env evaluation reads
+        #: ``is_obj_placed`` at each step), not only into the infos of episodes that ended: on by default for one
+        #: env. At 1024 envs those dicts cost ~0.4 ms a step (benchmarks/gpu_adapter_overhead.py).
+        self.full_infos = self._base.num_envs == 1
         super().__init__(self._base.num_envs, self._base.single_observation_space, self._base.single_action_space)
 
     # --------------------------------------------------------------------------------------- #
@@ -146,7 +232,14 @@ class ManiSkillGPUVecEnv(VecEnv):
     def _fork_rng_reset(self, **kwargs: Any):
         devices = [self._device] if self._device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(int(self._reset_rng.integers(2**31)))
+            # The generators ManiSkill's reset draws from (torch's default ones on the CPU and on the sim's device).
+            # Not torch.manual_seed: with CUDA not initialized it queues a lazy CUDA/XPU/MTIA seeding with a
+            # formatted stack trace, ~0.5 ms a reset (measured, benchmarks/gpu_adapter_overhead.py).
+            seed = int(self._reset_rng.integers(2**31))
+            torch.default_generator.manual_seed(seed)
+            if self._device.type == "cuda":
+                index = self._device.index if self._device.index is not None else torch.cuda.current_device()
+                torch.cuda.default_generators[index].manual_seed(seed)
             return self._base.reset(**kwargs)
 
     def reset(self) -> VecEnvObs:
@@ -160,8 +253,12 @@ class ManiSkillGPUVecEnv(VecEnv):
             obs, info = self._fork_rng_reset()
         self._reset_seeds()
         self._reset_options()
-        self.reset_infos = self._split_info(info)
-        return _to_numpy(obs).astype(np.float32, copy=False)
+        cols = self._info_columns(info)
+        d = self.observation_space.shape[0]
+        cols.add("__obs", torch.as_tensor(obs).reshape(self.num_envs, d))
+        host = cols.read(cols.tensor().cpu().numpy())
+        self.reset_infos = _info_dicts(self._with_success(host), cols.scalars, np.arange(self.num_envs))
+        return host["__obs"].astype(np.float32)
 
     def step_async(self, actions: np.ndarray) -> None:
         """Store ``(num_envs, 7)`` actions (numpy or torch) for :meth:`step_wait`."""
@@ -171,49 +268,73 @@ class ManiSkillGPUVecEnv(VecEnv):
         self._actions = act.reshape(self.num_envs, -1)
 
     def step_wait(self) -> VecEnvStepReturn:
-        """Step the batch; done envs are reset in place and their infos carry ``terminal_observation``."""
+        """Step the batch; done envs are reset in place and their infos carry ``terminal_observation``.
+
+        Every env's info has :data:`SB3_INFO_KEYS`; the infos of envs whose episode ended also have the step's
+        ``evaluate()`` values (python scalars; every env's info has them with :attr:`full_infos`) and
+        ``terminal_observation`` ``(D,) float32``, and ``reset_infos[i]`` their reset's info. The only Python
+        loops over envs build the info dicts from host columns (one dict literal per env; full dicts for the
+        ended ones), and the step, with its partial reset, crosses from the device in one copy.
+        """
         assert self._actions is not None, "step_async must be called before step_wait"
         obs, reward, terminated, _, info = self._base.step(self._actions)
         self._actions = None
-        n = self.num_envs
+        n, d = self.num_envs, self.observation_space.shape[0]
         terminated = torch.as_tensor(terminated, device=self._device).reshape(n).bool()
         truncated = self._base.elapsed_steps.reshape(n) >= self.max_episode_steps
         dones_t = terminated | truncated
-        dones = _to_numpy(dones_t)
-        term_np = _to_numpy(terminated)
-        trunc_np = _to_numpy(truncated)
-        rewards = _to_numpy(torch.as_tensor(reward).reshape(n).to(torch.float32))
-        obs_np = _to_numpy(obs).astype(np.float32, copy=True)
-        infos = self._split_info(info)
-        for i in range(n):
-            infos[i]["TimeLimit.truncated"] = bool(trunc_np[i] and not term_np[i])
-        if dones.any():
-            env_idx = torch.nonzero(dones_t).flatten()
-            reset_obs, reset_info = self._fork_rng_reset(options=dict(env_idx=env_idx))
-            reset_obs = _to_numpy(reset_obs).astype(np.float32, copy=False)
-            reset_infos = self._split_info(reset_info)
-            for i in np.flatnonzero(dones):
-                infos[i]["terminal_observation"] = obs_np[i].copy()
-                self.reset_infos[i] = reset_infos[i]
+        step = self._info_columns(info)
+        step.add("__obs", torch.as_tensor(obs).reshape(n, d))
+        step.add("__reward", torch.as_tensor(reward).reshape(n))
+        step.add("__done", dones_t)
+        step.add("TimeLimit.truncated", truncated & ~terminated)
+        packed = step.tensor()  # a copy on the device, before the reset below changes the sim's tensors
+        reset = None
+        if bool(dones_t.any()):  # one flag crosses here (the partial reset needs it)
+            reset_obs, reset_info = self._fork_rng_reset(options=dict(env_idx=torch.nonzero(dones_t).flatten()))
+            reset = self._info_columns(reset_info)
+            reset.add("__obs", torch.as_tensor(reset_obs).reshape(n, d))
+            packed = torch.cat([packed, reset.tensor()], 1)
+        host = packed.cpu().numpy()  # the one device-to-host copy of the step
+        cols = self._with_success(step.read(host[:, :step.width]))
+        obs_np = cols.pop("__obs").astype(np.float32)
+        rewards = cols.pop("__reward").astype(np.float32)
+        dones = cols.pop("__done")
+        if self.full_infos:
+            infos = _info_dicts(cols, step.scalars, np.arange(n))
+        else:  # an env whose episode goes on has not succeeded (success terminates) nor hit its time limit
+            infos = list(map(dict.copy, itertools.repeat(_RUNNING_INFO, n)))  # a fresh dict each, copied in C
+        if reset is not None:
+            done_idx = np.flatnonzero(dones)
+            if not self.full_infos:  # an ended episode's info has all of its last step's values
+                for i, full in zip(done_idx, _info_dicts(cols, step.scalars, done_idx)):
+                    infos[i] = full
+            rcols = reset.read(host[:, step.width:])
+            new_obs = rcols.pop("__obs").astype(np.float32)
+            terminal = obs_np[done_idx]  # one copy; each info holds a row of it
+            for i, term, reset_info in zip(done_idx, terminal,
+                                           _info_dicts(self._with_success(rcols), reset.scalars, done_idx)):
+                infos[i]["terminal_observation"] = term
+                self.reset_infos[i] = reset_info
             # reset() returns observations of all envs; keep the stepped ones for the others.
-            obs_np = np.where(dones[:, None], reset_obs, obs_np)
-        return obs_np, rewards, dones.astype(bool), infos
+            obs_np[done_idx] = new_obs[done_idx]
+        return obs_np, rewards, dones, infos
 
-    def _split_info(self, info: dict) -> list[dict[str, Any]]:
-        """Batched ManiSkill info -> one dict of python scalars / numpy arrays per env."""
-        n = self.num_envs
-        out: list[dict[str, Any]] = [{} for _ in range(n)]
+    def _info_columns(self, info: dict) -> _Columns:
+        """The batched ManiSkill ``info`` as :class:`_Columns` (``success`` always there, False without one)."""
+        cols = _Columns(self.num_envs, self._device)
         for key, value in info.items():
-            arr = _to_numpy(value)
-            if arr.ndim >= 1 and arr.shape[0] == n:
-                for i in range(n):
-                    out[i][key] = arr[i].item() if arr[i].ndim == 0 else arr[i]
-            elif arr.ndim == 0:
-                for i in range(n):
-                    out[i][key] = arr.item()
-        for i in range(n):
-            out[i]["success"] = out[i]["is_success"] = bool(out[i].get("success", False))  # SB3 reads is_success
-        return out
+            cols.add(key, value)
+        if "success" not in info:
+            cols.add("success", torch.zeros(self.num_envs, dtype=torch.bool, device=self._device))
+        return cols
+
+    @staticmethod
+    def _with_success(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``cols`` with ``success`` as bools and the same column as SB3's ``is_success``."""
+        cols["success"] = cols["success"].astype(bool).reshape(-1)
+        cols["is_success"] = cols["success"]
+        return cols
 
     def close(self) -> None:
         """Close the batched ManiSkill env."""

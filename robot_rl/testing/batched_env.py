@@ -30,7 +30,8 @@ class FakeBatchedEnv:
     Args:
         num_envs: rows ``N``.
         success_prob: probability that an episode succeeds (at ``success_step``).
-        success_step: elapsed step (>= 1) at which a succeeding episode ends, env steps.
+        success_step: elapsed step (>= 1) at which a succeeding episode ends, env steps: one for all rows, or
+            ``(N,)`` one per row (spreads the episode ends over the steps).
         obs_dim: observation size ``D``.
         seed: seed of the fake's generator (which episodes succeed).
         device: torch device of every tensor it returns.
@@ -43,11 +44,12 @@ class FakeBatchedEnv:
 
     render_mode = None
 
-    def __init__(self, num_envs: int, success_prob: float = 0.0, success_step: int = 10, obs_dim: int = 8,
+    def __init__(self, num_envs: int, success_prob: float = 0.0, success_step=10, obs_dim: int = 8,
                  seed: int = 0, device: str | torch.device = "cpu"):
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
-        self.success_prob, self.success_step = float(success_prob), int(success_step)
+        self.success_prob = float(success_prob)
+        self.success_step = torch.as_tensor(success_step, dtype=torch.int32).expand(self.num_envs).to(self.device)
         self.single_observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
         self.single_action_space = spaces.Box(-1, 1, (7,), np.float32)
         self._gen = torch.Generator().manual_seed(seed)

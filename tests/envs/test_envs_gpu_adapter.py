@@ -186,8 +186,9 @@ def test_adapter_partial_reset_of_only_done_envs_hand_computed():
     np.testing.assert_array_equal(infos[1]["terminal_observation"], [1, 1, 2])
     np.testing.assert_array_equal(obs, [[0, 1, 2], [1, 2, 0], [2, 1, 2]])  # others keep stepping
     assert infos[1]["success"] is True and infos[1]["TimeLimit.truncated"] is False
-    assert infos[1]["is_grasped"] is True and infos[0]["is_grasped"] is False
-    assert "terminal_observation" not in infos[0] and "terminal_observation" not in infos[2]
+    assert infos[1]["is_grasped"] is True and infos[1]["elapsed_steps"] == 2  # an ended episode: all its values
+    assert infos[0] == {"success": False, "is_success": False, "TimeLimit.truncated": False}  # running: SB3's keys
+    assert infos[0] is not infos[2]
     assert venv.reset_infos[1]["success"] is False
 
     venv.step(act)  # step 3
@@ -197,8 +198,43 @@ def test_adapter_partial_reset_of_only_done_envs_hand_computed():
     assert infos[0]["TimeLimit.truncated"] is True  # pure time-limit end
     assert infos[2]["TimeLimit.truncated"] is False  # terminated on success at the limit
     assert infos[2]["success"] is True and rew[2] == 1.0
-    assert infos[1]["TimeLimit.truncated"] is False and infos[1]["elapsed_steps"] == 2
+    assert infos[1]["TimeLimit.truncated"] is False and "elapsed_steps" not in infos[1]
+    assert infos[0]["elapsed_steps"] == 4 and type(infos[0]["elapsed_steps"]) is int
     np.testing.assert_array_equal(infos[0]["terminal_observation"], [0, 1, 4])
     np.testing.assert_array_equal(infos[2]["terminal_observation"], [2, 1, 4])
     np.testing.assert_array_equal(obs, [[0, 2, 0], [1, 2, 2], [2, 2, 0]])
     assert all(type(i["success"]) is bool for i in infos)
+
+
+def test_adapter_full_infos_and_one_copy_a_step_at_1024_envs(monkeypatch):
+    """1024 scripted rows (robot_rl.testing.batched_env), about 2% ending at each step: every info has SB3's keys,
+    ended ones all the step's values; the step, with its partial reset, crosses to the host in one ``.cpu()``.
+    """
+    from robot_rl.testing.batched_env import FakeBatchedEnv
+
+    n = 1024
+    fake = FakeBatchedEnv(n, success_prob=1.0, success_step=np.arange(n) % 50 + 1)
+    venv = ManiSkillGPUVecEnv.from_env(fake, PUSH, max_episode_steps=100)
+    venv.seed(0)
+    venv.reset()
+    assert not venv.full_infos and len(venv.reset_infos) == n and venv.reset_infos[5]["reconfigure"] is False
+    calls = []
+    real_cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: calls.append(tuple(self.shape)) or
+                        real_cpu(self, *a, **k))
+    act = np.zeros((n, 7), np.float32)
+    length = np.arange(n) % 50 + 1  # row i's episodes all succeed at this step
+    for t in range(1, 4):
+        calls.clear()
+        obs, rew, dones, infos = venv.step(act)
+        assert len(calls) == 1  # one device-to-host copy
+        ended = np.flatnonzero(dones)
+        np.testing.assert_array_equal(ended, np.flatnonzero(t % length == 0))
+        assert all(infos[i]["success"] is True and infos[i]["elapsed_steps"] == length[i] for i in ended)
+        assert all(infos[i]["terminal_observation"][1] == length[i] for i in ended)  # its last elapsed step
+        np.testing.assert_array_equal(obs[ended, 1], 0)  # reset in place
+        assert all(venv.reset_infos[i]["elapsed_steps"] == 0 for i in ended)
+        assert sum(len(i) for i in infos) == 3 * n + 4 * len(ended)  # + elapsed_steps, fail, is_grasped, terminal
+    venv.full_infos = True
+    _, _, dones, infos = venv.step(act)
+    assert all(infos[i]["elapsed_steps"] == 4 % length[i] for i in np.flatnonzero(~dones))
