@@ -9,4 +9,10 @@ client), :mod:`robot_rl.deploy` (ONNX export, safety filter, ROS 2 node, sim bri
 ``robot-rl``.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    #: The installed distribution's version (``pyproject.toml``), as ``robot-rl --version`` prints it.
+    __version__ = version("robot_rl")
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"

@@ -6,7 +6,8 @@ Examples::
     robot-rl train --config configs/train/pushcube_sparse_vlajs.yaml --mode ppo --seed 1
     robot-rl train --config configs/train/pushcube_sparse_vlajs.yaml ppo.n_steps=128 teacher.direction_noise_deg=30
     robot-rl train --resume runs/RRL-PushCube-Sparse-v1-vlajs-s0-20261121-060000
-    robot-rl eval runs/<run> --episodes 50 --video
+    robot-rl eval runs/<run> --episodes 50 --video    # writes runs/<run>/eval.json (--out PATH) and eval.mp4
+    robot-rl eval runs/<run> --stochastic --out runs/<run>/eval_stochastic.json
     robot-rl tasks
     robot-rl config                                   # training config keys (robot-rl config teacher: serving keys)
     robot-rl bench --tasks PushCube-v2 --modes ppo,rpd,vlajs --seeds 2 --steps 100000
@@ -30,6 +31,7 @@ import os
 import sys
 from pathlib import Path
 
+from robot_rl import __version__
 from robot_rl.config import ConfigError, describe
 from robot_rl.teachers.wire import API_KEY_ENV
 
@@ -39,12 +41,19 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train" / 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robot-rl", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                   help="print the installed robot_rl version and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a policy (or resume a run)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train PPO in ManiSkill3 with teacher guidance. Config keys and their units: "
-                                   "`robot-rl config`.")
+                                   "`robot-rl config`. The run directory and the resolved config (compact YAML; "
+                                   "RUN_DIR/config.yaml holds it too) are printed first. Checkpoints: "
+                                   "RUN_DIR/checkpoints/latest (what --resume reads) every "
+                                   "run.checkpoint_every_steps env steps, plus the run.keep_checkpoints most recent "
+                                   "as checkpoints/step_<env steps>.zip (+ _vecnormalize.pkl). run.wandb=true also "
+                                   "logs to Weights & Biases, syncing TensorBoard (pip install 'robot_rl[wandb]').")
     t.add_argument("--config", type=Path, default=None,
                    help=f"YAML config (default: {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[2])} when it "
                         "exists, else built-in defaults)")
@@ -56,11 +65,23 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="any config key, e.g. ppo.n_steps=128 env.num_envs=4")
 
-    e = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
+    e = sub.add_parser("eval", help="evaluate a run's latest checkpoint (writes RUN_DIR/eval.json)",
+                       description="Run the run's latest checkpoint (checkpoints/latest) for N episodes in one env, "
+                                   "episode k reset with seed SEED + k, and write the results as JSON: the summary "
+                                   "(success_rate, mean_return, mean_length, grasp_rate, ...), the seeds, whether "
+                                   "actions were sampled (stochastic), and per_episode (seed, success, return, "
+                                   "length, ...). The default path RUN_DIR/eval.json replaces the training's final "
+                                   "evaluation, which robot-rl bench reads; give --out to keep it.")
     e.add_argument("run_dir", type=Path)
     e.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
+    e.add_argument("--out", type=Path, default=None, metavar="PATH.json",
+                   help="where to write the results (default RUN_DIR/eval.json)")
+    e.add_argument("--stochastic", action="store_true",
+                   help="sample actions from the policy's Gaussian, as in training (seeded from --seed); "
+                        "default: deterministic, the policy's mean action (SB3's evaluate_policy default)")
     e.add_argument("--video", nargs="?", const=True, default=None, metavar="PATH.mp4",
-                   help="write an MP4 of the episodes (default path RUN_DIR/eval.mp4)")
+                   help="write an MP4 of the episodes, each frame labelled with its episode, seed, step, return "
+                        "and outcome (default path RUN_DIR/eval.mp4)")
     e.add_argument("--seed", type=int, default=None, help="env seed (default: training seed + 10000)")
     e.add_argument("--delay-steps", type=int, default=None, metavar="K",
                    help="a policy with a teacher observation group: its teacher's answers arrive K env steps "
@@ -203,10 +224,10 @@ def _train(args) -> int:
     if args.resume is not None:
         if args.config is not None:
             raise ConfigError("--resume takes the run's own config.yaml; drop --config (use KEY=VALUE to change keys)")
-        run = trainer.resume(args.resume, overrides)
+        run = trainer.resume(args.resume, overrides, echo_config=True)
     else:
         path = args.config if args.config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-        run = trainer.train(load_config(path, overrides))
+        run = trainer.train(load_config(path, overrides), echo_config=True)
     print(f"run directory: {run.path}")
     if (run.path / "eval.json").exists():
         print((run.path / "eval.json").read_text())
@@ -214,15 +235,17 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    import json
-
+    from robot_rl.runs import RunDir
     from robot_rl.trainer import evaluate
 
     video = None
     if args.video is not None:
         video = args.run_dir / "eval.mp4" if args.video is True else Path(args.video)
-    result = evaluate(args.run_dir, args.episodes, video=video, seed=args.seed, delay_steps=args.delay_steps)
-    print(json.dumps(result, indent=2))
+    result = evaluate(args.run_dir, args.episodes, video=video, seed=args.seed, delay_steps=args.delay_steps,
+                      stochastic=args.stochastic)
+    out = RunDir(args.run_dir).write_eval(result, args.out)
+    print(json.dumps({k: v for k, v in result.items() if k != "per_episode"}, indent=2))
+    print(f"results ({args.episodes} episodes, per episode too): {out}")
     if video is not None:
         print(f"video: {video}")
     return 0

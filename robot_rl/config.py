@@ -385,8 +385,18 @@ class RunConfig(_Section):
     out_dir: str = Field("runs", description="parent directory of run directories")
     name: str | None = Field(None, description="run directory name (null: <task>-<mode>-s<seed>-<timestamp>)")
     checkpoint_every_steps: int = Field(10_000, ge=1, description="env steps between checkpoints")
+    keep_checkpoints: int = Field(
+        5, ge=0, description="step-numbered checkpoints kept beside checkpoints/latest (the one resume reads): the N "
+                             "most recent as checkpoints/step_<env steps>.zip + step_<env steps>_vecnormalize.pkl "
+                             "(0: keep none)")
     eval_episodes: int = Field(20, ge=0, description="episodes of the final evaluation (eval.json)")
     progress_bar: bool = Field(True, description="show a progress bar")
+    wandb: bool = Field(False, description="also log to Weights & Biases, syncing the TensorBoard events "
+                                           "(needs `pip install robot_rl[wandb]`; offline: WANDB_MODE=offline)")
+    wandb_project: str = Field("robot_rl", description="W&B project (with run.wandb)")
+    wandb_entity: str | None = Field(None, description="W&B entity, a user or team (null: the account's default)")
+    wandb_name: str | None = Field(None, description="W&B run name (null: the run directory's name)")
+    wandb_dir: str | None = Field(None, description="parent directory of W&B's local files (null: the run directory)")
 
 
 class TrainConfig(_Section):

@@ -8,8 +8,12 @@
       metrics.jsonl          one JSON object per PPO update (env steps, success rate, return, losses,
                              teacher queries, λ_t, steps/s)
       tb/                    TensorBoard events
-      checkpoints/latest/    model.zip, vecnormalize.pkl, guidance.json, written atomically
-      eval.json              final evaluation (success rate, mean return)
+      checkpoints/latest/    model.zip, vecnormalize.pkl, guidance.json, written atomically (what resume reads)
+      checkpoints/step_000120000.zip  (+ step_000120000_vecnormalize.pkl) the run.keep_checkpoints most recent
+                             checkpoints, named by env step (SB3's CheckpointCallback keeps the same pair)
+      eval.json              evaluation: summary (success rate, mean return, ...), per-episode results, seeds
+      wandb/, wandb_id       with run.wandb: Weights & Biases' local files and the id of the W&B run (a resume
+                             continues it)
       success_curve.png      success rate against env steps
 """
 
@@ -32,6 +36,11 @@ EVAL = "eval.json"
 CURVE = "success_curve.png"
 TB = "tb"
 CKPT = "checkpoints/latest"
+#: A step-numbered checkpoint's model, by env step (``checkpoints/step_000120000.zip``), and its normalization stats.
+STEP_CKPT = "checkpoints/step_{:09d}.zip"
+STEP_VECNORM = "checkpoints/step_{:09d}_vecnormalize.pkl"
+#: The W&B run id of a run with ``run.wandb`` (a resume continues that W&B run).
+WANDB_ID = "wandb_id"
 #: metrics.jsonl keys (SB3 logger names) of the env-step counter and the success rate.
 STEP_KEY = "time/total_timesteps"
 SUCCESS_KEY = "rollout/success_rate"
@@ -114,9 +123,15 @@ class RunDir:
         """Whether the latest checkpoint has a saved model."""
         return (self.checkpoint / "model.zip").exists()
 
-    def save_checkpoint(self, model, guidance_state: dict) -> None:
+    def save_checkpoint(self, model, guidance_state: dict, keep: int = 0) -> None:
         """Write model, observation-normalization stats and guidance state; atomic (tmp dir + rename),
         so a kill mid-write leaves the previous checkpoint intact.
+
+        Args:
+            model: the SB3 model (its ``num_timesteps`` names the step checkpoint).
+            guidance_state: :meth:`Guidance.state_dict`, or ``{}``.
+            keep: also copy the model and its stats to the step-numbered pair (:data:`STEP_CKPT`) and keep only
+                the ``keep`` most recent pairs (``run.keep_checkpoints``); 0: none (and none is removed).
         """
         tmp = self.checkpoint.with_name("latest.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -133,6 +148,31 @@ class RunDir:
             os.replace(self.checkpoint, old)
         os.replace(tmp, self.checkpoint)
         shutil.rmtree(old, ignore_errors=True)
+        if keep > 0:
+            self._save_step_checkpoint(int(model.num_timesteps), keep)
+
+    def _save_step_checkpoint(self, step: int, keep: int) -> None:
+        pairs = [(self.checkpoint / "model.zip", self.path / STEP_CKPT.format(step)),
+                 (self.checkpoint / "vecnormalize.pkl", self.path / STEP_VECNORM.format(step))]
+        for src, dst in pairs:
+            if src.exists():
+                shutil.copyfile(src, dst.with_name(dst.name + ".tmp"))
+                os.replace(dst.with_name(dst.name + ".tmp"), dst)
+        for old_step in sorted(self.step_checkpoints())[:-keep]:
+            for pattern in (STEP_CKPT, STEP_VECNORM):
+                (self.path / pattern.format(old_step)).unlink(missing_ok=True)
+
+    def step_checkpoints(self) -> dict[int, Path]:
+        """The step-numbered checkpoints kept (``run.keep_checkpoints``): ``{env step: model .zip path}``; the
+        normalization stats of step ``s`` are at ``RUN_DIR /`` :data:`STEP_VECNORM` ``.format(s)``, if it has any.
+        """
+        folder = self.path / Path(STEP_CKPT).parent
+        out = {}
+        for path in folder.glob("step_*.zip"):
+            digits = path.stem.removeprefix("step_")
+            if digits.isdigit():
+                out[int(digits)] = path
+        return dict(sorted(out.items()))
 
     def recover_checkpoint(self) -> None:
         """After a kill between the two renames of :meth:`save_checkpoint`, put the old one back."""
@@ -161,9 +201,17 @@ class RunDir:
         rows = [r for r in self.read_metrics() if r.get(STEP_KEY, 0) <= max_step]
         self.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    def write_eval(self, result: dict) -> None:
-        """Write the final evaluation's result as ``eval.json``."""
-        (self.path / EVAL).write_text(json.dumps(result, indent=2))
+    def write_eval(self, result: dict, path: str | Path | None = None) -> Path:
+        """Write an evaluation's result (:func:`robot_rl.trainer.evaluate`) as JSON; returns where.
+
+        Args:
+            result: the result dict.
+            path: the file (its parent is made); ``None``: the run's ``eval.json``.
+        """
+        out = self.path / EVAL if path is None else Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        return out
 
     def plot_success_curve(self) -> Path | None:
         """Success rate (last 100 episodes) against env steps, as ``success_curve.png``."""

@@ -19,11 +19,11 @@ from stable_baselines3.common.logger import JSONOutputFormat, Logger, TensorBoar
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from robot_rl.algos import GuidedPPO
-from robot_rl.config import TrainConfig, guard_min_rows
+from robot_rl.config import ConfigError, TrainConfig, guard_min_rows
 from robot_rl.geometry import CONTROL_PERIOD_S
 from robot_rl.guidance import Guidance, QueryScheduler
 from robot_rl.observation import ObservationSchema, SchemaMismatch, memory_spec_from_config, schema_from_config
-from robot_rl.runs import RunDir
+from robot_rl.runs import WANDB_ID, RunDir
 
 #: Offset of evaluation seeds from the training seed, so evaluation episodes are unseen ones.
 EVAL_SEED_OFFSET = 10_000
@@ -314,8 +314,11 @@ class RunCallback(BaseCallback):
             self.bar.close()
 
     def save(self) -> None:
-        """Checkpoint the model, its normalization statistics and the guidance state into the run."""
-        self.run.save_checkpoint(self.model, self.guidance.state_dict() if self.guidance is not None else {})
+        """Checkpoint the model, its normalization statistics and the guidance state into the run (and the
+        step-numbered copy that ``run.keep_checkpoints`` asks for).
+        """
+        self.run.save_checkpoint(self.model, self.guidance.state_dict() if self.guidance is not None else {},
+                                 keep=self.cfg.run.keep_checkpoints)
 
 
 class _AppendJSONOutputFormat(JSONOutputFormat):
@@ -330,21 +333,90 @@ def _logger(run: RunDir) -> Logger:
     return Logger(str(run.path), [_AppendJSONOutputFormat(str(run.metrics)), TensorBoardOutputFormat(str(run.tb))])
 
 
+def format_config(cfg: TrainConfig, width: int = 100) -> str:
+    """The resolved config as compact YAML: one line per top-level key, each section a flow mapping (wrapped near
+    ``width`` characters); ``yaml.safe_load`` of it gives ``cfg.model_dump(mode="json")`` back.
+    """
+    import yaml
+
+    lines = []
+    for key, value in cfg.model_dump(mode="json").items():
+        if isinstance(value, dict):
+            lines.append(f"{key}: " + yaml.safe_dump(value, default_flow_style=True, width=width - len(key) - 2,
+                                                     sort_keys=False))
+        else:
+            lines.append(yaml.safe_dump({key: value}, sort_keys=False))
+    return "".join(lines).rstrip("\n")
+
+
+def _import_wandb():
+    """The ``wandb`` module for ``run.wandb: true``.
+
+    Raises:
+        ConfigError: wandb is not installed (the message names ``run.wandb`` and the install command).
+    """
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError("run.wandb is true but wandb is not installed: pip install 'robot_rl[wandb]' "
+                          "(or set run.wandb=false)") from None
+    return wandb
+
+
+def _start_wandb(run: RunDir, cfg: TrainConfig, stack: ExitStack) -> None:
+    """With ``run.wandb``: a W&B run that syncs the run's TensorBoard events (``sync_tensorboard``: started before
+    SB3 opens its ``SummaryWriter``), with the resolved config as its config; finished when ``stack`` closes
+    (exit code 1 after an error). Its id is kept in ``RUN_DIR/wandb_id``, so a resume continues the same W&B run.
+    """
+    if not cfg.run.wandb:
+        return
+    wandb = _import_wandb()
+    id_file = run.path / WANDB_ID
+    run_id = id_file.read_text().strip() if id_file.exists() else None
+    folder = Path(cfg.run.wandb_dir) if cfg.run.wandb_dir is not None else run.path
+    folder.mkdir(parents=True, exist_ok=True)
+    w = wandb.init(project=cfg.run.wandb_project, entity=cfg.run.wandb_entity, name=cfg.run.wandb_name or run.path.name,
+                   dir=str(folder), config=cfg.model_dump(mode="json"), sync_tensorboard=True, id=run_id,
+                   resume="allow" if run_id else None, job_type="train")
+    stack.push(lambda exc_type, *_: w.finish(exit_code=0 if exc_type is None else 1))
+    id_file.write_text(w.id + "\n")
+
+
 def _fit(run: RunDir, cfg: TrainConfig, model: GuidedPPO, guidance, resumed: bool) -> None:
     model.set_logger(_logger(run))
     remaining = cfg.total_steps - model.num_timesteps
     if remaining > 0:
         model.learn(remaining, callback=RunCallback(run, cfg, guidance), reset_num_timesteps=not resumed)
+    model.logger.close()  # flushes the TensorBoard events (W&B's sync reads them before its run finishes)
     model.get_env().close()
     run.plot_success_curve()
     if cfg.run.eval_episodes > 0:
         run.write_eval(evaluate(run, cfg.run.eval_episodes))
 
 
-def train(cfg: TrainConfig) -> RunDir:
-    """Train a new run from ``cfg``; returns its run directory (with eval.json and the plot)."""
+def _announce(run: RunDir, cfg: TrainConfig, what: str) -> None:
+    print(f"{what} {run.path}\n{format_config(cfg)}", flush=True)
+
+
+def train(cfg: TrainConfig, *, echo_config: bool = False) -> RunDir:
+    """Train a new run from ``cfg``; returns its run directory (with eval.json and the plot).
+
+    Args:
+        cfg: the resolved config.
+        echo_config: print the run directory and the resolved config (:func:`format_config`) to stdout before
+            training (``robot-rl train`` does; ``config.yaml`` in the run holds it too).
+
+    Raises:
+        FileExistsError: the run directory already holds a checkpoint.
+        ConfigError: ``run.wandb`` without wandb installed (before the run directory is made).
+    """
+    if cfg.run.wandb:
+        _import_wandb()
     run = RunDir.create(cfg)
+    if echo_config:
+        _announce(run, cfg, "run directory:")
     with ExitStack() as stack:  # owns a spawned teacher server: stopped on return, error or Ctrl-C
+        _start_wandb(run, cfg, stack)
         guidance = build_guidance(cfg, cfg.env.num_envs, stack=stack, log_dir=run.path)
         venv, schema = build_env_stack(cfg, guidance=guidance)
         run.save_schema(schema)
@@ -353,12 +425,15 @@ def train(cfg: TrainConfig) -> RunDir:
     return run
 
 
-def resume(path: str | Path, overrides: list[str] | tuple = ()) -> RunDir:
-    """Continue a run from its last checkpoint (e.g. after SIGKILL); overrides such as
-    ``total_steps=200000`` extend it. Metrics past the checkpoint are dropped and redone.
+def resume(path: str | Path, overrides: list[str] | tuple = (), *, echo_config: bool = False) -> RunDir:
+    """Continue a run from its last checkpoint (``checkpoints/latest``, e.g. after SIGKILL); overrides such as
+    ``total_steps=200000`` extend it. Metrics past the checkpoint are dropped and redone. With ``run.wandb`` the
+    same W&B run continues (its id is in the run directory). ``echo_config`` prints the run directory and the
+    resolved config (with the overrides) first, as :func:`train`.
 
     Raises:
         FileNotFoundError: not a run directory, or no checkpoint written yet.
+        ConfigError: an override that does not validate, or ``run.wandb`` without wandb installed.
         SchemaMismatch: the observation the config gives now differs from the run's saved schema (an
             override that adds a group, say); the message names the group and the field.
     """
@@ -367,9 +442,14 @@ def resume(path: str | Path, overrides: list[str] | tuple = ()) -> RunDir:
     run.recover_checkpoint()
     if not run.has_checkpoint():
         raise FileNotFoundError(f"{run.path} has no checkpoint yet: start it again with `robot-rl train`")
+    if cfg.run.wandb:
+        _import_wandb()
     state = run.checkpoint_state()
     run.truncate_metrics(state["num_timesteps"])
+    if echo_config:
+        _announce(run, cfg, f"resuming at env step {state['num_timesteps']}:")
     with ExitStack() as stack:
+        _start_wandb(run, cfg, stack)
         guidance = build_guidance(cfg, cfg.env.num_envs, stack=stack, log_dir=run.path)
         venv, schema = build_env_stack(cfg, run, guidance=guidance)
         run.check_schema(schema)
@@ -388,12 +468,14 @@ def resume(path: str | Path, overrides: list[str] | tuple = ()) -> RunDir:
 
 
 class PolicyActor:
-    """A trained SB3 policy as a :class:`robot_rl.rollout.Actor` (deterministic: the Gaussian mean); a recurrent
-    one (``RecurrentPPO``) carries its LSTM state from step to step and starts it afresh at each episode.
+    """A trained SB3 policy as a :class:`robot_rl.rollout.Actor`: deterministic (the Gaussian mean) unless
+    ``deterministic=False`` (a sample of the policy's Gaussian, as in training); a recurrent one (``RecurrentPPO``)
+    carries its LSTM state from step to step and starts it afresh at each episode.
     """
 
-    def __init__(self, model: GuidedPPO):
+    def __init__(self, model: GuidedPPO, deterministic: bool = True):
         self.model = model
+        self.deterministic = deterministic
         self.recurrent = hasattr(model.policy, "lstm_actor")
         self._state = None
         self._start = np.ones(1, dtype=bool)
@@ -403,12 +485,14 @@ class PolicyActor:
         self._state, self._start = None, np.ones(1, dtype=bool)
 
     def act(self, obs: np.ndarray, view) -> np.ndarray:
-        """The policy's mean action ``(1, 7)`` for a normalized observation ``(1, D)``; ``view`` is unused."""
+        """The policy's action ``(1, 7)`` (its mean, or a sample) for a normalized observation ``(1, D)``; ``view``
+        is unused.
+        """
         if not self.recurrent:
-            action, _ = self.model.predict(obs, deterministic=True)
+            action, _ = self.model.predict(obs, deterministic=self.deterministic)
             return action
         action, self._state = self.model.predict(obs, state=self._state, episode_start=self._start,
-                                                 deterministic=True)
+                                                 deterministic=self.deterministic)
         self._start = np.zeros(1, dtype=bool)
         return action
 
@@ -468,9 +552,10 @@ def evaluate_with_teacher(actor, task: str, features, period_steps: int, delay_s
 
 
 def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None = None, seed: int | None = None,
-             delay_steps: int | None = None) -> dict:
-    """Run the run's latest policy deterministically for ``episodes`` episodes in one in-process env
-    (:func:`robot_rl.rollout.rollout`: episode ``k`` resets with seed ``seed + k``).
+             delay_steps: int | None = None, stochastic: bool = False) -> dict:
+    """Run the run's latest policy for ``episodes`` episodes in one in-process env
+    (:func:`robot_rl.rollout.rollout`: episode ``k`` resets with seed ``seed + k``); deterministic (the policy's
+    mean action, SB3's ``evaluate_policy`` default) unless ``stochastic``.
 
     A policy that observes the ``teacher`` group is run with its teacher: queried whenever nothing is in flight
     and its last answer has played out, its answers delivered ``delay_steps`` env steps late (default: the
@@ -481,14 +566,20 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
     Args:
         run: the run directory.
         episodes: number of episodes (>= 1).
-        video: optional ``.mp4`` path; frames are the teacher camera's RGB view.
+        video: optional ``.mp4`` path; frames are the teacher camera's RGB view, each labelled with its episode,
+            seed, step, return and outcome (:meth:`~robot_rl.rollout.RolloutResult.save_video`).
         seed: env seed (default: training seed + 10000, episodes unseen in training).
         delay_steps: a fixed delay of the teacher's answers, env steps (0.05 s each); only for a run with a
             ``teacher`` group.
+        stochastic: sample the actions from the policy's Gaussian (torch seeded from ``seed``, so a rerun gives the
+            same episodes) instead of taking its mean.
 
     Returns:
         ``{"success_rate", "mean_return", "mean_length", "episodes", "num_timesteps", "seed",
-        "grasp_rate", "mean_closest_approach_m", "delay_steps"}``: besides success, two diagnostics of a grasping task
+        "grasp_rate", "mean_closest_approach_m", "delay_steps", "stochastic", "seeds", "per_episode"}`` (what
+        ``eval.json`` holds): ``seeds`` are the episodes' reset seeds, ``per_episode`` one dict per episode
+        (:class:`~robot_rl.rollout.EpisodeResult`'s fields: seed, success, ret, length, ...). Besides success, two
+        diagnostics of a grasping task
         from the privileged state (``envs.PRIVILEGED_STATE_LAYOUT``) at every step but an episode's first:
         the fraction of episodes in which the gripper held the task's object (``is_grasped``; the
         first step is skipped because ManiSkill can carry the flag over from the previous episode), and
@@ -521,17 +612,17 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
         run.check_schema(schema)
         model = algo_class(cfg).load(run.checkpoint / "model.zip", device=cfg.ppo.device,
                                      custom_objects={"guidance": None})
+        if stochastic:
+            model.set_random_seed(seed)
         try:
             realtime = delay_steps is None and guidance is not None and guidance.delay.measured
-            result = rollout(venv, PolicyActor(model), episodes, seed, video=video is not None,
-                             realtime_period_s=CONTROL_PERIOD_S if realtime else None)
+            result = rollout(venv, PolicyActor(model, deterministic=not stochastic), episodes, seed,
+                             video=video is not None, realtime_period_s=CONTROL_PERIOD_S if realtime else None)
         finally:
             venv.close()
     if video is not None:
-        import imageio
-
-        Path(video).parent.mkdir(parents=True, exist_ok=True)
-        imageio.mimsave(str(video), result.frames, fps=20)
+        result.save_video(video, fps=round(1 / CONTROL_PERIOD_S))
     used_delay = delay_steps if delay_steps is not None else (None if guidance is None else guidance.delay.mean_steps)
     return {**result.summary(), "episodes": episodes, "num_timesteps": int(model.num_timesteps), "seed": seed,
-            "delay_steps": used_delay}
+            "delay_steps": used_delay, "stochastic": stochastic, "seeds": [e.seed for e in result.episodes],
+            "per_episode": result.per_episode()}

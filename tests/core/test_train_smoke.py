@@ -1,4 +1,6 @@
-"""Short real training runs in ManiSkill: every mode, the run directory, resume after SIGKILL, eval."""
+"""Short real training runs in ManiSkill: every mode, the run directory, resume after SIGKILL, eval; what an SB3 user
+reaches for (--version, the printed config, step-numbered checkpoints, eval.json, the labelled video, W&B).
+"""
 
 import json
 import math
@@ -8,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from robot_rl.algos import GuidedPPO
@@ -96,6 +99,11 @@ def test_eval_writes_video(tmp_path):
     result = evaluate(run, episodes=2, video=tmp_path / "v.mp4")
     assert result["episodes"] == 2 and result["mean_length"] <= 10
     assert (tmp_path / "v.mp4").stat().st_size > 1000
+    import imageio.v3 as iio
+
+    frames = iio.imread(tmp_path / "v.mp4")  # one labelled frame per env step of both episodes
+    assert frames.shape[0] == sum(e["length"] for e in result["per_episode"])
+    assert frames[0, 2:12, 2:60].mean() < frames[0, -20:].mean()  # the label's dark box over the scene
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
@@ -157,3 +165,175 @@ def test_smoke_run_recurrent_ppo(tmp_path):
 
     with pytest.raises(ValueError, match="ppo.recurrent"):  # the ROS node runs feed-forward policies only
         export_policy(run.path)
+
+
+def test_version_is_the_installed_distributions(capsys):
+    import importlib.metadata
+
+    import robot_rl
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"robot-rl {importlib.metadata.version('robot_rl')}"
+    assert robot_rl.__version__ == importlib.metadata.version("robot_rl")
+
+
+def test_format_config_is_compact_yaml_of_the_resolved_config():
+    import yaml
+
+    from robot_rl.trainer import format_config
+
+    cfg = load_config(DEFAULT_CONFIG, ["ppo.n_steps=192", "run.keep_checkpoints=3"])
+    text = format_config(cfg)
+    assert yaml.safe_load(text) == cfg.model_dump(mode="json")
+    starts = [line.split(":")[0] for line in text.splitlines() if not line.startswith(" ")]
+    assert starts == list(cfg.model_dump())  # one entry per top-level key, each section one flow mapping
+    assert max(len(line) for line in text.splitlines()) <= 130  # PyYAML wraps after the item that passes width
+
+
+def test_train_prints_config_keeps_step_checkpoints_and_resumes_from_latest(tmp_path, capsys):
+    """``robot-rl train`` prints the resolved config once; run.keep_checkpoints keeps the N most recent
+    step-numbered checkpoints (model + normalization stats) beside checkpoints/latest, which resume continues.
+    """
+    args = ["train", "--config", str(DEFAULT_CONFIG), *SMALL, "mode=ppo", "total_steps=384",
+            "run.checkpoint_every_steps=128", "run.keep_checkpoints=2", "run.eval_episodes=0",
+            f"run.out_dir={tmp_path}", "run.name=k"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("\nrun: {") == 1 and "keep_checkpoints: 2" in out and "total_steps: 384" in out
+    assert out.startswith(f"run directory: {tmp_path / 'k'}\n")
+    run = RunDir(tmp_path / "k")
+    assert list(run.step_checkpoints()) == [256, 384]
+    assert run.step_checkpoints()[256].name == "step_000000256.zip"
+    assert (run.path / "checkpoints" / "step_000000256_vecnormalize.pkl").exists()
+    assert not (run.path / "checkpoints" / "step_000000128_vecnormalize.pkl").exists()
+    assert GuidedPPO.load(run.step_checkpoints()[256], device="cpu",
+                          custom_objects={"guidance": None}).num_timesteps == 256
+
+    assert main(["train", "--resume", str(run.path), "total_steps=512"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"resuming at env step 384: {run.path}\n") and "total_steps: 512" in out
+    assert run.checkpoint_state()["num_timesteps"] == 512
+    assert list(run.step_checkpoints()) == [384, 512]
+    steps = [r["time/total_timesteps"] for r in run.read_metrics()]
+    assert steps == [128, 256, 384, 512]
+
+
+def test_eval_cli_writes_results_stochastic_or_not(tmp_path, capsys):
+    """``robot-rl eval`` writes RUN_DIR/eval.json (or --out) with the summary, the seeds, per-episode results and
+    whether actions were sampled; --stochastic samples (seeded: a rerun gives the same episodes).
+    """
+    from robot_rl.trainer import PolicyActor
+
+    cfg = load_config(DEFAULT_CONFIG, [*SMALL, "mode=ppo", "total_steps=128", f"run.out_dir={tmp_path}", "run.name=r",
+                                       "run.eval_episodes=0", "env.max_episode_steps=8", "ppo.log_std_init=0.0"])
+    run = train(cfg)
+    assert main(["eval", str(run.path), "--episodes", "2", "--seed", "7"]) == 0
+    assert str(run.path / "eval.json") in capsys.readouterr().out
+    det = json.loads((run.path / "eval.json").read_text())
+    assert det["stochastic"] is False and det["seeds"] == [7, 8] and det["episodes"] == 2
+    assert [e["seed"] for e in det["per_episode"]] == [7, 8]
+    assert det["mean_length"] == pytest.approx(sum(e["length"] for e in det["per_episode"]) / 2)
+    assert det["success_rate"] == sum(e["success"] for e in det["per_episode"]) / 2
+
+    paths = [tmp_path / "s1.json", tmp_path / "s2.json"]
+    for path in paths:
+        assert main(["eval", str(run.path), "--episodes", "2", "--seed", "7", "--stochastic", "--out", str(path)]) == 0
+    s1, s2 = (json.loads(p.read_text()) for p in paths)
+    assert s1["stochastic"] is True and s1["per_episode"] == s2["per_episode"]
+    assert json.loads((run.path / "eval.json").read_text()) == det  # --out leaves eval.json alone
+
+    model = GuidedPPO.load(run.checkpoint / "model.zip", device="cpu", custom_objects={"guidance": None})
+    obs = np.zeros((1, model.observation_space.shape[0]), dtype=np.float32)
+    mean, sampled = PolicyActor(model), PolicyActor(model, deterministic=False)
+    np.testing.assert_array_equal(mean.act(obs, None), mean.act(obs, None))
+    assert not np.array_equal(sampled.act(obs, None), sampled.act(obs, None))
+
+
+def _wandb_records(path):
+    """The protobuf records of a W&B transaction log (``run-<id>.wandb``): LevelDB's log format (32 KiB blocks of
+    chunks with a 7-byte header: CRC, length, type) after W&B's 7-byte header; wandb 0.31 ships no reader of it.
+    """
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B", data[:7]
+    pos, chunk = 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL, or LAST of FIRST/MIDDLE/LAST
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunk)
+            chunk = b""
+            yield record
+
+
+def _history_row(record) -> dict:
+    """A W&B history record as ``{key: value}`` (a key with ``/`` is stored as its parts, ``nested_key``)."""
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+
+
+def _records_once_synced(path, step: int, timeout_s: float = 20.0) -> list:
+    """The records of a W&B log once its history holds TensorBoard step ``step`` (or when ``timeout_s`` has passed):
+    wandb-core tails the event files in its own process and may write the last rows just after ``finish()``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = list(_wandb_records(path))
+        steps = {_history_row(r).get("global_step") for r in records if r.HasField("history")}
+        if step in steps or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
+
+
+def test_wandb_offline_syncs_tensorboard_and_resume_continues_the_run(tmp_path, monkeypatch):
+    """run.wandb in offline mode (no network): the W&B run's history holds the TensorBoard scalars SB3 wrote, its
+    config is the resolved config, and a resume continues the same W&B run id.
+    """
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
+    cfg = load_config(DEFAULT_CONFIG, [*SMALL, "ppo.n_steps=32", "mode=ppo", "total_steps=128", "run.eval_episodes=0",
+                                       "run.wandb=true",
+                                       f"run.wandb_dir={tmp_path / 'wb'}", "run.wandb_project=rrl-test",
+                                       f"run.out_dir={tmp_path}", "run.name=w"])
+    run = train(cfg)
+    run_id = (run.path / "wandb_id").read_text().strip()
+    logs = list((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(logs) == 1
+    records = _records_once_synced(logs[0], 128)
+    rows = [_history_row(r) for r in records if r.HasField("history")]
+    # SB3's TensorBoard scalars, at the env step of each rollout's dump (the losses from the second on)
+    assert {row["global_step"] for row in rows if "time/steps_per_s" in row} == {64, 128}
+    assert any("train/loss" in row for row in rows)
+    header = next(r.run for r in records if r.HasField("run"))
+    assert header.project == "rrl-test" and header.display_name == "w" and header.run_id == run_id
+    config = {i.key: json.loads(i.value_json) for i in header.config.update}
+    assert config["total_steps"] == 128 and config["ppo"]["n_steps"] == 32 and config["run"]["wandb"] is True
+
+    from robot_rl.trainer import resume
+
+    resume(run.path, ["total_steps=192"])
+    logs = sorted((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert (run.path / "wandb_id").read_text().strip() == run_id
+    assert len(logs) == 2, logs  # offline, each part of the run is its own directory of the same run id
+    resumed = _records_once_synced(logs[-1], 192)
+    assert {_history_row(r).get("global_step") for r in resumed if r.HasField("history")} == {192}
+
+
+def test_wandb_missing_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
+    args = ["train", "--config", str(DEFAULT_CONFIG), *SMALL, "run.wandb=true", f"run.out_dir={tmp_path}",
+            "run.name=n"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "run.wandb" in err and "pip install 'robot_rl[wandb]'" in err
+    assert not (tmp_path / "n").exists()  # refused before the run directory is made
