@@ -12,6 +12,11 @@
   SB3 2.9.2's ``PPO.train`` with the changes marked ``# --- robot_rl``. SB3's minor version is pinned
   in pyproject.toml, and ``tests/algos/test_guided_ppo.py`` checks that with ``λ = 0`` GuidedPPO
   reproduces plain PPO's parameters exactly.
+* :meth:`GuidedPPO.collect_rollouts` is likewise a copy of SB3 2.9.2's ``OnPolicyAlgorithm.collect_rollouts``
+  with one marked change: the time-out bootstrap is one batched value forward for all the envs truncated at a
+  step, where SB3 runs one forward per env (SB3 issue #633's bootstrap; with many synchronized envs about 1000
+  time out in the same step, issue 17). Its values equal SB3's per-env ones to float32 rounding (a batched matmul
+  sums in another order: <= 6e-7 measured) and exactly when one env is truncated.
 
 Aux losses (``aux_loss``): ``"cosine"`` = VLAJS's masked directional loss (Moroncelli et al. 2026) on the
 guided ``components`` (the paper's ``pos``, ``rot``; ``grip`` adds a gripper hinge), ``"mse"`` = the RPD baseline
@@ -32,8 +37,8 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.utils import explained_variance
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.utils import explained_variance, obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch.nn import functional as F
 
 from robot_rl.algos.episode_stats import EpisodeWindow
@@ -242,6 +247,117 @@ class GuidedPPO(PPO):
         noise = (buf.actions.reshape(mean.shape) - mean) / np.maximum(std, 1e-8)
         self.guidance.review(alignment_scores(buf.advantages.reshape(-1), noise,
                                               buf.teacher_targets.reshape(mean.shape), valid, self.components))
+
+    def bootstrap_timeouts(self, rewards: np.ndarray, dones: np.ndarray, infos: list[dict]) -> np.ndarray:
+        """Add ``γ V(terminal_observation)`` to the rewards of the envs whose episode hit its time limit at this
+        step (``TimeLimit.truncated``; SB3 issue #633), in place, with one value forward for all of them.
+
+        Args:
+            rewards: ``(N,) float32`` rewards of the step.
+            dones: ``(N,) bool`` episode ends of the step.
+            infos: SB3's per-env infos (``terminal_observation`` ``(D,)`` where an episode ended).
+
+        Returns:
+            the indices of the bootstrapped envs, ``(k,) int``.
+        """
+        idx = np.array([i for i in np.flatnonzero(dones) if infos[i].get("terminal_observation") is not None
+                        and infos[i].get("TimeLimit.truncated", False)], dtype=np.int64)
+        if len(idx):
+            terminal = [infos[i]["terminal_observation"] for i in idx]
+            if isinstance(terminal[0], dict):
+                batch = {key: np.stack([t[key] for t in terminal]) for key in terminal[0]}
+            else:
+                batch = np.stack(terminal)
+            terminal_obs = self.policy.obs_to_tensor(batch)[0]
+            with th.no_grad():
+                terminal_values = self.policy.predict_values(terminal_obs).flatten()  # type: ignore[arg-type]
+            rewards[idx] += (self.gamma * terminal_values).cpu().numpy()
+        return idx
+
+    def collect_rollouts(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer,
+                         n_rollout_steps: int) -> bool:
+        """Collect experiences using the current policy and fill a ``RolloutBuffer`` (copy of SB3 2.9.2
+        ``OnPolicyAlgorithm.collect_rollouts``; the change is marked).
+        """
+        assert self._last_obs is not None, "No previous observation was provided"
+        # Switch to eval mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(False)
+
+        n_steps = 0
+        rollout_buffer.reset()
+        # Sample new weights for the state dependent exploration
+        if self.use_sde:
+            self.policy.reset_noise(env.num_envs)
+
+        callback.on_rollout_start()
+
+        while n_steps < n_rollout_steps:
+            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
+                # Sample a new noise matrix
+                self.policy.reset_noise(env.num_envs)
+
+            with th.no_grad():
+                # Convert to pytorch tensor or to TensorDict
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                actions, values, log_probs = self.policy(obs_tensor)
+            actions = actions.cpu().numpy()
+
+            # Rescale and perform action
+            clipped_actions = actions
+
+            if isinstance(self.action_space, spaces.Box):
+                if self.policy.squash_output:
+                    # Unscale the actions to match env bounds
+                    # if they were previously squashed (scaled in [-1, 1])
+                    clipped_actions = self.policy.unscale_action(clipped_actions)
+                else:
+                    # Otherwise, clip the actions to avoid out of bound error
+                    # as we are sampling from an unbounded Gaussian distribution
+                    clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+
+            self.num_timesteps += env.num_envs
+
+            # Give access to local variables
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
+
+            if isinstance(self.action_space, spaces.Discrete):
+                # Reshape in case of discrete action
+                actions = actions.reshape(-1, 1)
+
+            # --- robot_rl: handle timeout by bootstrapping with the value function, one batched forward for every
+            # truncated env (SB3: one forward per env; see GitHub issue #633)
+            self.bootstrap_timeouts(rewards, dones, infos)
+            # --- robot_rl end
+
+            rollout_buffer.add(
+                self._last_obs,  # type: ignore[arg-type]
+                actions,
+                rewards,
+                self._last_episode_starts,  # type: ignore[arg-type]
+                values,
+                log_probs,
+            )
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+
+        with th.no_grad():
+            # Compute value for the last timestep
+            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+
+        callback.update_locals(locals())
+
+        callback.on_rollout_end()
+
+        return True
 
     def train(self) -> None:
         """Update policy using the currently gathered rollout buffer (copy of SB3 2.9.2 ``PPO.train``)."""

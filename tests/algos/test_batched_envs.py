@@ -1,4 +1,4 @@
-"""Episode statistics with many synchronized envs (issue 17, item 1), on a fake batched env of scripted episodes.
+"""GuidedPPO with many batched envs (issue 17, items 1 and 3), on a fake batched env of scripted episodes.
 
 The fake (``robot_rl.testing.batched_env``) runs under the real adapter (``ManiSkillGPUVecEnv.from_env``) and
 SB3's ``VecMonitor``; its episodes succeed early (step ``s``) with a known probability ``q`` and otherwise time
@@ -12,6 +12,7 @@ from collections import deque
 
 import numpy as np
 import pytest
+import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecMonitor
@@ -135,3 +136,43 @@ def test_guided_ppo_logs_the_window_and_takes_r0_from_the_first_full_one():
     # Rollout 0's last episodes start at step 7 and time out at step 19, in rollout 2.
     assert rec.success[:2] == [None, None] and all(abs(s - q) < 0.06 for s in rec.success[2:])
     assert scheduler.baseline_return == pytest.approx(rec.success[2], abs=1e-9)
+
+
+def test_timeout_bootstrap_is_one_batched_forward_with_sb3s_values():
+    """1024 envs that time out in the same step (issue 17, item 3): one value forward, SB3's values (SB3 2.9.2
+    ``collect_rollouts``: one forward per env) to float32 rounding, and exactly for a single truncated env.
+    """
+    n = 1024
+    venv = _venv(n, 0.0, success_step=1, horizon=3)
+    model = GuidedPPO("MlpPolicy", venv, n_steps=4, batch_size=n, seed=0, device="cpu",
+                      policy_kwargs=dict(net_arch=[32, 32]))
+    venv.reset()
+    act = np.zeros((n, 7), np.float32)
+    for _ in range(3):
+        _, rewards, dones, infos = venv.step(act)
+    assert dones.all() and all(i["TimeLimit.truncated"] for i in infos)
+    rng = np.random.default_rng(0)
+    for i in infos:  # distinct terminal observations
+        i["terminal_observation"] = rng.normal(size=i["terminal_observation"].shape).astype(np.float32)
+    rewards = rng.normal(size=n).astype(np.float32)
+    sb3 = rewards.copy()
+    for idx in range(n):  # SB3's loop, as copied in GuidedPPO.collect_rollouts' marked change
+        terminal_obs = model.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+        with th.no_grad():
+            sb3[idx] += model.gamma * model.policy.predict_values(terminal_obs)[0]
+    forwards = []
+    predict = model.policy.predict_values
+    model.policy.predict_values = lambda obs: forwards.append(len(obs)) or predict(obs)
+    batched = rewards.copy()
+    np.testing.assert_array_equal(model.bootstrap_timeouts(batched, dones, infos), np.arange(n))
+    assert forwards == [n]
+    np.testing.assert_allclose(batched, sb3, rtol=0, atol=2e-6)
+    assert not np.array_equal(batched, rewards)
+    one = np.zeros(n, dtype=bool)
+    one[7] = True
+    single = rewards.copy()
+    model.bootstrap_timeouts(single, one, infos)
+    assert single[7] == sb3[7] and np.array_equal(np.delete(single, 7), np.delete(rewards, 7))
+    infos[3]["TimeLimit.truncated"] = False  # a success at the time limit is not bootstrapped
+    assert 3 not in model.bootstrap_timeouts(rewards.copy(), dones, infos)
+    venv.close()
