@@ -41,9 +41,19 @@ _NO_RENDER_DEVICE_MARKERS = (
 )
 _NO_RENDER_DEVICE_HELP = (
     "SAPIEN (ManiSkill's simulator) found no Vulkan device: it needs one even for state-only "
-    "observations. On a machine without an NVIDIA driver run `bash scripts/setup.sh`, which "
-    "installs Mesa's lavapipe software Vulkan driver (>= 24.3) from bookworm-backports; the "
+    "observations (and with render_backend='none'). On a machine without an NVIDIA driver run `bash scripts/setup.sh`, "
+    "which installs Mesa's lavapipe software Vulkan driver (>= 24.3) from bookworm-backports; the "
     "bookworm one (22.3) lacks VK_KHR_external_semaphore_fd (see FACTS.md)."
+)
+#: The same for the GPU sim: lavapipe is a CPU driver and cannot serve ``sapien_cuda`` (it renders into CUDA memory
+#: through the NVIDIA Vulkan driver), so the message points to NVIDIA's Vulkan ICD instead (issue 17).
+_NO_CUDA_RENDER_DEVICE_HELP = (
+    "SAPIEN (ManiSkill's simulator) found no Vulkan device: it needs one to build a scene even with "
+    "render_backend='none' (robot_rl's choice when the teacher needs no image). On an NVIDIA GPU that is the "
+    "NVIDIA driver's own Vulkan ICD (nvidia_icd.json, from the driver's GL/Vulkan libraries, e.g. Debian's "
+    "libnvidia-gl or a container started with NVIDIA_DRIVER_CAPABILITIES including 'graphics'); check it with "
+    "`vulkaninfo --summary`. Mesa's lavapipe (scripts/setup.sh) cannot serve sim_backend 'physx_cuda' with "
+    "render_backend 'sapien_cuda'."
 )
 
 
@@ -90,12 +100,16 @@ def env_kwargs(
     sim_backend: str = "physx_cpu",
     num_envs: int = 1,
     render_mode: str | None = "rgb_array",
+    render: bool = True,
 ) -> dict[str, Any]:
     """Keyword arguments for ``gym.make(env_id, **kwargs)`` of a robot_rl env.
 
     ``teacher_image_size`` is ``(H, W)`` in pixels; it resizes the task's human-render camera
     ("render_camera", the 512x512 view ManiSkill uses for videos), which is the teacher camera.
     It is only rendered on demand, so it costs nothing on steps without a teacher view.
+    ``render=False`` (nothing will ever be rendered) asks for no render system at all:
+    ``render_backend="none"`` and ``render_mode=None`` (ManiSkill 3.0.1 ``BaseEnv``: no ``RenderSystem`` per
+    sub-scene, no GPU render memory; ``render_mode`` with no render device only logs a warning).
 
     Raises:
         ValueError: unknown reward mode or non-positive image size.
@@ -113,10 +127,10 @@ def env_kwargs(
         control_mode=CONTROL_MODE,
         reward_mode=reward_mode,
         sim_backend=sim_backend,
-        render_mode=render_mode,
+        render_mode=render_mode if render else None,
         human_render_camera_configs=dict(width=w, height=h),
         max_episode_steps=max_episode_steps,
-        render_backend=default_render_backend(),
+        render_backend=default_render_backend() if render else "none",
     )
 
 
@@ -134,7 +148,8 @@ def make_maniskill_env(env_id: str, **kwargs: Any):
 
     Raises:
         RuntimeError: SAPIEN's "failed to find a rendering device", re-raised with a pointer to
-            ``bash scripts/setup.sh`` (the chained traceback is suppressed).
+            ``bash scripts/setup.sh`` (lavapipe) on the CPU sim, to NVIDIA's Vulkan ICD on ``physx_cuda``
+            (the chained traceback is suppressed).
     """
     import gymnasium as gym
 
@@ -144,7 +159,8 @@ def make_maniskill_env(env_id: str, **kwargs: Any):
         return gym.make(env_id, **kwargs)
     except RuntimeError as exc:
         if _is_no_render_device(exc):
-            raise RuntimeError(f"{exc}. {_NO_RENDER_DEVICE_HELP}") from None
+            cuda = str(kwargs.get("sim_backend", "")).startswith("physx_cuda")
+            raise RuntimeError(f"{exc}. {_NO_CUDA_RENDER_DEVICE_HELP if cuda else _NO_RENDER_DEVICE_HELP}") from None
         raise
 
 
@@ -181,8 +197,10 @@ def render_teacher_images(env: Any, indices: Sequence[int] | None = None) -> np.
 
     Args:
         env: unwrapped ManiSkill env.
-        indices: sub-envs to return; all if None. On the GPU sim the parallel renderer captures
-            every sub-scene in one call whatever ``indices`` is; on the CPU sim ``num_envs`` is 1.
+        indices: sub-envs to return; all if None. On the GPU sim ManiSkill 3.0.1's parallel renderer captures
+            every sub-scene in one call whatever ``indices`` is (``ManiSkillScene.get_human_render_camera_images``:
+            one ``RenderCameraGroup`` for all sub-scenes, no per-scene capture): only the requested rows are
+            selected on the device and copied to the host. On the CPU sim ``num_envs`` is 1.
 
     Returns:
         ``(k, H, W, 3) uint8`` numpy array.

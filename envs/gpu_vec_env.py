@@ -145,10 +145,14 @@ class ManiSkillGPUVecEnv(VecEnv):
         sim_backend: ``"physx_cuda"`` (NVIDIA GPU) or ``"physx_cpu"`` (tests, ``num_envs=1``).
         reward_mode, max_episode_steps: None = the TaskSpec's default.
         teacher_image_size: ``(H, W)`` of the teacher camera.
+        teacher_images: whether teacher views will ever need images. False makes the ManiSkill env with
+            ``render_backend="none"`` (no render system for the 1024 sub-scenes, no GPU render memory; issue 17)
+            and ``teacher_view(..., with_image=True)`` then raises.
 
     Raises:
         ValueError: unknown task/backend/reward mode, or ``physx_cpu`` with ``num_envs != 1``.
-        RuntimeError: ``physx_cuda`` without CUDA, or no Vulkan device (points to scripts/setup.sh).
+        RuntimeError: ``physx_cuda`` without CUDA, or no Vulkan device (the message says which driver:
+            NVIDIA's Vulkan ICD on ``physx_cuda``, lavapipe via scripts/setup.sh on ``physx_cpu``).
     """
 
     def __init__(
@@ -159,6 +163,7 @@ class ManiSkillGPUVecEnv(VecEnv):
         reward_mode: str | None = None,
         max_episode_steps: int | None = None,
         teacher_image_size: tuple[int, int] = (224, 224),
+        teacher_images: bool = True,
     ):
         spec = get_task(task)
         if sim_backend not in SIM_BACKENDS:
@@ -182,9 +187,10 @@ class ManiSkillGPUVecEnv(VecEnv):
                 teacher_image_size=teacher_image_size,
                 sim_backend=sim_backend,
                 num_envs=num_envs,
+                render=teacher_images,
             ),
         )
-        self._setup(env, spec, sim_backend, max_episode_steps, teacher_image_size)
+        self._setup(env, spec, sim_backend, max_episode_steps, teacher_image_size, teacher_images)
 
     @classmethod
     def from_env(
@@ -203,8 +209,10 @@ class ManiSkillGPUVecEnv(VecEnv):
         self._setup(env, spec, backend, int(max_episode_steps or spec.max_episode_steps), teacher_image_size)
         return self
 
-    def _setup(self, env: Any, spec: TaskSpec, sim_backend: str, max_episode_steps: int, teacher_image_size) -> None:
+    def _setup(self, env: Any, spec: TaskSpec, sim_backend: str, max_episode_steps: int, teacher_image_size,
+               teacher_images: bool = True) -> None:
         self.task = spec
+        self.teacher_images = bool(teacher_images)
         self.sim_backend = sim_backend
         self.max_episode_steps = max_episode_steps
         self.teacher_image_size = tuple(int(x) for x in teacher_image_size)
@@ -359,8 +367,18 @@ class ManiSkillGPUVecEnv(VecEnv):
         return [False for _ in self._get_indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
-        """Teacher-camera images of all envs, ``(H, W, 3) uint8`` each."""
+        """Teacher-camera images of all envs, ``(H, W, 3) uint8`` each.
+
+        Raises:
+            RuntimeError: made with ``teacher_images=False`` (no renderer).
+        """
+        self._check_images()
         return list(render_teacher_images(self._base))
+
+    def _check_images(self) -> None:
+        if not self.teacher_images:
+            raise RuntimeError("this ManiSkillGPUVecEnv was made with teacher_images=False (render_backend='none'): "
+                               "it renders no image; make it with teacher_images=True for a teacher that needs one")
 
     # --------------------------------------------------------------------------------------- #
     # Teacher view
@@ -373,16 +391,19 @@ class ManiSkillGPUVecEnv(VecEnv):
     def teacher_view(self, indices: Sequence[int], with_image: bool = True) -> TeacherView:
         """The teacher's view of sub-envs ``indices`` (in that order).
 
-        On ``physx_cuda`` ManiSkill's parallel renderer captures all sub-scenes in one call, so
-        the render cost does not shrink with ``len(indices)``; nothing is rendered when
-        ``with_image`` is False.
+        On ``physx_cuda`` ManiSkill 3.0.1's parallel renderer captures all sub-scenes in one call (it has no
+        per-scene capture), so the render cost does not shrink with ``len(indices)``; only the requested rows are
+        copied to the host. Nothing is rendered when ``with_image`` is False.
 
         Returns:
             :class:`TeacherView`: images ``(k, H, W, 3) uint8`` or None, states ``(k, 38) float32``.
 
         Raises:
             IndexError: an index outside ``[0, num_envs)``.
+            RuntimeError: ``with_image`` on an adapter made with ``teacher_images=False``.
         """
+        if with_image:
+            self._check_images()
         idx = check_view_indices(indices, self.num_envs)
         if not idx:
             return empty_view(self.teacher_image_size, with_image)

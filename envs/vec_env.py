@@ -335,6 +335,7 @@ def make_vec_env(
     seed: int = 0,
     teacher_image_size: tuple[int, int] = (224, 224),
     in_process: bool = False,
+    teacher_images: bool = True,
 ) -> VecEnv:
     """Vector env of ``num_envs`` copies of a robot_rl task for SB3.
 
@@ -343,8 +344,12 @@ def make_vec_env(
     on success (ManiSkill terminates on ``info["success"]``) or at ``max_episode_steps``
     (``info["TimeLimit.truncated"]`` True only then), auto-reset with
     ``info["terminal_observation"]``, and ``info["success"]`` a python bool in every info. Sub-env
-    ``i``'s first episode is seeded with ``seed + i``; later episodes draw their seeds from that,
-    so a run is reproducible for a given ``seed``.
+    ``i``'s first episode is seeded with ``seed + i``. On ``physx_cpu`` later episodes draw their seeds from
+    that, per env; on ``physx_cuda`` the first reset is one batched ManiSkill reset with the ``N`` seeds
+    (ManiSkill seeds torch's RNG once, from the first, and draws every env's initial state from it in one batch),
+    and each partial reset draws from torch's RNG seeded by the adapter's generator of ``seed``
+    (:class:`ManiSkillGPUVecEnv`): a run is reproducible for a given ``seed`` on either backend, but env ``i`` of
+    a GPU run does not see the episodes it would see alone with seed ``seed + i``.
 
     Measured here (2 cores, lavapipe, PushCube, random actions): 2 subprocess workers step
     ~230-360 env steps/s in total (one in-process env ~190/s, FACTS.md); worker start-up 3-6 s;
@@ -366,6 +371,9 @@ def make_vec_env(
         seed: base seed.
         teacher_image_size: ``(H, W)`` pixels of the teacher camera for ``teacher_view``.
         in_process: CPU only: ``DummyVecEnv`` in this process instead of worker processes.
+        teacher_images: ``physx_cuda`` only: False when no teacher view will ask for an image, so the batched env
+            is made with ``render_backend="none"`` (:class:`ManiSkillGPUVecEnv`). The CPU workers keep their
+            renderer (the render camera costs nothing until it renders).
 
     Returns:
         a VecEnv with ``teacher_view(indices, with_image) -> TeacherView`` and ``task``.
@@ -396,6 +404,7 @@ def make_vec_env(
             reward_mode=reward_mode,
             max_episode_steps=max_episode_steps,
             teacher_image_size=teacher_image_size,
+            teacher_images=teacher_images,
         )
     else:
         check_render_device()

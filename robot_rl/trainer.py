@@ -30,8 +30,9 @@ EVAL_SEED_OFFSET = 10_000
 
 
 def build_env(cfg: TrainConfig, num_envs: int | None = None, seed: int | None = None,
-              in_process: bool = False) -> VecEnv:
+              in_process: bool = False, teacher_images: bool = True) -> VecEnv:
     """The task's vec env with episode statistics (``VecMonitor``); normalization is added by the caller.
+    ``teacher_images=False``: no teacher view will ask for an image (``physx_cuda``: no renderer, issue 17).
 
     With ``physx_cpu`` worker processes, the trainer's own torch threads are cut to the cores the
     workers leave free (at least 1), so the trainer does not oversubscribe the cores the workers run on
@@ -53,13 +54,15 @@ def build_env(cfg: TrainConfig, num_envs: int | None = None, seed: int | None = 
         seed=cfg.seed if seed is None else seed,
         teacher_image_size=tuple(cfg.guidance.image_size),
         in_process=in_process,
+        teacher_images=teacher_images,
     )
     return VecMonitor(venv)
 
 
 def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: int | None = None,
                     seed: int | None = None, in_process: bool = False, training: bool = True,
-                    guidance: Guidance | None = None, drive_queries: bool = False) -> tuple[VecEnv, ObservationSchema]:
+                    guidance: Guidance | None = None, drive_queries: bool = False,
+                    teacher_images: bool | None = None) -> tuple[VecEnv, ObservationSchema]:
     """The env stack of a run: the task's vec env with episode statistics, guidance moved on at every env step
     and the ``teacher`` observation group appended (:class:`~robot_rl.interface.TeacherGroupVecEnv`, when there is
     guidance), checked against the run's observation schema, inside observation normalization.
@@ -77,6 +80,8 @@ def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: in
         guidance: the run's guidance (``None`` for ``ppo``): the wrapper delivers its answers and appends its
             ``teacher`` group.
         drive_queries: the wrapper also asks guidance to query at every step (evaluation: no GuidedPPO callback).
+        teacher_images: whether teacher views will ask for images (``None``: when guidance's teacher needs them);
+            without, a ``physx_cuda`` env is made with no renderer (issue 17).
 
     Returns:
         ``(venv, schema)``.
@@ -85,7 +90,9 @@ def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: in
         SchemaMismatch: the env's observation size differs from the schema's (the message gives the groups).
     """
     schema = schema_from_config(cfg)
-    venv = build_env(cfg, num_envs=num_envs, seed=seed, in_process=in_process)
+    if teacher_images is None:
+        teacher_images = guidance is not None and bool(guidance.teacher.spec.needs_image)
+    venv = build_env(cfg, num_envs=num_envs, seed=seed, in_process=in_process, teacher_images=teacher_images)
     if guidance is not None:
         from robot_rl.interface import TeacherGroupVecEnv
 
@@ -608,7 +615,7 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
     with ExitStack() as stack:  # a spawned teacher server of a policy with a teacher group
         guidance = build_guidance(cfg, 1, stack=stack, log_dir=run.path, evaluation=True, delay_steps=delay_steps)
         venv, schema = build_env_stack(cfg, run, num_envs=1, seed=seed, in_process=True, training=False,
-                                       guidance=guidance, drive_queries=True)
+                                       guidance=guidance, drive_queries=True, teacher_images=video is not None or None)
         run.check_schema(schema)
         model = algo_class(cfg).load(run.checkpoint / "model.zip", device=cfg.ppo.device,
                                      custom_objects={"guidance": None})

@@ -238,3 +238,55 @@ def test_adapter_full_infos_and_one_copy_a_step_at_1024_envs(monkeypatch):
     venv.full_infos = True
     _, _, dones, infos = venv.step(act)
     assert all(infos[i]["elapsed_steps"] == 4 % length[i] for i in np.flatnonzero(~dones))
+
+
+class _Made(Exception):
+    """Raised by the stand-in of make_maniskill_env once it has the arguments."""
+
+
+@pytest.mark.parametrize("needs_image, backend, render_mode", [(False, "none", None),
+                                                                (True, "sapien_cuda", "rgb_array")])
+def test_gpu_env_asks_for_a_renderer_only_for_a_teacher_that_needs_images(monkeypatch, needs_image, backend,
+                                                                          render_mode):
+    """The trainer's env stack on physx_cuda (issue 17, item 4), checked on gym.make's arguments (no GPU here)."""
+    import robot_rl.envs.gpu_vec_env as gpu_module
+    from robot_rl.config import build_config
+    from robot_rl.testing.teachers import NotesTeacher
+    from robot_rl.trainer import build_env_stack, build_guidance
+
+    made = {}
+
+    def fake_make(env_id, **kwargs):
+        made.update(kwargs)
+        raise _Made
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu_module, "make_maniskill_env", fake_make)
+    cfg = build_config({"mode": "vlajs", "env": {"num_envs": 1024, "sim_backend": "physx_cuda"}})
+    guidance = build_guidance(cfg, 1024, teacher=NotesTeacher(needs_image=needs_image))
+    with pytest.raises(_Made):
+        build_env_stack(cfg, guidance=guidance)
+    assert made["render_backend"] == backend and made["render_mode"] == render_mode
+    assert made["sim_backend"] == "physx_cuda" and made["num_envs"] == 1024
+    made.clear()
+    with pytest.raises(_Made):  # plain PPO: no teacher, no renderer
+        build_env_stack(build_config({"mode": "ppo", "env": {"num_envs": 1024, "sim_backend": "physx_cuda"}}))
+    assert made["render_backend"] == "none"
+
+
+def test_no_vulkan_message_names_the_driver_of_the_backend(monkeypatch):
+    """The CPU sim: lavapipe (scripts/setup.sh); on physx_cuda: NVIDIA's Vulkan ICD, where lavapipe cannot serve."""
+    import gymnasium as gym
+
+    from robot_rl.envs.common import make_maniskill_env
+
+    def no_device(env_id, **kwargs):
+        raise RuntimeError("failed to find a rendering device")
+
+    monkeypatch.setattr(gym, "make", no_device)
+    with pytest.raises(RuntimeError, match="nvidia_icd.json") as cuda:
+        make_maniskill_env(PUSH, sim_backend="physx_cuda", render_backend="none")
+    assert "lavapipe (scripts/setup.sh) cannot serve" in str(cuda.value)
+    with pytest.raises(RuntimeError, match="run `bash scripts/setup.sh`") as cpu:
+        make_maniskill_env(PUSH, sim_backend="physx_cpu")
+    assert "nvidia_icd" not in str(cpu.value)
