@@ -1,6 +1,11 @@
 """Throughput benchmark: training env steps/s against raw env steps/s, in the same run (issue 2, item 7; issue 14).
 
     .venv/bin/python benchmarks/throughput.py [--steps 8192] [--num-envs 2] [--modes ppo,vlajs,vlajs_dp]
+    .venv/bin/python benchmarks/throughput.py --sim-backend physx_cuda --num-envs 1024 --steps 327680  # NVIDIA GPU
+
+On ``physx_cuda`` the envs are one batched sim in this process and the policy runs on ``--device`` (default
+``cuda`` there): set ``--steps`` to a few rollouts (``n_steps * num_envs`` each; the config's n_steps, 32 with
+``--n-steps``' default on the GPU); the vec env makes no renderer for the scripted teacher (it needs no image).
 
 Raw: random actions through the same vec env (same number of worker processes), no policy.
 Training: GuidedPPO.learn on the trainer's env stack (``build_env_stack``: ``TeacherGroupVecEnv`` with guidance,
@@ -39,7 +44,7 @@ def _load() -> str:
 
 
 def raw_steps_per_s(cfg, steps: int) -> float:
-    venv = build_env(cfg)
+    venv = build_env(cfg, teacher_images=False)  # random actions: no teacher view
     venv.reset()
     rng = np.random.default_rng(0)
     n = venv.num_envs
@@ -72,6 +77,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8192, help="env steps per measurement")
     p.add_argument("--num-envs", type=int, default=2)
     p.add_argument("--task", default="RRL-PushCube-Sparse-v1")
+    p.add_argument("--sim-backend", default="physx_cpu", choices=("physx_cpu", "physx_cuda"),
+                   help="physx_cuda: all envs batched in one GPU sim (an NVIDIA GPU; configs/train/paper_gpu.yaml's "
+                        "setting)")
+    p.add_argument("--device", default=None, help="torch device of the policy (default: cuda on physx_cuda, else cpu)")
+    p.add_argument("--n-steps", type=int, default=None,
+                   help="PPO rollout length per env (default: the config's; 32 on physx_cuda, as paper_gpu.yaml)")
     p.add_argument("--modes", default="ppo,vlajs", help=f"comma-separated, of {', '.join(MODES)}")
     p.add_argument("--no-state-stream", action="store_true",
                    help="read the privileged states by a round trip to the env workers (stream_privileged_states off: "
@@ -80,10 +91,17 @@ def main() -> None:
     modes = args.modes.split(",")
     if unknown := [m for m in modes if m not in MODES]:
         p.error(f"unknown modes {unknown}; known: {', '.join(MODES)}")
-    print(f"{os.cpu_count()} cores, {args.num_envs} env workers, {args.steps} env steps per measurement"
-          + (", states by worker round trip" if args.no_state_stream else ""))
+    cuda = args.sim_backend == "physx_cuda"
+    device = args.device or ("cuda" if cuda else "cpu")
+    n_steps = args.n_steps or (32 if cuda else None)
+    ppo = {"device": device, **({"n_steps": n_steps, "batch_size": min(4096, n_steps * args.num_envs)}
+                                if n_steps else {})}
+    print(f"{os.cpu_count()} cores, {args.num_envs} envs ({args.sim_backend}"
+          + (", one batched sim" if cuda else ", one worker process each") + f"), policy on {device}, "
+          f"{args.steps} env steps per measurement" + (", states by worker round trip" if args.no_state_stream else ""))
     for mode in modes:
-        cfg = build_config({"task": args.task, "env": {"num_envs": args.num_envs}, **MODES[mode]})
+        cfg = build_config({"task": args.task, "env": {"num_envs": args.num_envs, "sim_backend": args.sim_backend},
+                            "ppo": ppo, **MODES[mode]})
         target = TARGETS[mode]
         load0 = _load()
         raw = raw_steps_per_s(cfg, args.steps)
