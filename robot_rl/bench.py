@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing
 import time
 import traceback
 from pathlib import Path
@@ -67,6 +68,11 @@ NOISE_KEYS = ("direction_noise_deg", "bias_rotation_deg", "wrong_fraction")
 TEACHER_SECTIONS = ("teacher.", "guidance.")
 #: Per-cell record next to the run directory's own files.
 CELL_RECORD = "bench_cell.json"
+#: Start method of the process each cell trains in (:func:`run_cell_in_process`): a fresh interpreter, so no
+#: simulator, Vulkan or CUDA state of an earlier cell is inherited (ManiSkill leaks Vulkan resources over many
+#: sequential ``gym.make`` calls in one process, upstream issue haosulab/ManiSkill#1474), and a crash (a segfault
+#: in the simulator, an out-of-memory kill) ends only that cell.
+CELL_START_METHOD = "spawn"
 
 #: The paper's success at budget (Moroncelli et al. 2026, DESIGN.md): task -> (env steps, vlajs, ppo).
 PAPER_RESULTS: dict[str, tuple[int, float, float]] = {
@@ -372,6 +378,61 @@ def run_cell(cell: Cell, spec: BenchSpec, *, train_fn: Callable | None = None, r
     return record
 
 
+def _cell_process(cell: dict, spec: dict, progress_bar: bool, train_fn, resume_fn, conn) -> None:
+    """Body of a cell's own process: :func:`run_cell`, its record (or a ConfigError's message) sent back."""
+    try:
+        record = run_cell(Cell.model_validate(cell), BenchSpec.model_validate(spec), train_fn=train_fn,
+                          resume_fn=resume_fn, progress_bar=progress_bar)
+        conn.send(("record", record))
+    except ConfigError as err:
+        conn.send(("config_error", str(err)))
+    finally:
+        conn.close()
+
+
+def run_cell_in_process(cell: Cell, spec: BenchSpec, *, progress_bar: bool = True, train_fn: Callable | None = None,
+                        resume_fn: Callable | None = None) -> dict:
+    """:func:`run_cell` in a process of its own (:data:`CELL_START_METHOD`); returns its record.
+
+    A process that dies without a record (a signal, ``os._exit``, an out-of-memory kill) is recorded as a failed
+    cell naming its exit code, and the grid goes on; the cell resumes from its last checkpoint next time.
+    ``train_fn`` and ``resume_fn`` must be picklable (module-level functions).
+
+    Raises:
+        ConfigError: raised in the cell's process (its message).
+        KeyboardInterrupt: passed on, after the cell's process is terminated.
+    """
+    ctx = multiprocessing.get_context(CELL_START_METHOD)
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_cell_process, name=f"bench-{cell.name}",
+                       args=(cell.model_dump(mode="json"), spec.model_dump(mode="json"), progress_bar, train_fn,
+                             resume_fn, send))
+    run = RunDir(spec.out / cell.task / cell.name)
+    wall0, t0 = _read_record(run).get("wall_s") or 0.0, time.time()
+    proc.start()
+    send.close()
+    try:
+        try:
+            kind, payload = receive.recv()
+        except EOFError:  # the process ended without a word
+            kind, payload = None, None
+        proc.join()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.join()
+        raise
+    if kind == "config_error":
+        raise ConfigError(payload)
+    if kind == "record":
+        return payload
+    base = {**cell.model_dump(), "label": cell.label}
+    record = {**base, "status": "failed", "wall_s": wall0 + time.time() - t0,
+              "error": f"the cell's process died without a record (exit code {proc.exitcode})",
+              "traceback": None, "summary": None}
+    _write_record(run, record)
+    return record
+
+
 def delay_eval_path(run: RunDir, delay_steps: int) -> Path:
     """Where a cell keeps its evaluation at a fixed delay of its teacher's answers."""
     return run.path / f"eval_delay_{int(delay_steps)}.json"
@@ -455,8 +516,13 @@ def cell_summary(run: RunDir, budget: int, wall_s: float | None = None) -> dict:
 
 
 def run_grid(spec: BenchSpec, *, progress_bar: bool = True, log: Callable[[str], None] = print,
-             train_fn: Callable | None = None, resume_fn: Callable | None = None) -> list[dict]:
+             train_fn: Callable | None = None, resume_fn: Callable | None = None,
+             isolate: bool | None = None) -> list[dict]:
     """Run every cell of ``spec`` in order (see the module docstring), then :func:`write_report`.
+
+    ``isolate``: train each unfinished cell in a process of its own (:func:`run_cell_in_process`, issue 17);
+    ``None`` isolates when the real trainer runs the cells (no ``train_fn``/``resume_fn`` given: the CLI, the
+    benchmarks) and runs injected ones (tests) in this process. Finished cells are read in this process.
 
     Returns:
         the cell records, grid order.
@@ -472,7 +538,10 @@ def run_grid(spec: BenchSpec, *, progress_bar: bool = True, log: Callable[[str],
         run_path = spec.out / cell.task / cell.name
         done = (run_path / EVAL).exists()
         log(f"[{i + 1}/{len(cells)}] {cell.task} {cell.name}: {'done, reading' if done else 'running'}")
-        rec = run_cell(cell, spec, train_fn=train_fn, resume_fn=resume_fn, progress_bar=progress_bar)
+        if not done and (isolate if isolate is not None else train_fn is None and resume_fn is None):
+            rec = run_cell_in_process(cell, spec, train_fn=train_fn, resume_fn=resume_fn, progress_bar=progress_bar)
+        else:
+            rec = run_cell(cell, spec, train_fn=train_fn, resume_fn=resume_fn, progress_bar=progress_bar)
         if rec["status"] == "failed":
             log(f"  FAILED: {rec['error']} (traceback in {run_path / CELL_RECORD}); going on")
         records.append(rec)
@@ -643,13 +712,17 @@ def plot_task(task: str, records: list[dict], path: Path) -> Path:
             by_label.setdefault(rec["label"], []).append(rec["summary"])
     for i, (label, runs) in enumerate(by_label.items()):
         color = f"C{i % 10}"
+        # A run shorter than its first full window of episodes logs no success rate (issue 17): no curve.
+        runs = [r for r in runs if len(r["curve_steps"])]
+        if not runs:
+            continue
         grid = np.array(runs[0]["curve_steps"])
         ys = [np.interp(grid, r["curve_steps"], r["curve_success"]) for r in runs]
         mean = np.mean(ys, axis=0)
         ax.plot(grid, mean, color=color, label=f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
         if len(runs) > 1:
             ax.fill_between(grid, np.min(ys, axis=0), np.max(ys, axis=0), color=color, alpha=0.2)
-    ax.set(xlabel="env steps", ylabel="success rate (last 100 episodes)", ylim=(-0.02, 1.02), title=task)
+    ax.set(xlabel="env steps", ylabel="success rate (rollout window of episodes)", ylim=(-0.02, 1.02), title=task)
     ax.grid(alpha=0.3)
     if by_label:
         ax.legend(fontsize=8)

@@ -194,8 +194,37 @@ def test_a_crashing_evaluation_at_a_delay_is_recorded_and_retried(tmp_path, monk
         return real(*args, **kwargs)
 
     monkeypatch.setattr(robot_rl.trainer, "evaluate", broken)
-    (rec,) = run_grid(s, progress_bar=False, log=lambda _: None)
+    (rec,) = run_grid(s, progress_bar=False, log=lambda _: None, isolate=False)  # the patch lives in this process
     assert rec["status"] == "failed" and "evaluation at fixed delays: LinAlgError" in rec["error"]
     monkeypatch.setattr(robot_rl.trainer, "evaluate", real)
     (rec,) = run_grid(s, progress_bar=False, log=lambda _: None, train_fn=lambda cfg: pytest.fail("retrained"))
     assert rec["status"] == "done" and set(rec["summary"]["eval_by_delay"]) == {"0"}
+
+
+def _train_in_child(cfg):
+    """A cell's train function for the isolated grid: records its process id, then crashes (ppo) or dies (rpd)."""
+    import os
+    from pathlib import Path
+
+    Path(cfg.run.out_dir).mkdir(parents=True, exist_ok=True)
+    Path(cfg.run.out_dir, f"{cfg.mode}.pid").write_text(str(os.getpid()))
+    if cfg.mode == "rpd":
+        os._exit(3)  # no record, no traceback: as a segfault or an out-of-memory kill
+    raise RuntimeError(f"simulated crash in {cfg.mode}")
+
+
+def test_isolated_cells_run_in_their_own_process_and_a_dead_one_is_recorded(tmp_path):
+    """Issue 17, item 7: each cell in a fresh process (ManiSkill leaks Vulkan over many gym.make in one process,
+    haosulab/ManiSkill#1474), and a process that dies is a failed cell, not a dead grid.
+    """
+    import os
+
+    records = run_grid(spec(tmp_path, modes=["ppo", "rpd"]), progress_bar=False, train_fn=_train_in_child,
+                       isolate=True, log=lambda _: None)
+    assert [r["status"] for r in records] == ["failed", "failed"]
+    assert "simulated crash in ppo" in records[0]["error"] and "Traceback" in records[0]["traceback"]
+    assert records[1]["error"] == "the cell's process died without a record (exit code 3)"
+    on_disk = json.loads((tmp_path / "RRL-PushCube-Sparse-v1" / "rpd-s0" / "bench_cell.json").read_text())
+    assert on_disk["status"] == "failed" and "exit code 3" in on_disk["error"]
+    pids = {int(p.read_text()) for p in tmp_path.rglob("*.pid")}
+    assert len(pids) == 2 and os.getpid() not in pids
