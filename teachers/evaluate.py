@@ -72,6 +72,7 @@ def run_teacher_as_policy(
     hold: bool = False,
     delay_steps: int = 0,
     memory: bool = False,
+    sim_backend: str = "physx_cpu",
 ) -> dict:
     """Roll out ``teacher`` as the policy for ``episodes`` episodes of ``task`` (:func:`robot_rl.rollout.rollout`).
 
@@ -94,6 +95,10 @@ def run_teacher_as_policy(
         delay_steps: env steps from a query's observation to its answer (0: at once).
         memory: keep the teacher's notes in a scratchpad (the task's vocabulary, default slots) and send it with
             every query (issue 13); False sends none (a teacher without memory).
+        sim_backend: ``"physx_cpu"`` or ``"physx_cuda"`` (one env of the GPU adapter, rendered only if the teacher
+            needs images). Measure the teacher on the backend it will guide: on ``physx_cuda`` ManiSkill's
+            ``pd_ee_delta_pose`` takes one damped least-squares IK step per control step and never fails or
+            freezes as the CPU controller's IK does (issue 17), and every planner figure so far is the CPU one.
 
     Returns:
         ``{"success_rate": float in [0, 1], "mean_return": float (mean undiscounted episode return),
@@ -102,7 +107,8 @@ def run_teacher_as_policy(
         ``"placed_rate", "static_when_placed"`` for a task that reports them (:meth:`RolloutResult.summary`).
 
     Raises:
-        ValueError: ``episodes < 1``, ``delay_steps < 0`` or an unknown task.
+        ValueError: ``episodes < 1``, ``delay_steps < 0``, an unknown task or sim backend.
+        RuntimeError: ``physx_cuda`` without CUDA.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -119,8 +125,10 @@ def run_teacher_as_policy(
 
         spec = memory_spec(resolve_task(task))
     guidance = teacher_guidance(teacher, hold, delay_steps, seed, memory=spec)
-    venv = TeacherGroupVecEnv(make_vec_env(task, num_envs=1, max_episode_steps=max_episode_steps, seed=seed,
-                                           in_process=True), guidance, drive_queries=True)
+    venv = TeacherGroupVecEnv(make_vec_env(task, num_envs=1, sim_backend=sim_backend,
+                                           max_episode_steps=max_episode_steps, seed=seed, in_process=True,
+                                           teacher_images=bool(teacher.spec.needs_image)),
+                              guidance, drive_queries=True)
     try:
         result = rollout(venv, TeacherActor(guidance), episodes, seed, video=teacher.spec.needs_image)
     finally:
@@ -167,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--delay-steps", type=int, default=0, help="answers arrive this many env steps late (0.05 s each)")
     p.add_argument("--memory", action="store_true",
                    help="keep the teacher's notes in a scratchpad sent with every query")
+    p.add_argument("--sim-backend", default="physx_cpu", choices=("physx_cpu", "physx_cuda"),
+                   help="the simulator (and so the EE controller) to measure the teacher on")
     args = p.parse_args(argv)
     kwargs: dict[str, Any] = {}
     for item in args.arg:
@@ -181,9 +191,10 @@ def main(argv: list[str] | None = None) -> dict:
     teacher = make_teacher(args.kind, **kwargs)
     t0 = time.perf_counter()
     result = run_teacher_as_policy(teacher, spec.env_id, args.episodes, args.seed, hold=args.hold,
-                                   delay_steps=args.delay_steps, memory=args.memory)
+                                   delay_steps=args.delay_steps, memory=args.memory, sim_backend=args.sim_backend)
     result.update(task=args.task, episodes=args.episodes, seed=args.seed, kind=args.kind, teacher_args=kwargs,
-                  hold=args.hold, memory=args.memory, wall_s=round(time.perf_counter() - t0, 2))
+                  hold=args.hold, memory=args.memory, sim_backend=args.sim_backend,
+                  wall_s=round(time.perf_counter() - t0, 2))
     print(json.dumps(result))
     return result
 

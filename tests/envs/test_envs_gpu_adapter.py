@@ -290,3 +290,24 @@ def test_no_vulkan_message_names_the_driver_of_the_backend(monkeypatch):
     with pytest.raises(RuntimeError, match="run `bash scripts/setup.sh`") as cpu:
         make_maniskill_env(PUSH, sim_backend="physx_cpu")
     assert "nvidia_icd" not in str(cpu.value)
+
+
+def test_teacher_competence_runs_on_the_gpu_adapter(monkeypatch):
+    """Issue 17, item 5: the teacher-as-policy benchmark reaches the GPU adapter (asking for no renderer for a
+    teacher that needs no image); checked on gym.make's arguments, since no GPU is here.
+    """
+    import robot_rl.envs.gpu_vec_env as gpu_module
+    from robot_rl.teachers import ScriptedTeacher
+    from robot_rl.teachers.evaluate import run_teacher_as_policy
+
+    made = {}
+
+    def fake_make(env_id, **kwargs):
+        made.update(kwargs, env_id=env_id)
+        raise _Made
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu_module, "make_maniskill_env", fake_make)
+    with pytest.raises(_Made):
+        run_teacher_as_policy(ScriptedTeacher(), PUSH, episodes=2, sim_backend="physx_cuda")
+    assert made["sim_backend"] == "physx_cuda" and made["num_envs"] == 1 and made["render_backend"] == "none"
