@@ -372,9 +372,31 @@ def _tasks() -> int:
     return 0
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a ``robot-rl`` command line; ``KEY=VALUE`` overrides may come anywhere after the subcommand (before,
+    between or after its options), as in Hydra-style CLIs, and keep their order (a later one of a key wins).
+
+    argparse gives a ``nargs="*"`` positional only one contiguous run of words, and its ``parse_intermixed_args``
+    refuses a parser with subparsers (``TypeError: positional arg with nargs=A...``, Python 3.11). So the line is
+    parsed with ``parse_known_args`` and the words it leaves over that are ``KEY=VALUE`` (not starting with ``-``)
+    are appended to the subcommand's ``overrides``.
+
+    Raises:
+        SystemExit: argparse's usage error (status 2): a leftover word that is not ``KEY=VALUE``, or any leftover
+            for a subcommand that takes no overrides.
+    """
+    parser = _parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if not hasattr(args, "overrides") or any(w.startswith("-") or "=" not in w for w in extras):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        args.overrides = [*args.overrides, *extras]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``robot-rl`` entry point: run one subcommand; returns the exit status (2: a config or input error)."""
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         if args.command == "train":
             return _train(args)
