@@ -16,6 +16,15 @@ with ``torch.onnx.export``) maps the raw observation to the action SB3 would tak
 - output ``actions``: ``(B, 7) float32`` in the env's normalized ``pd_ee_delta_pose`` convention
   (the sidecar's ``action`` section maps it to metres, radians and the gripper opening).
 
+No pickle is loaded (a run directory from someone else may hold one that runs code when unpickled): the
+normalization statistics come from the checkpoint's ``vecnormalize.json`` (:func:`robot_rl.runs.vecnormalize_to_dict`)
+and the policy's weights from the SB3 zip's ``policy.pth`` through SB3's own
+``load_from_zip_file(load_data=False)`` (``torch.load(weights_only=True)``), into an ``ActorCriticPolicy`` built
+from the zip's ``policy_kwargs`` (plain JSON in its ``data`` entry, read with ``json``, never SB3's
+``json_to_data``, which unpickles). A run from before ``vecnormalize.json`` existed holds only ``vecnormalize.pkl``:
+it is refused, naming the file, unless ``trust_pickle=True`` (``robot-rl export --trust-pickle``), which unpickles it
+once and writes ``vecnormalize.json`` beside it.
+
 Exporter: torch 2.13's default ``torch.onnx.export(dynamo=True)`` needs the ``onnxscript`` package;
 the TorchScript exporter (``dynamo=False``, opset :data:`OPSET`) needs only ``onnx`` and handles
 this MLP exactly, so it is used (its DeprecationWarning is silenced). If a later torch drops it, the
@@ -30,6 +39,7 @@ import json
 import math
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +143,78 @@ def _check_policy(policy) -> None:
         raise ValueError("cannot export this policy: " + "; ".join(problems))
 
 
-def _load_vecnormalize(path: Path):
-    """The run's ``VecNormalize`` (unpickled without an env: only its statistics are needed), or None."""
-    if not path.exists():
+#: The SB3 ``policy_kwargs`` a run's policy may carry (robot_rl.trainer.build_model sets these two only).
+POLICY_KWARGS = ("net_arch", "log_std_init")
+
+
+def _load_policy(zip_path: Path, obs_dim: int, act_dim: int):
+    """The SB3 ``ActorCriticPolicy`` saved in ``zip_path`` without unpickling anything (see the module docstring).
+
+    Args:
+        zip_path: an SB3 2.x ``model.zip`` of GuidedPPO (``MlpPolicy``).
+        obs_dim: ``D`` of the run's observation schema.
+        act_dim: action size (7).
+
+    Returns:
+        ``(policy, num_timesteps)``: the policy in eval mode on the CPU, and the env steps it was trained for.
+
+    Raises:
+        ValueError: not SB3's ``ActorCriticPolicy``, gSDE, ``policy_kwargs`` beyond :data:`POLICY_KWARGS` (or
+            pickled ones), or weights whose shapes do not fit ``obs_dim`` (torch's message).
+    """
+    from gymnasium import spaces
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    with zipfile.ZipFile(zip_path) as archive:
+        data = json.loads(archive.read("data"))  # plain JSON: the ":serialized:" entries stay base64 text
+    cls = data.get("policy_class", {})
+    if cls.get("__module__") != "stable_baselines3.common.policies" or \
+            not str(cls.get("__init__", "")).startswith("<function ActorCriticPolicy.__init__"):
+        raise ValueError(f"cannot export {zip_path}: its policy class is not SB3's ActorCriticPolicy (MlpPolicy)")
+    if data.get("use_sde"):
+        raise ValueError(f"cannot export {zip_path}: gSDE (use_sde=True) is not reproduced")
+    kwargs = data.get("policy_kwargs", {})
+    if not isinstance(kwargs, dict) or ":serialized:" in kwargs or set(kwargs) - set(POLICY_KWARGS):
+        raise ValueError(f"cannot export {zip_path}: policy_kwargs {sorted(kwargs)} beyond {list(POLICY_KWARGS)}")
+    _, params, _ = load_from_zip_file(zip_path, load_data=False, device="cpu")  # .pth: torch.load(weights_only=True)
+    policy = ActorCriticPolicy(spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32),
+                               spaces.Box(-1.0, 1.0, (act_dim,), np.float32), lambda _: 0.0, **kwargs)
+    try:
+        policy.load_state_dict(params["policy"])
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {zip_path} does not fit an observation of {obs_dim} values: {err}") from None
+    policy.set_training_mode(False)
+    return policy, int(data["num_timesteps"])
+
+
+def _normalization_stats(checkpoint: Path, trust_pickle: bool) -> dict | None:
+    """The checkpoint's VecNormalize statistics (:func:`robot_rl.runs.read_vecnormalize_json`), or None for a run
+    without observation normalization.
+
+    Raises:
+        FileNotFoundError: only ``vecnormalize.pkl`` (an old run) and not ``trust_pickle``: the message names the
+            file and ``--trust-pickle``.
+    """
+    from robot_rl.runs import VECNORM_JSON, read_vecnormalize_json, vecnormalize_to_dict
+
+    path, pkl = checkpoint / VECNORM_JSON, checkpoint / "vecnormalize.pkl"
+    if path.exists():
+        return read_vecnormalize_json(path)
+    if not pkl.exists():
         return None
-    with open(path, "rb") as f:
-        return pickle.load(f)
+    if not trust_pickle:
+        raise FileNotFoundError(
+            f"{path} is missing: this run keeps its normalization statistics only in the pickle {pkl}, and "
+            "unpickling a file can run any code in it. If you trust this run directory, run `robot-rl export "
+            "RUN_DIR --trust-pickle` (export_policy(..., trust_pickle=True)) once: it writes the JSON beside it")
+    warnings.warn(f"unpickling {pkl} (trust_pickle) and writing {path}", stacklevel=3)
+    with open(pkl, "rb") as f:
+        venv = pickle.load(f)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(vecnormalize_to_dict(venv)))
+    tmp.replace(path)
+    return read_vecnormalize_json(path)
 
 
 def _env_facts(task_id: str) -> dict[str, Any]:
@@ -309,15 +385,17 @@ def _export_onnx(module, obs_dim: int, path: Path) -> None:
             th.onnx.export(module, (dummy,), str(path), dynamo=True, **kwargs)
 
 
-def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
+def export_policy(run_dir, out_dir: str | Path | None = None, trust_pickle: bool = False) -> Path:
     """Export a run's latest checkpoint as ``policy.onnx`` + ``policy.json``.
 
     Args:
         run_dir: a run directory (path or :class:`robot_rl.runs.RunDir`) with ``config.yaml`` and
-            ``checkpoints/latest/model.zip`` (and ``vecnormalize.pkl`` when the run normalizes
-            observations).
+            ``checkpoints/latest/model.zip`` (and ``vecnormalize.json`` when the run normalizes
+            observations). Nothing in it is unpickled (module docstring).
         out_dir: where to write; default ``RUN_DIR/export``. Created if missing; existing files of
             the same names are replaced.
+        trust_pickle: an old run with only ``vecnormalize.pkl``: unpickle it (it can run code) and write
+            ``vecnormalize.json`` beside it; False: refuse it.
 
     Returns:
         the output directory. Its ``policy.onnx`` maps ``obs (B, obs_dim) float32`` (raw observation,
@@ -335,7 +413,8 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
     Builds one env of the task (about 1 s) to read the control rate and controller configs.
 
     Raises:
-        FileNotFoundError: not a run directory, or no checkpoint.
+        FileNotFoundError: not a run directory, no checkpoint, or only ``vecnormalize.pkl`` without
+            ``trust_pickle`` (the message names the file), or ``ppo.normalize_obs`` and no statistics at all.
         ValueError: a recurrent run (ppo.recurrent), a policy the export cannot reproduce exactly (not SB3's Gaussian
             MlpPolicy), or
             a checkpoint whose observation size does not match the run's observation schema.
@@ -343,7 +422,6 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
     """
     import onnx
 
-    from robot_rl.algos import GuidedPPO
     from robot_rl.envs import get_task
     from robot_rl.envs.obs_layout import ROBOT_BASE_POS_WORLD, ROBOT_BASE_QUAT_WORLD
     from robot_rl.observation import schema_from_config
@@ -363,27 +441,29 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
     out = Path(out_dir) if out_dir is not None else run.path / EXPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
 
-    model = GuidedPPO.load(run.checkpoint / "model.zip", device="cpu", custom_objects={"guidance": None})
-    policy = model.policy
-    policy.set_training_mode(False)
+    facts = _env_facts(spec.env_id)
+    obs_dim = schema.size
+    low, high = (np.asarray(facts[k], dtype=np.float32) for k in ("action_low", "action_high"))
+    act_dim = int(low.shape[0])
+    policy, num_timesteps = _load_policy(run.checkpoint / "model.zip", obs_dim, act_dim)
     _check_policy(policy)
-    obs_dim = int(policy.observation_space.shape[0])
-    if obs_dim != schema.size:
-        raise ValueError(f"checkpoint observation size {obs_dim} != the run's observation schema "
-                         f"({schema.describe_sizes()}) of {spec.env_id}")
-    act_dim = int(policy.action_space.shape[0])
 
-    vn = _load_vecnormalize(run.checkpoint / "vecnormalize.pkl")
-    if vn is not None and vn.norm_obs:
-        mean = np.asarray(vn.obs_rms.mean, dtype=np.float64)
-        std = np.sqrt(np.asarray(vn.obs_rms.var, dtype=np.float64) + vn.epsilon)
-        clip_obs, eps = float(vn.clip_obs), float(vn.epsilon)
+    vn = _normalization_stats(run.checkpoint, trust_pickle)
+    if vn is None and cfg.ppo.normalize_obs:
+        raise FileNotFoundError(f"{run.path} normalizes observations (ppo.normalize_obs) but its checkpoint "
+                                f"{run.checkpoint} holds no vecnormalize.json")
+    if vn is not None and vn["norm_obs"]:
+        mean = vn["obs_rms"]["mean"]
+        if mean.shape != (obs_dim,):
+            raise ValueError(f"normalization statistics of {mean.shape[0]} values != the run's observation schema "
+                             f"({schema.describe_sizes()}) of {spec.env_id}")
+        std = np.sqrt(vn["obs_rms"]["var"] + vn["epsilon"])
+        clip_obs, eps = float(vn["clip_obs"]), float(vn["epsilon"])
         normalization = {"baked_in": True, "formula": "clip((obs - mean) / sqrt(var + epsilon), -clip, clip)",
                          "epsilon": eps, "clip": clip_obs, "source": "stable_baselines3 VecNormalize"}
     else:
         mean, std, clip_obs = np.zeros(obs_dim), np.ones(obs_dim), None
         normalization = {"baked_in": False}
-    low, high = policy.action_space.low.astype(np.float32), policy.action_space.high.astype(np.float32)
 
     module = _exported_module(policy, mean, std, clip_obs, low, high)
     onnx_path = out / ONNX_FILE
@@ -397,7 +477,6 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
     onnx.checker.check_model(proto)
     onnx.save(proto, str(onnx_path))
 
-    facts = _env_facts(spec.env_id)
     if facts["obs_dim"] != schema.group("state").size:
         raise ValueError(f"the env's state observation has {facts['obs_dim']} values, the schema's state group "
                          f"{schema.group('state').size}")
@@ -440,7 +519,7 @@ def export_policy(run_dir, out_dir: str | Path | None = None) -> Path:
         "deterministic_head": "Gaussian mean (action_net output, no tanh squash), clipped to [low, high] "
                               "as stable_baselines3 BasePolicy.predict(deterministic=True) does",
         "source": {"run_dir": str(run.path.resolve()), "checkpoint": str(run.checkpoint.relative_to(run.path)),
-                   "num_timesteps": int(model.num_timesteps), "mode": cfg.mode, "seed": int(cfg.seed),
+                   "num_timesteps": num_timesteps, "mode": cfg.mode, "seed": int(cfg.seed),
                    "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
     }
     tmp = out / (SIDECAR_FILE + ".tmp")

@@ -52,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "RUN_DIR/config.yaml holds it too) are printed first. Checkpoints: "
                                    "RUN_DIR/checkpoints/latest (what --resume reads) every "
                                    "run.checkpoint_every_steps env steps, plus the run.keep_checkpoints most recent "
-                                   "as checkpoints/step_<env steps>.zip (+ _vecnormalize.pkl). run.wandb=true also "
-                                   "logs to Weights & Biases, syncing TensorBoard (pip install 'robot_rl[wandb]').")
+                                   "as checkpoints/step_<env steps>.zip (+ _vecnormalize.pkl and .json). "
+                                   "run.wandb=true also logs to Weights & Biases, syncing TensorBoard "
+                                   "(pip install 'robot_rl[wandb]').")
     t.add_argument("--config", type=Path, default=None,
                    help=f"YAML config (default: {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[2])} when it "
                         "exists, else built-in defaults)")
@@ -144,9 +145,14 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="export a run's policy to ONNX + a JSON sidecar (for robot-rl deploy)",
                        description="Export a run's latest checkpoint: policy.onnx (observation normalization and the "
                                    "deterministic action head baked in) and policy.json (the observation schema, "
-                                   "the task, the control period, the teacher group's settings, a checksum).")
+                                   "the task, the control period, the teacher group's settings, a checksum). Nothing "
+                                   "in RUN_DIR is unpickled: the statistics come from vecnormalize.json and the "
+                                   "weights from the SB3 zip's policy.pth (torch.load(weights_only=True)).")
     x.add_argument("run_dir", type=Path, help="a run directory (runs/<name>, or a bench cell)")
     x.add_argument("--out", type=Path, default=None, help="output directory (default RUN_DIR/export)")
+    x.add_argument("--trust-pickle", action="store_true",
+                   help="a run from before vecnormalize.json: unpickle its vecnormalize.pkl (which can run any code "
+                        "in it: only for run directories you trust) and write vecnormalize.json beside it")
 
     d = sub.add_parser("deploy", help="run a policy on a robot (or the simulator) through ROS 2")
     dsub = d.add_subparsers(dest="deploy_command", required=True)
@@ -286,7 +292,7 @@ def _teacher(args) -> int:
 def _export(args) -> int:
     from robot_rl.deploy.export import export_policy
 
-    out = export_policy(args.run_dir, args.out)
+    out = export_policy(args.run_dir, args.out, trust_pickle=args.trust_pickle)
     print(f"exported to {out}")
     return 0
 

@@ -8,13 +8,19 @@
       metrics.jsonl          one JSON object per PPO update (env steps, success rate, return, losses,
                              teacher queries, λ_t, steps/s)
       tb/                    TensorBoard events
-      checkpoints/latest/    model.zip, vecnormalize.pkl, guidance.json, written atomically (what resume reads)
-      checkpoints/step_000120000.zip  (+ step_000120000_vecnormalize.pkl) the run.keep_checkpoints most recent
-                             checkpoints, named by env step (SB3's CheckpointCallback keeps the same pair)
+      checkpoints/latest/    model.zip, vecnormalize.pkl and vecnormalize.json (the same statistics as JSON),
+                             guidance.json, train_state.json (logger and episode statistics to carry over), written
+                             atomically (what resume reads)
+      checkpoints/step_000120000.zip  (+ step_000120000_vecnormalize.pkl and .json) the run.keep_checkpoints most
+                             recent checkpoints, named by env step (SB3's CheckpointCallback keeps the same pair)
       eval.json              evaluation: summary (success rate, mean return, ...), per-episode results, seeds
       wandb/, wandb_id       with run.wandb: Weights & Biases' local files and the id of the W&B run (a resume
                              continues it)
       success_curve.png      success rate against env steps
+
+Trust: ``vecnormalize.pkl`` is a pickle and SB3's ``model.zip`` holds cloudpickled objects (its ``data`` entry), so
+resuming or evaluating a run directory made by someone else can run their code. ``robot-rl export`` reads neither
+(``vecnormalize.json`` and the zip's ``policy.pth`` with ``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,13 @@ CKPT = "checkpoints/latest"
 #: A step-numbered checkpoint's model, by env step (``checkpoints/step_000120000.zip``), and its normalization stats.
 STEP_CKPT = "checkpoints/step_{:09d}.zip"
 STEP_VECNORM = "checkpoints/step_{:09d}_vecnormalize.pkl"
+STEP_VECNORM_JSON = "checkpoints/step_{:09d}_vecnormalize.json"
+#: In a checkpoint: VecNormalize's statistics as JSON (:func:`vecnormalize_to_dict`), and the training state a
+#: resume carries over (:class:`robot_rl.trainer.RunCallback`: logger values, clocks, episode statistics).
+VECNORM_JSON = "vecnormalize.json"
+TRAIN_STATE = "train_state.json"
+#: ``format`` tag of :data:`VECNORM_JSON`.
+VECNORM_FORMAT = "robot_rl.vecnormalize"
 #: The W&B run id of a run with ``run.wandb`` (a resume continues that W&B run).
 WANDB_ID = "wandb_id"
 #: metrics.jsonl keys (SB3 logger names) of the env-step counter and the success rate.
@@ -123,15 +136,16 @@ class RunDir:
         """Whether the latest checkpoint has a saved model."""
         return (self.checkpoint / "model.zip").exists()
 
-    def save_checkpoint(self, model, guidance_state: dict, keep: int = 0) -> None:
-        """Write model, observation-normalization stats and guidance state; atomic (tmp dir + rename),
-        so a kill mid-write leaves the previous checkpoint intact.
+    def save_checkpoint(self, model, guidance_state: dict, keep: int = 0, train_state: dict | None = None) -> None:
+        """Write model, observation-normalization stats (pickle and :data:`VECNORM_JSON`), guidance state and the
+        training state; atomic (tmp dir + rename), so a kill mid-write leaves the previous checkpoint intact.
 
         Args:
             model: the SB3 model (its ``num_timesteps`` names the step checkpoint).
             guidance_state: :meth:`Guidance.state_dict`, or ``{}``.
             keep: also copy the model and its stats to the step-numbered pair (:data:`STEP_CKPT`) and keep only
                 the ``keep`` most recent pairs (``run.keep_checkpoints``); 0: none (and none is removed).
+            train_state: JSON-able state a resume carries over (:data:`TRAIN_STATE`), or None (not written).
         """
         tmp = self.checkpoint.with_name("latest.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -140,6 +154,9 @@ class RunDir:
         venv = model.get_vec_normalize_env()
         if venv is not None:
             venv.save(str(tmp / "vecnormalize.pkl"))
+            (tmp / VECNORM_JSON).write_text(json.dumps(vecnormalize_to_dict(venv)))
+        if train_state is not None:
+            (tmp / TRAIN_STATE).write_text(json.dumps(train_state))
         state = {"num_timesteps": int(model.num_timesteps), **guidance_state}
         (tmp / "guidance.json").write_text(json.dumps(state))
         old = self.checkpoint.with_name("latest.old")
@@ -153,18 +170,20 @@ class RunDir:
 
     def _save_step_checkpoint(self, step: int, keep: int) -> None:
         pairs = [(self.checkpoint / "model.zip", self.path / STEP_CKPT.format(step)),
-                 (self.checkpoint / "vecnormalize.pkl", self.path / STEP_VECNORM.format(step))]
+                 (self.checkpoint / "vecnormalize.pkl", self.path / STEP_VECNORM.format(step)),
+                 (self.checkpoint / VECNORM_JSON, self.path / STEP_VECNORM_JSON.format(step))]
         for src, dst in pairs:
             if src.exists():
                 shutil.copyfile(src, dst.with_name(dst.name + ".tmp"))
                 os.replace(dst.with_name(dst.name + ".tmp"), dst)
         for old_step in sorted(self.step_checkpoints())[:-keep]:
-            for pattern in (STEP_CKPT, STEP_VECNORM):
+            for pattern in (STEP_CKPT, STEP_VECNORM, STEP_VECNORM_JSON):
                 (self.path / pattern.format(old_step)).unlink(missing_ok=True)
 
     def step_checkpoints(self) -> dict[int, Path]:
         """The step-numbered checkpoints kept (``run.keep_checkpoints``): ``{env step: model .zip path}``; the
-        normalization stats of step ``s`` are at ``RUN_DIR /`` :data:`STEP_VECNORM` ``.format(s)``, if it has any.
+        normalization stats of step ``s`` are at ``RUN_DIR /`` :data:`STEP_VECNORM` ``.format(s)`` (pickle) and
+        :data:`STEP_VECNORM_JSON` ``.format(s)`` (JSON), if it has any.
         """
         folder = self.path / Path(STEP_CKPT).parent
         out = {}
@@ -184,6 +203,11 @@ class RunDir:
         """The latest checkpoint's ``guidance.json``: ``num_timesteps`` and the guidance state."""
         return json.loads((self.checkpoint / "guidance.json").read_text())
 
+    def train_state(self) -> dict:
+        """The latest checkpoint's :data:`TRAIN_STATE` (``{}`` for a checkpoint written before it existed)."""
+        path = self.checkpoint / TRAIN_STATE
+        return json.loads(path.read_text()) if path.exists() else {}
+
     def read_metrics(self) -> list[dict]:
         """Rows of metrics.jsonl (a line cut short by a kill is skipped)."""
         if not self.metrics.exists():
@@ -197,9 +221,13 @@ class RunDir:
         return rows
 
     def truncate_metrics(self, max_step: int) -> None:
-        """Drop metric rows past ``max_step`` env steps: a resumed run redoes them."""
+        """Drop metric rows past ``max_step`` env steps (a resumed run redoes them, so every step has one row);
+        atomic (tmp file + rename).
+        """
         rows = [r for r in self.read_metrics() if r.get(STEP_KEY, 0) <= max_step]
-        self.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp = self.metrics.with_name(METRICS + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, self.metrics)
 
     def write_eval(self, result: dict, path: str | Path | None = None) -> Path:
         """Write an evaluation's result (:func:`robot_rl.trainer.evaluate`) as JSON; returns where.
@@ -235,6 +263,71 @@ class RunDir:
         fig.savefig(out, dpi=100)
         plt.close(fig)
         return out
+
+
+def vecnormalize_to_dict(venv) -> dict:
+    """A ``VecNormalize``'s statistics and settings as JSON-able data (SB3 2.9.2's attributes; float64 values, which
+    ``json`` writes and reads back exactly).
+
+    Returns:
+        ``{"format", "version", "norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon",
+        "obs_rms": {"mean" (D,), "var" (D,), "count"}, "ret_rms": {"mean" (), "var" (), "count"}}``.
+
+    Raises:
+        ValueError: a dict observation space (``obs_rms`` per key): the runs' observations are flat.
+    """
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+    if not isinstance(venv.obs_rms, RunningMeanStd):
+        raise ValueError("vecnormalize_to_dict: only a flat (Box) observation's VecNormalize is supported")
+
+    def rms(r: RunningMeanStd) -> dict:
+        return {"mean": np.asarray(r.mean, dtype=np.float64).tolist(),
+                "var": np.asarray(r.var, dtype=np.float64).tolist(), "count": float(r.count)}
+
+    return {"format": VECNORM_FORMAT, "version": 1, "norm_obs": bool(venv.norm_obs),
+            "norm_reward": bool(venv.norm_reward), "clip_obs": float(venv.clip_obs),
+            "clip_reward": float(venv.clip_reward), "gamma": float(venv.gamma), "epsilon": float(venv.epsilon),
+            "obs_rms": rms(venv.obs_rms), "ret_rms": rms(venv.ret_rms)}
+
+
+def read_vecnormalize_json(path: str | Path) -> dict:
+    """Read :data:`VECNORM_JSON` (written by :func:`vecnormalize_to_dict`); ``mean`` and ``var`` become float64
+    arrays.
+
+    Raises:
+        ValueError: not such a file (its ``format`` tag), or a key missing (named).
+    """
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or data.get("format") != VECNORM_FORMAT:
+        raise ValueError(f"{path} is not a robot_rl VecNormalize statistics file (format != {VECNORM_FORMAT!r})")
+    keys = ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon", "obs_rms", "ret_rms")
+    missing = [k for k in keys if k not in data] + [f"{k}.{f}" for k in ("obs_rms", "ret_rms") if k in data
+                                                   for f in ("mean", "var", "count") if f not in data[k]]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+    for key in ("obs_rms", "ret_rms"):
+        data[key] = {"mean": np.asarray(data[key]["mean"], dtype=np.float64),
+                     "var": np.asarray(data[key]["var"], dtype=np.float64), "count": float(data[key]["count"])}
+    return data
+
+
+def vecnormalize_from_dict(stats: dict, venv, training: bool = True):
+    """A ``VecNormalize`` around ``venv`` with the settings and statistics of :func:`read_vecnormalize_json`
+    (what ``VecNormalize.load`` restores from the pickle, without unpickling).
+    """
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    out = VecNormalize(venv, training=training, norm_obs=stats["norm_obs"], norm_reward=stats["norm_reward"],
+                       clip_obs=stats["clip_obs"], clip_reward=stats["clip_reward"], gamma=stats["gamma"],
+                       epsilon=stats["epsilon"])
+    for name in ("obs_rms", "ret_rms"):
+        rms, saved = getattr(out, name), stats[name]
+        if np.shape(rms.mean) != saved["mean"].shape:
+            raise ValueError(f"VecNormalize statistics of shape {saved['mean'].shape} for an env observing "
+                             f"{np.shape(rms.mean)}")
+        rms.mean, rms.var, rms.count = saved["mean"].copy(), saved["var"].copy(), saved["count"]
+    return out
 
 
 def success_curve(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:

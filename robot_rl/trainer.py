@@ -23,7 +23,7 @@ from robot_rl.config import ConfigError, TrainConfig, guard_min_rows
 from robot_rl.geometry import CONTROL_PERIOD_S
 from robot_rl.guidance import Guidance, QueryScheduler
 from robot_rl.observation import ObservationSchema, SchemaMismatch, memory_spec_from_config, schema_from_config
-from robot_rl.runs import WANDB_ID, RunDir
+from robot_rl.runs import VECNORM_JSON, WANDB_ID, RunDir, read_vecnormalize_json, vecnormalize_from_dict
 
 #: Offset of evaluation seeds from the training seed, so evaluation episodes are unseen ones.
 EVAL_SEED_OFFSET = 10_000
@@ -67,12 +67,13 @@ def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: in
     and the ``teacher`` observation group appended (:class:`~robot_rl.interface.TeacherGroupVecEnv`, when there is
     guidance), checked against the run's observation schema, inside observation normalization.
 
-    Normalization: a run that has a checkpoint restores its ``VecNormalize`` statistics (resume, evaluate);
+    Normalization: a run that has a checkpoint restores its ``VecNormalize`` statistics (resume, evaluate) from its
+    ``vecnormalize.json`` (no unpickling), or from ``vecnormalize.pkl`` for a checkpoint written before the JSON;
     a new run starts them when ``ppo.normalize_obs`` is on. ``training=False`` freezes them (evaluation).
 
     Args:
         cfg: the run's config.
-        run: the run directory (its checkpoint's ``vecnormalize.pkl``, if any, is loaded).
+        run: the run directory (its checkpoint's normalization statistics, if any, are loaded).
         num_envs: parallel envs (``None``: ``cfg.env.num_envs``).
         seed: seed of the envs (``None``: ``cfg.seed``).
         in_process: CPU only: all envs in this process instead of worker processes.
@@ -102,9 +103,11 @@ def build_env_stack(cfg: TrainConfig, run: RunDir | None = None, *, num_envs: in
         venv.close()
         raise SchemaMismatch(f"{cfg.task}'s env observes {size} values but its observation schema has "
                              f"{schema.describe_sizes()}")
-    stats = run.checkpoint / "vecnormalize.pkl" if run is not None else None
+    stats = run.checkpoint / VECNORM_JSON if run is not None else None
     if stats is not None and stats.exists():
-        venv = VecNormalize.load(str(stats), venv)
+        venv = vecnormalize_from_dict(read_vecnormalize_json(stats), venv, training=training)
+    elif stats is not None and (run.checkpoint / "vecnormalize.pkl").exists():
+        venv = VecNormalize.load(str(run.checkpoint / "vecnormalize.pkl"), venv)
         venv.training = training
     elif cfg.ppo.normalize_obs:
         venv = VecNormalize(venv, norm_obs=True, norm_reward=False, training=training)

@@ -208,6 +208,8 @@ def test_train_prints_config_keeps_step_checkpoints_and_resumes_from_latest(tmp_
     assert run.step_checkpoints()[256].name == "step_000000256.zip"
     assert (run.path / "checkpoints" / "step_000000256_vecnormalize.pkl").exists()
     assert not (run.path / "checkpoints" / "step_000000128_vecnormalize.pkl").exists()
+    assert (run.path / "checkpoints" / "step_000000256_vecnormalize.json").exists()  # the stats without a pickle
+    assert not (run.path / "checkpoints" / "step_000000128_vecnormalize.json").exists()
     assert GuidedPPO.load(run.step_checkpoints()[256], device="cpu",
                           custom_objects={"guidance": None}).num_timesteps == 256
 

@@ -325,3 +325,94 @@ def test_a_grasping_task_exports_with_parity(task, size, tmp_path):
     obs = real_observations(task, 200, 1, np.random.default_rng(1))
     ref, _ = _sb3_actions(run.path, obs)
     assert np.max(np.abs(policy(obs) - ref)) < PARITY_ATOL
+
+
+class _Marker:
+    """Unpickling this creates the file ``path`` (``builtins.open(path, "w")``): a stand-in for hostile code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_vecnormalize_json_round_trip_equals_vecnormalize(run):
+    """checkpoints/latest/vecnormalize.json holds exactly the pickled VecNormalize's statistics and settings, and a
+    VecNormalize rebuilt from it normalizes bit for bit as the unpickled one.
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from robot_rl.runs import read_vecnormalize_json, vecnormalize_from_dict
+
+    with open(run.checkpoint / "vecnormalize.pkl", "rb") as f:
+        vn = pickle.load(f)
+    stats = read_vecnormalize_json(run.checkpoint / "vecnormalize.json")
+    for name in ("obs_rms", "ret_rms"):
+        rms = getattr(vn, name)
+        np.testing.assert_array_equal(stats[name]["mean"], rms.mean)
+        np.testing.assert_array_equal(stats[name]["var"], rms.var)
+        assert stats[name]["count"] == rms.count
+    for key in ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon"):
+        assert stats[key] == getattr(vn, key), key
+    env = make_env(TASK, seed=0)
+    rebuilt = vecnormalize_from_dict(stats, DummyVecEnv([lambda: env]), training=False)
+    obs = np.random.default_rng(1).normal(0, 2, (50, OBS_DIM)).astype(np.float32)
+    np.testing.assert_array_equal(rebuilt.normalize_obs(obs), vn.normalize_obs(obs))
+    assert rebuilt.training is False
+    rebuilt.close()
+    with pytest.raises(ValueError, match="not a robot_rl VecNormalize"):
+        read_vecnormalize_json(run.checkpoint / "guidance.json")
+
+
+def test_export_loads_no_pickle(run, observations, tmp_path):
+    """With the pickle deleted the export still agrees with SB3; with a hostile vecnormalize.pkl and a hostile
+    object in the SB3 zip's data, the export never unpickles either (their marker file is never made), while
+    SB3's own load of the same zip does run it.
+    """
+    import base64
+    import zipfile
+
+    from robot_rl.algos import GuidedPPO
+
+    ref, _ = _sb3_actions(run.path, observations)
+    copy = tmp_path / "copy"
+    shutil.copytree(run.path, copy)
+    ckpt = RunDir(copy).checkpoint
+    (ckpt / "vecnormalize.pkl").unlink()
+    got = OnnxPolicy(export_policy(copy, tmp_path / "e1"))(observations)
+    assert np.max(np.abs(got - ref)) < PARITY_ATOL
+
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Marker(marker))
+    (ckpt / "vecnormalize.pkl").write_bytes(payload)
+    with zipfile.ZipFile(ckpt / "model.zip") as z:
+        entries = {name: z.read(name) for name in z.namelist()}
+    data = json.loads(entries["data"])
+    data["lr_schedule"][":serialized:"] = base64.b64encode(payload).decode()  # what SB3's json_to_data unpickles
+    entries["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(ckpt / "model.zip", "w") as z:
+        for name, blob in entries.items():
+            z.writestr(name, blob)
+    GuidedPPO.load(ckpt / "model.zip", device="cpu", custom_objects={"guidance": None})
+    assert marker.exists()  # the payload works: SB3's load runs it
+    marker.unlink()
+
+    got = OnnxPolicy(export_policy(copy, tmp_path / "e2"))(observations)
+    assert not marker.exists()
+    assert np.max(np.abs(got - ref)) < PARITY_ATOL
+
+
+def test_an_old_run_with_only_the_pickle_is_refused_unless_trusted(run, observations, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(run.path, old)
+    json_path = RunDir(old).checkpoint / "vecnormalize.json"
+    json_path.unlink()
+    with pytest.raises(FileNotFoundError, match="vecnormalize.pkl.*--trust-pickle"):
+        export_policy(old, tmp_path / "refused")
+    assert not (tmp_path / "refused" / "policy.onnx").exists()
+    with pytest.warns(UserWarning, match="unpickling"):
+        out = export_policy(old, tmp_path / "trusted", trust_pickle=True)
+    assert json_path.exists()  # written once: the next export reads it
+    ref, _ = _sb3_actions(run.path, observations)
+    assert np.max(np.abs(OnnxPolicy(out)(observations) - ref)) < PARITY_ATOL
