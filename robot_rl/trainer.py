@@ -7,8 +7,10 @@ one function, :func:`build_env_stack`, which also checks the env against the run
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections import deque
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -269,20 +271,85 @@ def build_model(cfg: TrainConfig, venv: VecEnv, guidance: Guidance | None) -> Gu
     )
 
 
-class RunCallback(BaseCallback):
-    """Logs guidance metrics, drives the progress bar and writes checkpoints after PPO updates."""
+def _scalar(value):
+    """A logger value as a JSON scalar (numpy's as Python's), or None for anything else (a video, a figure)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value if isinstance(value, (bool, int, float, str)) else None
 
-    def __init__(self, run: RunDir, cfg: TrainConfig, guidance: Guidance | None):
+
+def episode_window_state(window) -> dict:
+    """The JSON-able state of GuidedPPO's :class:`~robot_rl.algos.episode_stats.EpisodeWindow` that a resume can
+    use: its last statistics and the episodes of its **complete** cohorts (rollouts whose episodes have all ended).
+    The cohorts of rollouts with episodes still running are left out: a resume resets every env, so they would never
+    complete and would hold only their early-ending episodes (the bias the window exists to avoid).
+
+    Reads the window's private fields (``_start``, ``_cohorts``; robot_rl/algos/episode_stats.py of issue 17, which
+    has no state_dict of its own yet).
+    """
+    first_open = int(window._start.min())
+    cohorts = {k - first_open: dataclasses.asdict(c) for k, c in window._cohorts.items() if k < first_open}
+    return {"cohorts": {str(k): c for k, c in sorted(cohorts.items())},
+            "stats": None if window.stats is None else dataclasses.asdict(window.stats)}
+
+
+def restore_episode_window(window, state: dict) -> None:
+    """Put :func:`episode_window_state`'s cohorts and statistics into a window that GuidedPPO has just made at the
+    start of a resumed ``learn`` (every env starting an episode in the coming rollout): the cohorts go before it
+    (negative rollout indices), so the next windows reach back over them as an uninterrupted run's would.
+    """
+    from robot_rl.algos.episode_stats import WindowStats, _Cohort
+
+    start = int(window._start.min())
+    window._cohorts.update({start + int(k): _Cohort(**c) for k, c in state["cohorts"].items()})
+    window.stats = None if state["stats"] is None else WindowStats(**state["stats"])
+
+
+class RunCallback(BaseCallback):
+    """Logs guidance metrics, drives the progress bar and writes checkpoints after PPO updates.
+
+    Each checkpoint also holds the training state a resume carries over (:data:`robot_rl.runs.TRAIN_STATE`), so a
+    resumed run's metrics continue where the checkpoint left them:
+
+    * ``logger``: the values recorded since the last dump, i.e. the ``train/*`` and ``guidance/*`` losses of the
+      update that preceded the checkpoint, which SB3 dumps with the next rollout's row (``learn`` dumps before
+      ``train()``); re-recorded at the resume's start;
+    * ``iterations``: PPO iterations done (``time/iterations`` continues from it: :class:`_RunLogger`);
+    * ``time_elapsed_s``: training wall time so far; SB3's ``start_time`` is moved back by it and its
+      ``_num_timesteps_at_start`` set to 0, so ``time/time_elapsed``, ``time/fps`` and ``time/steps_per_s`` are
+      over the whole run (the time between the checkpoint and the kill is not counted);
+    * ``ep_info_buffer``, ``ep_success_buffer``: SB3's episode buffers, and ``episode_window``: GuidedPPO's episode
+      window (:func:`episode_window_state`), so ``rollout/success_rate`` does not start from an empty buffer.
+
+    Args:
+        run: the run directory.
+        cfg: the resolved config.
+        guidance: the run's guidance, or None.
+        resume_state: a resumed run's :meth:`RunDir.train_state` (``{}``: a new run, or a checkpoint without one).
+    """
+
+    def __init__(self, run: RunDir, cfg: TrainConfig, guidance: Guidance | None, resume_state: dict | None = None):
         super().__init__()
         self.run, self.cfg, self.guidance = run, cfg, guidance
+        self.resume_state = resume_state or {}
         self.bar = None
-        self.t0 = time.perf_counter()
         self.steps0 = 0
         self.next_ckpt = 0
+        self.iterations = int(self.resume_state.get("iterations", 0))
 
     def _on_training_start(self) -> None:
         self.steps0 = self.model.num_timesteps
-        self.t0 = time.perf_counter()
+        state = self.resume_state
+        if "time_elapsed_s" in state:
+            self.model.start_time -= int(state["time_elapsed_s"] * 1e9)
+            self.model._num_timesteps_at_start = 0
+        for key, (value, excluded) in state.get("logger", {}).items():
+            self.logger.record(key, value, None if excluded is None else tuple(excluded))
+        for name in ("ep_info_buffer", "ep_success_buffer"):
+            if name in state:
+                setattr(self.model, name, deque(state[name], maxlen=getattr(self.model, name).maxlen))
+        if state.get("episode_window") is not None and getattr(self.model, "episode_window", None) is not None:
+            restore_episode_window(self.model.episode_window, state["episode_window"])
         every = self.cfg.run.checkpoint_every_steps
         self.next_ckpt = (self.steps0 // every + 1) * every
         if self.cfg.run.progress_bar:
@@ -303,8 +370,13 @@ class RunCallback(BaseCallback):
             self.bar.update(self.training_env.num_envs)
         return True
 
+    def _elapsed_s(self) -> float:
+        """Training wall time, s, over the whole run (SB3's ``start_time``, moved back at a resume)."""
+        return max((time.time_ns() - self.model.start_time) / 1e9, 1e-9)
+
     def _on_rollout_end(self) -> None:
-        sps = (self.model.num_timesteps - self.steps0) / max(time.perf_counter() - self.t0, 1e-9)
+        self.iterations += 1
+        sps = (self.model.num_timesteps - self.model._num_timesteps_at_start) / self._elapsed_s()
         self.logger.record("time/steps_per_s", sps)
         success = float(np.mean(self.model.ep_success_buffer)) if self.model.ep_success_buffer else float("nan")
         postfix = {"sps": f"{sps:.0f}", "success": f"{success:.2f}"}
@@ -328,7 +400,18 @@ class RunCallback(BaseCallback):
         step-numbered copy that ``run.keep_checkpoints`` asks for).
         """
         self.run.save_checkpoint(self.model, self.guidance.state_dict() if self.guidance is not None else {},
-                                 keep=self.cfg.run.keep_checkpoints)
+                                 keep=self.cfg.run.keep_checkpoints, train_state=self.train_state())
+
+    def train_state(self) -> dict:
+        """What a resume carries over (see the class docstring); JSON-able."""
+        lg = self.model.logger
+        pending = {k: [_scalar(v), None if lg.name_to_excluded.get(k) is None else list(lg.name_to_excluded[k])]
+                   for k, v in lg.name_to_value.items() if _scalar(v) is not None}
+        window = getattr(self.model, "episode_window", None)
+        return {"iterations": self.iterations, "time_elapsed_s": self._elapsed_s(), "logger": pending,
+                "ep_info_buffer": [{k: _scalar(v) for k, v in ep.items()} for ep in self.model.ep_info_buffer],
+                "ep_success_buffer": [_scalar(v) for v in self.model.ep_success_buffer],
+                "episode_window": None if window is None else episode_window_state(window)}
 
 
 class _AppendJSONOutputFormat(JSONOutputFormat):
@@ -338,9 +421,42 @@ class _AppendJSONOutputFormat(JSONOutputFormat):
         self.file = open(filename, "a")
 
 
-def _logger(run: RunDir) -> Logger:
+class _TensorBoardOutputFormat(TensorBoardOutputFormat):
+    """SB3's TensorBoard writer with torch's ``SummaryWriter(purge_step=...)``: a resumed run's event file starts
+    with a ``SessionLog.START`` at ``purge_step``, on which TensorBoard drops the events of earlier files at that
+    step and after (the steps redone after a kill), so each step is shown once. SB3 2.9.2's ``__init__`` opens the
+    writer without it: this one opens it itself.
+    """
+
+    def __init__(self, folder: str, purge_step: int | None = None):  # noqa: D107 - SB3's, with purge_step
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=folder, purge_step=purge_step)
+        self._is_closed = False
+
+
+class _RunLogger(Logger):
+    """SB3's Logger whose ``time/iterations`` counts the iterations before a resume too (SB3's ``learn`` counts
+    from 0 in each call).
+    """
+
+    def __init__(self, folder, output_formats, iterations_before: int = 0):  # noqa: D107
+        super().__init__(folder, output_formats)
+        self.iterations_before = int(iterations_before)
+
+    def record(self, key, value, exclude=None) -> None:  # noqa: D102 - SB3's
+        if key == "time/iterations":
+            value = value + self.iterations_before
+        super().record(key, value, exclude)
+
+
+def _logger(run: RunDir, purge_step: int | None = None, iterations_before: int = 0) -> Logger:
+    """The run's logger: metrics.jsonl (appended) and TensorBoard (``purge_step``: the first env step a resume
+    redoes; None for a new run).
+    """
     run.tb.mkdir(parents=True, exist_ok=True)
-    return Logger(str(run.path), [_AppendJSONOutputFormat(str(run.metrics)), TensorBoardOutputFormat(str(run.tb))])
+    return _RunLogger(str(run.path), [_AppendJSONOutputFormat(str(run.metrics)),
+                                      _TensorBoardOutputFormat(str(run.tb), purge_step)], iterations_before)
 
 
 def format_config(cfg: TrainConfig, width: int = 100) -> str:
@@ -393,10 +509,12 @@ def _start_wandb(run: RunDir, cfg: TrainConfig, stack: ExitStack) -> None:
 
 
 def _fit(run: RunDir, cfg: TrainConfig, model: GuidedPPO, guidance, resumed: bool) -> None:
-    model.set_logger(_logger(run))
+    state = run.train_state() if resumed else {}
+    purge_step = model.num_timesteps + 1 if resumed else None  # the checkpoint's own row stays, later ones go
+    model.set_logger(_logger(run, purge_step, state.get("iterations", 0)))
     remaining = cfg.total_steps - model.num_timesteps
     if remaining > 0:
-        model.learn(remaining, callback=RunCallback(run, cfg, guidance), reset_num_timesteps=not resumed)
+        model.learn(remaining, callback=RunCallback(run, cfg, guidance, state), reset_num_timesteps=not resumed)
     model.logger.close()  # flushes the TensorBoard events (W&B's sync reads them before its run finishes)
     model.get_env().close()
     run.plot_success_curve()
@@ -437,7 +555,9 @@ def train(cfg: TrainConfig, *, echo_config: bool = False) -> RunDir:
 
 def resume(path: str | Path, overrides: list[str] | tuple = (), *, echo_config: bool = False) -> RunDir:
     """Continue a run from its last checkpoint (``checkpoints/latest``, e.g. after SIGKILL); overrides such as
-    ``total_steps=200000`` extend it. Metrics past the checkpoint are dropped and redone. With ``run.wandb`` the
+    ``total_steps=200000`` extend it. Metrics past the checkpoint are dropped from metrics.jsonl and redone, and
+    hidden in TensorBoard (``purge_step``); the first rows carry on the checkpoint's logger values, iteration count,
+    wall time and episode statistics (:class:`RunCallback`). With ``run.wandb`` the
     same W&B run continues (its id is in the run directory). ``echo_config`` prints the run directory and the
     resolved config (with the overrides) first, as :func:`train`.
 

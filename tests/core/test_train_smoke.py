@@ -339,3 +339,72 @@ def test_wandb_missing_is_a_clear_error(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "run.wandb" in err and "pip install 'robot_rl[wandb]'" in err
     assert not (tmp_path / "n").exists()  # refused before the run directory is made
+
+
+def _tb_scalars(folder, tag: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of a scalar as TensorBoard shows it: every event file of ``folder`` in order, orphaned
+    events purged at a ``SessionLog.START`` (``purge_orphaned_data``, TensorBoard's default).
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_resume_leaves_no_seams(tmp_path, monkeypatch):
+    """A vlajs run dies after the dump of its last row (env step 512) with its latest checkpoint at 256, before it
+    closes anything (its logger is flushed, as a kill after TensorBoard's flush leaves it). Its metrics up to the
+    kill are an uninterrupted run's. The resumed rows 384 and 512 carry the same keys as those, the losses of the
+    checkpoint's update exactly (SB3 logs them with the next row), the iteration count and the wall clock (set to
+    1000 s in the checkpoint here) where they stood, and the episode window of the checkpoint; TensorBoard shows
+    each step once (issue 16, item 8).
+    """
+    from robot_rl.trainer import RunCallback, resume
+
+    def killed(self):
+        self.logger.close()  # flushes metrics.jsonl and the TensorBoard events of rows 384 and 512
+        self.training_env.close()
+        raise RuntimeError("killed")
+
+    cfg = load_config(DEFAULT_CONFIG, [*SMALL, "mode=vlajs", "total_steps=512", "run.checkpoint_every_steps=256",
+                                       "run.eval_episodes=0", "env.max_episode_steps=30", f"run.out_dir={tmp_path}",
+                                       "run.name=s"])
+    with monkeypatch.context() as m:
+        m.setattr(RunCallback, "_on_training_end", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            train(cfg)
+    run = RunDir(tmp_path / "s")
+    assert run.checkpoint_state()["num_timesteps"] == 256
+    ref = {r["time/total_timesteps"]: r for r in run.read_metrics()}
+    assert list(ref) == [128, 256, 384, 512]
+    tb_ref = dict(_tb_scalars(run.tb, "train/loss"))
+    assert list(tb_ref) == [256, 384, 512]
+
+    state_file = run.checkpoint / "train_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["iterations"] == 2 and 0 < state["time_elapsed_s"] < 1000
+    state["time_elapsed_s"] = 1000.0  # a clock the resumed rows must visibly continue from
+    state_file.write_text(json.dumps(state))
+
+    resume(run.path)
+    rows = run.read_metrics()
+    got = {r["time/total_timesteps"]: r for r in rows}
+    assert [r["time/total_timesteps"] for r in rows] == [128, 256, 384, 512]  # the redone rows superseded
+    for step in (384, 512):
+        assert set(got[step]) == set(ref[step]), (step, set(ref[step]) ^ set(got[step]))
+        assert got[step]["time/iterations"] == ref[step]["time/iterations"] == step // 128
+    first = got[384]
+    for key in [k for k in ref[384] if k.startswith("train/")] + ["guidance/aux_loss", "guidance/lambda",
+                                                                   "guidance/cos_pos"]:
+        assert first[key] == ref[384][key], key  # the checkpoint's update, logged with the next row
+    assert 1000 <= first["time/time_elapsed"] < 1200 and first["time/fps"] == 0  # 384 steps over > 1000 s
+    # the checkpoint's episode window: until the resumed rollouts' episodes have all ended, its statistics
+    assert first["rollout/success_rate"] == got[256]["rollout/success_rate"]
+    assert first["rollout/stats_episodes"] == got[256]["rollout/stats_episodes"] > 0
+    assert first["rollout/ep_rew_mean"] == got[256]["rollout/ep_rew_mean"]
+
+    shown = _tb_scalars(run.tb, "train/loss")
+    assert [s for s, _ in shown] == [256, 384, 512]  # once each: the first part's 384 and 512 purged
+    assert dict(shown)[256] == tb_ref[256] and dict(shown)[384] == pytest.approx(first["train/loss"])
+    assert len(list(run.tb.glob("events.out.tfevents.*"))) == 2
