@@ -19,8 +19,8 @@ Examples::
     robot-rl teacher serve --backend scripted --port 8000           # no file: the built-in defaults
     robot-rl export runs/<run>                        # policy.onnx + policy.json in runs/<run>/export
     robot-rl deploy sim-bridge --task RRL-PushCube-Sparse-v1 --config configs/deploy/sim.yaml
-    robot-rl deploy ros2 --policy runs/<run>/export --config configs/deploy/franka.yaml [--record run.mcap]
-    robot-rl deploy replay run.mcap --policy runs/<run>/export --config configs/deploy/franka.yaml
+    robot-rl deploy ros2 --policy runs/<run>/export --config configs/deploy/fr3.yaml [--record run.mcap]
+    robot-rl deploy replay run.mcap --policy runs/<run>/export --config configs/deploy/fr3.yaml
 """
 
 from __future__ import annotations
