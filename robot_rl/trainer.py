@@ -7,7 +7,6 @@ one function, :func:`build_env_stack`, which also checks the env against the run
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections import deque
@@ -278,33 +277,6 @@ def _scalar(value):
     return value if isinstance(value, (bool, int, float, str)) else None
 
 
-def episode_window_state(window) -> dict:
-    """The JSON-able state of GuidedPPO's :class:`~robot_rl.algos.episode_stats.EpisodeWindow` that a resume can
-    use: its last statistics and the episodes of its **complete** cohorts (rollouts whose episodes have all ended).
-    The cohorts of rollouts with episodes still running are left out: a resume resets every env, so they would never
-    complete and would hold only their early-ending episodes (the bias the window exists to avoid).
-
-    Reads the window's private fields (``_start``, ``_cohorts``; robot_rl/algos/episode_stats.py of issue 17, which
-    has no state_dict of its own yet).
-    """
-    first_open = int(window._start.min())
-    cohorts = {k - first_open: dataclasses.asdict(c) for k, c in window._cohorts.items() if k < first_open}
-    return {"cohorts": {str(k): c for k, c in sorted(cohorts.items())},
-            "stats": None if window.stats is None else dataclasses.asdict(window.stats)}
-
-
-def restore_episode_window(window, state: dict) -> None:
-    """Put :func:`episode_window_state`'s cohorts and statistics into a window that GuidedPPO has just made at the
-    start of a resumed ``learn`` (every env starting an episode in the coming rollout): the cohorts go before it
-    (negative rollout indices), so the next windows reach back over them as an uninterrupted run's would.
-    """
-    from robot_rl.algos.episode_stats import WindowStats, _Cohort
-
-    start = int(window._start.min())
-    window._cohorts.update({start + int(k): _Cohort(**c) for k, c in state["cohorts"].items()})
-    window.stats = None if state["stats"] is None else WindowStats(**state["stats"])
-
-
 class RunCallback(BaseCallback):
     """Logs guidance metrics, drives the progress bar and writes checkpoints after PPO updates.
 
@@ -319,7 +291,7 @@ class RunCallback(BaseCallback):
       ``_num_timesteps_at_start`` set to 0, so ``time/time_elapsed``, ``time/fps`` and ``time/steps_per_s`` are
       over the whole run (the time between the checkpoint and the kill is not counted);
     * ``ep_info_buffer``, ``ep_success_buffer``: SB3's episode buffers, and ``episode_window``: GuidedPPO's episode
-      window (:func:`episode_window_state`), so ``rollout/success_rate`` does not start from an empty buffer.
+      window (its ``state_dict``), so ``rollout/success_rate`` does not start from an empty buffer.
 
     Args:
         run: the run directory.
@@ -349,7 +321,7 @@ class RunCallback(BaseCallback):
             if name in state:
                 setattr(self.model, name, deque(state[name], maxlen=getattr(self.model, name).maxlen))
         if state.get("episode_window") is not None and getattr(self.model, "episode_window", None) is not None:
-            restore_episode_window(self.model.episode_window, state["episode_window"])
+            self.model.episode_window.load_state_dict(state["episode_window"])
         every = self.cfg.run.checkpoint_every_steps
         self.next_ckpt = (self.steps0 // every + 1) * every
         if self.cfg.run.progress_bar:
@@ -411,7 +383,7 @@ class RunCallback(BaseCallback):
         return {"iterations": self.iterations, "time_elapsed_s": self._elapsed_s(), "logger": pending,
                 "ep_info_buffer": [{k: _scalar(v) for k, v in ep.items()} for ep in self.model.ep_info_buffer],
                 "ep_success_buffer": [_scalar(v) for v in self.model.ep_success_buffer],
-                "episode_window": None if window is None else episode_window_state(window)}
+                "episode_window": None if window is None else window.state_dict()}
 
 
 class _AppendJSONOutputFormat(JSONOutputFormat):

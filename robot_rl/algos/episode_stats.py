@@ -23,7 +23,7 @@ fell). So:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -152,6 +152,30 @@ class EpisodeWindow:
             successes=successes,
         )
         return self.stats
+
+    def state_dict(self) -> dict:
+        """The JSON-able state a resume carries over: the last statistics and the episodes of the **complete**
+        cohorts (rollouts whose episodes have all ended), keyed by their rollout index relative to the first open
+        one (``"-1"``: the latest complete rollout). The cohorts of rollouts with episodes still running are left
+        out: a resume resets every env, so they would never complete and would hold only their early-ending
+        episodes (the bias this window exists to avoid).
+        """
+        first_open = int(self._start.min())
+        cohorts = {k - first_open: asdict(c) for k, c in self._cohorts.items() if k < first_open}
+        return {"cohorts": {str(k): c for k, c in sorted(cohorts.items())},
+                "stats": None if self.stats is None else asdict(self.stats)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put :meth:`state_dict`'s cohorts and statistics into this window, made (or :meth:`reset`) at the start
+        of a resumed ``learn`` with every env starting an episode in the coming rollout: the cohorts go before it,
+        so the next windows reach back over them as an uninterrupted run's would.
+
+        Raises:
+            KeyError / TypeError: ``state`` is not a :meth:`state_dict`.
+        """
+        start = int(self._start.min())
+        self._cohorts.update({start + int(k): _Cohort(**c) for k, c in state["cohorts"].items()})
+        self.stats = None if state["stats"] is None else WindowStats(**state["stats"])
 
     @property
     def mean_return(self) -> float | None:
