@@ -25,7 +25,8 @@ With ``trigger: poll`` (``configs/deploy/fr3.yaml``: franka_ros2 publishes ``cur
 callback: the sensor subscriptions live on a helper node the executor never spins (``<node_name>_inputs``), DDS keeps
 the newest message of each (KEEP_LAST, depth 1), and at every control tick the node takes the newest message of every
 input (:func:`take_latest`), with its DDS reception time, and steps. Its cost no longer grows with the robot's rate:
-~2% of a core at a 1 kHz ``current_pose`` against ~50% with a callback per message (README, "Deploying to a real
+the whole node takes ~11% of a core at a 1 kHz ``current_pose``, against 87-96% with a callback per message
+(``benchmarks/deploy_node_cost.py``; README, "Deploying to a real
 Franka"), and the state a step acts on is still < 1 ms old.
 
 Clocks: the watchdog measures every input's age on the node's receive clock (a sender whose clock is offset from

@@ -1,7 +1,7 @@
 """The policy node with ``configs/deploy/fr3.yaml`` against a franka_ros2-faithful robot stand-in over real DDS.
 
 The stand-in (:mod:`robot_rl.testing.franka_standin`, a separate process written from franka_ros2's and
-crisp_controllers' sources) publishes ``current_pose`` at 1 kHz best effort in ``fr3_link0``, ``/joint_states``
+crisp_controllers' sources) publishes ``current_pose`` at 500 Hz best effort in ``fr3_link0``, ``/joint_states``
 with ``fr3_*`` names at 30 Hz, perception at 10 Hz, and follows ``/target_pose``. Pinned here:
 
 - lifecycle transitions (configure, activate, deactivate, cleanup) answered over ``~/change_state``;
@@ -44,7 +44,10 @@ PERIOD_S = 1 / 20
 
 
 def _standin(domain: int, log: Path, *extra: str) -> subprocess.Popen:
-    return spawn(["--robot", "fr3", "--perception", *extra], domain, log, module="robot_rl.testing.franka_standin")
+    # 500 Hz (the issue's floor; the benchmark runs franka_ros2's 1 kHz): a Python publisher at 1 kHz takes ~40% of a
+    # core, and on 2 loaded cores its gaps then exceed the EE pose's age limit now and then
+    return spawn(["--robot", "fr3", "--perception", "--rate-hz", "500", *extra], domain, log,
+                 module="robot_rl.testing.franka_standin")
 
 
 def _node(domain: int, log: Path, *extra: str) -> subprocess.Popen:
@@ -134,7 +137,9 @@ def test_fr3_robot_clock_ahead_is_reported_and_does_not_hold(tmp_path):
         warn = [d for d in p.diagnostics if "clock offset" in d.message][-1]
         assert warn.level == DiagnosticStatus.WARN and "chrony" in warn.message
         values = {kv.key: kv.value for kv in warn.values}
-        assert int(values["future_stamps.ee_pose"]) >= 30 and int(values["hold.stale_input"]) == 0
+        # every step took a future-stamped EE pose (the diagnostics come at 1 Hz: this one may be an early one)
+        assert int(values["future_stamps.ee_pose"]) >= int(values["commands_total"]) > 0, values
+        assert int(values["hold.stale_input"]) == 0
     finally:
         p.close()
         stop(node, standin)
