@@ -28,7 +28,7 @@ import numpy as np
 
 from robot_rl.envs.privileged import PRIVILEGED_STATE_LAYOUT as _LAYOUT
 
-__all__ = ["Actor", "EpisodeResult", "RolloutResult", "rollout"]
+__all__ = ["Actor", "EpisodeResult", "RolloutResult", "rollout", "rollout_batched"]
 
 #: Video labels (:meth:`RolloutResult.labelled_frames`): the font is a frame's height over this many lines (a
 #: 224 px teacher frame gets 14 px text), never under ``_MIN_LABEL_PX``; text and its box sit this far in, px.
@@ -230,3 +230,85 @@ def rollout(venv, actor: Actor, episodes: int, seed: int, *, video: bool = False
         if on_episode is not None:
             on_episode(result)
     return out
+
+
+def rollout_batched(venv, actor: Actor, episodes: int, seed: int) -> RolloutResult:
+    """Run ``actor`` for ``episodes`` episodes at once, one per env of a batched vec env (issue 17, item 6).
+
+    The batched counterpart of :func:`rollout` for ``physx_cuda`` (where a one-env PegInsertionSide rebuilds its
+    scene at every reset): env ``i`` of ``venv`` (``num_envs == episodes``) runs episode ``i`` from reset seed
+    ``seed + i`` (``venv.seed(seed)`` then ``venv.reset()``: :class:`~robot_rl.envs.ManiSkillGPUVecEnv` passes
+    ``seed=[seed + i for i in range(N)]`` to ManiSkill's ``BaseEnv.reset``, one seed per sub-scene,
+    ``mani_skill/envs/sapien_env.py``), so the episodes have the seeds of the sequential loop. Each env's first
+    episode is recorded, with the same per-episode results as :func:`rollout` (the step's ``is_grasped`` and
+    TCP-object distance at every step but the first, ``is_obj_placed`` / ``is_robot_static`` from every step's
+    info, success from the info of its last step); the episodes SB3's auto-reset starts after it are stepped but
+    ignored. The loop ends when every env's first episode has ended (at most the horizon).
+
+    What it does not do, so callers keep :func:`rollout` for it: video (one frame per step of one env), a
+    wall-clock step rate, and actors that keep per-episode state (a recurrent policy's LSTM, a teacher group with
+    delayed answers, memory): :meth:`Actor.reset` is called once, for all envs, before the first step.
+
+    Args:
+        venv: an SB3 ``VecEnv`` of ``episodes`` robot_rl envs with ``teacher_view`` (wrappers such as
+            ``VecNormalize`` forward it). An adapter's ``full_infos`` (``venv.unwrapped``) is turned on, so the
+            infos of running envs carry ``is_obj_placed``.
+        actor: gives the actions: ``act(obs (N, D) float32, view of all N envs)`` -> ``(N, 7)`` in ``[-1, 1]``.
+        episodes: ``N``, number of episodes (>= 1).
+        seed: env ``i`` is reset with seed ``seed + i``.
+
+    Returns:
+        :class:`RolloutResult` of ``N`` episodes in seed order, no frames.
+
+    Raises:
+        ValueError: ``episodes < 1`` or ``venv.num_envs != episodes``.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    n = int(venv.num_envs)
+    if n != episodes:
+        raise ValueError(f"rollout_batched runs one episode per env: {episodes} episodes need {episodes} envs, "
+                         f"got {n}")
+    base = getattr(venv, "unwrapped", venv)
+    if hasattr(base, "full_infos"):
+        base.full_infos = True
+    grasp_col, tcp, obj = _LAYOUT["is_grasped"].start, _LAYOUT["tcp_pos"], _LAYOUT["obj_pos"]
+    rows = list(range(n))
+    venv.seed(seed)
+    obs = venv.reset()
+    actor.reset()
+    running = np.ones(n, dtype=bool)  # still in its first episode
+    ret = np.zeros(n, dtype=np.float64)
+    length = np.zeros(n, dtype=np.int64)
+    grasped = np.zeros(n, dtype=bool)
+    closest = np.full(n, np.inf)
+    placed_steps = np.zeros(n, dtype=np.int64)
+    static_steps = np.zeros(n, dtype=np.int64)
+    reports_placed = np.zeros(n, dtype=bool)
+    success = np.zeros(n, dtype=bool)
+    while running.any():
+        view = venv.teacher_view(rows, with_image=False)
+        seen = running & (length > 0)
+        states = np.asarray(view.states)
+        grasped |= seen & (states[:, grasp_col] > 0.5)
+        dist = np.linalg.norm(states[:, tcp] - states[:, obj], axis=1)
+        closest = np.where(seen, np.minimum(closest, dist), closest)
+        action = np.asarray(actor.act(obs, view), dtype=np.float32).reshape(n, -1)
+        obs, reward, dones, infos = venv.step(action)
+        ret += np.where(running, np.asarray(reward, dtype=np.float64).reshape(n), 0.0)
+        length += running
+        for i in np.flatnonzero(running):  # the envs' infos are dicts (SB3's VecEnv contract)
+            info = infos[i]
+            if "is_obj_placed" in info:
+                reports_placed[i] = True
+                if info["is_obj_placed"]:
+                    placed_steps[i] += 1
+                    static_steps[i] += bool(info.get("is_robot_static", False))
+            if dones[i]:
+                success[i] = bool(info.get("success", False))
+        running &= ~np.asarray(dones, dtype=bool).reshape(n)
+    return RolloutResult([
+        EpisodeResult(seed + i, bool(success[i]), float(ret[i]), int(length[i]), bool(grasped[i]), float(closest[i]),
+                      placed=bool(placed_steps[i] > 0) if reports_placed[i] else None,
+                      static_when_placed=float(static_steps[i] / placed_steps[i]) if placed_steps[i] else None)
+        for i in rows])

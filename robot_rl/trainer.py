@@ -659,6 +659,14 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
     (:func:`robot_rl.rollout.rollout`: episode ``k`` resets with seed ``seed + k``); deterministic (the policy's
     mean action, SB3's ``evaluate_policy`` default) unless ``stochastic``.
 
+    On ``physx_cuda`` the episodes run at once in one batched env of ``episodes`` envs, env ``k`` from seed
+    ``seed + k`` (:func:`robot_rl.rollout.rollout_batched`, issue 17: one scene build instead of one per episode for
+    PegInsertionSide), with the same per-episode results and summary, each env's first episode only. The sequential
+    one-env loop stays for ``physx_cpu``, a video, a policy with a ``teacher`` or ``memory`` group (its guidance
+    runs one env, with delayed answers) and a recurrent policy (one LSTM state per episode). A stochastic batched
+    evaluation draws its actions in one batch: the same seed gives the same episodes, not those of the sequential
+    loop.
+
     A policy that observes the ``teacher`` group is run with its teacher: queried whenever nothing is in flight
     and its last answer has played out, its answers delivered ``delay_steps`` env steps late (default: the
     run's own delay model), as at deployment. With the ``measured`` delay model (and no ``delay_steps``) the env
@@ -705,21 +713,28 @@ def evaluate(run: RunDir | str | Path, episodes: int, video: str | Path | None =
         raise ValueError(f"--delay-steps: {run.path} observes no teacher group (interface.features is empty); "
                          "its teacher is not part of its evaluation")
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
-    from robot_rl.rollout import rollout
+    from robot_rl.rollout import rollout, rollout_batched
 
     with ExitStack() as stack:  # a spawned teacher server of a policy with a teacher group
         guidance = build_guidance(cfg, 1, stack=stack, log_dir=run.path, evaluation=True, delay_steps=delay_steps)
-        venv, schema = build_env_stack(cfg, run, num_envs=1, seed=seed, in_process=True, training=False,
-                                       guidance=guidance, drive_queries=True, teacher_images=video is not None or None)
+        batched = (cfg.env.sim_backend == "physx_cuda" and episodes > 1 and video is None and guidance is None
+                   and not cfg.ppo.recurrent)
+        venv, schema = build_env_stack(cfg, run, num_envs=episodes if batched else 1, seed=seed, in_process=True,
+                                       training=False, guidance=guidance, drive_queries=True,
+                                       teacher_images=video is not None or None)
         run.check_schema(schema)
         model = algo_class(cfg).load(run.checkpoint / "model.zip", device=cfg.ppo.device,
                                      custom_objects={"guidance": None})
+        actor = PolicyActor(model, deterministic=not stochastic)
         if stochastic:
             model.set_random_seed(seed)
         try:
             realtime = delay_steps is None and guidance is not None and guidance.delay.measured
-            result = rollout(venv, PolicyActor(model, deterministic=not stochastic), episodes, seed,
-                             video=video is not None, realtime_period_s=CONTROL_PERIOD_S if realtime else None)
+            if batched:
+                result = rollout_batched(venv, actor, episodes, seed)
+            else:
+                result = rollout(venv, actor, episodes, seed, video=video is not None,
+                                 realtime_period_s=CONTROL_PERIOD_S if realtime else None)
         finally:
             venv.close()
     if video is not None:
