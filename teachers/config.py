@@ -88,6 +88,16 @@ class ServerConfig(_Section):
         8.0, gt=0, description="largest frame on the openpi WebSocket (ws://host:port, any path; MiB): a larger one "
                                "closes its connection with code 1009, the reason naming the limit (two 224x224x3 "
                                "images are 0.3 MB; openpi itself has no limit; uvicorn only)")
+    body_timeout_s: float = Field(30.0, gt=0, description="longest a request body may take to arrive (s): a stalled "
+                                                          "or half-sent body gets 408 (uvicorn only)")
+    max_inflight_body_mb: float = Field(256.0, gt=0, description="most request-body bytes buffered at once over "
+                                                                 "all requests (MiB); beyond it 503 (uvicorn only)")
+    timeout_keep_alive_s: int = Field(5, ge=1, description="uvicorn timeout_keep_alive: an idle keep-alive "
+                                                           "connection closes after this long (s)")
+    limit_concurrency: int = Field(256, ge=1, description="uvicorn limit_concurrency: most connections and tasks "
+                                                          "at once; beyond it 503")
+    max_header_kb: int = Field(64, ge=1, description="uvicorn h11_max_incomplete_event_size: largest request line "
+                                                     "and headers (KiB); beyond it 400")
     latency_ms: float = Field(0.0, ge=0, description="hold every answer this long (ms) before sending it: a slow VLA "
                                                      "for tests and benchmarks (uvicorn only)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info",

@@ -50,9 +50,11 @@ code 1009 (upstream has no limit).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
+import re
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +64,7 @@ from typing import Annotated, Any, Awaitable, Callable
 import json_numpy
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
@@ -88,6 +91,13 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 #: Default openpi frame limit: two 224x224x3 uint8 images are 0.3 MB of msgpack; 8 MiB leaves a wide margin
 #: (three 480x640 cameras still fit). ``server.openpi_max_frame_mb`` / ``--openpi-max-frame-mb``.
 DEFAULT_OPENPI_MAX_FRAME_BYTES = 8 * 1024 * 1024
+#: Default longest time a request body may take to arrive (s); a slower one gets 408. ``server.body_timeout_s``.
+DEFAULT_BODY_TIMEOUT_S = 30.0
+#: Default most request-body bytes buffered at once over all requests; beyond it a request gets 503.
+#: ``server.max_inflight_body_mb``.
+DEFAULT_MAX_INFLIGHT_BODY_BYTES = 256 * 1024 * 1024
+#: Longest text of an echoed input or message in a 422 (characters); the rest is cut with "...".
+MAX_ECHO_CHARS = 300
 #: The protocol version ``/metadata`` reports is :data:`robot_rl.teacher_protocol.PROTOCOL_VERSION` (re-exported here).
 
 
@@ -107,18 +117,58 @@ def _decode_numpy(value: Any) -> Any:
     raise ValueError("expected a json-numpy array {'__numpy__': base64, 'dtype': ..., 'shape': [...]}")
 
 
+def checked_array(value: Any, field: str, *, ndim: int, dtype_kind: str | None = None,
+                  channels: int | None = None) -> np.ndarray:
+    """The server's one check of an array field, whichever route or backend it is for.
+
+    Args:
+        value: the decoded field (anything: it is checked, not trusted).
+        field: the name the client sent it under (for the message).
+        ndim: the rank it must have.
+        dtype_kind: ``"u"`` for uint8 images, else any numeric dtype.
+        channels: the size its last dimension must have (3: RGB images), or ``None``.
+
+    Returns:
+        ``value``, a numeric array of rank ``ndim`` with every dimension >= 1 and only finite numbers.
+
+    Raises:
+        ValueError: naming ``field``: not a numeric array, wrong dtype or rank (as
+            :func:`robot_rl.teacher_protocol.check_array`), a dimension < 1, a wrong channel count, NaN or inf.
+    """
+    value = check_array(value, field, dtype_kind=dtype_kind, ndim=ndim)
+    if min(value.shape, default=1) < 1:
+        raise ValueError(f"{field}: every dimension must be >= 1, got shape {tuple(value.shape)}")
+    if channels is not None and value.shape[-1] != channels:
+        raise ValueError(f"{field}: expected {channels} channels (last dimension), got shape {tuple(value.shape)}")
+    if value.dtype.kind in "fc" and not np.isfinite(value).all():
+        raise ValueError(f"{field}: holds NaN or inf")
+    return value
+
+
+def _as_array(value: Any, field: str, dtype: Any = None) -> Any:
+    """A plain JSON list -> ndarray (``dtype``: numpy's inference); other values are json-numpy objects."""
+    if not isinstance(value, list):
+        return _decode_numpy(value)
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as exc:  # strings, ragged rows, objects, ints past float range
+        raise ValueError(f"{field}: not a rectangular array of numbers ({type(exc).__name__})") from None
+
+
 def _image(value: Any) -> np.ndarray:
-    return check_array(_decode_numpy(value), "image", dtype_kind="u", ndim=3)
+    return checked_array(_decode_numpy(value), "image", dtype_kind="u", ndim=3, channels=3)
 
 
 def _images(value: Any) -> np.ndarray:
-    return check_array(_decode_numpy(value), "images", dtype_kind="u", ndim=4)
+    return checked_array(_decode_numpy(value), "images", dtype_kind="u", ndim=4, channels=3)
 
 
 def _numeric(value: Any, field: str, ndim: int) -> np.ndarray:
     """A json-numpy array or a plain JSON list of numbers -> ``float32`` array of rank ``ndim``."""
-    value = np.asarray(value, dtype=np.float32) if isinstance(value, list) else _decode_numpy(value)
-    return check_array(value, field, ndim=ndim).astype(np.float32)
+    value = checked_array(_as_array(value, field, np.float64), field, ndim=ndim)
+    with np.errstate(over="ignore"):
+        out = value.astype(np.float32)
+    return checked_array(out, field, ndim=ndim)  # finite in float64 but past float32's range: inf
 
 
 def _vector(value: Any) -> np.ndarray:
@@ -131,10 +181,7 @@ def _matrix(value: Any) -> np.ndarray:
 
 def _row_values(value: Any, field: str) -> np.ndarray:
     """A json-numpy array or a plain JSON list -> a rank-1 numeric array (dtype kept: steps stay integers)."""
-    value = np.asarray(value) if isinstance(value, list) else _decode_numpy(value)
-    if isinstance(value, np.ndarray) and value.size == 0:
-        value = value.astype(np.int64 if field == "obs_steps" else np.float64)
-    return check_array(value, field, ndim=1)
+    return checked_array(_as_array(value, field), field, ndim=1)
 
 
 def _steps(value: Any) -> np.ndarray:
@@ -168,14 +215,21 @@ class ActBody(BaseModel):
     task_id: str | None = None
 
     def to_request(self) -> TeacherRequest:
-        """The body as a one-row :class:`TeacherRequest` (``B = 1``)."""
-        return TeacherRequest(
-            instructions=[self.instruction],
-            images=None if self.image is None else self.image[None],
-            states=None if self.state is None else self.state[None],
-            task_ids=None if self.task_id is None else [self.task_id],
-            unnorm_key=self.unnorm_key,
-        )
+        """The body as a one-row :class:`TeacherRequest` (``B = 1``).
+
+        Raises:
+            RequestValidationError: a 422 naming the body field (``image``, ``state``, ...) the request refused.
+        """
+        try:
+            return TeacherRequest(
+                instructions=[self.instruction],
+                images=None if self.image is None else self.image[None],
+                states=None if self.state is None else self.state[None],
+                task_ids=None if self.task_id is None else [self.task_id],
+                unnorm_key=self.unnorm_key,
+            )
+        except ValueError as exc:
+            raise _request_error(exc, ACT_FIELDS) from None
 
 
 class BatchBody(BaseModel):
@@ -217,7 +271,7 @@ class BatchBody(BaseModel):
                 obs_steps=self.obs_steps, obs_times_s=self.obs_times_s,
             )
         except ValueError as exc:
-            raise _field_error(str(exc).split(" ", 1)[0], str(exc)) from None
+            raise _request_error(exc) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -440,11 +494,15 @@ ACT_FIELDS = {"images": "image", "states": "state", "task_ids": "task_id", "inst
 
 def _request_error(exc: ValueError, fields: dict[str, str] | None = None) -> RequestValidationError:
     """A 422 naming the body field of a refused request (``fields`` maps request fields to body names)."""
+    text = str(exc)
     if isinstance(exc, TeacherRequestError):
-        field = exc.field
-    else:  # a backend outside the contract: "field: message" by convention
-        field = str(exc).split(":", 1)[0] if ":" in str(exc) else "body"
-    return _field_error((fields or {}).get(field, field), str(exc))
+        field, msg = exc.field, exc.message
+    else:  # "field: message" by convention, or TeacherRequest's "field must be ..."
+        head = re.match(r"([A-Za-z_]+)(?::| must )", text)
+        field = head.group(1) if head else "body"
+        msg = text[len(field):].lstrip(": ") if head else text
+    name = (fields or {}).get(field, field)
+    return _field_error(name, f"{name}: {msg}" if name != "body" else msg)
 
 
 def check_against_backend(info: ServerInfo, request: TeacherRequest,
@@ -548,8 +606,17 @@ def _key_ok(expected: str | None, *given: str | None) -> bool:
 
 def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, added_latency_ms: float = 0.0,
-               openpi_max_frame_bytes: int = DEFAULT_OPENPI_MAX_FRAME_BYTES) -> FastAPI:
+               openpi_max_frame_bytes: int = DEFAULT_OPENPI_MAX_FRAME_BYTES,
+               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+               max_inflight_body_bytes: int = DEFAULT_MAX_INFLIGHT_BODY_BYTES) -> FastAPI:
     """Build the FastAPI app.
+
+    Bad input is a 4xx naming the field on every route (the openpi WebSocket sends the same text and closes
+    1011): arrays are checked by :func:`checked_array`, JSON that cannot be decoded (malformed, an integer past
+    Python's digit limit, nesting past the recursion limit, bad UTF-8) is a 422, a 422 echoes at most
+    :data:`MAX_ECHO_CHARS` characters of an input or message. A request of more rows than ``info.max_batch``
+    is split into backend calls of at most ``max_batch`` rows. Anything else raised in a route is a JSON 500,
+    logged once.
 
     Args:
         info: the backend and what ``/metadata`` reports.
@@ -557,7 +624,8 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
             :class:`DynamicBatcher` over ``info.teacher`` started with the app (the Ray Serve
             deployment passes its ``@serve.batch`` method instead).
         api_key: when set, every route but ``/healthz`` requires header ``X-API-Key: <key>`` (the openpi
-            WebSocket also accepts ``Authorization: Api-Key <key>``; a refused handshake gets HTTP 401).
+            WebSocket also accepts ``Authorization: Api-Key <key>``; a refused handshake gets HTTP 401), compared
+            with :func:`hmac.compare_digest`; ``/docs``, ``/redoc`` and ``/openapi.json`` are then disabled (404).
         max_body_bytes: larger request bodies get 413 (before they are read, when their length is declared).
         added_latency_ms: every answer is held this long after the backend answered (ms), without blocking other
             requests (``asyncio.sleep``): a slow VLA for tests and benchmarks of the delayed interface.
@@ -565,6 +633,9 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
             and a reason naming the limit. Kept in ``app.state.openpi_max_frame_bytes``, which
             :func:`uvicorn_config` also gives uvicorn (``ws_max_size``), so the frame is refused before it is
             buffered.
+        body_timeout_s: longest a request body may take to arrive (s); a slower one gets 408.
+        max_inflight_body_bytes: most body bytes buffered at once over all HTTP requests; a request that would
+            pass it gets 503 (``Retry-After: 1``).
 
     Raises:
         ValueError: ``added_latency_ms < 0`` or ``openpi_max_frame_bytes < 1``.
@@ -588,7 +659,10 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         if batcher is not None:
             await batcher.stop()
 
-    app = FastAPI(title="robot_rl teacher server", version=str(PROTOCOL_VERSION), lifespan=lifespan)
+    docs = {} if api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="robot_rl teacher server", version=str(PROTOCOL_VERSION), lifespan=lifespan, **docs)
+    app.add_exception_handler(RequestValidationError, _short_422)
+    inflight = _BodyBudget(max_inflight_body_bytes)
     app.state.batcher = batcher
     app.state.info = info
     app.state.openpi_max_frame_bytes = int(openpi_max_frame_bytes)
@@ -599,11 +673,19 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         if not _key_ok(api_key, key):
             raise HTTPException(status_code=401, detail=f"missing or wrong {API_KEY_HEADER} header")
 
+    async def split_dispatch(request: TeacherRequest) -> TeacherResponse:
+        n, step = len(request), info.max_batch
+        if n <= step:
+            return await dispatch(request)
+        parts = await asyncio.gather(*(dispatch(request_rows(request, i, min(i + step, n)))
+                                       for i in range(0, n, step)))
+        return merge_responses(list(parts))
+
     async def answer(request: TeacherRequest, fields: dict[str, str] | None = None) -> TeacherResponse:
         t0 = time.perf_counter()
         request = check_against_backend(info, request, fields)
         try:
-            response = await dispatch(request)
+            response = await split_dispatch(request)
         except TeacherRequestError as exc:  # refused by act although check_request passed it
             raise _request_error(exc, fields) from None
         except Exception as exc:
@@ -622,17 +704,21 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
     async def metadata() -> dict:
         return info.metadata()
 
+    async def read_json(request: Request) -> Any:
+        return await _read_json(request, max_body_bytes, body_timeout_s, inflight)
+
     @app.post("/act", dependencies=[Depends(require_key)])
+    @_guarded
     async def act(request: Request) -> Response:
-        payload = await _read_json(request, max_body_bytes)
+        payload = await read_json(request)
         encoded = isinstance(payload, dict) and "encoded" in payload
         if encoded:  # OpenVLA's variant for clients without json-numpy: a JSON string inside JSON
             if len(payload) != 1 or not isinstance(payload["encoded"], str):
                 raise _field_error("encoded", "must be the only key and hold a JSON string")
             try:
                 payload = json.loads(payload["encoded"])
-            except json.JSONDecodeError as exc:
-                raise _field_error("encoded", f"malformed JSON: {exc}") from None
+            except (ValueError, RecursionError) as exc:
+                raise _field_error("encoded", f"malformed JSON: {type(exc).__name__}: {exc}") from None
         try:
             body = ActBody.model_validate(payload)
         except ValidationError as exc:
@@ -645,8 +731,9 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
                         media_type="application/json")
 
     @app.post("/act/batch", dependencies=[Depends(require_key)])
+    @_guarded
     async def act_batch(request: Request) -> Response:
-        payload = await _read_json(request, max_body_bytes)
+        payload = await read_json(request)
         try:
             body = BatchBody.model_validate(payload)
         except ValidationError as exc:
@@ -715,40 +802,154 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
     return app
 
 
-def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"):
+#: uvicorn's own limits the server sets (``uvicorn.Config`` keywords; ``server.*`` in the serving config):
+#: idle keep-alive connections close after 5 s, at most 256 connections and tasks at once (then 503), request
+#: lines and headers of at most 64 KiB (then 400).
+DEFAULT_UVICORN_LIMITS = {"timeout_keep_alive": 5, "limit_concurrency": 256,
+                          "h11_max_incomplete_event_size": 64 * 1024}
+
+
+def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+                   **limits: Any):
     """The ``uvicorn.Config`` the teacher server runs ``app`` with (:func:`serve`, the test server thread).
 
     WebSocket frames are limited to ``app.state.openpi_max_frame_bytes`` (:func:`create_app`) by uvicorn's
     websockets layer, which closes a connection whose frame is larger with code 1009 and the reason
     ``"frame with N bytes exceeds limit of M bytes"`` before buffering it; per-message compression is off
     (openpi's client and server use ``compression=None``: images do not compress and deflate costs CPU).
+    ``limits`` override :data:`DEFAULT_UVICORN_LIMITS` (``timeout_keep_alive`` s, ``limit_concurrency``,
+    ``h11_max_incomplete_event_size`` bytes).
     """
     import uvicorn
 
     max_frame = getattr(app.state, "openpi_max_frame_bytes", DEFAULT_OPENPI_MAX_FRAME_BYTES)
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                          ws_max_size=int(max_frame), ws_per_message_deflate=False)
+                          ws_max_size=int(max_frame), ws_per_message_deflate=False,
+                          **{**DEFAULT_UVICORN_LIMITS, **limits})
 
 
-async def _read_json(request: Request, max_body_bytes: int) -> Any:
-    """Read a JSON body of at most ``max_body_bytes`` (also when sent chunked); 413 / 422 otherwise.
+class _BodyBudget:
+    """Body bytes buffered at once over all requests (one event loop: no lock needed)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = int(limit), 0
+
+    def take(self, n: int) -> None:
+        if self.used + n > self.limit:
+            raise HTTPException(status_code=503, headers={"Retry-After": "1"},
+                                detail=f"server busy: request bodies in flight would exceed {self.limit} bytes "
+                                       f"(server.max_inflight_body_mb)")
+        self.used += n
+
+
+async def _read_json(request: Request, max_body_bytes: int, timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+                     budget: _BodyBudget | None = None) -> Any:
+    """Read a JSON body of at most ``max_body_bytes`` (also when sent chunked) within ``timeout_s``.
 
     A declared ``Content-Length`` over the limit is refused before anything is read.
+
+    Raises:
+        HTTPException: 413 over the size limit; 408 when the body takes longer than ``timeout_s`` (a stalled
+            or half-sent request); 503 when ``budget`` (bytes in flight over all requests) would be passed;
+            400 when the client disconnects mid-body (logged at INFO, nobody reads the answer).
+        RequestValidationError: a 422 when the body is not JSON: malformed, bad UTF-8, an integer past
+            Python's digit limit (``ValueError``), nesting past the recursion limit (``RecursionError``).
     """
+    from starlette.requests import ClientDisconnect
+
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_body_bytes:
         raise HTTPException(status_code=413, detail=f"body of {length} bytes exceeds the limit of {max_body_bytes}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_body_bytes:
-            raise HTTPException(status_code=413, detail=f"body exceeds the limit of {max_body_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                if budget is not None:
+                    budget.take(len(chunk))
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise HTTPException(status_code=413, detail=f"body exceeds the limit of {max_body_bytes} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPException(status_code=408, detail=f"body not received within {timeout_s} s "
+                                                    f"(server.body_timeout_s)") from None
+    except ClientDisconnect:
+        log.info("client %s disconnected mid-body after %d bytes", request.client, size)
+        raise HTTPException(status_code=400, detail="client disconnected mid-body") from None
+    finally:
+        if budget is not None:
+            budget.used -= size
     try:
         return json.loads(b"".join(chunks))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
         raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body",), "msg": f"malformed JSON: {exc}"}]) from None
+            [{"type": "json_invalid", "loc": ("body",), "msg": f"malformed JSON: {type(exc).__name__}: {exc}"}]
+        ) from None
+
+
+def _cut(text: Any) -> Any:
+    """``text`` (a string) cut to :data:`MAX_ECHO_CHARS` characters; other values as they are."""
+    if not isinstance(text, str):
+        text = repr(text) if not isinstance(text, (int, float, bool, type(None))) else text
+    if isinstance(text, str) and len(text) > MAX_ECHO_CHARS:
+        return text[:MAX_ECHO_CHARS] + f"... ({len(text)} characters)"
+    return text
+
+
+async def _short_422(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 body (``{"detail": [{"type", "loc", "msg"[, "input"]}]}``) with echoed text cut short."""
+    detail = []
+    for err in exc.errors():
+        err = {k: v for k, v in err.items() if k in ("type", "loc", "msg", "input")}
+        err["msg"] = _cut(str(err.get("msg", "")))
+        if "input" in err:
+            err["input"] = _cut(err["input"])
+        detail.append(err)
+    return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
+
+
+def _guarded(route: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """A route whose unexpected exceptions are a JSON 500, logged once (HTTP errors and 422s pass through)."""
+
+    @functools.wraps(route)
+    async def wrapper(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return await route(*args, **kwargs)
+        except (HTTPException, RequestValidationError):
+            raise
+        except Exception as exc:
+            log.exception("request failed")
+            return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    return wrapper
+
+
+def request_rows(request: TeacherRequest, start: int, stop: int) -> TeacherRequest:
+    """Rows ``start:stop`` of ``request`` (every per-row field sliced)."""
+
+    def cut(value):
+        return None if value is None else value[start:stop]
+
+    return TeacherRequest(
+        instructions=request.instructions[start:stop], images=cut(request.images), states=cut(request.states),
+        task_ids=cut(request.task_ids), scratchpads=cut(request.scratchpads), unnorm_key=request.unnorm_key,
+        obs_steps=cut(request.obs_steps), obs_times_s=cut(request.obs_times_s))
+
+
+def merge_responses(parts: list[TeacherResponse]) -> TeacherResponse:
+    """The answers to consecutive row slices of one request as one response (``batch_rows``: the largest call)."""
+
+    def cat(name):
+        values = [getattr(p, name) for p in parts]
+        if values[0] is None:
+            return None
+        return sum(values, []) if isinstance(values[0], list) else np.concatenate(values)
+
+    return TeacherResponse(
+        actions=cat("actions"), latency_s=cat("latency_s"), model_id=parts[0].model_id, notes=cat("notes"),
+        obs_steps=cat("obs_steps"), obs_times_s=cat("obs_times_s"), answer_times_s=cat("answer_times_s"),
+        extras={**{k: v for k, v in parts[0].extras.items() if k != "raw_actions"},
+                "batch_rows": max(int(p.extras.get("batch_rows", len(p))) for p in parts)})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -824,7 +1025,9 @@ def _exit_with_parent(server, parent_pid: int, period_s: float = 0.5) -> None:
 def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,
           batch_wait_ms: float = 5.0, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
           parent_pid: int | None = None, log_level: str = "info", latency_ms: float = 0.0,
-          openpi_max_frame_bytes: int = DEFAULT_OPENPI_MAX_FRAME_BYTES, **backend_kwargs: Any) -> None:
+          openpi_max_frame_bytes: int = DEFAULT_OPENPI_MAX_FRAME_BYTES, body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+          max_inflight_body_bytes: int = DEFAULT_MAX_INFLIGHT_BODY_BYTES, uvicorn_limits: dict | None = None,
+          **backend_kwargs: Any) -> None:
     """Serve ``backend`` with uvicorn until interrupted (blocks). Arguments as ``robot-rl teacher serve``;
     ``backend_kwargs`` as :func:`build_backend`.
     """
@@ -833,8 +1036,9 @@ def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 800
     teacher = build_backend(backend, **backend_kwargs)
     info = ServerInfo(backend, teacher, max_batch, batch_wait_ms)
     app = create_app(info, api_key=api_key, max_body_bytes=max_body_bytes, added_latency_ms=latency_ms,
-                     openpi_max_frame_bytes=openpi_max_frame_bytes)
-    server = uvicorn.Server(uvicorn_config(app, host, port, log_level))
+                     openpi_max_frame_bytes=openpi_max_frame_bytes, body_timeout_s=body_timeout_s,
+                     max_inflight_body_bytes=max_inflight_body_bytes)
+    server = uvicorn.Server(uvicorn_config(app, host, port, log_level, **(uvicorn_limits or {})))
     if parent_pid is not None:
         _exit_with_parent(server, parent_pid)
     log.info("serving %s (%s) on http://%s:%d (openpi: ws://%s:%d)", backend, teacher.spec.model_id, host, port,
@@ -857,5 +1061,10 @@ def serve_config(cfg, *, api_key: str | None = None, parent_pid: int | None = No
         serve_ray(cfg.backend.kind, replicas=cfg.ray.replicas, address=cfg.ray.address, num_cpus=cfg.ray.num_cpus,
                   num_gpus=cfg.ray.num_gpus, **common, **backend_kwargs)
     else:
-        serve(cfg.backend.kind, parent_pid=parent_pid, log_level=cfg.server.log_level, latency_ms=cfg.server.latency_ms,
-              openpi_max_frame_bytes=int(cfg.server.openpi_max_frame_mb * 1024 * 1024), **common, **backend_kwargs)
+        sv = cfg.server
+        serve(cfg.backend.kind, parent_pid=parent_pid, log_level=sv.log_level, latency_ms=sv.latency_ms,
+              openpi_max_frame_bytes=int(sv.openpi_max_frame_mb * 1024 * 1024), body_timeout_s=sv.body_timeout_s,
+              max_inflight_body_bytes=int(sv.max_inflight_body_mb * 1024 * 1024),
+              uvicorn_limits={"timeout_keep_alive": sv.timeout_keep_alive_s, "limit_concurrency": sv.limit_concurrency,
+                              "h11_max_incomplete_event_size": sv.max_header_kb * 1024},
+              **common, **backend_kwargs)

@@ -1,0 +1,176 @@
+"""Hostile input to the teacher server over real HTTP on loopback (issue 16): a sample per class.
+
+Every hostile request must get a 4xx naming the problem (never a 500, never a 200 carrying NaN), and a good
+request afterwards still gets the reference answer. The classes: bad arrays (non-numbers, NaN / inf, empty or
+wrong-channel shapes; on /act, /act/batch and the openpi WebSocket, read by the backend or not), JSON that cannot
+be decoded (int digit limit, deep nesting, bad UTF-8), body names in errors, 422s that do not echo huge input,
+keys on the docs routes, bounded resources (per-request rows, stalled bodies, mid-body disconnects).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+
+import json_numpy
+import msgpack
+import numpy as np
+import pytest
+import requests
+from openpi_client import msgpack_numpy as upstream
+from test_scripted_teacher import PUSH, random_states
+from websockets.sync.client import connect
+
+from robot_rl.teachers import ScriptedTeacher, TeacherRequest
+from robot_rl.teachers.server import MAX_ECHO_CHARS, ServerInfo, create_app
+from robot_rl.testing.server import ServerThread
+
+STATES = random_states(2, np.random.default_rng(7))
+KEY = "s3cret"
+
+
+def scripted():
+    return ScriptedTeacher(control_period_steps=4, task=PUSH, seed=0)
+
+
+class CountingTeacher(ScriptedTeacher):
+    """Records the rows of every backend call."""
+
+    calls: list[int] = []
+
+    def act(self, request):
+        CountingTeacher.calls.append(len(request))
+        return super().act(request)
+
+
+@pytest.fixture(scope="module")
+def server():
+    info = ServerInfo("scripted", CountingTeacher(control_period_steps=4, task=PUSH, seed=0), max_batch=8,
+                      batch_wait_ms=5.0)
+    with ServerThread(create_app(info, body_timeout_s=1.0)) as url:
+        yield url
+
+
+def expected(states):
+    return scripted().act(TeacherRequest([""] * len(states), states=states, task_ids=[PUSH] * len(states))).actions
+
+
+def good(url):
+    """A good /act/batch request gets the reference answer."""
+    r = requests.post(f"{url}/act/batch", data=json_numpy.dumps(
+        {"instructions": ["push"] * 2, "states": STATES, "task_ids": [PUSH] * 2}), timeout=10)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(json_numpy.loads(r.text)["actions"], expected(STATES), atol=1e-6)
+
+
+def batch(**fields):
+    return {"instructions": ["push"], "task_ids": [PUSH], "states": STATES[:1].tolist()} | fields
+
+
+def act(**fields):
+    return {"instruction": "push", "task_id": PUSH, "state": STATES[0].tolist()} | fields
+
+
+def img(shape, dtype=np.uint8):
+    return json.loads(json_numpy.dumps(np.zeros(shape, dtype)))
+
+
+HOSTILE = [  # (route, body as text, the field the error must name)
+    ("/act", json.dumps(act(state=["a", "b"])), "state"),
+    ("/act", json.dumps(act(state=[[1.0], [1.0, 2.0]])), "state"),
+    ("/act", json.dumps(act(state=[{"x": 1}])), "state"),
+    ("/act", json.dumps(act(state=[1e300] * 3)), "state"),  # finite in float64, inf in float32
+    ("/act", json.dumps(act(image=img((4, 4, 4)))), "image"),  # wrong channel count (the backend reads no image)
+    ("/act", json.dumps(act(image=img((0, 0, 3)))), "image"),
+    ("/act", json.dumps(act(state=[])), "state"),
+    ("/act", json.dumps(act()).replace(str(STATES[0].tolist()[0]), "NaN", 1), "state"),
+    ("/act", json.dumps(act()).replace(str(STATES[0].tolist()[0]), "Infinity", 1), "state"),
+    ("/act/batch", json.dumps(batch()).replace(str(STATES[0].tolist()[0]), "NaN", 1), "states"),
+    ("/act/batch", json.dumps(batch(images=img((1, 4, 4, 1)))), "images"),
+    ("/act/batch", json.dumps(batch(obs_times_s=[float("inf")])).replace("inf", "Infinity"), "obs_times_s"),
+    ("/act/batch", json.dumps(batch(obs_steps=["x"])), "obs_steps"),
+    ("/act/batch", json.dumps(batch(states={"__numpy__": "AAAA", "dtype": "<f4", "shape": [-1, 1]})), "states"),
+    ("/act", json.dumps(act(unnorm_key="x")).replace('"x"', "1" * 5000), "body"),  # int digit limit
+    ("/act/batch", "[" * 100_000 + "]" * 100_000, "body"),  # RecursionError
+    ("/act", b'{"instruction": "\xff\xfe"}', "body"),  # bad UTF-8
+    ("/act", json.dumps({"encoded": "[" * 100_000}), "encoded"),
+]
+
+
+@pytest.mark.parametrize("route, body, field", HOSTILE, ids=[f"{r}-{i}" for i, (r, _, _) in enumerate(HOSTILE)])
+def test_bad_input_is_a_4xx_naming_the_field_then_good_requests_work(server, route, body, field):
+    r = requests.post(f"{server}{route}", data=body, timeout=10)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:500])
+    detail = r.json()["detail"]
+    assert any(field in str(d.get("loc", ())) for d in detail), detail
+    assert len(r.text) < 20 * MAX_ECHO_CHARS
+    good(server)
+
+
+def test_act_errors_name_the_act_fields(server):
+    for body in (act(image=img((4, 4, 2))), act(state=[[1.0, 2.0]]), act(state=[0.1, 0.2, 0.3])):
+        r = requests.post(f"{server}/act", json=body, timeout=10)
+        assert r.status_code == 422, r.text
+        assert "states" not in r.text and "images" not in r.text and "task_ids" not in r.text, r.text
+        assert r.json()["detail"][0]["loc"][-1] in ("image", "state"), r.text
+
+
+def test_a_422_does_not_echo_a_huge_field(server):
+    r = requests.post(f"{server}/act/batch", json=batch(task_ids=["x" * 1_000_000], bogus="y" * 1_000_000),
+                      timeout=10)
+    assert r.status_code == 422 and len(r.content) < 10_000, len(r.content)
+    good(server)
+
+
+def test_rows_past_max_batch_are_split_into_backend_calls(server):
+    states = random_states(20, np.random.default_rng(1))
+    CountingTeacher.calls.clear()
+    r = requests.post(f"{server}/act/batch", data=json_numpy.dumps(
+        {"instructions": ["push"] * 20, "states": states, "task_ids": [PUSH] * 20}), timeout=10)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(json_numpy.loads(r.text)["actions"], expected(states), atol=1e-6)
+    assert max(CountingTeacher.calls) <= 8 and sum(CountingTeacher.calls) == 20, CountingTeacher.calls
+
+
+def test_a_stalled_body_gets_408_and_a_mid_body_disconnect_logs_no_error(server, caplog):
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /act HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        t0 = time.monotonic()
+        reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+        assert time.monotonic() - t0 < 5
+    with caplog.at_level(logging.INFO):
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /act HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"ins")
+        time.sleep(0.3)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    good(server)
+
+
+def test_with_a_key_the_docs_need_it_too():
+    with ServerThread(create_app(ServerInfo("scripted", scripted(), 8, 5.0), api_key=KEY)) as url:
+        for route in ("/docs", "/redoc", "/openapi.json", "/metadata"):
+            assert requests.get(f"{url}{route}", timeout=10).status_code in (401, 404), route
+        assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("obs", [
+    {"observation/state": np.array([np.nan] * 3, np.float32), "prompt": "push", "task_id": PUSH},
+    {"observation/state": np.array(["a"]), "prompt": "push", "task_id": PUSH},
+    {"observation/image": np.zeros((4, 4, 4), np.uint8), "observation/state": STATES[0], "prompt": "p",
+     "task_id": PUSH},
+    {"observation/image": np.zeros((0, 0, 3), np.uint8), "observation/state": STATES[0], "prompt": "p",
+     "task_id": PUSH},
+], ids=["nan", "strings", "channels", "empty"])
+def test_openpi_bad_observation_names_the_key_then_good_requests_work(server, obs):
+    key = next(k for k in ("observation/image", "observation/state") if k in obs and k != "observation/state"
+               ) if "observation/image" in obs else "observation/state"
+    with connect("ws://" + server.removeprefix("http://"), compression=None) as ws:
+        ws.recv()
+        ws.send(msgpack.packb(obs, default=upstream.pack_array))
+        text = ws.recv()
+        assert isinstance(text, str) and key in text and "Traceback" not in text, text
+    good(server)
