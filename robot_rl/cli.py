@@ -135,9 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ray", action="store_true", default=None,
                    help="ray.enabled: serve with Ray Serve (scale-out over replicas) instead of uvicorn")
     s.add_argument("--replicas", type=int, help="ray.replicas: Ray Serve replicas (with --ray; default 1)")
-    s.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
+    s.add_argument("--api-key", default=None,
                    help="require header X-API-Key with this value, or openpi's 'Authorization: Api-Key <key>' on "
-                        "the WebSocket (default: $ROBOT_RL_TEACHER_API_KEY; unset = no key; never a config key)")
+                        "the WebSocket. Discouraged (warns): argv is readable by local users; prefer "
+                        "$ROBOT_RL_TEACHER_API_KEY or --api-key-file (unset = no key; never a config key)")
+    s.add_argument("--api-key-file", default=None,
+                   help="read the API key from this file (surrounding whitespace stripped)")
     s.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="any serving config key, e.g. server.port=8001 backend.unnorm_key=bridge_orig")
@@ -278,6 +281,28 @@ def serve_config_of(args):
     return load_serve_config(args.config, args.overrides, flags)
 
 
+def _serve_api_key(args) -> str | None:
+    """``teacher serve``'s key: ``--api-key-file``, else ``--api-key`` (warned: argv is public), else
+    ``$ROBOT_RL_TEACHER_API_KEY``, else none. An empty key is an error (SystemExit).
+    """
+    import logging
+
+    if args.api_key_file is not None:
+        key = Path(args.api_key_file).read_text().strip()
+    elif args.api_key is not None:
+        logging.getLogger("robot_rl.cli").warning(
+            "--api-key puts the key in the process's argv, readable by local users; use $%s or --api-key-file",
+            API_KEY_ENV)
+        key = args.api_key
+    else:
+        key = os.environ.get(API_KEY_ENV)
+        if key is None:
+            return None
+    if not key:
+        raise SystemExit("teacher serve: the API key is empty")
+    return key
+
+
 def _teacher(args) -> int:
     import logging
 
@@ -285,7 +310,7 @@ def _teacher(args) -> int:
 
     cfg = serve_config_of(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    serve_config(cfg, api_key=args.api_key, parent_pid=args.parent_pid)
+    serve_config(cfg, api_key=_serve_api_key(args), parent_pid=args.parent_pid)
     return 0
 
 

@@ -174,3 +174,19 @@ def test_openpi_bad_observation_names_the_key_then_good_requests_work(server, ob
         text = ws.recv()
         assert isinstance(text, str) and key in text and "Traceback" not in text, text
     good(server)
+
+
+def test_serve_key_from_a_file_or_the_environment_and_argv_warns(tmp_path, monkeypatch, caplog):
+    from robot_rl.cli import _parser, _serve_api_key
+    from robot_rl.teachers.wire import API_KEY_ENV
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    (tmp_path / "key").write_text(KEY + "\n")
+    parse = _parser().parse_args
+    assert _serve_api_key(parse(["teacher", "serve", "--api-key-file", str(tmp_path / "key")])) == KEY
+    assert _serve_api_key(parse(["teacher", "serve"])) is None
+    monkeypatch.setenv(API_KEY_ENV, KEY)
+    assert _serve_api_key(parse(["teacher", "serve"])) == KEY
+    with caplog.at_level(logging.WARNING):
+        assert _serve_api_key(parse(["teacher", "serve", "--api-key", "k2"])) == "k2"
+    assert "argv" in caplog.text
