@@ -65,19 +65,23 @@ MEMORY_TARGETS = {
 CHANCE = {"TakeItBack-v0": 1 / 3, "RememberColor3-v0": 1 / 3}
 
 
-def measure(task: str, period: int, hold: bool, episodes: int, seed: int, memory: bool | None = None) -> dict:
+def measure(task: str, period: int, hold: bool, episodes: int, seed: int, memory: bool | None = None,
+            sim_backend: str = "physx_cpu") -> dict:
     """One cell: the scripted teacher with control period ``period`` run as the policy on ``task``; ``memory``
     (memory tasks only): True keeps its notes in a scratchpad sent with every query, False sends none, None is a
-    task without memory (no scratchpad either).
+    task without memory (no scratchpad either). ``sim_backend``: ``physx_cpu`` (its ``pd_ee_delta_pose`` solves IK and
+    can fail) or ``physx_cuda`` (one damped least-squares step per control step: measure the planners there before a
+    GPU grid, issue 17).
     """
     spec = get_task(task)
     t0 = time.perf_counter()
     r = run_teacher_as_policy(ScriptedTeacher(control_period_steps=period), spec.env_id, episodes, seed, hold=hold,
-                              memory=bool(memory))
+                              memory=bool(memory), sim_backend=sim_backend)
     lengths = np.array(r["episode_lengths"])[np.array(r["successes"], dtype=bool)]
     target = TARGETS.get(spec.paper_name) if memory is None else (MEMORY_TARGETS.get(spec.paper_name) if memory
                                                                   else None)
-    return dict(task=spec.env_id, paper_name=spec.paper_name, horizon=spec.max_episode_steps, period=period,
+    return dict(task=spec.env_id, paper_name=spec.paper_name, horizon=spec.max_episode_steps, sim_backend=sim_backend,
+                period=period,
                 hold=hold, memory=memory, episodes=episodes, seed=seed, success_rate=r["success_rate"],
                 target=target, chance=CHANCE.get(spec.paper_name) if memory is not None else None,
                 queries=r["queries"], memory_stats=r.get("memory_stats"),
@@ -101,6 +105,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    help="comma-separated control periods D (env steps) for the as-used columns")
     p.add_argument("--episodes", type=int, default=50, help="seeded episodes per cell (seeds SEED..SEED+N-1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    p.add_argument("--sim-backend", choices=("physx_cpu", "physx_cuda"), default="physx_cpu",
+                   help="the simulator (and so the arm controller) the teachers are measured on; physx_cuda needs an "
+                        "NVIDIA GPU")
     p.add_argument("--out", type=Path, default=Path("bench_out/teacher_competence.json"), help="JSON rows")
     args = p.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cells += [(t, d, True, m) for t in memory_tasks for d in periods for m in (True, False)]
     rows = []
     for task, period, hold, memory in tqdm(cells, desc="teacher competence", unit="cell"):
-        rows.append(measure(task, period, hold, args.episodes, args.seed, memory))
+        rows.append(measure(task, period, hold, args.episodes, args.seed, memory, args.sim_backend))
         tqdm.write(json.dumps(rows[-1]))
     header = (f"\nsuccess rate over {args.episodes} episodes from seed {args.seed} "
               "(✓/✗: target met; mean/max env steps of the successes)")
