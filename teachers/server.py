@@ -842,6 +842,10 @@ class _BodyBudget:
         self.used += n
 
 
+#: Bodies at least this big (bytes) are JSON-decoded in a worker thread, not on the event loop.
+_INLINE_DECODE_BYTES = 1 << 20
+
+
 async def _read_json(request: Request, max_body_bytes: int, timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
                      budget: _BodyBudget | None = None) -> Any:
     """Read a JSON body of at most ``max_body_bytes`` (also when sent chunked) within ``timeout_s``.
@@ -879,8 +883,14 @@ async def _read_json(request: Request, max_body_bytes: int, timeout_s: float = D
     finally:
         if budget is not None:
             budget.used -= size
+    body = b"".join(chunks)
     try:
-        return json.loads(b"".join(chunks))
+        if len(body) < _INLINE_DECODE_BYTES:
+            return json.loads(body)
+        # a big body (tens of MiB: ~0.1 s a MiB) is decoded off the event loop, which keeps serving the others
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(json.loads, body)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
         raise RequestValidationError(
             [{"type": "json_invalid", "loc": ("body",), "msg": f"malformed JSON: {type(exc).__name__}: {exc}"}]
