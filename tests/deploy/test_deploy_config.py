@@ -99,8 +99,11 @@ def test_the_controller_s_staleness_uses_the_receive_clock_and_the_per_input_lim
     r = c.step(100.01)
     assert r.decision.__class__.__name__ == "Command" and r.input_ages["ee_pose"] == pytest.approx(0.01)
     assert c.diagnostics()["future_stamps.ee_pose"] == 1
-    # silence: stale once the EE pose's own 0.02 s has passed (not after the 1.5 s offset, not after 0.15 s)
-    assert not c.inputs_stale(100.019) and c.inputs_stale(100.021)
-    assert c.step(100.06).decision.reason == "stale_input"
-    _feed_all(c, t_stamp=101.56, t_received=100.06)  # fresh again; perception may be 0.5 s old, joints 0.1 s
-    assert not c.inputs_stale(100.07)
+    # silence: stale once the EE pose's own limit has passed (not after the 1.5 s offset, nor the default limit)
+    ee = c.safety.limits.max_input_age_for("ee_pose")
+    assert ee < c.safety.limits.max_input_age_s
+    assert not c.inputs_stale(100.0 + ee - 0.001) and c.inputs_stale(100.0 + ee + 0.001)
+    assert c.step(100.0 + ee + 0.01).decision.reason == "stale_input"
+    t = 100.0 + ee + 0.01
+    _feed_all(c, t_stamp=t + 1.5, t_received=t)  # fresh again
+    assert not c.inputs_stale(t + 0.01)
