@@ -96,12 +96,15 @@ class ServerConfig(_Section):
                                                            "connection closes after this long (s)")
     limit_concurrency: int = Field(256, ge=1, description="uvicorn limit_concurrency: most connections and tasks "
                                                           "at once; beyond it 503")
-    max_header_kb: int = Field(64, ge=1, description="uvicorn h11_max_incomplete_event_size: largest request line "
-                                                     "and headers (KiB); beyond it 400")
+    max_header_kb: int = Field(64, ge=1, description="largest request line plus headers (KiB); beyond it 431 "
+                                                     "(uvicorn only: uvicorn's httptools parser has no such limit)")
+    header_timeout_s: float = Field(10.0, gt=0, description="longest a connection may take to send a request's "
+                                                            "headers (s), from its open or the next request's first "
+                                                            "byte; then 408 and closed (uvicorn only)")
     latency_ms: float = Field(0.0, ge=0, description="hold every answer this long (ms) before sending it: a slow VLA "
                                                      "for tests and benchmarks (uvicorn only)")
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info",
-                                                                                description="uvicorn's log level")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="log level of the server process (uvicorn's records and robot_rl's)")
 
 
 class RayConfig(_Section):

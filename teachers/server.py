@@ -74,6 +74,7 @@ from robot_rl.teacher_protocol import MAX_SCRATCHPAD_CHARS, PROTOCOL_VERSION
 
 from . import openpi_wire
 from .base import Teacher, TeacherRequest, TeacherRequestError, TeacherResponse
+from .http_protocol import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_HEADER_BYTES, limited_httptools_protocol
 from .wire import (
     API_KEY_HEADER,
     ENV_CONVENTION,
@@ -803,27 +804,32 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
 
 
 #: uvicorn's own limits the server sets (``uvicorn.Config`` keywords; ``server.*`` in the serving config):
-#: idle keep-alive connections close after 5 s, at most 256 connections and tasks at once (then 503), request
-#: lines and headers of at most 64 KiB (then 400).
-DEFAULT_UVICORN_LIMITS = {"timeout_keep_alive": 5, "limit_concurrency": 256,
-                          "h11_max_incomplete_event_size": 64 * 1024}
+#: idle keep-alive connections close after 5 s, at most 256 connections and tasks at once (then 503).
+DEFAULT_UVICORN_LIMITS = {"timeout_keep_alive": 5, "limit_concurrency": 256}
 
 
-def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", *,
+                   max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES, header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
                    **limits: Any):
     """The ``uvicorn.Config`` the teacher server runs ``app`` with (:func:`serve`, the test server thread).
 
+    HTTP/1.1 is uvicorn's httptools protocol with a header-size limit and a header deadline
+    (:class:`~robot_rl.teachers.http_protocol.LimitedHttpToolsProtocol`: 431 past ``max_header_bytes``, 408
+    past ``header_timeout_s`` s), which uvicorn does not bound itself.
     WebSocket frames are limited to ``app.state.openpi_max_frame_bytes`` (:func:`create_app`) by uvicorn's
     websockets layer, which closes a connection whose frame is larger with code 1009 and the reason
     ``"frame with N bytes exceeds limit of M bytes"`` before buffering it; per-message compression is off
     (openpi's client and server use ``compression=None``: images do not compress and deflate costs CPU).
-    ``limits`` override :data:`DEFAULT_UVICORN_LIMITS` (``timeout_keep_alive`` s, ``limit_concurrency``,
-    ``h11_max_incomplete_event_size`` bytes).
+    ``limits`` override :data:`DEFAULT_UVICORN_LIMITS` (``timeout_keep_alive`` s, ``limit_concurrency``).
+
+    Raises:
+        ValueError: a limit that is not positive (naming its ``server.*`` key).
     """
     import uvicorn
 
     max_frame = getattr(app.state, "openpi_max_frame_bytes", DEFAULT_OPENPI_MAX_FRAME_BYTES)
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                          http=limited_httptools_protocol(max_header_bytes, header_timeout_s),
                           ws_max_size=int(max_frame), ws_per_message_deflate=False,
                           **{**DEFAULT_UVICORN_LIMITS, **limits})
 
@@ -841,6 +847,27 @@ class _BodyBudget:
                                        f"(server.max_inflight_body_mb)")
         self.used += n
 
+
+class _Summarized:
+    """A log line for an event a client can cause at will: at INFO at most once per ``period_s``, with the count
+    of the ones in between (each is at DEBUG), so that a flood of them cannot flood the log.
+    """
+
+    def __init__(self, period_s: float = 10.0):
+        self.period_s, self.last, self.skipped = period_s, -float("inf"), 0
+
+    def log(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self.last < self.period_s:
+            self.skipped += 1
+            log.debug(msg, *args)
+            return
+        more = f" (and {self.skipped} more in the last {now - self.last:.0f} s)" if self.skipped else ""
+        log.info(msg + more, *args)
+        self.last, self.skipped = now, 0
+
+
+_DISCONNECTS = _Summarized()
 
 #: Bodies at least this big (bytes) are JSON-decoded in a worker thread, not on the event loop.
 _INLINE_DECODE_BYTES = 1 << 20
@@ -878,7 +905,7 @@ async def _read_json(request: Request, max_body_bytes: int, timeout_s: float = D
         raise HTTPException(status_code=408, detail=f"body not received within {timeout_s} s "
                                                     f"(server.body_timeout_s)") from None
     except ClientDisconnect:
-        log.info("client %s disconnected mid-body after %d bytes", request.client, size)
+        _DISCONNECTS.log("client %s disconnected mid-body after %d bytes", request.client, size)
         raise HTTPException(status_code=400, detail="client disconnected mid-body") from None
     finally:
         if budget is not None:
@@ -1076,5 +1103,5 @@ def serve_config(cfg, *, api_key: str | None = None, parent_pid: int | None = No
               openpi_max_frame_bytes=int(sv.openpi_max_frame_mb * 1024 * 1024), body_timeout_s=sv.body_timeout_s,
               max_inflight_body_bytes=int(sv.max_inflight_body_mb * 1024 * 1024),
               uvicorn_limits={"timeout_keep_alive": sv.timeout_keep_alive_s, "limit_concurrency": sv.limit_concurrency,
-                              "h11_max_incomplete_event_size": sv.max_header_kb * 1024},
+                              "max_header_bytes": sv.max_header_kb * 1024, "header_timeout_s": sv.header_timeout_s},
               **common, **backend_kwargs)

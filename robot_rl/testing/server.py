@@ -22,19 +22,21 @@ class ServerThread:
         app: the ASGI app.
         port: TCP port on 127.0.0.1 (default: a free one).
         startup_timeout_s: how long to wait for uvicorn to start (s).
+        limits: keywords of :func:`robot_rl.teachers.server.uvicorn_config` (``max_header_bytes``,
+            ``header_timeout_s``, ``timeout_keep_alive``, ``limit_concurrency``).
 
     Raises:
         RuntimeError: uvicorn did not start (e.g. the port is taken).
     """
 
-    def __init__(self, app, port: int | None = None, startup_timeout_s: float = 10.0):
+    def __init__(self, app, port: int | None = None, startup_timeout_s: float = 10.0, **limits):
         import uvicorn
 
         from robot_rl.teachers.server import uvicorn_config
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, log_level="warning", **limits))
         self._thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
         self._startup_timeout_s = startup_timeout_s
 

@@ -4,7 +4,8 @@ Every hostile request must get a 4xx naming the problem (never a 500, never a 20
 request afterwards still gets the reference answer. The classes: bad arrays (non-numbers, NaN / inf, empty or
 wrong-channel shapes; on /act, /act/batch and the openpi WebSocket, read by the backend or not), JSON that cannot
 be decoded (int digit limit, deep nesting, bad UTF-8), body names in errors, 422s that do not echo huge input,
-keys on the docs routes, bounded resources (per-request rows, stalled bodies, mid-body disconnects).
+keys on the docs routes, bounded resources (per-request rows, stalled bodies, mid-body disconnects, header size,
+stalled headers).
 """
 
 from __future__ import annotations
@@ -148,6 +149,48 @@ def test_a_stalled_body_gets_408_and_a_mid_body_disconnect_logs_no_error(server,
         time.sleep(0.3)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     good(server)
+
+
+def _recv_all(s: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (or 10 s pass)."""
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    return out
+
+
+def test_headers_past_the_limit_get_431_while_they_stream_in():
+    """uvicorn's httptools parser bounds neither a header line nor the header block; the server does."""
+    with ServerThread(create_app(ServerInfo("scripted", scripted(), 8, 5.0)), max_header_bytes=16 * 1024) as url:
+        host, port = url.removeprefix("http://").split(":")
+        for headers in (b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(40)),  # many lines
+                        b"X-Pad: " + b"a" * 200_000 + b"\r\n"):  # one line that never ends within the limit
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                try:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+                except OSError:  # the server may close before all was sent
+                    pass
+                reply = _recv_all(s)
+            assert reply.startswith(b"HTTP/1.1 431") and b"server.max_header_kb" in reply, reply[:200]
+        ok = requests.get(f"{url}/healthz", headers={"X-Pad": "a" * 8000}, timeout=10)
+        assert ok.status_code == 200, ok.text
+
+
+def test_a_connection_that_stalls_its_headers_gets_408_and_a_silent_one_is_closed():
+    with ServerThread(create_app(ServerInfo("scripted", scripted(), 8, 5.0)), header_timeout_s=0.5) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as stalled, \
+                socket.create_connection((host, int(port)), timeout=10) as silent:
+            t0 = time.monotonic()
+            stalled.sendall(b"POST /act HTTP/1.1\r\nHost: x\r\nContent-Le")
+            reply = _recv_all(stalled)
+            assert reply.startswith(b"HTTP/1.1 408") and b"server.header_timeout_s" in reply, reply
+            assert _recv_all(silent) == b""  # closed without an answer, as an idle keep-alive connection
+            assert time.monotonic() - t0 < 5
+        with requests.Session() as session:  # keep-alive: the deadline runs per request, not per connection
+            for _ in range(3):
+                assert session.get(f"{url}/healthz", timeout=10).status_code == 200
+                time.sleep(0.3)
 
 
 def test_with_a_key_the_docs_need_it_too():
