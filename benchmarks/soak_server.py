@@ -2,8 +2,9 @@
 
 A scripted-backend server runs in a child process (``robot-rl teacher serve`` on loopback). Three phases of
 ``--seconds / 4``, ``/ 2`` and ``/ 4``: idle (good requests only), load (good requests beside slow clients that
-trickle a body, big bodies of ``--big-mb`` MiB, and clients that disconnect mid-body), recovery (good requests
-only). Reports good-request latency p50 / p99 (idle vs under load) and the server's RSS over time (psutil).
+trickle a body, slowloris clients that trickle their headers, big bodies of ``--big-mb`` MiB, and clients that
+disconnect mid-body; all of them in a process of their own), recovery (good requests only). Reports good-request
+latency p50 / p99 (idle vs under load) and the RSS of the server's process tree over time (psutil).
 
 Targets: good-request p99 under load within 2x of idle; RSS after recovery within 20% of the start.
 
@@ -15,10 +16,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -62,19 +65,61 @@ def raw_post(port: int, length: int, payload: bytes, pause_s: float = 0.0) -> No
         pass
 
 
+def slow_headers(port: int, seconds: float) -> None:
+    """Open a connection and trickle a request's headers a few bytes a second (slowloris): the server's header
+    deadline (``server.header_timeout_s``) must end it.
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"POST /act/batch HTTP/1.1\r\nHost: x\r\n")
+            for i in range(int(seconds)):
+                s.sendall(b"X-%d: y\r\n" % i)
+                time.sleep(1.0)
+    except OSError:
+        pass
+
+
 def hostile_loop(kind: str, port: int, stop: threading.Event, big_bytes: int, counts: dict) -> None:
+    """One hostile client of ``kind``, one request after another until ``stop``."""
+    big_body = b'{"x": "' + b"a" * big_bytes + b'"}' if kind == "big" else b""
     while not stop.is_set():
-        if kind == "slow":  # trickles 1 KiB a second (the server's body timeout ends it)
+        if kind == "slow":  # headers, then 4 KiB of a 1 MiB body, then 1 s of silence, then gone
             raw_post(port, 1 << 20, b"{" + b" " * 4096, pause_s=1.0)
+        elif kind == "slow-headers":
+            slow_headers(port, 30.0)
         elif kind == "big":
             try:
-                requests.post(f"http://127.0.0.1:{port}/act/batch", data=b'{"x": "' + b"a" * big_bytes + b'"}',
-                              timeout=30)
+                requests.post(f"http://127.0.0.1:{port}/act/batch", data=big_body, timeout=30)
             except requests.RequestException:
                 pass
         else:  # mid-body disconnect
             raw_post(port, 1 << 20, b'{"instructions": ' + b" " * 100_000)
         counts[kind] = counts.get(kind, 0) + 1
+
+
+def hostile_process(port: int, clients: dict[str, int], big_bytes: int, seconds: float, out) -> None:
+    """The hostile clients, in their own process (so that their GIL is not the good client's), for ``seconds``;
+    puts the count of requests of each kind on ``out``.
+    """
+    stop, counts = threading.Event(), {}
+    threads = [threading.Thread(target=hostile_loop, args=(kind, port, stop, big_bytes, counts), daemon=True)
+               for kind, n in clients.items() for _ in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    out.put(counts)
+
+
+def tree_rss_mib(proc: psutil.Process) -> float:
+    """RSS of ``proc`` and its children (MiB)."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
 
 
 def main() -> int:
@@ -84,14 +129,18 @@ def main() -> int:
     ap.add_argument("--big", type=int, default=4, help="big-body clients at once")
     ap.add_argument("--big-mb", type=float, default=48.0, help="size of one big body (MiB; the limit is 64)")
     ap.add_argument("--disconnects", type=int, default=4, help="mid-body disconnecting clients at once")
+    ap.add_argument("--slow-headers", type=int, default=20, help="clients that trickle their headers at once")
     ap.add_argument("--max-requests", type=int, default=20_000, help="most good requests per phase")
     args = ap.parse_args()
 
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the server's log goes to a file: a pipe nobody drains fills at 64 KiB and then blocks the server's event loop
+    log_file = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli", "teacher", "serve", "server.port=%d" % port,
-                             "server.log_level=warning", "server.body_timeout_s=5"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "server.log_level=warning", "server.body_timeout_s=5", "server.header_timeout_s=5"],
+                            env=env,
+                            stdout=subprocess.DEVNULL, stderr=log_file, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -107,33 +156,40 @@ def main() -> int:
 
         def sample():
             while not sampling.is_set():
-                rss.append((time.monotonic() - t_start, ps.memory_info().rss / 2**20))
+                rss.append((time.monotonic() - t_start, tree_rss_mib(ps)))
                 time.sleep(0.5)
 
         threading.Thread(target=sample, daemon=True).start()
         quarter = args.seconds / 4
         lat, failed = {}, {}
         counts: dict = {}
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        clients = {"slow": args.slow, "slow-headers": args.slow_headers, "big": args.big,
+                   "disconnect": args.disconnects}
         for phase, seconds, hostile in (("idle", quarter, False), ("load", 2 * quarter, True),
                                         ("recovery", quarter, False)):
             stop, out, failed[phase] = threading.Event(), [], []
-            threads = [threading.Thread(target=good_loop, args=(url, stop, out, failed[phase], args.max_requests))]
+            good = threading.Thread(target=good_loop, args=(url, stop, out, failed[phase], args.max_requests))
             if hostile:
-                for kind, n in (("slow", args.slow), ("big", args.big), ("disconnect", args.disconnects)):
-                    threads += [threading.Thread(target=hostile_loop, daemon=True,
-                                                 args=(kind, port, stop, int(args.big_mb * 2**20), counts))
-                                for _ in range(n)]
-            for t in threads:
-                t.start()
+                attacker = ctx.Process(target=hostile_process, args=(port, clients, int(args.big_mb * 2**20),
+                                                                     seconds, queue), daemon=True)
+                attacker.start()
+            good.start()
             time.sleep(seconds)
             stop.set()
-            threads[0].join(30)
+            good.join(30)
+            if hostile:
+                counts = queue.get(timeout=60)
+                attacker.join(30)
             lat[phase] = np.array(out) * 1000.0
         time.sleep(2.0)
         sampling.set()
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        log_file.seek(0)
+        err = log_file.read()
 
     print("good requests (ms): " + "; ".join(
         f"{p}: n={len(v)} p50={np.percentile(v, 50):.1f} p99={np.percentile(v, 99):.1f}" for p, v in lat.items()

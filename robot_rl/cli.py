@@ -309,7 +309,9 @@ def _teacher(args) -> int:
     from robot_rl.teachers.server import serve_config
 
     cfg = serve_config_of(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    # server.log_level is the level of the whole process's log, not only uvicorn's: a server at "warning" must not
+    # write an INFO line per hostile request (a log nobody drains blocks the event loop once its pipe is full)
+    logging.basicConfig(level=cfg.server.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     serve_config(cfg, api_key=_serve_api_key(args), parent_pid=args.parent_pid)
     return 0
 
