@@ -92,6 +92,10 @@ class ServerConfig(_Section):
                                                           "or half-sent body gets 408 (uvicorn only)")
     max_inflight_body_mb: float = Field(256.0, gt=0, description="most request-body bytes buffered at once over "
                                                                  "all requests (MiB); beyond it 503 (uvicorn only)")
+    decode_workers: int = Field(1, ge=0, description="processes that decode request bodies of 1 MiB or more, "
+                                                     "started on demand and stopped after 10 s idle, so that a big "
+                                                     "body does not hold the event loop; 0: a thread of the server "
+                                                     "(uvicorn only)")
     timeout_keep_alive_s: int = Field(5, ge=1, description="uvicorn timeout_keep_alive: an idle keep-alive "
                                                            "connection closes after this long (s)")
     limit_concurrency: int = Field(256, ge=1, description="uvicorn limit_concurrency: most connections and tasks "

@@ -609,7 +609,7 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, added_latency_ms: float = 0.0,
                openpi_max_frame_bytes: int = DEFAULT_OPENPI_MAX_FRAME_BYTES,
                body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
-               max_inflight_body_bytes: int = DEFAULT_MAX_INFLIGHT_BODY_BYTES) -> FastAPI:
+               max_inflight_body_bytes: int = DEFAULT_MAX_INFLIGHT_BODY_BYTES, decode_workers: int = 1) -> FastAPI:
     """Build the FastAPI app.
 
     Bad input is a 4xx naming the field on every route (the openpi WebSocket sends the same text and closes
@@ -637,14 +637,20 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         body_timeout_s: longest a request body may take to arrive (s); a slower one gets 408.
         max_inflight_body_bytes: most body bytes buffered at once over all HTTP requests; a request that would
             pass it gets 503 (``Retry-After: 1``).
+        decode_workers: processes that decode bodies of :data:`_INLINE_DECODE_BYTES` or more
+            (:class:`DecodeWorkers`, started on demand); 0 decodes them in a thread of this process, which holds
+            the GIL, and so the event loop, as long as the decode takes.
 
     Raises:
-        ValueError: ``added_latency_ms < 0`` or ``openpi_max_frame_bytes < 1``.
+        ValueError: ``added_latency_ms < 0``, ``openpi_max_frame_bytes < 1`` or ``decode_workers < 0``.
     """
     if added_latency_ms < 0:
         raise ValueError(f"server.latency_ms: must be >= 0, got {added_latency_ms}")
     if openpi_max_frame_bytes < 1:
         raise ValueError(f"server.openpi_max_frame_mb: must be > 0, got {openpi_max_frame_bytes} bytes")
+    if decode_workers < 0:
+        raise ValueError(f"server.decode_workers: must be >= 0, got {decode_workers}")
+    decoder = DecodeWorkers(decode_workers) if decode_workers else None
     batcher = None
     if dispatch is None:
         batcher = DynamicBatcher(info.teacher, info.max_batch, info.batch_wait_ms / 1000.0)
@@ -657,6 +663,8 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         if batcher is not None:
             batcher.start()
         yield
+        if decoder is not None:
+            decoder.close(wait=False)
         if batcher is not None:
             await batcher.stop()
 
@@ -665,6 +673,7 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
     app.add_exception_handler(RequestValidationError, _short_422)
     inflight = _BodyBudget(max_inflight_body_bytes)
     app.state.batcher = batcher
+    app.state.decoder = decoder
     app.state.info = info
     app.state.openpi_max_frame_bytes = int(openpi_max_frame_bytes)
 
@@ -705,26 +714,25 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
     async def metadata() -> dict:
         return info.metadata()
 
-    async def read_json(request: Request) -> Any:
-        return await _read_json(request, max_body_bytes, body_timeout_s, inflight)
+    async def read_request(request: Request, route: str) -> tuple[TeacherRequest, bool]:
+        chunks = await _read_body(request, max_body_bytes, body_timeout_s, inflight)
+        size = sum(map(len, chunks))
+        try:
+            if size < _INLINE_DECODE_BYTES:
+                return parse_body(route, b"".join(chunks))
+            if decoder is not None:
+                return await decoder.parse(route, chunks, size)
+            from starlette.concurrency import run_in_threadpool
+
+            return await run_in_threadpool(parse_body, route, b"".join(chunks))
+        finally:
+            inflight.used -= size
 
     @app.post("/act", dependencies=[Depends(require_key)])
     @_guarded
     async def act(request: Request) -> Response:
-        payload = await read_json(request)
-        encoded = isinstance(payload, dict) and "encoded" in payload
-        if encoded:  # OpenVLA's variant for clients without json-numpy: a JSON string inside JSON
-            if len(payload) != 1 or not isinstance(payload["encoded"], str):
-                raise _field_error("encoded", "must be the only key and hold a JSON string")
-            try:
-                payload = json.loads(payload["encoded"])
-            except (ValueError, RecursionError) as exc:
-                raise _field_error("encoded", f"malformed JSON: {type(exc).__name__}: {exc}") from None
-        try:
-            body = ActBody.model_validate(payload)
-        except ValidationError as exc:
-            raise _body_errors(exc) from None
-        response = await answer(body.to_request(), ACT_FIELDS)
+        parsed, encoded = await read_request(request, "act")
+        response = await answer(parsed, ACT_FIELDS)
         raw = response.extras.get("raw_actions")
         action = np.asarray(raw if raw is not None else env_to_openvla(response.actions), dtype=np.float64)[0]
         # OpenVLA's deploy.py answers JSONResponse(json_numpy.dumps(action)) for "encoded", else JSONResponse(action)
@@ -734,12 +742,8 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
     @app.post("/act/batch", dependencies=[Depends(require_key)])
     @_guarded
     async def act_batch(request: Request) -> Response:
-        payload = await read_json(request)
-        try:
-            body = BatchBody.model_validate(payload)
-        except ValidationError as exc:
-            raise _body_errors(exc) from None
-        response = await answer(body.to_request())
+        parsed, _ = await read_request(request, "batch")
+        response = await answer(parsed)
         server_s = float(response.extras["server_latency_s"])
         out = {
             "actions": np.asarray(response.actions, dtype=np.float32),
@@ -748,7 +752,7 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
             "backend_latency_s": float(response.latency_s.max(initial=0.0)),
             "notes": response.notes,
             "model_id": response.model_id,
-            "batch_rows": int(response.extras.get("batch_rows", len(body.instructions))),
+            "batch_rows": int(response.extras.get("batch_rows", len(parsed))),
         }
         return Response(json_numpy.dumps(out), media_type="application/json")
 
@@ -869,22 +873,22 @@ class _Summarized:
 
 _DISCONNECTS = _Summarized()
 
-#: Bodies at least this big (bytes) are JSON-decoded in a worker thread, not on the event loop.
+#: Bodies at least this big (bytes) are decoded by :class:`DecodeWorkers` (or, without workers, in a thread).
 _INLINE_DECODE_BYTES = 1 << 20
 
 
-async def _read_json(request: Request, max_body_bytes: int, timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
-                     budget: _BodyBudget | None = None) -> Any:
-    """Read a JSON body of at most ``max_body_bytes`` (also when sent chunked) within ``timeout_s``.
+async def _read_body(request: Request, max_body_bytes: int, timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+                     budget: _BodyBudget | None = None) -> list[bytes]:
+    """Read a body of at most ``max_body_bytes`` (also when sent chunked) within ``timeout_s``: its chunks.
 
-    A declared ``Content-Length`` over the limit is refused before anything is read.
+    A declared ``Content-Length`` over the limit is refused before anything is read. The chunks' bytes stay
+    taken from ``budget`` when they are returned: the caller gives them back (``budget.used -= size``) once it
+    is done with the body; when this raises, they are given back.
 
     Raises:
         HTTPException: 413 over the size limit; 408 when the body takes longer than ``timeout_s`` (a stalled
             or half-sent request); 503 when ``budget`` (bytes in flight over all requests) would be passed;
-            400 when the client disconnects mid-body (logged at INFO, nobody reads the answer).
-        RequestValidationError: a 422 when the body is not JSON: malformed, bad UTF-8, an integer past
-            Python's digit limit (``ValueError``), nesting past the recursion limit (``RecursionError``).
+            400 when the client disconnects mid-body (logged at INFO at most every 10 s, nobody reads the answer).
     """
     from starlette.requests import ClientDisconnect
 
@@ -898,30 +902,180 @@ async def _read_json(request: Request, max_body_bytes: int, timeout_s: float = D
                 if budget is not None:
                     budget.take(len(chunk))
                 size += len(chunk)
+                chunks.append(chunk)
                 if size > max_body_bytes:
                     raise HTTPException(status_code=413, detail=f"body exceeds the limit of {max_body_bytes} bytes")
-                chunks.append(chunk)
     except TimeoutError:
+        _give_back(budget, size)
         raise HTTPException(status_code=408, detail=f"body not received within {timeout_s} s "
                                                     f"(server.body_timeout_s)") from None
     except ClientDisconnect:
+        _give_back(budget, size)
         _DISCONNECTS.log("client %s disconnected mid-body after %d bytes", request.client, size)
         raise HTTPException(status_code=400, detail="client disconnected mid-body") from None
-    finally:
-        if budget is not None:
-            budget.used -= size
-    body = b"".join(chunks)
-    try:
-        if len(body) < _INLINE_DECODE_BYTES:
-            return json.loads(body)
-        # a big body (tens of MiB: ~0.1 s a MiB) is decoded off the event loop, which keeps serving the others
-        from starlette.concurrency import run_in_threadpool
+    except BaseException:
+        _give_back(budget, size)
+        raise
+    return chunks
 
-        return await run_in_threadpool(json.loads, body)
+
+def _give_back(budget: _BodyBudget | None, size: int) -> None:
+    if budget is not None:
+        budget.used -= size
+
+
+def _json(body: bytes) -> Any:
+    """``body`` decoded as JSON.
+
+    Raises:
+        RequestValidationError: a 422 when the body is not JSON: malformed, bad UTF-8, an integer past
+            Python's digit limit (``ValueError``), nesting past the recursion limit (``RecursionError``).
+    """
+    try:
+        return json.loads(body)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
         raise RequestValidationError(
             [{"type": "json_invalid", "loc": ("body",), "msg": f"malformed JSON: {type(exc).__name__}: {exc}"}]
         ) from None
+
+
+def parse_body(route: str, body: bytes) -> tuple[TeacherRequest, bool]:
+    """A ``POST /act`` (``route="act"``) or ``POST /act/batch`` (``"batch"``) body as a validated request.
+
+    ``/act`` also takes OpenVLA's ``{"encoded": "<JSON text>"}`` variant (for clients without json-numpy).
+
+    Returns:
+        The :class:`TeacherRequest` (``B = 1`` for ``/act``) and whether the body was the ``encoded`` variant.
+
+    Raises:
+        RequestValidationError: a 422 naming the body field (``image``, ``state``, ``states``, ...) or saying
+            the body is not JSON.
+    """
+    payload = _json(body)
+    if route == "batch":
+        try:
+            return BatchBody.model_validate(payload).to_request(), False
+        except ValidationError as exc:
+            raise _body_errors(exc) from None
+    encoded = isinstance(payload, dict) and "encoded" in payload
+    if encoded:  # OpenVLA's variant for clients without json-numpy: a JSON string inside JSON
+        if len(payload) != 1 or not isinstance(payload["encoded"], str):
+            raise _field_error("encoded", "must be the only key and hold a JSON string")
+        try:
+            payload = json.loads(payload["encoded"])
+        except (ValueError, RecursionError) as exc:
+            raise _field_error("encoded", f"malformed JSON: {type(exc).__name__}: {exc}") from None
+    try:
+        return ActBody.model_validate(payload).to_request(), encoded
+    except ValidationError as exc:
+        raise _body_errors(exc) from None
+
+
+def _parse_shared(route: str, name: str, size: int) -> tuple[str, Any]:
+    """:func:`parse_body` of the body in shared memory block ``name`` (a decode worker process's job).
+
+    Returns ``("ok", (request, encoded))`` or ``("422", errors)`` (a RequestValidationError does not pickle).
+    """
+    from multiprocessing.shared_memory import SharedMemory
+
+    block = SharedMemory(name=name)
+    try:
+        body = bytes(block.buf[:size])
+    finally:
+        block.close()
+    try:
+        return "ok", parse_body(route, body)
+    except RequestValidationError as exc:
+        return "422", [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+
+
+class DecodeWorkers:
+    """Processes that decode and validate big request bodies, so that the event loop keeps serving the others.
+
+    JSON decoding holds the GIL for its whole length (about 0.1 s for a 48 MiB string, 0.65 s for 57 MiB of
+    numbers on this project's CPU machines), so a thread does not help: the event loop would wait for it.
+    Here the body is copied into shared memory (a chunk at a time, yielding to the event loop between chunks),
+    a worker process runs :func:`parse_body` on it and returns the validated :class:`TeacherRequest` (numpy
+    arrays: a copy to unpickle, not a parse). The workers (``spawn``) start on the first big body and stop after
+    ``idle_s`` without one, so an idle server holds no extra process.
+
+    Args:
+        workers: worker processes (``server.decode_workers``); bodies beyond them wait their turn (their bytes
+            count against ``server.max_inflight_body_mb``).
+        idle_s: stop the workers after this long without a big body (s).
+    """
+
+    def __init__(self, workers: int = 1, idle_s: float = 10.0):
+        self.workers, self.idle_s = int(workers), float(idle_s)
+        self._pool = None
+        self._busy, self._last_use, self._idle_timer = 0, 0.0, None
+
+    def _ensure_pool(self):
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    async def parse(self, route: str, chunks: list[bytes], size: int) -> tuple[TeacherRequest, bool]:
+        """:func:`parse_body` of the body made of ``chunks`` (``size`` bytes; the list is emptied), in a worker.
+
+        Raises:
+            RequestValidationError: as :func:`parse_body`.
+            HTTPException: 503 when the worker died (it is restarted for the next body).
+        """
+        from concurrent.futures.process import BrokenProcessPool
+        from multiprocessing.shared_memory import SharedMemory
+
+        self._busy += 1
+        block = SharedMemory(create=True, size=max(size, 1))
+        try:
+            offset = 0
+            for i, chunk in enumerate(chunks):
+                block.buf[offset:offset + len(chunk)] = chunk
+                offset += len(chunk)
+                chunks[i] = b""
+                if i % 16 == 15:
+                    await asyncio.sleep(0)  # about a MiB at a time: the others are served in between
+            try:
+                status, value = await asyncio.wrap_future(
+                    self._ensure_pool().submit(_parse_shared, route, block.name, size))
+            except BrokenProcessPool:
+                log.error("a decode worker died (decoding a %d-byte body); restarting it", size)
+                self._pool = None
+                raise HTTPException(status_code=503, headers={"Retry-After": "1"},
+                                    detail="server busy: the body decoder restarted") from None
+        finally:
+            block.close()
+            block.unlink()
+            self._busy -= 1
+            self._last_use = time.monotonic()
+            self._schedule_stop()
+        if status == "422":
+            raise RequestValidationError(value)
+        return value
+
+    def _schedule_stop(self) -> None:
+        if self._idle_timer is None:
+            self._idle_timer = asyncio.get_running_loop().call_later(self.idle_s, self._stop_if_idle)
+
+    def _stop_if_idle(self) -> None:
+        self._idle_timer = None
+        if self._busy or time.monotonic() - self._last_use < self.idle_s:
+            if self._pool is not None:
+                self._schedule_stop()
+            return
+        self.close(wait=False)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers (they are started again on the next big body)."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
 
 
 def _cut(text: Any) -> Any:
@@ -1064,7 +1218,7 @@ def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 800
           parent_pid: int | None = None, log_level: str = "info", latency_ms: float = 0.0,
           openpi_max_frame_bytes: int = DEFAULT_OPENPI_MAX_FRAME_BYTES, body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
           max_inflight_body_bytes: int = DEFAULT_MAX_INFLIGHT_BODY_BYTES, uvicorn_limits: dict | None = None,
-          **backend_kwargs: Any) -> None:
+          decode_workers: int = 1, **backend_kwargs: Any) -> None:
     """Serve ``backend`` with uvicorn until interrupted (blocks). Arguments as ``robot-rl teacher serve``;
     ``backend_kwargs`` as :func:`build_backend`.
     """
@@ -1074,7 +1228,7 @@ def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 800
     info = ServerInfo(backend, teacher, max_batch, batch_wait_ms)
     app = create_app(info, api_key=api_key, max_body_bytes=max_body_bytes, added_latency_ms=latency_ms,
                      openpi_max_frame_bytes=openpi_max_frame_bytes, body_timeout_s=body_timeout_s,
-                     max_inflight_body_bytes=max_inflight_body_bytes)
+                     max_inflight_body_bytes=max_inflight_body_bytes, decode_workers=decode_workers)
     server = uvicorn.Server(uvicorn_config(app, host, port, log_level, **(uvicorn_limits or {})))
     if parent_pid is not None:
         _exit_with_parent(server, parent_pid)
@@ -1101,7 +1255,7 @@ def serve_config(cfg, *, api_key: str | None = None, parent_pid: int | None = No
         sv = cfg.server
         serve(cfg.backend.kind, parent_pid=parent_pid, log_level=sv.log_level, latency_ms=sv.latency_ms,
               openpi_max_frame_bytes=int(sv.openpi_max_frame_mb * 1024 * 1024), body_timeout_s=sv.body_timeout_s,
-              max_inflight_body_bytes=int(sv.max_inflight_body_mb * 1024 * 1024),
+              max_inflight_body_bytes=int(sv.max_inflight_body_mb * 1024 * 1024), decode_workers=sv.decode_workers,
               uvicorn_limits={"timeout_keep_alive": sv.timeout_keep_alive_s, "limit_concurrency": sv.limit_concurrency,
                               "max_header_bytes": sv.max_header_kb * 1024, "header_timeout_s": sv.header_timeout_s},
               **common, **backend_kwargs)
