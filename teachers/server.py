@@ -69,6 +69,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from robot_rl.teacher_protocol import MAX_SCRATCHPAD_CHARS, PROTOCOL_VERSION
 
@@ -664,12 +665,14 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
             batcher.start()
         yield
         if decoder is not None:
-            decoder.close(wait=False)
+            decoder.close()
         if batcher is not None:
             await batcher.stop()
 
     docs = {} if api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
-    app = FastAPI(title="robot_rl teacher server", version=str(PROTOCOL_VERSION), lifespan=lifespan, **docs)
+    # Starlette's body limit (FastAPI >= 0.164) counts every route's body as it streams in: 413 past it
+    app = FastAPI(title="robot_rl teacher server", version=str(PROTOCOL_VERSION), lifespan=lifespan,
+                  max_body_size=int(max_body_bytes), **docs)
     app.add_exception_handler(RequestValidationError, _short_422)
     inflight = _BodyBudget(max_inflight_body_bytes)
     app.state.batcher = batcher
@@ -715,13 +718,27 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         return info.metadata()
 
     async def read_request(request: Request, route: str) -> tuple[TeacherRequest, bool]:
-        chunks = await _read_body(request, max_body_bytes, body_timeout_s, inflight)
-        size = sum(map(len, chunks))
+        length = request.headers.get("content-length", "")
+        declared = int(length) if length.isdigit() else -1
+        if decoder is not None and _INLINE_DECODE_BYTES <= declared <= max_body_bytes:
+            # a big body of declared length streams into shared memory as it arrives, for a decode worker
+            block = decoder.block(declared)
+            sink = _BlockWriter(block)
+            try:
+                size = await _read_body(request, sink, max_body_bytes, body_timeout_s, inflight)
+                try:
+                    return await decoder.parse(route, block, size)
+                finally:
+                    inflight.used -= size
+            finally:
+                decoder.release(block)
+        chunks: list[bytes] = []
+        size = await _read_body(request, chunks.append, max_body_bytes, body_timeout_s, inflight)
         try:
             if size < _INLINE_DECODE_BYTES:
                 return parse_body(route, b"".join(chunks))
-            if decoder is not None:
-                return await decoder.parse(route, chunks, size)
+            if decoder is not None:  # a big chunked body
+                return await decoder.parse_chunks(route, chunks, size)
             from starlette.concurrency import run_in_threadpool
 
             return await run_in_threadpool(parse_body, route, b"".join(chunks))
@@ -877,13 +894,18 @@ _DISCONNECTS = _Summarized()
 _INLINE_DECODE_BYTES = 1 << 20
 
 
-async def _read_body(request: Request, max_body_bytes: int, timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
-                     budget: _BodyBudget | None = None) -> list[bytes]:
-    """Read a body of at most ``max_body_bytes`` (also when sent chunked) within ``timeout_s``: its chunks.
+async def _read_body(request: Request, sink: Callable[[bytes], Any], max_body_bytes: int,
+                     timeout_s: float = DEFAULT_BODY_TIMEOUT_S, budget: _BodyBudget | None = None) -> int:
+    """Read a body of at most ``max_body_bytes`` (also when sent chunked) within ``timeout_s`` into ``sink``.
 
-    A declared ``Content-Length`` over the limit is refused before anything is read. The chunks' bytes stay
-    taken from ``budget`` when they are returned: the caller gives them back (``budget.used -= size``) once it
-    is done with the body; when this raises, they are given back.
+    ``sink`` gets each chunk as it arrives (``list.append``, or a :class:`_BlockWriter`). A declared
+    ``Content-Length`` over the limit is refused here, naming the limit, before anything is read; a chunked body
+    that grows past it is refused by Starlette's body limit (``FastAPI(max_body_size=...)``, :func:`create_app`).
+    The body's bytes stay taken from ``budget`` when this returns: the caller gives them back
+    (``budget.used -= size``) once it is done with the body; when this raises, they are given back.
+
+    Returns:
+        The body's size (bytes).
 
     Raises:
         HTTPException: 413 over the size limit; 408 when the body takes longer than ``timeout_s`` (a stalled
@@ -895,16 +917,14 @@ async def _read_body(request: Request, max_body_bytes: int, timeout_s: float = D
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_body_bytes:
         raise HTTPException(status_code=413, detail=f"body of {length} bytes exceeds the limit of {max_body_bytes}")
-    chunks, size = [], 0
+    size = 0
     try:
         async with asyncio.timeout(timeout_s):
             async for chunk in request.stream():
                 if budget is not None:
                     budget.take(len(chunk))
                 size += len(chunk)
-                chunks.append(chunk)
-                if size > max_body_bytes:
-                    raise HTTPException(status_code=413, detail=f"body exceeds the limit of {max_body_bytes} bytes")
+                sink(chunk)
     except TimeoutError:
         _give_back(budget, size)
         raise HTTPException(status_code=408, detail=f"body not received within {timeout_s} s "
@@ -916,7 +936,21 @@ async def _read_body(request: Request, max_body_bytes: int, timeout_s: float = D
     except BaseException:
         _give_back(budget, size)
         raise
-    return chunks
+    return size
+
+
+class _BlockWriter:
+    """A body sink writing the chunks one after another into a shared memory block (bytes past its end refused)."""
+
+    def __init__(self, block):
+        self.block, self.offset = block, 0
+
+    def __call__(self, chunk: bytes) -> None:
+        end = self.offset + len(chunk)
+        if end > self.block.size:
+            raise HTTPException(status_code=400, detail="body longer than its Content-Length")
+        self.block.buf[self.offset:end] = chunk
+        self.offset = end
 
 
 def _give_back(budget: _BodyBudget | None, size: int) -> None:
@@ -971,6 +1005,18 @@ def parse_body(route: str, body: bytes) -> tuple[TeacherRequest, bool]:
         raise _body_errors(exc) from None
 
 
+def _unlink(block) -> None:
+    block.close()
+    block.unlink()
+
+
+def _decode_worker_init(server_pid: int) -> None:
+    """A decode worker exits when the server is gone (else it would wait for work for ever)."""
+    import os
+
+    watch_parent(server_pid, lambda: os._exit(0))
+
+
 def _parse_shared(route: str, name: str, size: int) -> tuple[str, Any]:
     """:func:`parse_body` of the body in shared memory block ``name`` (a decode worker process's job).
 
@@ -994,10 +1040,14 @@ class DecodeWorkers:
 
     JSON decoding holds the GIL for its whole length (about 0.1 s for a 48 MiB string, 0.65 s for 57 MiB of
     numbers on this project's CPU machines), so a thread does not help: the event loop would wait for it.
-    Here the body is copied into shared memory (a chunk at a time, yielding to the event loop between chunks),
-    a worker process runs :func:`parse_body` on it and returns the validated :class:`TeacherRequest` (numpy
-    arrays: a copy to unpickle, not a parse). The workers (``spawn``) start on the first big body and stop after
-    ``idle_s`` without one, so an idle server holds no extra process.
+    Here the body streams into a shared memory block as it arrives (a chunked upload, whose length is not
+    declared, is copied in a MiB at a time, yielding to the event loop in between), a worker process runs
+    :func:`parse_body` on it and returns the validated :class:`TeacherRequest` (numpy arrays: a copy to
+    unpickle, not a parse). Blocks are reused, so their pages are not faulted in again for every body (page
+    faults were most of the cost of moving big bodies). The workers (``spawn``: the main module must be safe to
+    import, ``if __name__ == "__main__":``) start on the first big body; they and the free blocks go after
+    ``idle_s`` without a big body, so an idle server holds no extra process or memory. A worker exits when the
+    server is gone.
 
     Args:
         workers: worker processes (``server.decode_workers``); bodies beyond them wait their turn (their bytes
@@ -1008,68 +1058,107 @@ class DecodeWorkers:
     def __init__(self, workers: int = 1, idle_s: float = 10.0):
         self.workers, self.idle_s = int(workers), float(idle_s)
         self._pool = None
+        self._free: list = []  # shared memory blocks to reuse (their pages are already mapped: no page faults)
         self._busy, self._last_use, self._idle_timer = 0, 0.0, None
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker processes are up (they stop after ``idle_s`` without a big body)."""
+        return self._pool is not None
+
+    @property
+    def free_bytes(self) -> int:
+        """Bytes of shared memory held for reuse (0 once the workers stopped for idleness)."""
+        return sum(b.size for b in self._free)
 
     def _ensure_pool(self):
         if self._pool is None:
             import multiprocessing
+            import os
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_decode_worker_init, initargs=(os.getpid(),))
         return self._pool
 
-    async def parse(self, route: str, chunks: list[bytes], size: int) -> tuple[TeacherRequest, bool]:
-        """:func:`parse_body` of the body made of ``chunks`` (``size`` bytes; the list is emptied), in a worker.
+    def block(self, size: int):
+        """A shared memory block of at least ``size`` bytes for a body: a free one reused, or a new one (sized
+        up to a whole MiB). Give it back with :meth:`release`.
+        """
+        from multiprocessing.shared_memory import SharedMemory
+
+        self._busy += 1
+        fits = [b for b in self._free if b.size >= size]
+        if fits:
+            block = min(fits, key=lambda b: b.size)
+            self._free.remove(block)
+            return block
+        return SharedMemory(create=True, size=max(-(-size // (1 << 20)), 1) << 20)
+
+    def release(self, block) -> None:
+        """Give back a block of :meth:`block`: kept for reuse (at most ``workers + 3`` of them), else freed."""
+        self._busy -= 1
+        self._last_use = time.monotonic()
+        self._free.append(block)
+        if len(self._free) > self.workers + 3:
+            self._free.sort(key=lambda b: b.size)
+            _unlink(self._free.pop(0))
+        self._schedule_stop()
+
+    async def parse(self, route: str, block, size: int) -> tuple[TeacherRequest, bool]:
+        """:func:`parse_body` of the body in the first ``size`` bytes of ``block``, in a worker process.
 
         Raises:
             RequestValidationError: as :func:`parse_body`.
             HTTPException: 503 when the worker died (it is restarted for the next body).
         """
         from concurrent.futures.process import BrokenProcessPool
-        from multiprocessing.shared_memory import SharedMemory
 
-        self._busy += 1
-        block = SharedMemory(create=True, size=max(size, 1))
         try:
-            offset = 0
-            for i, chunk in enumerate(chunks):
-                block.buf[offset:offset + len(chunk)] = chunk
-                offset += len(chunk)
-                chunks[i] = b""
-                if i % 16 == 15:
-                    await asyncio.sleep(0)  # about a MiB at a time: the others are served in between
-            try:
-                status, value = await asyncio.wrap_future(
-                    self._ensure_pool().submit(_parse_shared, route, block.name, size))
-            except BrokenProcessPool:
-                log.error("a decode worker died (decoding a %d-byte body); restarting it", size)
-                self._pool = None
-                raise HTTPException(status_code=503, headers={"Retry-After": "1"},
-                                    detail="server busy: the body decoder restarted") from None
-        finally:
-            block.close()
-            block.unlink()
-            self._busy -= 1
-            self._last_use = time.monotonic()
-            self._schedule_stop()
+            status, value = await asyncio.wrap_future(self._ensure_pool().submit(_parse_shared, route, block.name,
+                                                                                 size))
+        except BrokenProcessPool:
+            log.error("a decode worker died (decoding a %d-byte body); restarting it", size)
+            self._pool = None
+            raise HTTPException(status_code=503, headers={"Retry-After": "1"},
+                                detail="server busy: the body decoder restarted") from None
         if status == "422":
             raise RequestValidationError(value)
         return value
 
-    def _schedule_stop(self) -> None:
+    async def parse_chunks(self, route: str, chunks: list[bytes], size: int) -> tuple[TeacherRequest, bool]:
+        """:meth:`parse` of a body received as ``chunks`` (a chunked upload: its size was not declared)."""
+        block = self.block(size)
+        try:
+            write = _BlockWriter(block)
+            for i, chunk in enumerate(chunks):
+                write(chunk)
+                chunks[i] = b""
+                if i % 16 == 15:
+                    await asyncio.sleep(0)  # about a MiB at a time: the others are served in between
+            return await self.parse(route, block, size)
+        finally:
+            self.release(block)
+
+    def _schedule_stop(self, delay_s: float | None = None) -> None:
         if self._idle_timer is None:
-            self._idle_timer = asyncio.get_running_loop().call_later(self.idle_s, self._stop_if_idle)
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                self.idle_s if delay_s is None else delay_s, self._stop_if_idle)
 
     def _stop_if_idle(self) -> None:
         self._idle_timer = None
-        if self._busy or time.monotonic() - self._last_use < self.idle_s:
-            if self._pool is not None:
-                self._schedule_stop()
+        idle_for = time.monotonic() - self._last_use
+        if self._busy or idle_for < self.idle_s:
+            if self._pool is not None or self._free:
+                self._schedule_stop(self.idle_s if self._busy else max(self.idle_s - idle_for, 0.01))
             return
         self.close(wait=False)
 
     def close(self, wait: bool = True) -> None:
-        """Stop the workers (they are started again on the next big body)."""
+        """Stop the workers and free the idle shared memory (both come back on the next big body)."""
+        for block in self._free:
+            _unlink(block)
+        self._free.clear()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
@@ -1106,7 +1195,7 @@ def _guarded(route: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitab
     async def wrapper(*args: Any, **kwargs: Any) -> Response:
         try:
             return await route(*args, **kwargs)
-        except (HTTPException, RequestValidationError):
+        except (StarletteHTTPException, RequestValidationError):  # FastAPI's and Starlette's (its body limit)
             raise
         except Exception as exc:
             log.exception("request failed")
@@ -1195,22 +1284,35 @@ def check_backend_args(backend: str, model: str | None = None) -> None:
         raise ValueError("the openvla backend needs --model PATH (a local checkpoint directory)")
 
 
-def _exit_with_parent(server, parent_pid: int, period_s: float = 0.5) -> None:
-    """Ask uvicorn to shut down once ``parent_pid`` is gone (a spawned server must not outlive its trainer)."""
+def watch_parent(parent_pid: int, on_gone: Callable[[], Any], period_s: float = 0.5,
+                 watching: Callable[[], bool] = lambda: True) -> None:
+    """Call ``on_gone()`` (once, from a daemon thread) when process ``parent_pid`` is gone; check every
+    ``period_s`` s while ``watching()``. A spawned server must not outlive its trainer, nor a decode worker its
+    server.
+    """
     import os
     import threading
 
     def watch():
-        while not server.should_exit:
+        while watching():
             try:
                 os.kill(parent_pid, 0)
             except ProcessLookupError:
-                log.warning("parent process %d is gone; shutting down", parent_pid)
-                server.should_exit = True
+                on_gone()
                 return
             time.sleep(period_s)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(server, parent_pid: int, period_s: float = 0.5) -> None:
+    """Ask uvicorn to shut down once ``parent_pid`` is gone (a spawned server must not outlive its trainer)."""
+
+    def gone():
+        log.warning("parent process %d is gone; shutting down", parent_pid)
+        server.should_exit = True
+
+    watch_parent(parent_pid, gone, period_s, lambda: not server.should_exit)
 
 
 def serve(backend: str = "scripted", *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 
 import json_numpy
 import msgpack
 import numpy as np
+import psutil
 import pytest
 import requests
 from openpi_client import msgpack_numpy as upstream
@@ -25,6 +30,7 @@ from test_scripted_teacher import PUSH, random_states
 from websockets.sync.client import connect
 
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest
+from robot_rl.teachers.remote import free_port
 from robot_rl.teachers.server import MAX_ECHO_CHARS, ServerInfo, create_app
 from robot_rl.testing.server import ServerThread
 
@@ -160,7 +166,7 @@ def _recv_all(s: socket.socket) -> bytes:
 
 
 def test_headers_past_the_limit_get_431_while_they_stream_in():
-    """uvicorn's httptools parser bounds neither a header line nor the header block; the server does."""
+    """The server bounds the header block and each header line (uvicorn's httptools parser bounds neither)."""
     with ServerThread(create_app(ServerInfo("scripted", scripted(), 8, 5.0)), max_header_bytes=16 * 1024) as url:
         host, port = url.removeprefix("http://").split(":")
         for headers in (b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(40)),  # many lines
@@ -191,6 +197,60 @@ def test_a_connection_that_stalls_its_headers_gets_408_and_a_silent_one_is_close
             for _ in range(3):
                 assert session.get(f"{url}/healthz", timeout=10).status_code == 200
                 time.sleep(0.3)
+
+
+def _decode_workers(pid: int) -> list[psutil.Process]:
+    return [c for c in psutil.Process(pid).children() if "spawn_main" in " ".join(c.cmdline())
+            and "resource_tracker" not in " ".join(c.cmdline())]
+
+
+def test_a_big_body_is_decoded_in_a_worker_process_which_goes_when_idle():
+    """JSON decoding holds the GIL: a body of 1 MiB or more is decoded in another process, not on the event loop."""
+    app = create_app(ServerInfo("scripted", scripted(), 8, 5.0))
+    app.state.decoder.idle_s = 1.0
+    with ServerThread(app) as url:
+        body = {"instructions": ["push " + "x" * (1 << 20)] * 2, "states": STATES, "task_ids": [PUSH] * 2}
+        r = requests.post(f"{url}/act/batch", data=json_numpy.dumps(body), timeout=30)  # declared length
+        assert r.status_code == 200, r.text[:300]
+        np.testing.assert_allclose(json_numpy.loads(r.text)["actions"], expected(STATES), atol=1e-6)
+        assert app.state.decoder.running and _decode_workers(os.getpid())
+
+        def chunked():  # no declared length: collected, then copied to shared memory
+            yield b'{"instructions": ["push"], "task_ids": ["' + PUSH.encode() + b'"], "states": "'
+            for _ in range(20):
+                yield b"a" * 65536
+            yield b'"}'
+
+        r = requests.post(f"{url}/act/batch", data=chunked(), timeout=30)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "states"], r.text[:300]
+        deadline = time.monotonic() + 10
+        while (app.state.decoder.running or app.state.decoder.free_bytes) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not app.state.decoder.running and app.state.decoder.free_bytes == 0
+        good(url)
+
+
+def test_a_decode_worker_exits_when_its_server_is_killed():
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "robot_rl.cli", "teacher", "serve", f"server.port={port}",
+                               "server.log_level=warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.1)
+        r = requests.post(f"http://127.0.0.1:{port}/act/batch", data=b'{"x": "' + b"a" * (2 << 20) + b'"}',
+                          timeout=30)
+        assert r.status_code == 422, r.text[:300]
+        workers = _decode_workers(server.pid)
+        assert workers
+    finally:
+        server.send_signal(signal.SIGKILL)  # no shutdown: the workers are orphaned
+        server.wait(10)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"decode workers outlived their server: {alive}"
 
 
 def test_with_a_key_the_docs_need_it_too():
