@@ -29,7 +29,7 @@ import numpy as np
 import psutil
 import requests
 
-from robot_rl.teachers.remote import free_port
+from robot_rl.teachers.remote import free_port, wait_healthy
 
 BODY = ('{"instructions": ["push"], "task_ids": ["RRL-PushCube-Sparse-v1"], "states": [[0.0, 0.0, 0.1, 1, 0, 0, 0, '
         '0.05, 0.0, 0.02, 1, 0, 0, 0, 0.1, 0.1, 0.02, 0, 0, 0]]}')
@@ -139,16 +139,10 @@ def main() -> int:
     log_file = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, "-m", "robot_rl.cli", "teacher", "serve", "server.port=%d" % port,
                              "server.log_level=warning", "server.body_timeout_s=5", "server.header_timeout_s=5"],
-                            env=env,
-                            stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+        wait_healthy(url, 60, proc)
         ps = psutil.Process(proc.pid)
         rss: list[tuple[float, float]] = []
         t_start = time.monotonic()

@@ -719,31 +719,15 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
 
     async def read_request(request: Request, route: str) -> tuple[TeacherRequest, bool]:
         length = request.headers.get("content-length", "")
-        declared = int(length) if length.isdigit() else -1
-        if decoder is not None and _INLINE_DECODE_BYTES <= declared <= max_body_bytes:
-            # a big body of declared length streams into shared memory as it arrives, for a decode worker
-            block = decoder.block(declared)
-            sink = _BlockWriter(block)
-            try:
-                size = await _read_body(request, sink, max_body_bytes, body_timeout_s, inflight)
-                try:
-                    return await decoder.parse(route, block, size)
-                finally:
-                    inflight.used -= size
-            finally:
-                decoder.release(block)
-        chunks: list[bytes] = []
-        size = await _read_body(request, chunks.append, max_body_bytes, body_timeout_s, inflight)
+        sink = _BodySink(decoder, int(length) if length.isdigit() else -1)
         try:
-            if size < _INLINE_DECODE_BYTES:
-                return parse_body(route, b"".join(chunks))
-            if decoder is not None:  # a big chunked body
-                return await decoder.parse_chunks(route, chunks, size)
-            from starlette.concurrency import run_in_threadpool
-
-            return await run_in_threadpool(parse_body, route, b"".join(chunks))
+            size = await _read_body(request, sink, max_body_bytes, body_timeout_s, inflight)
+            try:
+                return await sink.parse(route)
+            finally:
+                inflight.used -= size
         finally:
-            inflight.used -= size
+            sink.close()
 
     @app.post("/act", dependencies=[Depends(require_key)])
     @_guarded
@@ -898,7 +882,7 @@ async def _read_body(request: Request, sink: Callable[[bytes], Any], max_body_by
                      timeout_s: float = DEFAULT_BODY_TIMEOUT_S, budget: _BodyBudget | None = None) -> int:
     """Read a body of at most ``max_body_bytes`` (also when sent chunked) within ``timeout_s`` into ``sink``.
 
-    ``sink`` gets each chunk as it arrives (``list.append``, or a :class:`_BlockWriter`). A declared
+    ``sink`` gets each chunk as it arrives (a :class:`_BodySink`, or ``list.append``). A declared
     ``Content-Length`` over the limit is refused here, naming the limit, before anything is read; a chunked body
     that grows past it is refused by Starlette's body limit (``FastAPI(max_body_size=...)``, :func:`create_app`).
     The body's bytes stay taken from ``budget`` when this returns: the caller gives them back
@@ -951,6 +935,53 @@ class _BlockWriter:
             raise HTTPException(status_code=400, detail="body longer than its Content-Length")
         self.block.buf[self.offset:end] = chunk
         self.offset = end
+
+
+class _BodySink:
+    """A request body as it arrives: a list of chunks while it is small; once it reaches
+    :data:`_INLINE_DECODE_BYTES` and its length was declared, a :class:`DecodeWorkers` shared memory block that
+    the rest streams into (a body that stops short, as a client that disconnects, never takes a block).
+
+    Args:
+        decoder: the decode workers, or None (big bodies are then decoded in a thread).
+        declared: the body's declared ``Content-Length`` (bytes; -1 when it was sent chunked).
+    """
+
+    def __init__(self, decoder: DecodeWorkers | None, declared: int):
+        self.decoder, self.declared = decoder, declared
+        self.chunks: list[bytes] = []
+        self.size, self.block, self._write = 0, None, None
+
+    def __call__(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self._write is not None:
+            self._write(chunk)
+            return
+        self.chunks.append(chunk)
+        if self.decoder is not None and _INLINE_DECODE_BYTES <= self.size <= self.declared:
+            self.block = self.decoder.block(self.declared)
+            self._write = _BlockWriter(self.block)
+            for c in self.chunks:
+                self._write(c)
+            self.chunks = []
+
+    async def parse(self, route: str) -> tuple[TeacherRequest, bool]:
+        """:func:`parse_body` of the whole body: here when small, else in a decode worker (or a thread)."""
+        if self.block is not None:
+            return await self.decoder.parse(route, self.block, self.size)
+        if self.size < _INLINE_DECODE_BYTES:
+            return parse_body(route, b"".join(self.chunks))
+        if self.decoder is not None:  # a big chunked body
+            return await self.decoder.parse_chunks(route, self.chunks, self.size)
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(parse_body, route, b"".join(self.chunks))
+
+    def close(self) -> None:
+        """Give the shared memory block back, if one was taken."""
+        if self.block is not None:
+            self.decoder.release(self.block)
+            self.block = None
 
 
 def _give_back(budget: _BodyBudget | None, size: int) -> None:

@@ -30,7 +30,7 @@ from test_scripted_teacher import PUSH, random_states
 from websockets.sync.client import connect
 
 from robot_rl.teachers import ScriptedTeacher, TeacherRequest
-from robot_rl.teachers.remote import free_port
+from robot_rl.teachers.remote import free_port, wait_healthy
 from robot_rl.teachers.server import MAX_ECHO_CHARS, ServerInfo, create_app
 from robot_rl.testing.server import ServerThread
 
@@ -235,12 +235,7 @@ def test_a_decode_worker_exits_when_its_server_is_killed():
     server = subprocess.Popen([sys.executable, "-m", "robot_rl.cli", "teacher", "serve", f"server.port={port}",
                                "server.log_level=warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(300):
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+        wait_healthy(f"http://127.0.0.1:{port}", 60, server)
         r = requests.post(f"http://127.0.0.1:{port}/act/batch", data=b'{"x": "' + b"a" * (2 << 20) + b'"}',
                           timeout=30)
         assert r.status_code == 422, r.text[:300]
