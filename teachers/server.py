@@ -108,10 +108,17 @@ MAX_ECHO_CHARS = 300
 
 
 def _decode_numpy(value: Any) -> Any:
-    """json-numpy object -> ndarray (no pickle: object dtypes cannot be built from a buffer)."""
+    """json-numpy object -> ndarray (no pickle: object dtypes cannot be built from a buffer; the shape must be
+    given in full, no -1).
+    """
     if isinstance(value, np.ndarray):  # already decoded (json_numpy.patch() active in this process)
         return value
     if isinstance(value, dict) and "__numpy__" in value:
+        shape = value.get("shape")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            # numpy would infer a -1 (one dimension from the data's length): the sender's shape must be exact
+            raise ValueError(f"not a valid json-numpy array: shape must be a list of integers >= 0, got "
+                             f"{str(shape)[:80]}")
         try:
             return json_numpy.object_hook(value)
         except Exception as exc:  # bad base64, dtype or shape

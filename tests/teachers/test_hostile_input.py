@@ -99,6 +99,10 @@ HOSTILE = [  # (route, body as text, the field the error must name)
     ("/act/batch", json.dumps(batch(obs_times_s=[float("inf")])).replace("inf", "Infinity"), "obs_times_s"),
     ("/act/batch", json.dumps(batch(obs_steps=["x"])), "obs_steps"),
     ("/act/batch", json.dumps(batch(states={"__numpy__": "AAAA", "dtype": "<f4", "shape": [-1, 1]})), "states"),
+    # a -1 that numpy would infer, in a shape the rest of the checks accept: (1, 20) states, a (1, 1, 1, 3) image
+    ("/act/batch", json.dumps(batch(states=json.loads(json_numpy.dumps(STATES[:1].astype(np.float32)))
+                                    | {"shape": [-1, STATES.shape[1]]})), "states"),
+    ("/act/batch", json.dumps(batch(images={"__numpy__": "AAAA", "dtype": "|u1", "shape": [1, -1, 1, 3]})), "images"),
     ("/act", json.dumps(act(unnorm_key="x")).replace('"x"', "1" * 5000), "body"),  # int digit limit
     ("/act/batch", "[" * 100_000 + "]" * 100_000, "body"),  # RecursionError
     ("/act", b'{"instruction": "\xff\xfe"}', "body"),  # bad UTF-8
