@@ -57,8 +57,8 @@ RANGE_TOL = 1e-4
 #: naming ``scratchpads``. A bounded scratchpad (:mod:`robot_rl.memory`: a plan line plus a few grounding and act
 #: lines, each well under 100 characters) stays far below it; it bounds what a client can put into a VLA's prompt.
 MAX_SCRATCHPAD_CHARS = 8192
-#: dtype kinds accepted inside json-numpy payloads (no object / void / string arrays).
-_NUMERIC_KINDS = set("biuf")
+#: dtype kinds accepted inside json-numpy payloads (no bool / object / void / string / complex arrays).
+_NUMERIC_KINDS = set("iuf")
 
 
 def dumps(obj: Any) -> str:
@@ -69,6 +69,20 @@ def dumps(obj: Any) -> str:
 def loads(text: str | bytes) -> Any:
     """Inverse of :func:`dumps` (json-numpy objects become numpy arrays)."""
     return json_numpy.loads(text)
+
+
+def check_wire_shape(shape: Any) -> tuple[int, ...]:
+    """A json-numpy or msgpack-numpy array's declared shape, checked: a list of integers >= 0, given in full.
+
+    numpy would infer a ``-1`` from the data's length, so a sender's shape such as ``(1, -1, 1, 3)`` would pass
+    every later check of the decoded array; it is refused here, before decoding.
+
+    Raises:
+        ValueError: ``shape`` is not a list (or tuple) of integers >= 0.
+    """
+    if not isinstance(shape, (list, tuple)) or not all(type(d) is int and d >= 0 for d in shape):
+        raise ValueError(f"shape must be a list of integers >= 0, got {str(shape)[:80]}")
+    return tuple(shape)
 
 
 def check_array(value: Any, field: str, *, dtype_kind: str | None = None, ndim: int | None = None) -> np.ndarray:

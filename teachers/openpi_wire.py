@@ -26,6 +26,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from robot_rl.teacher_protocol import check_wire_shape
+
 #: dtype kinds msgpack-numpy refuses (openpi's ``pack_array``): void, object, complex.
 REFUSED_KINDS = frozenset("VOc")
 #: Close code and reason of an error (openpi's ``WebsocketPolicyServer``: ``CloseCode.INTERNAL_ERROR``).
@@ -64,7 +66,7 @@ def _object_hook(obj: dict) -> Any:
         try:
             dtype = np.dtype(obj[b"dtype"])
             _check_dtype(dtype)
-            return np.ndarray(buffer=obj[b"data"], dtype=dtype, shape=tuple(obj[b"shape"]))
+            return np.ndarray(buffer=obj[b"data"], dtype=dtype, shape=check_wire_shape(obj[b"shape"]))
         except OpenpiWireError:
             raise
         except (KeyError, TypeError, ValueError) as exc:

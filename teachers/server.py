@@ -71,7 +71,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from robot_rl.teacher_protocol import MAX_SCRATCHPAD_CHARS, PROTOCOL_VERSION
+from robot_rl.teacher_protocol import MAX_SCRATCHPAD_CHARS, PROTOCOL_VERSION, check_wire_shape
 
 from . import openpi_wire
 from .base import Teacher, TeacherRequest, TeacherRequestError, TeacherResponse
@@ -114,12 +114,8 @@ def _decode_numpy(value: Any) -> Any:
     if isinstance(value, np.ndarray):  # already decoded (json_numpy.patch() active in this process)
         return value
     if isinstance(value, dict) and "__numpy__" in value:
-        shape = value.get("shape")
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            # numpy would infer a -1 (one dimension from the data's length): the sender's shape must be exact
-            raise ValueError(f"not a valid json-numpy array: shape must be a list of integers >= 0, got "
-                             f"{str(shape)[:80]}")
         try:
+            check_wire_shape(value.get("shape"))
             return json_numpy.object_hook(value)
         except Exception as exc:  # bad base64, dtype or shape
             raise ValueError(f"not a valid json-numpy array: {exc}") from None

@@ -92,6 +92,8 @@ HOSTILE = [  # (route, body as text, the field the error must name)
     ("/act", json.dumps(act(image=img((4, 4, 4)))), "image"),  # wrong channel count (the backend reads no image)
     ("/act", json.dumps(act(image=img((0, 0, 3)))), "image"),
     ("/act", json.dumps(act(state=[])), "state"),
+    ("/act", json.dumps(act(state=[True] * 20)), "state"),  # booleans are not numbers
+    ("/act", json.dumps(act(state=[0.0] * 20)), "state"),  # zero quaternions: the planner's rotation fit failed (500)
     ("/act", json.dumps(act()).replace(str(STATES[0].tolist()[0]), "NaN", 1), "state"),
     ("/act", json.dumps(act()).replace(str(STATES[0].tolist()[0]), "Infinity", 1), "state"),
     ("/act/batch", json.dumps(batch()).replace(str(STATES[0].tolist()[0]), "NaN", 1), "states"),
@@ -275,6 +277,16 @@ def test_openpi_bad_observation_names_the_key_then_good_requests_work(server, ob
         ws.send(msgpack.packb(obs, default=upstream.pack_array))
         text = ws.recv()
         assert isinstance(text, str) and key in text and "Traceback" not in text, text
+    good(server)
+
+
+def test_openpi_array_shape_with_a_minus_one_is_refused_then_good_requests_work(server):
+    state = {b"__ndarray__": True, b"data": np.zeros(20, np.float32).tobytes(), b"dtype": "<f4", b"shape": [-1]}
+    with connect("ws://" + server.removeprefix("http://"), compression=None) as ws:
+        ws.recv()
+        ws.send(msgpack.packb({"observation/state": state, "prompt": "push", "task_id": PUSH}))
+        text = ws.recv()
+        assert isinstance(text, str) and "shape" in text and "Traceback" not in text, text
     good(server)
 
 
