@@ -707,6 +707,11 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         except Exception as exc:
             log.exception("backend failed")
             raise HTTPException(status_code=500, detail=f"backend error: {type(exc).__name__}: {exc}") from None
+        bad = np.flatnonzero(~np.isfinite(response.actions).all(axis=1))
+        if bad.size:  # never a 200 carrying NaN, whichever backend produced it
+            log.error("backend returned NaN or inf actions for %d of %d rows", bad.size, len(response))
+            raise HTTPException(status_code=500, detail=f"backend error: NaN or inf actions for rows "
+                                                        f"{bad[:10].tolist()}")
         if added_latency_ms:
             await asyncio.sleep(added_latency_ms / 1000.0)
         response.extras["server_latency_s"] = time.perf_counter() - t0

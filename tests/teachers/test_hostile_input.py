@@ -122,6 +122,25 @@ def test_bad_input_is_a_4xx_naming_the_field_then_good_requests_work(server, rou
     good(server)
 
 
+class NaNTeacher(ScriptedTeacher):
+    """A backend fault: NaN in the second row's action."""
+
+    def act(self, request):
+        response = super().act(request)
+        response.actions[1:2] = np.nan
+        return response
+
+
+def test_a_backend_that_returns_nan_gets_a_500_never_a_200_carrying_it(caplog):
+    with ServerThread(create_app(ServerInfo("scripted", NaNTeacher(control_period_steps=4, task=PUSH, seed=0), 8,
+                                            5.0))) as url, caplog.at_level(logging.ERROR):
+        r = requests.post(f"{url}/act/batch", data=json_numpy.dumps(
+            {"instructions": ["push"] * 2, "states": STATES, "task_ids": [PUSH] * 2}), timeout=10)
+        assert r.status_code == 500 and "NaN" in r.json()["detail"] and "[1]" in r.json()["detail"], r.text
+        r = requests.post(f"{url}/act", data=json.dumps(act()), timeout=10)  # one row: row 0 is finite
+        assert r.status_code == 200 and np.isfinite(json_numpy.loads(r.text)).all(), r.text
+
+
 def test_act_errors_name_the_act_fields(server):
     for body in (act(image=img((4, 4, 2))), act(state=[[1.0, 2.0]]), act(state=[0.1, 0.2, 0.3])):
         r = requests.post(f"{server}/act", json=body, timeout=10)
