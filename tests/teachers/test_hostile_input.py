@@ -255,6 +255,23 @@ def test_a_big_body_is_decoded_in_a_worker_process_which_goes_when_idle():
         good(url)
 
 
+def test_serve_applies_the_header_limits_of_its_config():
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "robot_rl.cli", "teacher", "serve", f"server.port={port}",
+                               "server.log_level=warning", "server.max_header_kb=4", "server.header_timeout_s=0.5"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, 60, server)
+        assert requests.get(f"{url}/healthz", headers={"X-Pad": "a" * 5000}, timeout=10).status_code == 431
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            assert _recv_all(s).startswith(b"HTTP/1.1 408")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def test_a_decode_worker_exits_when_its_server_is_killed():
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "robot_rl.cli", "teacher", "serve", f"server.port={port}",
