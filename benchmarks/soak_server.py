@@ -79,10 +79,11 @@ def slow_headers(port: int, seconds: float) -> None:
         pass
 
 
-def hostile_loop(kind: str, port: int, stop: threading.Event, big_bytes: int, counts: dict) -> None:
-    """One hostile client of ``kind``, one request after another until ``stop``."""
+def hostile_loop(kind: str, port: int, stop: threading.Event, big_bytes: int, counts: dict,
+                 max_count: int = 100_000) -> None:
+    """One hostile client of ``kind``, one request after another until ``stop`` or ``max_count`` of its kind."""
     big_body = b'{"x": "' + b"a" * big_bytes + b'"}' if kind == "big" else b""
-    while not stop.is_set():
+    while not stop.is_set() and counts.get(kind, 0) < max_count:
         if kind == "slow":  # headers, then 4 KiB of a 1 MiB body, then 1 s of silence, then gone
             raw_post(port, 1 << 20, b"{" + b" " * 4096, pause_s=1.0)
         elif kind == "slow-headers":
@@ -97,12 +98,14 @@ def hostile_loop(kind: str, port: int, stop: threading.Event, big_bytes: int, co
         counts[kind] = counts.get(kind, 0) + 1
 
 
-def hostile_process(port: int, clients: dict[str, int], big_bytes: int, seconds: float, out) -> None:
+def hostile_process(port: int, clients: dict[str, int], big_bytes: int, seconds: float, out,
+                    max_count: int = 100_000) -> None:
     """The hostile clients, in their own process (so that their GIL is not the good client's), for ``seconds``;
     puts the count of requests of each kind on ``out``.
     """
     stop, counts = threading.Event(), {}
-    threads = [threading.Thread(target=hostile_loop, args=(kind, port, stop, big_bytes, counts), daemon=True)
+    threads = [threading.Thread(target=hostile_loop, args=(kind, port, stop, big_bytes, counts, max_count),
+                                daemon=True)
                for kind, n in clients.items() for _ in range(n)]
     for t in threads:
         t.start()
@@ -131,6 +134,7 @@ def main() -> int:
     ap.add_argument("--disconnects", type=int, default=4, help="mid-body disconnecting clients at once")
     ap.add_argument("--slow-headers", type=int, default=20, help="clients that trickle their headers at once")
     ap.add_argument("--max-requests", type=int, default=20_000, help="most good requests per phase")
+    ap.add_argument("--max-hostile", type=int, default=100_000, help="most hostile requests of each kind")
     args = ap.parse_args()
 
     port = free_port()
@@ -167,7 +171,7 @@ def main() -> int:
             good = threading.Thread(target=good_loop, args=(url, stop, out, failed[phase], args.max_requests))
             if hostile:
                 attacker = ctx.Process(target=hostile_process, args=(port, clients, int(args.big_mb * 2**20),
-                                                                     seconds, queue), daemon=True)
+                                                                     seconds, queue, args.max_hostile), daemon=True)
                 attacker.start()
             good.start()
             time.sleep(seconds)

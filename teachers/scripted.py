@@ -57,7 +57,7 @@ import time
 
 import numpy as np
 
-from robot_rl.envs.privileged import CUBE_STATE_DIM, PRIVILEGED_STATE_DIM, PRIVILEGED_STATE_LAYOUT
+from robot_rl.envs.privileged import CUBE_STATE_DIM, PRIVILEGED_STATE_DIM
 from robot_rl.geometry import ACTION_DIM, POS_SLICE, rotate_about_axis
 from robot_rl.memory import memory_spec, parse_notes
 from robot_rl.teachers.base import TeacherRequest, TeacherRequestError, TeacherResponse, TeacherSpec
@@ -147,28 +147,6 @@ def _random_perpendicular_unit(v: np.ndarray, rng: np.random.Generator) -> np.nd
     u = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
     g = g - np.sum(g * u, -1, keepdims=True) * u
     return g / np.maximum(np.linalg.norm(g, axis=-1, keepdims=True), 1e-12)
-
-
-#: Largest deviation from 1 of a quaternion's norm in the privileged state the planners accept.
-QUAT_NORM_TOLERANCE = 0.05
-
-
-def _check_quaternions(states: np.ndarray, width: int) -> None:
-    """Refuse ``(B, S)`` privileged states whose quaternion blocks within the first ``width`` columns are not unit
-    quaternions (a zero or tiny one made the planners' rotation fit fail: a 500 where a 422 is due).
-
-    Raises:
-        TeacherRequestError: naming ``states``, the block, its columns, the first bad row and its norm.
-    """
-    for name, sl in PRIVILEGED_STATE_LAYOUT.items():
-        if not name.endswith("_quat") or sl.stop > width:
-            continue
-        norms = np.linalg.norm(np.asarray(states[:, sl], dtype=np.float64), axis=1)
-        bad = np.flatnonzero(~(np.abs(norms - 1.0) <= QUAT_NORM_TOLERANCE))
-        if bad.size:
-            raise TeacherRequestError(
-                "states", f"{name} (columns {sl.start}:{sl.stop}) must be a unit quaternion wxyz (norm 1 +- "
-                          f"{QUAT_NORM_TOLERANCE}); row {int(bad[0])} has norm {norms[bad[0]]:.3g}")
 
 
 class ScriptedTeacher:
@@ -322,7 +300,6 @@ class ScriptedTeacher:
         need = max(PLANNERS[task_family(t)][1] for t in task_ids) if task_ids else CUBE_STATE_DIM
         if request.states.shape[1] < need:
             raise TeacherRequestError("states", f"must be (B, >={need}), got {request.states.shape}")
-        _check_quaternions(request.states, need)
         return list(task_ids)
 
     # -- knobs ---------------------------------------------------------------------------------

@@ -697,7 +697,8 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
                                        for i in range(0, n, step)))
         return merge_responses(list(parts))
 
-    async def answer(request: TeacherRequest, fields: dict[str, str] | None = None) -> TeacherResponse:
+    async def answer(request: TeacherRequest, fields: dict[str, str] | None = None, *,
+                     no_guidance_rows: bool = False) -> TeacherResponse:
         t0 = time.perf_counter()
         request = check_against_backend(info, request, fields)
         try:
@@ -707,8 +708,11 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
         except Exception as exc:
             log.exception("backend failed")
             raise HTTPException(status_code=500, detail=f"backend error: {type(exc).__name__}: {exc}") from None
-        bad = np.flatnonzero(~np.isfinite(response.actions).all(axis=1))
-        if bad.size:  # never a 200 carrying NaN, whichever backend produced it
+        # never a 200 carrying NaN or inf, whichever backend produced it, except /act/batch's all-NaN row: the
+        # protocol's "no guidance for this row" (a malformed model output), which clients drop
+        marked = np.isnan(response.actions).all(axis=1) if no_guidance_rows else False
+        bad = np.flatnonzero(~np.isfinite(response.actions).all(axis=1) & ~marked)
+        if bad.size:
             log.error("backend returned NaN or inf actions for %d of %d rows", bad.size, len(response))
             raise HTTPException(status_code=500, detail=f"backend error: NaN or inf actions for rows "
                                                         f"{bad[:10].tolist()}")
@@ -752,7 +756,7 @@ def create_app(info: ServerInfo, dispatch: Dispatch | None = None, *, api_key: s
     @_guarded
     async def act_batch(request: Request) -> Response:
         parsed, _ = await read_request(request, "batch")
-        response = await answer(parsed)
+        response = await answer(parsed, no_guidance_rows=True)
         server_s = float(response.extras["server_latency_s"])
         out = {
             "actions": np.asarray(response.actions, dtype=np.float32),

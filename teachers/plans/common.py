@@ -32,7 +32,8 @@ __all__ = [
     "TCP_POS", "TCP_QUAT", "OBJ_POS", "OBJ_QUAT", "GOAL_POS", "IS_GRASPED", "GRIPPER_WIDTH", "OBJ_HALF_SIZE",
     "GOAL_QUAT", "OBJ_HALF_EXTENTS", "TOOL_POS", "TOOL_QUAT", "TOOL_GRASPED", "TOOL_HALF_EXTENTS",
     "STATE_DIM", "CUBE_STATE_DIM", "GRIPPER_OPEN", "GRIPPER_CLOSED", "TRACKING_FRACTION", "LAG_STEPS",
-    "period_gain", "Motion", "scale_clip", "norm_clip", "wrap_angle", "down_orientation", "yaw_of",
+    "period_gain", "Motion", "scale_clip", "norm_clip", "wrap_angle", "down_orientation", "yaw_of", "quats",
+    "QUAT_NORM_TOLERANCE",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -50,6 +51,36 @@ TOOL_POS, TOOL_QUAT = _L["tool_pos"], _L["tool_quat"]
 TOOL_GRASPED = _L["tool_grasped"].start  #: 0/1 column
 TOOL_HALF_EXTENTS = _L["tool_half_extents"]
 STATE_DIM = PRIVILEGED_STATE_DIM
+
+#: Largest deviation from 1 of the norm of a quaternion a planner reads.
+QUAT_NORM_TOLERANCE = 0.05
+_NAMES = {(sl.start, sl.stop): name for name, sl in _L.items()}
+
+
+def quats(s: np.ndarray, block: slice) -> np.ndarray:
+    """The ``(N, 4)`` wxyz quaternions in columns ``block`` (e.g. :data:`OBJ_QUAT`) of planner states ``s``, checked.
+
+    Planners read their quaternions through this, so only the ones a planner reads must be unit: a cube task's
+    position-only perception may leave an object quaternion it does not read at zero. A zero or tiny quaternion
+    that a planner reads made its rotation fit fail (a 500 where a 422 is due).
+
+    Raises:
+        TeacherRequestError: naming ``states``, the block and its columns, when a row's norm is not 1 within
+            :data:`QUAT_NORM_TOLERANCE` (or is NaN).
+    """
+    from robot_rl.teachers.base import TeacherRequestError
+
+    q = s[:, block]
+    norms = np.linalg.norm(np.asarray(q, dtype=np.float64), axis=1)
+    bad = ~(np.abs(norms - 1.0) <= QUAT_NORM_TOLERANCE)
+    if bad.any():
+        name = _NAMES.get((block.start, block.stop), "quaternion")
+        raise TeacherRequestError(
+            "states", f"{name} (columns {block.start}:{block.stop}) must be a unit quaternion wxyz (norm 1 +- "
+                      f"{QUAT_NORM_TOLERANCE}) for this task's planner; {int(bad.sum())} row(s) are not, e.g. norm "
+                      f"{norms[bad][0]:.3g}")
+    return q
+
 
 #: Absolute gripper commands (the action's last component).
 GRIPPER_OPEN = 1.0

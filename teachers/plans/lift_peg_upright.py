@@ -81,6 +81,7 @@ from robot_rl.teachers.plans.common import (
     TCP_QUAT,
     Motion,
     down_orientation,
+    quats,
     wrap_angle,
     yaw_of,
 )
@@ -144,8 +145,8 @@ def plan(motion: Motion, states: np.ndarray) -> tuple[np.ndarray, list[str]]:
     s = np.asarray(states, dtype=np.float64)
     n = s.shape[0]
     tcp, c = s[:, TCP_POS], s[:, OBJ_POS]
-    r_tcp = quat_to_matrix(s[:, TCP_QUAT])
-    r_peg = quat_to_matrix(s[:, OBJ_QUAT])
+    r_tcp = quat_to_matrix(quats(s, TCP_QUAT))
+    r_peg = quat_to_matrix(quats(s, OBJ_QUAT))
     u = r_peg[:, :, 0]  # the peg's long axis
     half_len = s[:, OBJ_HALF_EXTENTS][:, 0]
     grasped = s[:, IS_GRASPED] > 0.5
@@ -235,6 +236,6 @@ def plan(motion: Motion, states: np.ndarray) -> tuple[np.ndarray, list[str]]:
     acts = np.zeros((n, ACTION_DIM))
     acts[:, POS_SLICE] = motion.position(tcp, target)
     acts[sel_grasp, POS_SLICE] = 0.0  # do not drag the peg while the fingers close
-    acts[:, ROT_SLICE] = motion.rotation(s[:, TCP_QUAT], desired)
+    acts[:, ROT_SLICE] = motion.rotation(quats(s, TCP_QUAT), desired)
     acts[:, GRIPPER_INDEX] = gripper
     return acts, list(phases)

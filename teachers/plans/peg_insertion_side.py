@@ -75,6 +75,7 @@ from robot_rl.teachers.plans.common import (
     TCP_QUAT,
     Motion,
     down_orientation,
+    quats,
     wrap_angle,
     yaw_of,
 )
@@ -140,9 +141,9 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     s = np.asarray(s, dtype=np.float64)
     n = s.shape[0]
     tcp, peg, goal = s[:, TCP_POS], s[:, OBJ_POS], s[:, GOAL_POS]
-    r_tcp = quat_to_matrix(s[:, TCP_QUAT])
-    r_peg = quat_to_matrix(s[:, OBJ_QUAT])
-    r_goal = quat_to_matrix(s[:, GOAL_QUAT])
+    r_tcp = quat_to_matrix(quats(s, TCP_QUAT))
+    r_peg = quat_to_matrix(quats(s, OBJ_QUAT))
+    r_goal = quat_to_matrix(quats(s, GOAL_QUAT))
     half = s[:, OBJ_HALF_EXTENTS]
     length, radius = half[:, 0], half[:, 1]
     width = s[:, GRIPPER_WIDTH]
@@ -285,6 +286,6 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     acts[sel_insert, POS_SLICE] = ins_cmd[sel_insert]
     phases[sel_insert] = np.where(clear[sel_insert], "insert", "funnel")
     acts[sel_grasp, POS_SLICE] = 0.0
-    acts[:, ROT_SLICE] = motion.rotation(s[:, TCP_QUAT], rot_des)
+    acts[:, ROT_SLICE] = motion.rotation(quats(s, TCP_QUAT), rot_des)
     acts[:, GRIPPER_INDEX] = gripper
     return acts, list(phases)

@@ -31,6 +31,7 @@ from robot_rl.teachers.plans.common import (
     TCP_QUAT,
     Motion,
     down_orientation,
+    quats,
     wrap_angle,
     yaw_of,
 )
@@ -71,9 +72,9 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     # reset (left over from the previous episode's contacts): trusted alone, the answer to that step is a
     # closed-gripper carry that, held for D steps, grips nothing (README troubleshooting).
     grasped = (s[:, IS_GRASPED] > 0.5) & (width < OPEN_WIDTH) & (np.linalg.norm(obj - tcp, axis=-1) < HELD_DIST)
-    r_tcp = quat_to_matrix(s[:, TCP_QUAT])
+    r_tcp = quat_to_matrix(quats(s, TCP_QUAT))
     tcp_yaw = yaw_of(r_tcp)
-    obj_yaw = yaw_of(quat_to_matrix(s[:, OBJ_QUAT]))
+    obj_yaw = yaw_of(quat_to_matrix(quats(s, OBJ_QUAT)))
     # the yaw at which the fingers face two cube faces (90 deg symmetry) nearest the rest yaw 0: a function of the
     # cube alone, so the target does not flip as the hand turns
     desired_yaw = wrap_angle(obj_yaw * 4.0) / 4.0
@@ -130,6 +131,6 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     acts[sel_grasp, POS_SLICE] = 0.0
     # keep pointing down; align the yaw only before grasping (a held cube's yaw is irrelevant)
     yaw_goal = np.where(sel_carry | sel_grasp, tcp_yaw, desired_yaw)
-    acts[:, ROT_SLICE] = motion.rotation(s[:, TCP_QUAT], down_orientation(yaw_goal))
+    acts[:, ROT_SLICE] = motion.rotation(quats(s, TCP_QUAT), down_orientation(yaw_goal))
     acts[:, GRIPPER_INDEX] = gripper
     return acts, list(phases)

@@ -59,6 +59,7 @@ from robot_rl.teachers.plans.common import (
     TCP_QUAT,
     Motion,
     down_orientation,
+    quats,
     yaw_of,
 )
 
@@ -137,8 +138,8 @@ def plan(motion: Motion, states: np.ndarray) -> tuple[np.ndarray, list[str]]:
         up[:, 2] = np.maximum(tcp[:, 2], obj[:, 2] + RETREAT_DZ)
         pos = motion.position(tcp, up)
         pos[width < OPEN_WIDTH] = 0.0
-        r = quat_to_matrix(s[:, TCP_QUAT])
-        rot = motion.rotation(s[:, TCP_QUAT], down_orientation(yaw_of(r)))
+        r = quat_to_matrix(quats(s, TCP_QUAT))
+        rot = motion.rotation(quats(s, TCP_QUAT), down_orientation(yaw_of(r)))
         actions[placed, POS_SLICE] = pos[placed]
         actions[placed, ROT_SLICE] = rot[placed]
         actions[placed, GRIPPER_INDEX] = GRIPPER_OPEN

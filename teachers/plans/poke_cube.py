@@ -78,6 +78,7 @@ from robot_rl.teachers.plans.common import (
     TOOL_QUAT,
     Motion,
     down_orientation,
+    quats,
     scale_clip,
     wrap_angle,
     yaw_of,
@@ -135,11 +136,11 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
     half = s[:, OBJ_HALF_SIZE]
     width = s[:, GRIPPER_WIDTH]
     peg = s[:, TOOL_POS]
-    r_peg = quat_to_matrix(s[:, TOOL_QUAT])
+    r_peg = quat_to_matrix(quats(s, TOOL_QUAT))
     peg_half = s[:, TOOL_HALF_EXTENTS]
     axis = r_peg[:, :, 0]  # peg +x: tail -> head
     head = peg + axis * peg_half[:, :1]
-    r_tcp = quat_to_matrix(s[:, TCP_QUAT])
+    r_tcp = quat_to_matrix(quats(s, TCP_QUAT))
     tcp_yaw = yaw_of(r_tcp)
     peg_yaw = np.arctan2(axis[:, 1], axis[:, 0])
 
@@ -239,7 +240,7 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
     acts = np.zeros((n, ACTION_DIM))
     acts[:, POS_SLICE] = motion.position(tcp, target)
-    acts[:, ROT_SLICE] = motion.rotation(s[:, TCP_QUAT], down_orientation(yaw_goal))
+    acts[:, ROT_SLICE] = motion.rotation(quats(s, TCP_QUAT), down_orientation(yaw_goal))
     acts[sel_hold, ROT_SLICE] = 0.0
     d = motion.period_steps
     reach = np.linalg.norm(tcp[:, :2] - BASE_XY, axis=-1)

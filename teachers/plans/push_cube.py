@@ -24,6 +24,7 @@ from robot_rl.teachers.plans.common import (
     TCP_QUAT,
     Motion,
     down_orientation,
+    quats,
     yaw_of,
 )
 
@@ -100,7 +101,7 @@ def plan(motion: Motion, s: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
     acts = np.zeros((n, ACTION_DIM))
     acts[:, POS_SLICE] = motion.position(tcp, target)
-    r = quat_to_matrix(s[:, TCP_QUAT])
-    acts[:, ROT_SLICE] = motion.rotation(s[:, TCP_QUAT], down_orientation(yaw_of(r)))
+    r = quat_to_matrix(quats(s, TCP_QUAT))
+    acts[:, ROT_SLICE] = motion.rotation(quats(s, TCP_QUAT), down_orientation(yaw_of(r)))
     acts[:, GRIPPER_INDEX] = GRIPPER_CLOSED
     return acts, list(phases)

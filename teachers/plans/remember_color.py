@@ -42,6 +42,7 @@ from robot_rl.teachers.plans.common import (
     TOOL_POS,
     Motion,
     down_orientation,
+    quats,
     yaw_of,
 )
 
@@ -113,7 +114,7 @@ def plan(motion: Motion, states: np.ndarray, notes: list, steps: np.ndarray) -> 
 
     acts = np.zeros((n, 7))
     acts[:, POS_SLICE] = motion.position(tcp, target)
-    r = quat_to_matrix(s[:, TCP_QUAT])
-    acts[:, ROT_SLICE] = motion.rotation(s[:, TCP_QUAT], down_orientation(yaw_of(r)))
+    r = quat_to_matrix(quats(s, TCP_QUAT))
+    acts[:, ROT_SLICE] = motion.rotation(quats(s, TCP_QUAT), down_orientation(yaw_of(r)))
     acts[:, GRIPPER_INDEX] = GRIPPER_CLOSED
     return acts, phases, written

@@ -123,22 +123,27 @@ def test_bad_input_is_a_4xx_naming_the_field_then_good_requests_work(server, rou
 
 
 class NaNTeacher(ScriptedTeacher):
-    """A backend fault: NaN in the second row's action."""
+    """A backend whose last row is NaN: in one component (a fault) or in all (its "no guidance" marker)."""
 
     def act(self, request):
         response = super().act(request)
-        response.actions[1:2] = np.nan
+        response.actions[-1, : 1 if request.instructions[-1] == "partial" else None] = np.nan
         return response
 
 
-def test_a_backend_that_returns_nan_gets_a_500_never_a_200_carrying_it(caplog):
+def test_a_backend_s_nan_is_a_500_except_a_no_guidance_row_of_act_batch(caplog):
     with ServerThread(create_app(ServerInfo("scripted", NaNTeacher(control_period_steps=4, task=PUSH, seed=0), 8,
                                             5.0))) as url, caplog.at_level(logging.ERROR):
-        r = requests.post(f"{url}/act/batch", data=json_numpy.dumps(
-            {"instructions": ["push"] * 2, "states": STATES, "task_ids": [PUSH] * 2}), timeout=10)
+        def post(route, **body):
+            return requests.post(f"{url}{route}", data=json_numpy.dumps(body), timeout=10)
+
+        r = post("/act/batch", instructions=["push", "partial"], states=STATES, task_ids=[PUSH] * 2)
         assert r.status_code == 500 and "NaN" in r.json()["detail"] and "[1]" in r.json()["detail"], r.text
-        r = requests.post(f"{url}/act", data=json.dumps(act()), timeout=10)  # one row: row 0 is finite
-        assert r.status_code == 200 and np.isfinite(json_numpy.loads(r.text)).all(), r.text
+        r = post("/act/batch", instructions=["push", "none"], states=STATES, task_ids=[PUSH] * 2)
+        actions = json_numpy.loads(r.text)["actions"]
+        assert r.status_code == 200 and np.isfinite(actions[0]).all() and np.isnan(actions[1]).all(), r.text
+        r = post("/act", instruction="none", state=STATES[0], task_id=PUSH)  # OpenVLA's route has no such marker
+        assert r.status_code == 500 and "NaN" in r.json()["detail"], r.text
 
 
 def test_act_errors_name_the_act_fields(server):
