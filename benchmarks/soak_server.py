@@ -134,7 +134,8 @@ def main() -> int:
     ap.add_argument("--disconnects", type=int, default=4, help="mid-body disconnecting clients at once")
     ap.add_argument("--slow-headers", type=int, default=20, help="clients that trickle their headers at once")
     ap.add_argument("--max-requests", type=int, default=20_000, help="most good requests per phase")
-    ap.add_argument("--max-hostile", type=int, default=100_000, help="most hostile requests of each kind")
+    ap.add_argument("--max-hostile", type=int, default=100_000,
+                    help="most hostile requests of each kind (its clients start no new one past it)")
     args = ap.parse_args()
 
     port = free_port()
