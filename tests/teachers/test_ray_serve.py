@@ -215,6 +215,13 @@ def test_routes_and_errors_match_the_uvicorn_server(server):
     r = requests.post(f"{server}/act/batch", data=batch_body(states, tasks), headers=HEADERS, timeout=HTTP_TIMEOUT_S)
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(json_numpy.loads(r.text)["actions"], want, atol=1e-6)
+    # a body of exactly the limit, 1 MiB, is past the decode workers' threshold: a process spawned by the replica
+    body = batch_body(states, tasks)
+    body = batch_body(states, tasks, unnorm_key="x" * (MAX_BODY_BYTES - len(body) - len(', "unnorm_key": ""')))
+    assert len(body.encode()) == MAX_BODY_BYTES
+    r = requests.post(f"{server}/act/batch", data=body, headers=HEADERS, timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(json_numpy.loads(r.text)["actions"], want, atol=1e-6)
 
 
 def test_bad_arguments_fail_early_and_replica_errors_are_reported(server):
