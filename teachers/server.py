@@ -894,7 +894,7 @@ async def _read_body(request: Request, sink: Callable[[bytes], Any], max_body_by
                      timeout_s: float = DEFAULT_BODY_TIMEOUT_S, budget: _BodyBudget | None = None) -> int:
     """Read a body of at most ``max_body_bytes`` (also when sent chunked) within ``timeout_s`` into ``sink``.
 
-    ``sink`` gets each chunk as it arrives (a :class:`_BodySink`, or ``list.append``). A declared
+    ``sink`` (a :class:`_BodySink`) gets each chunk as it arrives. A declared
     ``Content-Length`` over the limit is refused here, naming the limit, before anything is read; a chunked body
     that grows past it is refused by Starlette's body limit (``FastAPI(max_body_size=...)``, :func:`create_app`).
     The body's bytes stay taken from ``budget`` when this returns: the caller gives them back
@@ -915,22 +915,22 @@ async def _read_body(request: Request, sink: Callable[[bytes], Any], max_body_by
         raise HTTPException(status_code=413, detail=f"body of {length} bytes exceeds the limit of {max_body_bytes}")
     size = 0
     try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                if budget is not None:
-                    budget.take(len(chunk))
-                size += len(chunk)
-                sink(chunk)
-    except TimeoutError:
-        _give_back(budget, size)
-        raise HTTPException(status_code=408, detail=f"body not received within {timeout_s} s "
-                                                    f"(server.body_timeout_s)") from None
-    except ClientDisconnect:
-        _give_back(budget, size)
-        _DISCONNECTS.log("client %s disconnected mid-body after %d bytes", request.client, size)
-        raise HTTPException(status_code=400, detail="client disconnected mid-body") from None
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for chunk in request.stream():
+                    if budget is not None:
+                        budget.take(len(chunk))
+                    size += len(chunk)
+                    sink(chunk)
+        except TimeoutError:
+            raise HTTPException(status_code=408, detail=f"body not received within {timeout_s} s "
+                                                        f"(server.body_timeout_s)") from None
+        except ClientDisconnect:
+            _DISCONNECTS.log("client %s disconnected mid-body after %d bytes", request.client, size)
+            raise HTTPException(status_code=400, detail="client disconnected mid-body") from None
     except BaseException:
-        _give_back(budget, size)
+        if budget is not None:  # whatever ended the read, the bytes it took are given back
+            budget.used -= size
         raise
     return size
 
@@ -994,11 +994,6 @@ class _BodySink:
         if self.block is not None:
             self.decoder.release(self.block)
             self.block = None
-
-
-def _give_back(budget: _BodyBudget | None, size: int) -> None:
-    if budget is not None:
-        budget.used -= size
 
 
 def _json(body: bytes) -> Any:
